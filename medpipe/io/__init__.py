@@ -1,0 +1,1 @@
+"""Readers and writers for the formats the pipeline meets: DICOM, SIIM RLE, label CSVs, NIfTI."""
