@@ -1,0 +1,298 @@
+"""The `medpipe` command line: one sub-command per pipeline step, explicit paths, no hidden state.
+
+Every Snakemake rule calls exactly one of these. Heavy libraries (torch, lightgbm) are imported
+inside the command that needs them, so `medpipe --help` and light steps start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["main"]
+
+log = logging.getLogger("medpipe")
+COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {}
+
+
+def command(name: str):
+    def register(func):
+        COMMANDS[name] = func
+        return func
+
+    return register
+
+
+def _load(args: argparse.Namespace) -> dict:
+    from medpipe.config import load_config
+
+    return load_config(args.config)
+
+
+def _workers(value: str | int | None) -> int:
+    from medpipe.resources import cpu_count
+
+    if value in (None, "auto"):
+        return cpu_count()
+    return max(1, int(value))
+
+
+# ---------------------------------------------------------------- data
+@command("synth")
+def cmd_synth(args: argparse.Namespace) -> int:
+    from medpipe.data.synthetic import generate
+
+    summary = generate(
+        args.out,
+        n_train=args.n_train,
+        n_test=args.n_test,
+        n_stage2_test=args.n_stage2_test,
+        size=args.size,
+        seed=args.seed,
+        preview=args.preview,
+        workers=_workers(args.workers),
+    )
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+@command("ingest")
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from medpipe.data.ingest import ingest
+
+    dirs, splits = args.dicom_dir, args.split or ["train"]
+    if len(splits) != len(dirs):
+        raise SystemExit("ingest: give one --split per --dicom-dir (or one --dicom-dir and no --split)")
+    missing = [d for d in dirs if not Path(d).is_dir()]
+    if missing:
+        raise SystemExit(
+            f"ingest: DICOM folder not found: {missing[0]}. Set data.root in your config to the folder "
+            "holding the SIIM layout, or generate the synthetic set: medpipe synth --out data/synthetic"
+        )
+    meta = ingest(
+        list(zip(splits, dirs)),
+        args.out,
+        size=args.size,
+        labels=args.labels,
+        workers=_workers(args.workers),
+        salt=args.salt,
+    )
+    print(f"ingest: {len(meta)} images cached in {args.out}")
+    return 0
+
+
+@command("folds")
+def cmd_folds(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from medpipe.data.folds import by_patient, check_no_patient_overlap
+    from medpipe.io.atomic import atomic_write_csv
+
+    meta = pd.read_csv(args.meta, dtype={"image_id": str, "patient_key": str})
+    train = meta[meta["split"] == args.split]
+    if train.empty:
+        raise SystemExit(f"folds: {args.meta} has no rows of split {args.split!r}")
+    folds = by_patient(train, n_folds=args.n_folds, seed=args.seed)
+    check_no_patient_overlap(folds)
+    atomic_write_csv(folds, args.out)
+    print(f"folds: {len(folds)} images, {folds['patient_key'].nunique()} patients, {args.n_folds} folds")
+    return 0
+
+
+# ---------------------------------------------------------------- models
+def _train(args: argparse.Namespace, task: str) -> int:
+    from medpipe.config import model_config
+    from medpipe.training import train_fold
+
+    config = _load(args)
+    metrics = train_fold(
+        task, args.model, model_config(config, task, args.model), config, Path(args.data_dir), args.fold, Path(args.out)
+    )
+    print(json.dumps(metrics, indent=2, default=str))
+    return 0
+
+
+@command("train-seg")
+def cmd_train_seg(args: argparse.Namespace) -> int:
+    return _train(args, "segment")
+
+
+@command("train-gate")
+def cmd_train_gate(args: argparse.Namespace) -> int:
+    return _train(args, "gate")
+
+
+@command("predict")
+def cmd_predict(args: argparse.Namespace) -> int:
+    from medpipe.config import model_config
+    from medpipe.inference.predict import predict_fold
+
+    config = _load(args)
+    predict_fold(
+        args.task,
+        model_config(config, args.task, args.model),
+        config,
+        Path(args.data_dir),
+        args.fold,
+        Path(args.ckpt),
+        Path(args.out),
+        test_split=args.test_split,
+        oof=not args.no_oof,
+    )
+    return 0
+
+
+# ---------------------------------------------------------------- submission
+@command("validate-submission")
+def cmd_validate(args: argparse.Namespace) -> int:
+    from medpipe.submission import SubmissionError, expected_ids_from_dicom_dir, validate_submission
+
+    sizes = expected_ids_from_dicom_dir(args.dicom_dir) if args.dicom_dir else None
+    try:
+        frame = validate_submission(args.submission, expected_ids=sizes.keys() if sizes else None, sizes=sizes)
+    except SubmissionError as err:
+        print(f"validate-submission: {args.submission}: INVALID: {err}", file=sys.stderr)
+        return 1
+    n_pos = int((frame["EncodedPixels"].astype(str).str.strip() != "-1").sum())
+    print(f"validate-submission: {args.submission}: OK ({len(frame)} images, {n_pos} with a finding)")
+    return 0
+
+
+@command("score")
+def cmd_score(args: argparse.Namespace) -> int:
+    from medpipe.submission import expected_ids_from_dicom_dir, score_submission
+
+    sizes = expected_ids_from_dicom_dir(args.dicom_dir) if args.dicom_dir else None
+    score = score_submission(args.submission, args.labels, sizes=sizes)
+    print(f"score: {score:.4f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medpipe",
+        description="DICOM folders to a validated SIIM-ACR submission. Usually driven by Snakemake: "
+        "snakemake --cores 8 submission",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str, example: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    def config_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", required=True, nargs="+", help="YAML config file(s), merged in order")
+
+    p = add("synth", "Write a synthetic SIIM-ACR-like DICOM dataset.", "medpipe synth --out data/synthetic --preview preview.png")
+    p.add_argument("--out", required=True)
+    p.add_argument("--n-train", type=int, default=600)
+    p.add_argument("--n-test", type=int, default=150)
+    p.add_argument("--n-stage2-test", type=int, default=0)
+    p.add_argument("--size", type=int, default=1024)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preview", help="PNG contact sheet with the masks overlaid")
+    p.add_argument("--workers", default="auto")
+
+    p = add(
+        "ingest",
+        "Read DICOM folders into meta.csv, a uint8 tensor cache and quarantine.csv.",
+        "medpipe ingest --dicom-dir data/synthetic/dicom-images-train --labels data/synthetic/train-rle.csv --out runs/x/data",
+    )
+    p.add_argument("--dicom-dir", required=True, action="append", help="may repeat, paired with --split")
+    p.add_argument("--split", action="append", help="split name per --dicom-dir (train, test, stage2_test)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--labels", help="label CSV (train-rle.csv or stage_2_train.csv)")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--workers", default="auto")
+    p.add_argument("--salt", default="medpipe", help="salt of the pseudonymous patient key")
+
+    p = add("folds", "Patient-grouped, stratified folds.", "medpipe folds --meta runs/x/data/meta.csv --n-folds 5 --out runs/x/data/folds.csv")
+    p.add_argument("--meta", required=True)
+    p.add_argument("--n-folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default="train")
+    p.add_argument("--out", required=True)
+
+    for name, what in (("train-seg", "a U-Net segmentation model"), ("train-gate", "a classifier gate")):
+        p = add(
+            name,
+            f"Train {what} on one fold (resumes from last.ckpt).",
+            f"medpipe {name} --config configs/default.yaml --model NAME --fold 0 --data-dir runs/default/data --out runs/default/stage1/x/NAME/fold0",
+        )
+        config_arg(p)
+        p.add_argument("--model", required=True)
+        p.add_argument("--fold", type=int, required=True)
+        p.add_argument("--data-dir", required=True)
+        p.add_argument("--out", required=True)
+
+    p = add(
+        "predict",
+        "Predict one fold's validation images (OOF) and the test set.",
+        "medpipe predict --task segment --config configs/default.yaml --model unet_r18 --fold 0 --data-dir runs/default/data --ckpt .../model.ckpt --out .../fold0",
+    )
+    config_arg(p)
+    p.add_argument("--task", choices=["segment", "gate"], required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--test-split", default="test")
+    p.add_argument("--no-oof", action="store_true", help="predict only the test split")
+
+    p = add(
+        "validate-submission",
+        "Check a submission: header, one row per test image, valid RLE inside the image.",
+        "medpipe validate-submission runs/default/submission.csv --dicom-dir data/synthetic/dicom-images-test",
+    )
+    p.add_argument("submission")
+    p.add_argument("--dicom-dir", help="the test DICOM folder: every image must appear exactly once")
+
+    p = add("score", "Competition metric of a submission against labels.", "medpipe score runs/default/submission.csv --labels data/synthetic/hidden/test-rle.csv")
+    p.add_argument("submission")
+    p.add_argument("--labels", required=True)
+    p.add_argument("--dicom-dir", help="to read each image's size (default 1024x1024)")
+
+    _add_later_commands(add, config_arg)
+    return parser
+
+
+def _add_later_commands(add, config_arg) -> None:
+    """Commands of the decision stages (features, fusion, thresholds, submit, reports)."""
+    try:
+        from medpipe import cli_decide
+    except ImportError:
+        return
+    cli_decide.register(add, config_arg, command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(COMMANDS[args.command](args) or 0)
+    except (ValueError, FileNotFoundError) as err:
+        # Known, user-fixable problems: one clear line, no traceback.
+        if args.verbose:
+            raise
+        print(f"medpipe {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Load, merge, validate and resolve the pipeline config (one YAML tree, Snakemake-style overlays).
+
+The config is the single source of truth for every choice. Files merge in order with nested
+keys (like ``snakemake --configfile a.yaml b.yaml``), then the result is checked against
+``configs/schema.yaml`` so a typo fails at start-up with the key's path, not deep in a job.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "SCHEMA_PATH",
+    "deep_merge",
+    "load_config",
+    "validate",
+    "model_config",
+    "stage_dir",
+    "write_yaml_atomic",
+]
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "configs" / "schema.yaml"
+
+
+class ConfigError(ValueError):
+    """The config is invalid; the message names the key and what was expected."""
+
+
+def deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``overlay`` into a copy of ``base``: nested mappings merge, everything else replaces."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "<top level>"
+
+
+def validate(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH) -> None:
+    """Check ``config`` against the JSON schema; raise :class:`ConfigError` naming the bad key."""
+    with open(schema_path) as handle:
+        schema = yaml.safe_load(handle)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(dict(config)), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"  {_key_path(e)}: {e.message}" for e in errors[:10]]
+        raise ConfigError("invalid config:\n" + "\n".join(lines))
+
+
+def load_config(paths: str | Path | Iterable[str | Path], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read YAML files in order, merge them and the overrides, validate, and return the tree.
+
+    Example:
+        >>> cfg = load_config(["configs/default.yaml", "configs/quick.yaml"])  # doctest: +SKIP
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    config: dict[str, Any] = {}
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file not found: {path}")
+        with path.open() as handle:
+            loaded = yaml.safe_load(handle) or {}
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        config = deep_merge(config, loaded)
+    if overrides:
+        config = deep_merge(config, overrides)
+    validate(config)
+    return config
+
+
+def model_config(config: Mapping[str, Any], task: str, name: str) -> dict[str, Any]:
+    """The keyword arguments of one model block (``segmentation.models.<name>`` or ``gate.models.<name>``)."""
+    section = {"segment": "segmentation", "gate": "gate"}.get(task, task)
+    models = config.get(section, {}).get("models", {}) or {}
+    if name not in models:
+        known = ", ".join(sorted(models)) or "none"
+        raise ConfigError(f"{section}.models.{name}: no such model in the config (known: {known})")
+    return dict(models[name])
+
+
+def stage_dir(config: Mapping[str, Any], stage: int | None = None) -> Path:
+    return Path(config["run_dir"]) / f"stage{stage or config.get('stage', 1)}"
+
+
+def write_yaml_atomic(data: Any, path: str | Path, only_if_changed: bool = True) -> bool:
+    """Write YAML via a temp file and rename; skip the write when the content is unchanged.
+
+    Skipping keeps the file's mtime, so tools that watch it do not see a change that is not one.
+    """
+    path = Path(path)
+    text = yaml.safe_dump(data, sort_keys=True)
+    if only_if_changed and path.exists() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return True

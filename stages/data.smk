@@ -1,0 +1,73 @@
+# Data: (synthetic data) -> ingest -> patient-grouped folds.
+SYNTH = config["data"].get("synthetic")
+
+if SYNTH:
+
+    rule synthesize:
+        """Generate the embedded synthetic SIIM-like DICOM dataset in data.root."""
+        output:
+            labels=f"{ROOT}/train-rle.csv",
+            hidden=f"{ROOT}/hidden/test-rle.csv",
+            preview=f"{ROOT}/preview.png",
+        params:
+            synthetic=SYNTH,
+        log:
+            f"{RUN}/logs/synthesize.log",
+        benchmark:
+            f"{RUN}/benchmarks/synthesize.tsv"
+        threads: HEAVY_THREADS
+        shell:
+            "medpipe synth --out {ROOT:q} --n-train {params.synthetic[n_train]} "
+            "--n-test {params.synthetic[n_test]} --n-stage2-test {params.synthetic[n_stage2_test]} "
+            "--size {params.synthetic[size]} --seed {params.synthetic[seed]} "
+            "--preview {output.preview:q} --workers {threads} > {log:q} 2>&1"
+
+elif not Path(ROOT, "train-rle.csv").exists():
+    raise WorkflowError(
+        f"data.root = {ROOT!r} does not hold the SIIM-ACR layout (no train-rle.csv there). "
+        "Point data.root at your data (docs/siim.md), or generate the synthetic set with "
+        "`medpipe synth --out data/synthetic` (or set data.synthetic in the config)."
+    )
+
+
+rule ingest:
+    """Decode every DICOM once into meta.csv, the uint8 tensor cache and quarantine.csv."""
+    input:
+        labels=f"{ROOT}/train-rle.csv",
+        code=code("io/dicom.py", "data/ingest.py", "data/cache.py"),
+    output:
+        meta=f"{DATA}/meta.csv",
+        quarantine=f"{DATA}/quarantine.csv",
+        train=f"{DATA}/train_images_{SIZE}.npy",
+        masks=f"{DATA}/train_masks_{SIZE}.npy",
+        test=f"{DATA}/test_images_{SIZE}.npy",
+    params:
+        root=ROOT,
+        size=SIZE,
+        salt=config["data"].get("salt", "medpipe"),
+    log:
+        f"{RUN}/logs/ingest.log",
+    benchmark:
+        f"{RUN}/benchmarks/ingest.tsv"
+    threads: HEAVY_THREADS
+    shell:
+        "medpipe ingest --dicom-dir {params.root:q}/dicom-images-train --split train "
+        "--dicom-dir {params.root:q}/dicom-images-test --split test --labels {input.labels:q} "
+        "--out {DATA:q} --size {params.size} --workers {threads} --salt {params.salt:q} > {log:q} 2>&1"
+
+
+rule make_folds:
+    """Patient-grouped folds, stratified on 'has finding'."""
+    input:
+        meta=f"{DATA}/meta.csv",
+        code=code("data/folds.py"),
+    output:
+        f"{DATA}/folds.csv",
+    params:
+        folds=config["folds"],
+        seed=config["seed"],
+    log:
+        f"{RUN}/logs/folds.log",
+    shell:
+        "medpipe folds --meta {input.meta:q} --n-folds {params.folds} --seed {params.seed} "
+        "--out {output:q} > {log:q} 2>&1"

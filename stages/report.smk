@@ -1,0 +1,1 @@
+# Reports: one self-contained HTML page a competitor opens after a run.
