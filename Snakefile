@@ -12,6 +12,9 @@ min_version("9.0")
 configfile: str(Path(workflow.basedir) / "configs" / "default.yaml")
 
 
+from medpipe.config import drop_removed_models
+
+drop_removed_models(config)
 validate(config, str(Path(workflow.basedir) / "configs" / "schema.yaml"))
 
 

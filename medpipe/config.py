@@ -25,6 +25,7 @@ __all__ = [
     "model_config",
     "stage_dir",
     "write_yaml_atomic",
+    "drop_removed_models",
 ]
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "configs" / "schema.yaml"
@@ -60,6 +61,19 @@ def validate(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH) -
         raise ConfigError("invalid config:\n" + "\n".join(lines))
 
 
+def drop_removed_models(config: dict[str, Any]) -> dict[str, Any]:
+    """Remove model blocks set to ``null``: that is how an overlay drops a model of the base config."""
+    for section in ("segmentation", "gate"):
+        models = (config.get(section) or {}).get("models")
+        if isinstance(models, dict):
+            config[section]["models"] = {k: v for k, v in models.items() if v is not None}
+    for name, value in list(((config.get("stage2") or {}).get("retrain") or {}).items()):
+        known = set((config.get("segmentation") or {}).get("models") or {}) | set((config.get("gate") or {}).get("models") or {})
+        if name not in known:
+            del config["stage2"]["retrain"][name]
+    return config
+
+
 def load_config(paths: str | Path | Iterable[str | Path], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Read YAML files in order, merge them and the overrides, validate, and return the tree.
 
@@ -80,6 +94,7 @@ def load_config(paths: str | Path | Iterable[str | Path], overrides: Mapping[str
         config = deep_merge(config, loaded)
     if overrides:
         config = deep_merge(config, overrides)
+    drop_removed_models(config)
     validate(config)
     return config
 
