@@ -66,7 +66,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     dirs, splits = args.dicom_dir, args.split or ["train"]
     if len(splits) != len(dirs):
-        raise SystemExit("ingest: give one --split per --dicom-dir (or one --dicom-dir and no --split)")
+        raise SystemExit(
+            "ingest: give one --split per --dicom-dir (or one --dicom-dir and no --split)"
+        )
     missing = [d for d in dirs if not Path(d).is_dir()]
     if missing:
         raise SystemExit(
@@ -99,7 +101,9 @@ def cmd_folds(args: argparse.Namespace) -> int:
     folds = by_patient(train, n_folds=args.n_folds, seed=args.seed)
     check_no_patient_overlap(folds)
     atomic_write_csv(folds, args.out)
-    print(f"folds: {len(folds)} images, {folds['patient_key'].nunique()} patients, {args.n_folds} folds")
+    print(
+        f"folds: {len(folds)} images, {folds['patient_key'].nunique()} patients, {args.n_folds} folds"
+    )
     return 0
 
 
@@ -110,7 +114,13 @@ def _train(args: argparse.Namespace, task: str) -> int:
 
     config = _load(args)
     metrics = train_fold(
-        task, args.model, model_config(config, task, args.model), config, Path(args.data_dir), args.fold, Path(args.out)
+        task,
+        args.model,
+        model_config(config, task, args.model),
+        config,
+        Path(args.data_dir),
+        args.fold,
+        Path(args.out),
     )
     print(json.dumps(metrics, indent=2, default=str))
     return 0
@@ -153,12 +163,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     sizes = expected_ids_from_dicom_dir(args.dicom_dir) if args.dicom_dir else None
     try:
-        frame = validate_submission(args.submission, expected_ids=sizes.keys() if sizes else None, sizes=sizes)
+        frame = validate_submission(
+            args.submission, expected_ids=sizes.keys() if sizes else None, sizes=sizes
+        )
     except SubmissionError as err:
         print(f"validate-submission: {args.submission}: INVALID: {err}", file=sys.stderr)
         return 1
     n_pos = int((frame["EncodedPixels"].astype(str).str.strip() != "-1").sum())
-    print(f"validate-submission: {args.submission}: OK ({len(frame)} images, {n_pos} with a finding)")
+    print(
+        f"validate-submission: {args.submission}: OK ({len(frame)} images, {n_pos} with a finding)"
+    )
     return 0
 
 
@@ -191,9 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     def config_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", required=True, nargs="+", help="YAML config file(s), merged in order")
+        p.add_argument(
+            "--config", required=True, nargs="+", help="YAML config file(s), merged in order"
+        )
 
-    p = add("synth", "Write a synthetic SIIM-ACR-like DICOM dataset.", "medpipe synth --out data/synthetic --preview preview.png")
+    p = add(
+        "synth",
+        "Write a synthetic SIIM-ACR-like DICOM dataset.",
+        "medpipe synth --out data/synthetic --preview preview.png",
+    )
     p.add_argument("--out", required=True)
     p.add_argument("--n-train", type=int, default=600)
     p.add_argument("--n-test", type=int, default=150)
@@ -208,22 +228,33 @@ def build_parser() -> argparse.ArgumentParser:
         "Read DICOM folders into meta.csv, a uint8 tensor cache and quarantine.csv.",
         "medpipe ingest --dicom-dir data/synthetic/dicom-images-train --labels data/synthetic/train-rle.csv --out runs/x/data",
     )
-    p.add_argument("--dicom-dir", required=True, action="append", help="may repeat, paired with --split")
-    p.add_argument("--split", action="append", help="split name per --dicom-dir (train, test, stage2_test)")
+    p.add_argument(
+        "--dicom-dir", required=True, action="append", help="may repeat, paired with --split"
+    )
+    p.add_argument(
+        "--split", action="append", help="split name per --dicom-dir (train, test, stage2_test)"
+    )
     p.add_argument("--out", required=True)
     p.add_argument("--labels", help="label CSV (train-rle.csv or stage_2_train.csv)")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--workers", default="auto")
     p.add_argument("--salt", default="medpipe", help="salt of the pseudonymous patient key")
 
-    p = add("folds", "Patient-grouped, stratified folds.", "medpipe folds --meta runs/x/data/meta.csv --n-folds 5 --out runs/x/data/folds.csv")
+    p = add(
+        "folds",
+        "Patient-grouped, stratified folds.",
+        "medpipe folds --meta runs/x/data/meta.csv --n-folds 5 --out runs/x/data/folds.csv",
+    )
     p.add_argument("--meta", required=True)
     p.add_argument("--n-folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", default="train")
     p.add_argument("--out", required=True)
 
-    for name, what in (("train-seg", "a U-Net segmentation model"), ("train-gate", "a classifier gate")):
+    for name, what in (
+        ("train-seg", "a U-Net segmentation model"),
+        ("train-gate", "a classifier gate"),
+    ):
         p = add(
             name,
             f"Train {what} on one fold (resumes from last.ckpt).",
@@ -256,9 +287,15 @@ def build_parser() -> argparse.ArgumentParser:
         "medpipe validate-submission runs/default/submission.csv --dicom-dir data/synthetic/dicom-images-test",
     )
     p.add_argument("submission")
-    p.add_argument("--dicom-dir", help="the test DICOM folder: every image must appear exactly once")
+    p.add_argument(
+        "--dicom-dir", help="the test DICOM folder: every image must appear exactly once"
+    )
 
-    p = add("score", "Competition metric of a submission against labels.", "medpipe score runs/default/submission.csv --labels data/synthetic/hidden/test-rle.csv")
+    p = add(
+        "score",
+        "Competition metric of a submission against labels.",
+        "medpipe score runs/default/submission.csv --labels data/synthetic/hidden/test-rle.csv",
+    )
     p.add_argument("submission")
     p.add_argument("--labels", required=True)
     p.add_argument("--dicom-dir", help="to read each image's size (default 1024x1024)")

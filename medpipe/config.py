@@ -68,13 +68,17 @@ def drop_removed_models(config: dict[str, Any]) -> dict[str, Any]:
         if isinstance(models, dict):
             config[section]["models"] = {k: v for k, v in models.items() if v is not None}
     for name, value in list(((config.get("stage2") or {}).get("retrain") or {}).items()):
-        known = set((config.get("segmentation") or {}).get("models") or {}) | set((config.get("gate") or {}).get("models") or {})
+        known = set((config.get("segmentation") or {}).get("models") or {}) | set(
+            (config.get("gate") or {}).get("models") or {}
+        )
         if name not in known:
             del config["stage2"]["retrain"][name]
     return config
 
 
-def load_config(paths: str | Path | Iterable[str | Path], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def load_config(
+    paths: str | Path | Iterable[str | Path], overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Read YAML files in order, merge them and the overrides, validate, and return the tree.
 
     Example:

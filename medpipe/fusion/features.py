@@ -1,0 +1,411 @@
+"""Fusion features: one row per image from the CNN fold outputs and the DICOM metadata.
+
+Training rows take every model value from the fold where the image was validation
+(out-of-fold), so LightGBM never sees a score from a model that trained on the image. Test
+rows take the mean over the fold models of the same per-fold feature (not the feature of the
+mean probability map), so a test feature has the distribution the booster saw in training.
+
+Gate embeddings are reduced by PCA fitted inside each fold: the rows of fold ``f`` are projected
+with a PCA fitted only on the rows of the other folds (the fold-``f`` model's training rows).
+Each fold model embeds in its own space, so before pooling rows of different folds every fold
+model's space is rotated onto fold 0's by orthogonal Procrustes on their embeddings of the
+shared, unlabelled test images. Component signs follow a reference PCA of the test embeddings.
+Test rows average their per-fold projections (fold model ``f``'s embedding through PCA ``f``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.linalg import orthogonal_procrustes
+from sklearn.decomposition import PCA
+
+from medpipe.thresholds import label_images
+
+__all__ = ["build_features", "seg_statistics", "AREA_LEVELS"]
+
+log = logging.getLogger(__name__)
+
+AREA_LEVELS = (0.3, 0.5, 0.7, 0.9)
+_CHUNK_PIXELS = 1 << 24
+
+
+def _frame(value: pd.DataFrame | str | Path, name: str) -> pd.DataFrame:
+    if isinstance(value, pd.DataFrame):
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {name} not found")
+    return pd.read_csv(
+        path,
+        dtype={"image_id": str, "patient_key": str, "split": str, "sex": str, "view": str},
+        keep_default_na=False,
+        na_values=[""],
+    )
+
+
+def seg_statistics(prob: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image summaries of probability maps ``(N, S, S)``: max, pixels above each level in
+    :data:`AREA_LEVELS`, and 8-connected components at 0.5.
+
+    Example:
+        >>> seg_statistics(np.full((1, 2, 2), 0.6, np.float16))["area_p50"].tolist()
+        [4.0]
+    """
+    n = len(prob)
+    out = {"max": np.zeros(n), "ncomp": np.zeros(n)}
+    out.update({f"area_p{round(level * 100)}": np.zeros(n) for level in AREA_LEVELS})
+    step = max(1, _CHUNK_PIXELS // max(1, prob[0].size if n else 1))
+    for start in range(0, n, step):
+        sl = slice(start, min(start + step, n))
+        p = np.asarray(prob[sl], dtype=np.float32)
+        flat = p.reshape(len(p), -1)
+        out["max"][sl] = flat.max(axis=1)
+        for level in AREA_LEVELS:
+            out[f"area_p{round(level * 100)}"][sl] = (flat > np.float32(level)).sum(axis=1)
+        _, _, image = label_images(p > np.float32(0.5))
+        out["ncomp"][sl] = np.bincount(image, minlength=len(p))
+    return out
+
+
+def _fold_dirs(dirs: Sequence[str | Path]) -> list[tuple[int, Path]]:
+    """(fold number, directory): the number from a ``fold<i>`` name, else the list position.
+
+    Same rule as :func:`medpipe.inference.ensemble.fold_index`, kept here so that this module
+    does not import the torch-based inference package.
+    """
+    pairs = []
+    for pos, d in enumerate(dirs):
+        match = re.fullmatch(r"fold(\d+)", Path(d).name)
+        pairs.append((int(match.group(1)) if match else pos, Path(d)))
+    if len({f for f, _ in pairs}) != len(pairs):
+        raise ValueError(f"features: fold directories repeat a fold: {[str(d) for _, d in pairs]}")
+    return pairs
+
+
+def _own_rows(ids: np.ndarray, fold: int, fold_of: pd.Series, path: Path) -> np.ndarray:
+    mine = fold_of.reindex(ids).to_numpy() == fold
+    if not mine.all():
+        log.warning(
+            "%s: %d rows are not fold %d validation images; ignored", path, int((~mine).sum()), fold
+        )
+    return mine
+
+
+def _align_order(ids: np.ndarray, test_ids: pd.Index, path: Path) -> np.ndarray:
+    pos = pd.Index(ids).get_indexer(test_ids)
+    if (pos < 0).any() or len(ids) != len(test_ids):
+        raise ValueError(f"{path}: test image ids differ from the other fold outputs")
+    return pos
+
+
+def _seg_features(
+    model: str, dirs, fold_of: pd.Series, train_ids: pd.Index, test_ids: pd.Index | None
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    train_parts, test_sum, n = [], None, 0
+    for fold, d in _fold_dirs(dirs):
+        path = d / "oof.npz"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: fold output not found")
+        with np.load(path, allow_pickle=False) as data:
+            ids = data["image_id"].astype(str)
+            mine = _own_rows(ids, fold, fold_of, path)
+            stats = seg_statistics(data["prob"][mine])
+            cls = (
+                data["cls_prob"][mine].astype(np.float64)
+                if "cls_prob" in data.files
+                else np.full(mine.sum(), np.nan)
+            )
+        train_parts.append(pd.DataFrame({**stats, "aux": cls}, index=ids[mine]))
+        if test_ids is not None:
+            path = d / "test.npz"
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: fold output not found")
+            with np.load(path, allow_pickle=False) as data:
+                order = _align_order(data["image_id"].astype(str), test_ids, path)
+                stats = seg_statistics(data["prob"][order])
+                cls = (
+                    data["cls_prob"][order].astype(np.float64)
+                    if "cls_prob" in data.files
+                    else np.full(len(order), np.nan)
+                )
+            part = pd.DataFrame({**stats, "aux": cls}, index=test_ids)
+            test_sum = part if test_sum is None else test_sum + part
+            n += 1
+    train = pd.concat(train_parts)
+    _check_coverage(train, train_ids, f"segmentation model {model!r}")
+    test = None if test_sum is None else test_sum / n
+    if train["aux"].isna().all():
+        train = train.drop(columns="aux")
+        test = None if test is None else test.drop(columns="aux")
+    rename = {c: f"seg_{model}_{c}" for c in train.columns}
+    return train.rename(columns=rename), None if test is None else test.rename(columns=rename)
+
+
+def _check_coverage(frame: pd.DataFrame, train_ids: pd.Index, what: str) -> None:
+    if frame.index.duplicated().any():
+        raise ValueError(
+            f"features: {what}: image {frame.index[frame.index.duplicated()][0]!r} has OOF values from two folds"
+        )
+    missing = train_ids.difference(frame.index)
+    if len(missing):
+        raise ValueError(
+            f"features: {what}: {len(missing)} training images have no OOF value (e.g. {list(missing[:3])})"
+        )
+
+
+def _read_gate(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: fold output not found")
+    frame = pd.read_csv(path, dtype={"image_id": str})
+    if "prob" not in frame.columns or "image_id" not in frame.columns:
+        raise ValueError(f"{path}: needs columns image_id, prob, emb_0 ...")
+    return frame.set_index("image_id")
+
+
+def _emb_columns(frame: pd.DataFrame) -> list[str]:
+    return sorted((c for c in frame.columns if c.startswith("emb_")), key=lambda c: int(c[4:]))
+
+
+def _orient(components: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
+    """Fix the arbitrary sign of each principal axis so all folds agree."""
+    if reference is not None:
+        signs = np.sign(np.sum(components * reference[: len(components)], axis=1))
+    else:
+        signs = np.sign(components[np.arange(len(components)), np.abs(components).argmax(axis=1)])
+    signs[signs == 0] = 1.0
+    return components * signs[:, None]
+
+
+def _embedding_pcs(
+    oof: dict[int, tuple[np.ndarray, np.ndarray]],
+    test: dict[int, np.ndarray],
+    n_components: int,
+    seed: int,
+) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """PCA features of OOF rows (fitted without the row's fold) and of test rows (fold mean)."""
+    folds = sorted(oof)
+    # Rotate every fold model's space onto fold 0's using the shared test images (no labels).
+    maps = {}
+    ref_fold = folds[0]
+    can_align = len(folds) > 1 and len(test) == len(folds) and len(test[ref_fold]) >= 2
+    target = test[ref_fold] - test[ref_fold].mean(axis=0) if can_align else None
+    for f in folds:
+        if can_align:
+            mu = test[f].mean(axis=0)
+            centred = test[f] - mu
+            rotation, scale = orthogonal_procrustes(centred, target)
+            norm = float((centred**2).sum())
+            s = scale / norm if norm > 0 else 1.0
+            maps[f] = lambda x, mu=mu, r=rotation, s=s: (x - mu) @ r * s
+        else:
+            maps[f] = lambda x: x
+    aligned_oof = {f: maps[f](oof[f][1]) for f in folds}
+    aligned_test = {f: maps[f](test[f]) for f in test}
+    reference = None
+    if aligned_test:
+        pooled = np.mean([aligned_test[f] for f in aligned_test], axis=0)
+        k_ref = min(n_components, pooled.shape[0] - 1, pooled.shape[1])
+        if k_ref >= 1:
+            reference = (
+                PCA(n_components=k_ref, svd_solver="full", random_state=seed)
+                .fit(pooled)
+                .components_
+            )
+    train_parts, test_sum, n_test = [], None, 0
+    for f in folds:
+        fit = (
+            np.concatenate([aligned_oof[g] for g in folds if g != f])
+            if len(folds) > 1
+            else np.empty((0, aligned_oof[f].shape[1]))
+        )
+        k = min(n_components, fit.shape[0] - 1, fit.shape[1])
+        pcs_oof = np.full((len(aligned_oof[f]), n_components), np.nan)
+        pcs_test = None
+        if k >= 1:
+            pca = PCA(n_components=k, svd_solver="full", random_state=seed).fit(fit)
+            ref = reference if reference is not None and len(reference) >= k else None
+            comps = _orient(pca.components_, ref)
+            pcs_oof[:, :k] = (aligned_oof[f] - pca.mean_) @ comps.T
+            if f in aligned_test:
+                pcs_test = np.full((len(aligned_test[f]), n_components), np.nan)
+                pcs_test[:, :k] = (aligned_test[f] - pca.mean_) @ comps.T
+        train_parts.append(pd.DataFrame(pcs_oof, index=oof[f][0]))
+        if f in aligned_test:
+            if pcs_test is None:
+                pcs_test = np.full((len(aligned_test[f]), n_components), np.nan)
+            test_sum = pcs_test if test_sum is None else test_sum + pcs_test
+            n_test += 1
+    return pd.concat(train_parts), None if test_sum is None else test_sum / n_test
+
+
+def _gate_features(
+    model: str,
+    dirs,
+    fold_of: pd.Series,
+    train_ids: pd.Index,
+    test_ids: pd.Index | None,
+    n_components: int,
+    seed: int,
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    probs, test_probs, oof_emb, test_emb = [], [], {}, {}
+    for fold, d in _fold_dirs(dirs):
+        path = d / "oof.csv"
+        frame = _read_gate(path)
+        frame = frame[_own_rows(frame.index.to_numpy(), fold, fold_of, path)]
+        probs.append(frame["prob"])
+        cols = _emb_columns(frame)
+        if cols:
+            oof_emb[fold] = (frame.index.to_numpy(), frame[cols].to_numpy(np.float64))
+        if test_ids is not None:
+            path = d / "test.csv"
+            test_frame = _read_gate(path)
+            test_frame = test_frame.iloc[_align_order(test_frame.index.to_numpy(), test_ids, path)]
+            test_probs.append(test_frame["prob"].to_numpy(np.float64))
+            if cols:
+                if _emb_columns(test_frame) != cols:
+                    raise ValueError(f"{path}: embedding columns differ from {d / 'oof.csv'}")
+                test_emb[fold] = test_frame[cols].to_numpy(np.float64)
+    dims = {e.shape[1] for _, e in oof_emb.values()}
+    if len(dims) > 1:
+        raise ValueError(
+            f"features: gate model {model!r}: folds have different embedding sizes {sorted(dims)}"
+        )
+    train = pd.DataFrame({"prob": pd.concat(probs)})
+    _check_coverage(train, train_ids, f"gate model {model!r}")
+    test = (
+        None
+        if test_ids is None
+        else pd.DataFrame({"prob": np.mean(test_probs, axis=0)}, index=test_ids)
+    )
+    if oof_emb and n_components > 0:
+        if len(oof_emb) != len(dirs):
+            raise ValueError(
+                f"features: gate model {model!r}: some folds have no embedding columns"
+            )
+        pcs, pcs_test = _embedding_pcs(oof_emb, test_emb, n_components, seed)
+        names = [f"pc{k}" for k in range(n_components)]
+        train = train.join(pcs.set_axis(names, axis=1))
+        if test is not None:
+            test = test.join(pd.DataFrame(pcs_test, index=test_ids, columns=names))
+    rename = {c: f"gate_{model}_{c}" for c in train.columns}
+    return train.rename(columns=rename), None if test is None else test.rename(columns=rename)
+
+
+def _test_ids(seg_dirs, gate_dirs) -> pd.Index | None:
+    def npz_ids(path: Path) -> np.ndarray:
+        with np.load(path, allow_pickle=False) as data:
+            return data["image_id"].astype(str)
+
+    for dirs, name, read in (
+        (seg_dirs, "test.npz", npz_ids),
+        (
+            gate_dirs,
+            "test.csv",
+            lambda p: pd.read_csv(p, usecols=["image_id"], dtype={"image_id": str})[
+                "image_id"
+            ].to_numpy(),
+        ),
+    ):
+        for model_dirs in dirs.values():
+            for d in model_dirs:
+                path = Path(d) / name
+                if path.is_file():
+                    return pd.Index(np.sort(read(path)))
+    return None
+
+
+def build_features(
+    meta: pd.DataFrame | str | Path,
+    folds: pd.DataFrame | str | Path,
+    seg_dirs: Mapping[str, Sequence[str | Path]],
+    gate_dirs: Mapping[str, Sequence[str | Path]],
+    n_components: int = 8,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One row per image: model outputs (OOF for training rows, fold mean for test) + metadata.
+
+    Columns: ``image_id, split, fold`` (-1 for test), then per gate model ``gate_<m>_prob`` and
+    ``gate_<m>_pc0..`` (embedding PCA, see the module docstring), per segmentation model
+    ``seg_<m>_max``, ``seg_<m>_area_p{30,50,70,90}`` (pixels above the level),
+    ``seg_<m>_ncomp`` (components at 0.5) and ``seg_<m>_aux`` (aux-head probability, when the
+    model has one), and ``age``, ``sex_male`` (M 1, F 0), ``view_ap`` (AP 1, PA 0), NaN unknown.
+    Training rows are the rows of ``folds``; test rows are the images of the fold outputs'
+    ``test`` files. Test labels are never read.
+
+    Example:
+        >>> seg = {"unet_r18": [Path(f"stage1/segment/unet_r18/fold{i}") for i in range(5)]}  # doctest: +SKIP
+        >>> gate = {"cls_r18": [Path(f"stage1/gate/cls_r18/fold{i}") for i in range(5)]}  # doctest: +SKIP
+        >>> features = build_features("data/meta.csv", "data/folds.csv", seg, gate)  # doctest: +SKIP
+    """
+    meta = _frame(meta, "meta.csv")
+    folds = _frame(folds, "folds.csv")
+    for frame, name, cols in (
+        (meta, "meta.csv", ["image_id", "split"]),
+        (folds, "folds.csv", ["image_id", "fold"]),
+    ):
+        missing = [c for c in cols if c not in frame.columns]
+        if missing:
+            raise ValueError(f"features: {name} lacks columns {missing}")
+    if not seg_dirs and not gate_dirs:
+        raise ValueError("features: no segmentation or gate model outputs given")
+    folds = folds.assign(image_id=folds["image_id"].astype(str))
+    fold_of = pd.Series(folds["fold"].astype(int).to_numpy(), index=folds["image_id"].to_numpy())
+    train_ids = pd.Index(folds["image_id"])
+    test_ids = _test_ids(seg_dirs, gate_dirs)
+    if test_ids is not None and len(test_ids.intersection(train_ids)):
+        raise ValueError(
+            f"features: {len(test_ids.intersection(train_ids))} test images are also training rows in folds.csv"
+        )
+    index = train_ids.append(test_ids) if test_ids is not None else train_ids
+    split = (
+        meta.assign(image_id=meta["image_id"].astype(str))
+        .drop_duplicates("image_id")
+        .set_index("image_id")
+    )
+    missing = index.difference(split.index)
+    if len(missing):
+        raise ValueError(
+            f"features: {len(missing)} images are not in meta.csv (e.g. {list(missing[:3])})"
+        )
+    split = split.reindex(index)
+    out = pd.DataFrame(
+        {
+            "image_id": index,
+            "split": split["split"].to_numpy(),
+            "fold": np.concatenate(
+                [fold_of.to_numpy(), np.full(len(index) - len(train_ids), -1)]
+            ).astype(int),
+        },
+        index=index,
+    )
+    blocks = []
+    for model, dirs in gate_dirs.items():
+        train, test = _gate_features(model, dirs, fold_of, train_ids, test_ids, n_components, seed)
+        blocks.append(train if test is None else pd.concat([train, test]))
+    for model, dirs in seg_dirs.items():
+        train, test = _seg_features(model, dirs, fold_of, train_ids, test_ids)
+        blocks.append(train if test is None else pd.concat([train, test]))
+    for block in blocks:
+        out = out.join(block.loc[block.index.intersection(index)])
+    out["age"] = (
+        pd.to_numeric(split["age"], errors="coerce").to_numpy() if "age" in split else np.nan
+    )
+    sex = (
+        split["sex"].astype(str).str.strip().str.upper()
+        if "sex" in split
+        else pd.Series("", index=index)
+    )
+    out["sex_male"] = sex.map({"M": 1.0, "F": 0.0}).to_numpy(dtype=np.float64)
+    view = (
+        split["view"].astype(str).str.strip().str.upper()
+        if "view" in split
+        else pd.Series("", index=index)
+    )
+    out["view_ap"] = view.map({"AP": 1.0, "PA": 0.0}).to_numpy(dtype=np.float64)
+    return out.reset_index(drop=True)

@@ -1,0 +1,397 @@
+"""The ensemble: fold outputs gathered per model, blended with weights chosen on OOF.
+
+Out-of-fold rows come from the fold whose validation set holds the image (so no model ever
+scores an image it was trained on); test rows are the mean over the fold models. Weights are
+searched on OOF for the competition metric and fall back to equal weights unless the search
+beats them by a margin, so noise in a small OOF set cannot pick a lopsided blend.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "fold_index",
+    "load_seg_probs",
+    "load_gate_probs",
+    "load_truths",
+    "values_for",
+    "blend",
+    "optimise_weights",
+]
+
+log = logging.getLogger(__name__)
+
+_CHUNK_PIXELS = 1 << 24
+
+
+def _chunks(n: int, image_pixels: int) -> list[slice]:
+    step = max(1, _CHUNK_PIXELS // max(1, image_pixels))
+    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
+
+
+def fold_index(fold_dir: str | Path, position: int | None = None) -> int:
+    """The fold number of a ``.../fold<i>`` directory (``position`` when the name has none)."""
+    match = re.fullmatch(r"fold(\d+)", Path(fold_dir).name)
+    if match:
+        return int(match.group(1))
+    if position is None:
+        raise ValueError(f"{fold_dir}: directory name is not fold<i>")
+    return position
+
+
+def _fold_of(folds: pd.DataFrame | None) -> pd.Series | None:
+    if folds is None:
+        return None
+    if not {"image_id", "fold"} <= set(folds.columns):
+        raise ValueError("folds: needs columns image_id and fold (folds.csv)")
+    return pd.Series(
+        folds["fold"].astype(int).to_numpy(), index=folds["image_id"].astype(str).to_numpy()
+    )
+
+
+def _own_fold_rows(ids: np.ndarray, fold: int, fold_of: pd.Series | None, path: Path) -> np.ndarray:
+    """Boolean: the rows of a fold's OOF file whose image is in that fold's validation set."""
+    if fold_of is None:
+        return np.ones(len(ids), dtype=bool)
+    mine = fold_of.reindex(ids).to_numpy() == fold
+    if not mine.all():
+        log.warning(
+            "%s: %d of %d rows are not fold %d validation images; ignored (the model trained on them)",
+            path,
+            (~mine).sum(),
+            len(ids),
+            fold,
+        )
+    return mine
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: fold output not found")
+    with np.load(path, allow_pickle=False) as data:
+        missing = {"image_id", "prob"} - set(data.files)
+        if missing:
+            raise ValueError(f"{path}: missing arrays {sorted(missing)}")
+        ids = data["image_id"].astype(str)
+        prob = data["prob"]
+        cls = (
+            data["cls_prob"].astype(np.float32)
+            if "cls_prob" in data.files
+            else np.full(len(ids), np.nan, np.float32)
+        )
+    if prob.ndim != 3 or len(prob) != len(ids) or len(cls) != len(ids):
+        raise ValueError(
+            f"{path}: prob {prob.shape}, cls_prob {cls.shape} do not match {len(ids)} image ids"
+        )
+    return {"image_id": ids, "prob": prob, "cls_prob": cls}
+
+
+def _check_unique(ids: np.ndarray, what: str) -> None:
+    uniq, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(
+            f"{what}: image {uniq[counts > 1][0]!r} appears in more than one fold's OOF ({int((counts > 1).sum())} such images)"
+        )
+
+
+def load_seg_probs(
+    model_dirs: Mapping[str, Sequence[str | Path]],
+    which: str,
+    *,
+    folds: pd.DataFrame | None = None,
+) -> tuple[list[str], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Segmentation probabilities of every model, one row per image, in one common order.
+
+    Args:
+        model_dirs: model name -> its fold directories (``.../<model>/fold<i>``).
+        which: ``"oof"`` concatenates the folds' ``oof.npz`` (each image once; with ``folds``
+            only the rows of the fold where the image was validation are kept); ``"test"``
+            averages the folds' ``test.npz`` (snapshots are already averaged inside a fold).
+        folds: ``folds.csv`` as a frame, to check OOF rows against the folds.
+
+    Returns:
+        ``(ids, prob, cls_prob)``: sorted image ids, and per model ``(N, S, S)`` probabilities
+        (float16 for OOF, float32 for the test mean) and ``(N,)`` aux-head probabilities.
+
+    Example:
+        >>> dirs = {"unet_r18": sorted(Path("runs/default/stage1/segment/unet_r18").glob("fold*"))}  # doctest: +SKIP
+        >>> ids, prob, cls = load_seg_probs(dirs, "oof")  # doctest: +SKIP
+    """
+    if which not in ("oof", "test"):
+        raise ValueError(f"load_seg_probs: which must be 'oof' or 'test', not {which!r}")
+    if not model_dirs:
+        raise ValueError("load_seg_probs: no segmentation models")
+    fold_of = _fold_of(folds)
+    ids_out: np.ndarray | None = None
+    probs: dict[str, np.ndarray] = {}
+    cls_probs: dict[str, np.ndarray] = {}
+    for model, dirs in model_dirs.items():
+        if not dirs:
+            raise ValueError(f"load_seg_probs: model {model!r} has no fold directories")
+        if which == "oof":
+            parts = []
+            for pos, d in enumerate(dirs):
+                path = Path(d) / "oof.npz"
+                part = _load_npz(path)
+                mine = _own_fold_rows(part["image_id"], fold_index(d, pos), fold_of, path)
+                parts.append({k: v[mine] for k, v in part.items()})
+            ids = np.concatenate([p["image_id"] for p in parts])
+            _check_unique(ids, f"{model} oof.npz")
+            order = np.argsort(ids, kind="stable")
+            ids = ids[order]
+            prob = np.concatenate([p["prob"] for p in parts])[order]
+            cls = np.concatenate([p["cls_prob"] for p in parts])[order]
+        else:
+            ids, prob, cls = None, None, None
+            for d in dirs:
+                path = Path(d) / "test.npz"
+                part = _load_npz(path)
+                _check_unique(part["image_id"], str(path))
+                order = np.argsort(part["image_id"], kind="stable")
+                part_ids = part["image_id"][order]
+                if ids is None:
+                    ids = part_ids
+                    prob = np.zeros(part["prob"].shape, np.float32)
+                    cls = np.zeros(len(ids), np.float32)
+                elif not np.array_equal(ids, part_ids):
+                    raise ValueError(
+                        f"{path}: test image ids differ from {Path(dirs[0]) / 'test.npz'}"
+                    )
+                if part["prob"].shape != prob.shape:
+                    raise ValueError(
+                        f"{path}: prob shape {part['prob'].shape} differs from the other folds' {prob.shape}"
+                    )
+                for sl in _chunks(len(ids), prob[0].size if len(ids) else 1):
+                    prob[sl] += part["prob"][order[sl]]
+                cls += part["cls_prob"][order]
+            prob /= len(dirs)
+            cls /= len(dirs)
+        if ids_out is None:
+            ids_out = ids
+        elif not np.array_equal(ids_out, ids):
+            only = np.setxor1d(ids_out, ids)
+            raise ValueError(
+                f"load_seg_probs: model {model!r} covers different {which} images than {next(iter(model_dirs))!r} ({len(only)} differ, e.g. {only[:3].tolist()})"
+            )
+        probs[model], cls_probs[model] = prob, cls
+    return [str(i) for i in ids_out], probs, cls_probs
+
+
+def load_gate_probs(
+    model_dirs: Mapping[str, Sequence[str | Path]],
+    which: str,
+    *,
+    folds: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Gate probabilities: ``image_id`` and one column per model, sorted by image id.
+
+    OOF rows come from the fold where the image was validation; test rows are the fold mean.
+
+    Example:
+        >>> gate = load_gate_probs({"cls_r18": fold_dirs}, "oof", folds=folds)  # doctest: +SKIP
+        >>> p_gate = values_for(ids, gate.assign(mean=gate.iloc[:, 1:].mean(axis=1)), "mean")  # doctest: +SKIP
+    """
+    if which not in ("oof", "test"):
+        raise ValueError(f"load_gate_probs: which must be 'oof' or 'test', not {which!r}")
+    fold_of = _fold_of(folds)
+    columns = {}
+    for model, dirs in model_dirs.items():
+        parts = []
+        for pos, d in enumerate(dirs):
+            path = Path(d) / f"{which}.csv"
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: fold output not found")
+            frame = pd.read_csv(path, usecols=["image_id", "prob"], dtype={"image_id": str})
+            if which == "oof":
+                frame = frame[
+                    _own_fold_rows(frame["image_id"].to_numpy(), fold_index(d, pos), fold_of, path)
+                ]
+            parts.append(frame.set_index("image_id")["prob"])
+        if which == "oof":
+            series = pd.concat(parts)
+            _check_unique(series.index.to_numpy(), f"{model} oof.csv")
+        else:
+            series = pd.concat(parts, axis=1).mean(axis=1)
+        columns[model] = series
+    frame = pd.DataFrame(columns).sort_index()
+    if frame.isna().any().any():
+        raise ValueError(
+            f"load_gate_probs: gate models cover different {which} images ({int(frame.isna().any(axis=1).sum())} rows incomplete)"
+        )
+    return frame.rename_axis("image_id").reset_index()
+
+
+def load_truths(data_dir: str | Path, image_ids: Sequence[str], image_size: int) -> np.ndarray:
+    """Training masks ``(N, S, S)`` uint8 for ``image_ids`` from the caches ingest wrote.
+
+    Only rows of ``folds.csv`` (the training pool) can be read, so test labels never are.
+    """
+    from medpipe.data.dataset import cache_path, training_rows
+
+    rows = training_rows(data_dir).set_index("image_id")
+    missing = [i for i in image_ids if i not in rows.index]
+    if missing:
+        raise ValueError(
+            f"{Path(data_dir) / 'folds.csv'}: {len(missing)} images are not training rows (e.g. {missing[:3]})"
+        )
+    rows = rows.loc[list(image_ids)]
+    out = np.zeros((len(rows), image_size, image_size), np.uint8)
+    for split in rows["split"].unique():
+        path = cache_path(data_dir, split, "masks", image_size)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: mask cache not found")
+        masks = np.load(path, mmap_mode="r")
+        where = np.flatnonzero(rows["split"].to_numpy() == split)
+        out[where] = masks[rows["cache_index"].to_numpy()[where]]
+    return out
+
+
+def values_for(ids: Sequence[str], frame: pd.DataFrame, column: str) -> np.ndarray:
+    """``frame[column]`` in the order of ``ids`` (by ``image_id``); every id must be present."""
+    series = frame.set_index(frame["image_id"].astype(str))[column]
+    missing = pd.Index(ids).difference(series.index)
+    if len(missing):
+        raise ValueError(
+            f"values_for: {len(missing)} images have no {column!r} (e.g. {list(missing[:3])})"
+        )
+    return series.loc[list(ids)].to_numpy(dtype=np.float64)
+
+
+def _normalised(weights: Mapping[str, float], names: Sequence[str]) -> dict[str, float]:
+    total = float(sum(weights.get(n, 0.0) for n in names))
+    if total <= 0:
+        raise ValueError(f"blend: weights {dict(weights)} sum to {total}, need > 0")
+    return {n: float(weights.get(n, 0.0)) / total for n in names}
+
+
+def blend(probs: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
+    """Weighted mean of the models' probabilities (float32); weights are normalised.
+
+    Example:
+        >>> blend({"a": np.ones((1, 2, 2)), "b": np.zeros((1, 2, 2))}, {"a": 3, "b": 1})[0, 0, 0]
+        np.float32(0.75)
+    """
+    unknown = set(weights) - set(probs)
+    if unknown:
+        raise ValueError(
+            f"blend: weights for unknown models {sorted(unknown)} (models: {sorted(probs)})"
+        )
+    names = list(probs)
+    w = _normalised(weights, names)
+    shapes = {probs[n].shape for n in names}
+    if len(shapes) != 1:
+        raise ValueError(f"blend: models have different shapes {shapes}")
+    shape = shapes.pop()
+    out = np.zeros(shape, np.float32)
+    for sl in _chunks(shape[0], int(np.prod(shape[1:]))):
+        for n in names:
+            if w[n] > 0:
+                out[sl] += np.float32(w[n]) * np.asarray(probs[n][sl], dtype=np.float32)
+    return out
+
+
+def _blend_score(
+    probs: Mapping[str, np.ndarray],
+    weights: Mapping[str, float],
+    truths: np.ndarray,
+    keep_image: np.ndarray | None,
+    pixel_grid: Sequence[float],
+) -> float:
+    """Competition metric of the blend at its best pixel threshold (no min-area filtering)."""
+    names = list(probs)
+    n = len(truths)
+    dice = np.zeros((n, len(pixel_grid)))
+    for sl in _chunks(n, truths[0].size):
+        b = blend({k: probs[k][sl] for k in names}, weights)
+        g = np.asarray(truths[sl]).astype(bool).reshape(len(b), -1)
+        b = b.reshape(len(b), -1)
+        truth_area = g.sum(axis=1)
+        for k, t in enumerate(pixel_grid):
+            pred = b > np.float32(t)
+            total = pred.sum(axis=1) + truth_area
+            inter = (pred & g).sum(axis=1)
+            dice[sl, k] = np.where(total == 0, 1.0, 2.0 * inter / np.maximum(total, 1))
+    if keep_image is not None:
+        empty = truths.reshape(n, -1).max(axis=1) == 0
+        dice[~keep_image] = empty[~keep_image, None]
+    return float(dice.mean(axis=0).max())
+
+
+def optimise_weights(
+    probs: Mapping[str, np.ndarray],
+    truths: np.ndarray,
+    *,
+    p_finding: np.ndarray | None = None,
+    cls_threshold: float = 0.5,
+    pixel_grid: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7),
+    weight_grid: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+    rounds: int = 2,
+    margin: float = 0.002,
+) -> dict[str, float]:
+    """Model weights that maximise the OOF competition metric, by coordinate search.
+
+    Each round tries every ``weight_grid`` value for one model at a time (others fixed) and keeps
+    the best; a blend is scored at its best ``pixel_threshold`` and, with ``p_finding``, with
+    images below ``cls_threshold`` predicted empty. Equal weights are returned unless the search
+    beats them by ``margin``.
+
+    Returns:
+        model name -> weight, summing to 1.
+
+    Example:
+        >>> w = optimise_weights({"unet_r18": p1, "unet_r34": p2}, masks, p_finding=p_oof)  # doctest: +SKIP
+        >>> prob = blend(test_probs, w)  # doctest: +SKIP
+    """
+    names = list(probs)
+    if not names:
+        raise ValueError("optimise_weights: no models")
+    if any(probs[n].shape != truths.shape for n in names):
+        raise ValueError(
+            f"optimise_weights: prob shapes {[probs[n].shape for n in names]} differ from truths {truths.shape}"
+        )
+    equal = {n: 1.0 / len(names) for n in names}
+    if len(names) == 1:
+        return equal
+    keep = None if p_finding is None else np.asarray(p_finding, dtype=np.float64) >= cls_threshold
+    cache: dict[tuple[float, ...], float] = {}
+
+    def score(weights: Mapping[str, float]) -> float:
+        w = _normalised(weights, names)
+        key = tuple(round(w[n], 9) for n in names)
+        if key not in cache:
+            cache[key] = _blend_score(probs, w, truths, keep, pixel_grid)
+        return cache[key]
+
+    base = score(equal)
+    current = {n: max(weight_grid) for n in names}
+    best = score(current)
+    for _ in range(rounds):
+        improved = False
+        for n, g in itertools.product(names, weight_grid):
+            trial = {**current, n: float(g)}
+            if sum(trial.values()) <= 0:
+                continue
+            s = score(trial)
+            if s > best + 1e-12:
+                best, current, improved = s, trial, True
+        if not improved:
+            break
+    chosen = _normalised(current, names)
+    log.info(
+        "optimise_weights: equal %.4f, best %.4f with %s (%d blends scored)",
+        base,
+        best,
+        chosen,
+        len(cache),
+    )
+    if best < base + margin:
+        return equal
+    return chosen

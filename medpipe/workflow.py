@@ -1,0 +1,203 @@
+"""What the decision rules do, from the config: gather a stage's fold outputs, call the library,
+write the outputs atomically. The CLI parses arguments; this module knows the run's layout."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medpipe.io.atomic import atomic_write_csv, atomic_write_text
+
+__all__ = ["fold_dirs", "run_features", "run_fuse", "run_thresholds", "run_submit"]
+
+log = logging.getLogger(__name__)
+
+
+def fold_dirs(config: Mapping[str, Any], stage_dir: str | Path, task: str) -> dict[str, list[Path]]:
+    """``{model: [fold dirs]}`` of one task (``segment`` or ``gate``) in a stage."""
+    section = "segmentation" if task == "segment" else "gate"
+    models = (config.get(section) or {}).get("models") or {}
+    return {
+        m: [Path(stage_dir) / task / m / f"fold{i}" for i in range(int(config["folds"]))]
+        for m in models
+    }
+
+
+def _read_folds(data_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(data_dir / "folds.csv", dtype={"image_id": str, "patient_key": str})
+
+
+def _dumps(data: Any) -> str:
+    return (
+        json.dumps(data, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+        + "\n"
+    )
+
+
+def run_features(
+    config: Mapping[str, Any], data_dir: str | Path, stage_dir: str | Path, out: str | Path
+) -> pd.DataFrame:
+    from medpipe.fusion.features import build_features
+
+    data_dir = Path(data_dir)
+    fusion = config.get("fusion") or {}
+    features = build_features(
+        data_dir / "meta.csv",
+        data_dir / "folds.csv",
+        fold_dirs(config, stage_dir, "segment"),
+        fold_dirs(config, stage_dir, "gate"),
+        n_components=int(fusion.get("n_components", 8)),
+        seed=int(config["seed"]),
+    )
+    atomic_write_csv(features, out)
+    log.info("features: %d rows x %d columns -> %s", len(features), features.shape[1], out)
+    return features
+
+
+def run_fuse(
+    config: Mapping[str, Any], features_csv: str | Path, data_dir: str | Path, out_dir: str | Path
+) -> None:
+    from medpipe.fusion.lgbm import fuse
+
+    out_dir = Path(out_dir)
+    features = pd.read_csv(features_csv, dtype={"image_id": str})
+    folds = _read_folds(Path(data_dir))
+    fusion = config.get("fusion") or {}
+    params = {**(fusion.get("params") or {}), "optuna_trials": int(fusion.get("optuna_trials", 0))}
+    oof, test = fuse(
+        features,
+        folds.set_index("image_id")["has_finding"],
+        folds,
+        params,
+        int(config["seed"]),
+        out_dir,
+    )
+    atomic_write_csv(oof, out_dir / "oof.csv")
+    atomic_write_csv(test, out_dir / "test.csv")
+
+
+def _fused(
+    stage_dir: Path, which: str, ids: list[str], config: Mapping[str, Any]
+) -> np.ndarray | None:
+    from medpipe.inference.ensemble import values_for
+
+    if not (config.get("fusion") or {}).get("enabled", False):
+        return None
+    frame = pd.read_csv(stage_dir / "fusion" / f"{which}.csv", dtype={"image_id": str})
+    return values_for(ids, frame, "p_finding")
+
+
+def run_thresholds(
+    config: Mapping[str, Any], data_dir: str | Path, stage_dir: str | Path
+) -> dict[str, Any]:
+    """Ensemble weights and the threshold triplet on OOF; writes thresholds.json, thresholds.png, cv.json."""
+    from medpipe.inference.ensemble import (
+        blend,
+        load_gate_probs,
+        load_seg_probs,
+        load_truths,
+        optimise_weights,
+        values_for,
+    )
+    from medpipe.thresholds import ablation, plot_heatmap, search_triplet
+
+    data_dir, stage_dir = Path(data_dir), Path(stage_dir)
+    post = config["postprocess"]
+    grids = {
+        "cls_grid": post["cls_grid"],
+        "pixel_grid": post["pixel_grid"],
+        "area_grid": post["area_grid"],
+    }
+    folds = _read_folds(data_dir)
+    seg = fold_dirs(config, stage_dir, "segment")
+    ids, probs, _ = load_seg_probs(seg, "oof", folds=folds)
+    truths = load_truths(data_dir, ids, int(config["image_size"]))
+    p_fused = _fused(stage_dir, "oof", ids, config)
+    if post.get("optimise_weights", True) and len(probs) > 1:
+        weights = optimise_weights(probs, truths, p_finding=p_fused)
+    else:
+        weights = {m: 1.0 / len(probs) for m in probs}
+    prob = blend(probs, weights)
+    best = search_triplet(prob, truths, p_fused, **grids)
+    plot_heatmap(best, stage_dir / "thresholds.png")
+
+    p_gate = None
+    gate = fold_dirs(config, stage_dir, "gate")
+    if gate:
+        gate_oof = load_gate_probs(gate, "oof", folds=folds)
+        p_gate = values_for(
+            ids, gate_oof.assign(mean=gate_oof.drop(columns="image_id").mean(axis=1)), "mean"
+        )
+    fold_of = values_for(ids, folds, "fold").astype(int)
+    cv = ablation(
+        prob, truths, p_gate=p_gate, p_fused=p_fused, model_probs=probs, folds=fold_of, **grids
+    )
+    cv["n_images"] = len(ids)
+    cv["weights"] = weights
+    decision = {k: v for k, v in best.items() if k != "grid"}
+    decision["weights"] = weights
+    atomic_write_text(_dumps(decision), stage_dir / "thresholds.json")
+    atomic_write_text(_dumps(cv), stage_dir / "cv.json")
+    log.info("thresholds: %s", {k: decision[k] for k in decision if k != "weights"})
+    return decision
+
+
+def run_submit(
+    config: Mapping[str, Any],
+    data_dir: str | Path,
+    stage_dir: str | Path,
+    dicom_dir: str | Path | None,
+    out: str | Path,
+) -> pd.DataFrame:
+    """Blend the test predictions, apply the OOF-chosen rule, encode at DICOM size, validate."""
+    from medpipe.inference.ensemble import blend, load_seg_probs
+    from medpipe.postprocess import resize_mask
+    from medpipe.submission import (
+        expected_ids_from_dicom_dir,
+        validate_submission,
+        write_submission,
+    )
+    from medpipe.thresholds import apply_triplet
+
+    data_dir, stage_dir = Path(data_dir), Path(stage_dir)
+    decision = json.loads((stage_dir / "thresholds.json").read_text())
+    ids, probs, _ = load_seg_probs(fold_dirs(config, stage_dir, "segment"), "test")
+    prob = blend(probs, decision["weights"])
+    masks = apply_triplet(prob, _fused(stage_dir, "test", ids, config), decision)
+
+    meta = (
+        pd.read_csv(data_dir / "meta.csv", dtype={"image_id": str})
+        .drop_duplicates("image_id")
+        .set_index("image_id")
+    )
+    full = [
+        resize_mask(m, int(meta.at[i, "orig_height"]), int(meta.at[i, "orig_width"]))
+        for i, m in zip(ids, masks)
+    ]
+    sizes = expected_ids_from_dicom_dir(dicom_dir) if dicom_dir else None
+    ids_out, masks_out = list(ids), full
+    if sizes:
+        # Images ingest quarantined still need a row: predict them empty, and say so.
+        missing = [i for i in sizes if i not in set(ids)]
+        if missing:
+            log.warning(
+                "submit: %d test images had no prediction (quarantined at ingest): written empty",
+                len(missing),
+            )
+            ids_out += missing
+            masks_out += [np.zeros(sizes[i], dtype=bool) for i in missing]
+    write_submission(out, ids_out, masks_out)
+    frame = validate_submission(out, expected_ids=sizes.keys() if sizes else None, sizes=sizes)
+    log.info(
+        "submit: %d images, %d with a finding -> %s",
+        len(frame),
+        int(sum(m.any() for m in masks_out)),
+        out,
+    )
+    return frame
