@@ -30,7 +30,9 @@ def fold_dirs(config: Mapping[str, Any], stage_dir: str | Path, task: str) -> di
 
 
 def _read_folds(data_dir: Path) -> pd.DataFrame:
-    return pd.read_csv(data_dir / "folds.csv", dtype={"image_id": str, "patient_key": str})
+    """The out-of-fold pool: rows with a validation fold (stage 2 adds always-in-training rows, fold -1)."""
+    folds = pd.read_csv(data_dir / "folds.csv", dtype={"image_id": str, "patient_key": str})
+    return folds[folds["fold"] >= 0].reset_index(drop=True)
 
 
 def _dumps(data: Any) -> str:
@@ -49,7 +51,7 @@ def run_features(
     fusion = config.get("fusion") or {}
     features = build_features(
         data_dir / "meta.csv",
-        data_dir / "folds.csv",
+        _read_folds(data_dir),
         fold_dirs(config, stage_dir, "segment"),
         fold_dirs(config, stage_dir, "gate"),
         n_components=int(fusion.get("n_components", 8)),

@@ -1,0 +1,246 @@
+"""The reproducibility document organisers ask for in a two-stage competition (``REPRODUCE.md``).
+
+Everything in it is read off the run, never typed by hand: hardware, software versions (with a
+lock file), the git state, the resolved config, hashes of every input, checkpoint and the
+submission, the retrain decisions with their CV, and wall time per rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from medpipe.io.atomic import atomic_write_text
+
+__all__ = [
+    "sha256_file",
+    "sha256_listing",
+    "hardware",
+    "package_lock",
+    "git_state",
+    "checkpoints_used",
+    "rule_wall_times",
+    "write_reproduce_doc",
+]
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_listing(root: str | Path) -> tuple[str, int]:
+    """Hash of the sorted ``relative path<TAB>size`` list of every file below ``root``.
+
+    Cheap (no file is read) yet changes when a file is added, removed, renamed or resized.
+    """
+    root = Path(root)
+    lines = sorted(f"{p.relative_to(root).as_posix()}\t{p.stat().st_size}" for p in root.rglob("*") if p.is_file())
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest(), len(lines)
+
+
+def hardware() -> dict[str, Any]:
+    info: dict[str, Any] = {"machine": platform.machine(), "cpu": platform.processor() or "", "cores": os.cpu_count()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except ImportError:
+        info["gpus"] = []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
+        )
+        info["driver"] = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, subprocess.TimeoutExpired):
+        info["driver"] = None
+    return info
+
+
+def package_lock() -> str:
+    """``name==version`` of every installed distribution, sorted: a pip-installable lock file."""
+    names = {}
+    for dist in metadata.distributions():
+        name = dist.metadata.get("Name")
+        if name:
+            names[name.lower()] = f"{name}=={dist.version}"
+    return "\n".join(names[k] for k in sorted(names)) + "\n"
+
+
+def git_state(repo: str | Path) -> dict[str, Any]:
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit or "unknown (not a git checkout)", "dirty": bool(status) if status is not None else None}
+
+
+def checkpoints_used(config: Mapping[str, Any], run_dir: str | Path, stage: int = 2) -> list[dict[str, Any]]:
+    """Every fold checkpoint a stage predicts with: its own where retrained, stage 1's where kept."""
+    from medpipe.stage2 import checkpoint_for
+
+    rows = []
+    for task, section in (("segment", "segmentation"), ("gate", "gate")):
+        for model in (config.get(section) or {}).get("models") or {}:
+            for fold in range(int(config["folds"])):
+                ckpt = Path(checkpoint_for(config, run_dir, stage, task, model, fold))
+                rows.append(
+                    {
+                        "task": task,
+                        "model": model,
+                        "fold": fold,
+                        "path": str(ckpt.relative_to(run_dir)) if ckpt.is_relative_to(run_dir) else str(ckpt),
+                        "sha256": sha256_file(ckpt) if ckpt.exists() else "MISSING",
+                    }
+                )
+    return rows
+
+
+def rule_wall_times(benchmark_dir: str | Path) -> pd.DataFrame:
+    """Seconds per rule (summed over its jobs) from Snakemake's ``benchmark:`` files."""
+    rows = []
+    for path in sorted(Path(benchmark_dir).rglob("*.tsv")):
+        try:
+            frame = pd.read_csv(path, sep="\t")
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            continue
+        if "s" in frame.columns and len(frame):
+            rel = path.relative_to(benchmark_dir)
+            rule = rel.parts[-2] if len(rel.parts) > 1 and not rel.parts[-2].startswith("stage") else rel.stem
+            rows.append({"rule": rule, "job": rel.as_posix()[: -len(".tsv")], "seconds": float(frame["s"].iloc[-1])})
+    frame = pd.DataFrame(rows, columns=["rule", "job", "seconds"])
+    return frame.groupby("rule", as_index=False).agg(jobs=("job", "count"), seconds=("seconds", "sum"))
+
+
+def _cv_of(cv: Mapping[str, Any], task: str, model: str) -> str:
+    if task == "segment":
+        value = (cv.get("models") or {}).get(model, {}).get("seg_only")
+        return f"OOF dice {value:.4f}" if value is not None else "n/a"
+    value = (cv.get("gates") or {}).get(model, {}).get("auc")
+    return f"OOF AUC {value:.4f}" if value is not None else "n/a"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
+    header = list(header)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_reproduce_doc(
+    config: Mapping[str, Any],
+    run_dir: str | Path,
+    out_md: str | Path,
+    repo: str | Path,
+    config_files: Iterable[str] = ("configs/default.yaml", "configs/stage2.yaml"),
+) -> str:
+    """Write ``REPRODUCE.md`` and ``requirements.lock`` beside it; return the markdown."""
+    run_dir, out_md = Path(run_dir), Path(out_md)
+    root = Path(config["data"]["root"])
+    lock = package_lock()
+    atomic_write_text(lock, out_md.with_name("requirements.lock"))
+    hw, git = hardware(), git_state(repo)
+    submission = run_dir / "stage2" / "submission.csv"
+    labels = [root / "train-rle.csv", root / "stage_2_train.csv"]
+    listings = {name: sha256_listing(root / name) for name in ("dicom-images-train", "dicom-images-test", "stage_2_images") if (root / name).is_dir()}
+    cv1, cv2 = _read_json(run_dir / "stage1" / "cv.json"), _read_json(run_dir / "stage2" / "cv.json")
+    retrain = (config.get("stage2") or {}).get("retrain") or {}
+    files = " ".join(config_files)
+    cfg_yaml = yaml.safe_dump(dict(config), sort_keys=True)
+
+    decisions = []
+    for task, section in (("segment", "segmentation"), ("gate", "gate")):
+        for model in (config.get(section) or {}).get("models") or {}:
+            decisions.append(
+                [model, task, "retrained" if retrain.get(model, False) else "kept (stage-1 checkpoints)", _cv_of(cv1, task, model), _cv_of(cv2, task, model)]
+            )
+    times = rule_wall_times(run_dir / "benchmarks")
+    ckpts = checkpoints_used(config, run_dir)
+
+    md = f"""# Reproducing this stage-2 submission
+
+Generated by `medpipe reproduce-doc` from the run in `{run_dir}`; do not edit by hand.
+
+## Expected result
+- Submission: `{submission}`
+- SHA-256: `{sha256_file(submission) if submission.exists() else 'MISSING'}`
+- Check a rebuild against it: `medpipe verify-reproduction {run_dir} --config {files}`
+
+## Hardware
+{_table(["item", "value"], [["CPU", hw.get("cpu")], ["cores", hw.get("cores")], ["architecture", hw.get("machine")], ["GPUs", ", ".join(hw.get("gpus") or []) or "none"], ["NVIDIA driver", hw.get("driver") or "none"], ["CUDA (torch)", hw.get("cuda") or "none"]])}
+
+## Software
+- OS: {platform.platform()}
+- Python: {sys.version.split()[0]} ({platform.python_implementation()})
+- torch {hw.get("torch", "?")}; every installed package with its exact version is in `requirements.lock` beside this file (`pip install -r requirements.lock`).
+
+## Code
+- git commit: `{git["commit"]}`
+- working tree dirty: {git["dirty"]}
+
+## Commands that rebuild it from a fresh clone
+```bash
+git clone <this repository> medpipe && cd medpipe && git checkout {git["commit"] if "unknown" not in git["commit"] else "<commit>"}
+python3 -m venv .venv && .venv/bin/pip install -r {out_md.with_name("requirements.lock").as_posix()} && .venv/bin/pip install --no-deps -e .
+# stage 1: train on train-rle.csv, predict the stage-1 test set
+.venv/bin/snakemake --cores 8 submission --configfile {config_files and list(config_files)[0]} --config stage=1
+# stage 2: retrain the chosen models on the released labels, predict stage_2_images
+.venv/bin/snakemake --cores 8 submission --configfile {files}
+```
+
+## Seeds
+- `seed`: {config.get("seed")}; `deterministic`: {config.get("deterministic")}; synthetic data seed: {(config["data"].get("synthetic") or {}).get("seed", "n/a (real data)")}
+- Every fold seeds Python, NumPy and torch from `seed` (Lightning `seed_everything`), the samplers from (seed, epoch), LightGBM and the inner splits from `seed`.
+
+## Inputs
+{_table(["input", "SHA-256", "files"], [[p.name, sha256_file(p) if p.exists() else "MISSING", 1] for p in labels] + [[f"{name}/ (sorted path + size list)", digest, n] for name, (digest, n) in listings.items()])}
+
+## Retrain decisions (CV before = stage 1, after = stage 2)
+{_table(["model", "task", "stage 2", "CV stage 1", "CV stage 2"], decisions)}
+
+Ensemble OOF score: stage 1 {cv1.get("ensemble", "n/a")}, stage 2 {cv2.get("ensemble", "n/a")}.
+
+## Checkpoints used for the stage-2 predictions
+{_table(["task", "model", "fold", "path", "SHA-256"], [[r["task"], r["model"], r["fold"], r["path"], r["sha256"]] for r in ckpts])}
+
+## Wall time per rule (Snakemake benchmark files)
+{_table(["rule", "jobs", "seconds"], [[r.rule, r.jobs, f"{r.seconds:.1f}"] for r in times.itertuples()])}
+
+## Resolved config
+```yaml
+{cfg_yaml}```
+"""
+    atomic_write_text(md, out_md)
+    return md
