@@ -34,9 +34,9 @@ TRAIN_GLOBALS = {
 HEAVY_THREADS = max(1, workflow.cores)
 
 
-def code(*modules):
-    """The package files a rule's result depends on: editing them reruns the rule."""
-    return [str(PKG / m) for m in modules]
+def code(*patterns):
+    """The package files a rule's result depends on (globs allowed): editing them reruns the rule."""
+    return sorted(str(p) for pattern in patterns for p in PKG.glob(pattern))
 
 
 wildcard_constraints:

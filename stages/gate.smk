@@ -6,7 +6,7 @@ rule train_gate:
     """Train one gate classifier on one fold (resumes from last.ckpt after a crash)."""
     input:
         unpack(training_inputs),
-        code=code("training/module.py", "training/train.py", "models/gate.py", "data/dataset.py", "data/transforms.py"),
+        code=code("training/*.py", "models/gate.py", "data/dataset.py", "data/transforms.py"),
     output:
         ckpt=f"{GATE_FOLD}/model.ckpt",
         metrics=f"{GATE_FOLD}/metrics.json",

@@ -6,7 +6,7 @@ rule train_seg:
     """Train one segmentation model on one fold (resumes from last.ckpt after a crash)."""
     input:
         unpack(training_inputs),
-        code=code("training/module.py", "training/train.py", "models/segmentation.py", "data/dataset.py", "data/transforms.py"),
+        code=code("training/*.py", "models/segmentation.py", "data/dataset.py", "data/transforms.py"),
     output:
         ckpt=f"{SEG_FOLD}/model.ckpt",
         metrics=f"{SEG_FOLD}/metrics.json",

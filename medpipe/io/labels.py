@@ -23,12 +23,20 @@ class LabelError(ValueError):
 
 def check_image_id(image_id: str, where: str = "") -> str:
     """Reject ImageIds that could escape a folder (path separators, ``..``) or are empty."""
-    if not image_id or "/" in image_id or "\\" in image_id or ".." in image_id or "\x00" in image_id:
+    if (
+        not image_id
+        or "/" in image_id
+        or "\\" in image_id
+        or ".." in image_id
+        or "\x00" in image_id
+    ):
         raise LabelError(f"{where}invalid ImageId {image_id!r} (empty, path separator or '..')")
     return image_id
 
 
-def read_labels(path: str | Path, height: int | None = None, width: int | None = None) -> dict[str, list[str]]:
+def read_labels(
+    path: str | Path, height: int | None = None, width: int | None = None
+) -> dict[str, list[str]]:
     """Read a label CSV into ``{image_id: [rle, ...]}``; an empty list means no finding.
 
     When ``height`` and ``width`` are given, every RLE is decoded once to check it, so a bad
@@ -36,12 +44,15 @@ def read_labels(path: str | Path, height: int | None = None, width: int | None =
     """
     path = Path(path)
     labels: dict[str, list[str]] = {}
-    with path.open(newline="") as handle:
+    # utf-8-sig: a spreadsheet-saved CSV starts with a BOM that would spoil the header
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         try:
             header = [h.strip() for h in next(reader)]
         except StopIteration:
-            raise LabelError(f"{path}: empty file, expected header 'ImageId,EncodedPixels'") from None
+            raise LabelError(
+                f"{path}: empty file, expected header 'ImageId,EncodedPixels'"
+            ) from None
         if header != ["ImageId", "EncodedPixels"]:
             raise LabelError(f"{path}: header is {header}, expected ['ImageId', 'EncodedPixels']")
         for lineno, row in enumerate(reader, start=2):

@@ -16,7 +16,9 @@ pytestmark = pytest.mark.slow
 def test_submission_is_valid_and_covers_every_test_image(tiny_run):
     sub = pd.read_csv(tiny_run / "runs/tiny/submission.csv", dtype=str, keep_default_na=False)
     assert list(sub.columns) == ["ImageId", "EncodedPixels"]
-    hidden = pd.read_csv(tiny_run / "data/tiny/hidden/test-rle.csv", dtype=str, skipinitialspace=True)
+    hidden = pd.read_csv(
+        tiny_run / "data/tiny/hidden/test-rle.csv", dtype=str, skipinitialspace=True
+    )
     assert set(sub["ImageId"]) == set(hidden["ImageId"])
     assert sub["ImageId"].is_unique
     for encoded in sub["EncodedPixels"]:

@@ -1,0 +1,268 @@
+"""Datasets over the uint8 tensor cache, and the positive-oversampling sampler.
+
+Rows are located through ``meta.csv`` (``split``, ``cache_index``), so one dataset can draw from
+several split caches (stage 2 trains on ``train`` and labelled ``test`` rows). The caches are
+memory-mapped lazily in each worker and never copied whole.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch.utils.data import Dataset, Sampler
+
+__all__ = [
+    "XrayDataset",
+    "PositiveFractionSampler",
+    "cache_path",
+    "training_rows",
+    "fold_rows",
+    "split_rows",
+]
+
+
+def cache_path(data_dir: str | Path, split: str, kind: str, image_size: int) -> Path:
+    """Where ingest put a split's cache: ``<split>_<kind>_<S>.npy`` with kind images or masks."""
+    return Path(data_dir) / f"{split}_{kind}_{image_size}.npy"
+
+
+def _read_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found")
+    frame = pd.read_csv(path, dtype={"image_id": str, "patient_key": str, "split": str})
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing}")
+    return frame
+
+
+def training_rows(data_dir: str | Path) -> pd.DataFrame:
+    """The training pool: every row of ``folds.csv``, with ``split`` and ``cache_index`` from meta.
+
+    ``has_finding`` and ``fold`` come from ``folds.csv``, the one source of truth for splits.
+    """
+    data_dir = Path(data_dir)
+    folds = _read_csv(data_dir / "folds.csv", ["image_id", "has_finding", "fold"])
+    meta = _read_csv(data_dir / "meta.csv", ["image_id", "split", "cache_index"])
+    if folds["image_id"].duplicated().any():
+        dup = folds.loc[folds["image_id"].duplicated(), "image_id"].iloc[0]
+        raise ValueError(f"{data_dir / 'folds.csv'}: image_id {dup!r} appears more than once")
+    meta = meta[meta["image_id"].isin(folds["image_id"])]
+    if meta["image_id"].duplicated().any():
+        dup = meta.loc[meta["image_id"].duplicated(), "image_id"].iloc[0]
+        raise ValueError(
+            f"{data_dir / 'meta.csv'}: training image {dup!r} is in more than one split"
+        )
+    rows = folds.merge(meta[["image_id", "split", "cache_index"]], on="image_id", how="left")
+    if rows["cache_index"].isna().any():
+        lost = rows.loc[rows["cache_index"].isna(), "image_id"].iloc[0]
+        raise ValueError(f"{data_dir / 'folds.csv'}: image {lost!r} has no row in meta.csv")
+    rows["cache_index"] = rows["cache_index"].astype(np.int64)
+    rows["has_finding"] = rows["has_finding"].astype(np.float32)
+    rows["fold"] = rows["fold"].astype(int)
+    return rows.reset_index(drop=True)
+
+
+def fold_rows(data_dir: str | Path, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training and validation rows of one fold (validation = rows whose ``fold`` equals it)."""
+    rows = training_rows(data_dir)
+    is_val = rows["fold"] == fold
+    if not is_val.any():
+        raise ValueError(
+            f"{Path(data_dir) / 'folds.csv'}: no rows in fold {fold} (folds: {sorted(rows['fold'].unique())})"
+        )
+    if is_val.all():
+        raise ValueError(
+            f"{Path(data_dir) / 'folds.csv'}: every row is in fold {fold}, nothing to train on"
+        )
+    return rows[~is_val].reset_index(drop=True), rows[is_val].reset_index(drop=True)
+
+
+def split_rows(data_dir: str | Path, split: str) -> pd.DataFrame:
+    """Every row of ``meta.csv`` in one split (e.g. the test set), in meta order."""
+    path = Path(data_dir) / "meta.csv"
+    meta = _read_csv(path, ["image_id", "split", "cache_index"])
+    rows = meta[meta["split"] == split].reset_index(drop=True)
+    if rows.empty:
+        raise ValueError(
+            f"{path}: no images in split {split!r} (splits: {sorted(meta['split'].unique())})"
+        )
+    rows["cache_index"] = rows["cache_index"].astype(np.int64)
+    return rows
+
+
+class XrayDataset(Dataset):
+    """Images (and masks) of the given rows as ``{"image", "mask", "has_finding", "index"}``.
+
+    ``image`` is float32 ``(1, S, S)`` in [0, 1]; ``mask`` float32 ``(1, S, S)`` in {0, 1} (only
+    with ``masks=True``); ``has_finding`` float32 (NaN when unlabelled); ``index`` the row number.
+    A key is a row number, or ``(row, seed)`` from :class:`PositiveFractionSampler`, which seeds
+    that sample's augmentation, so augmentations do not depend on workers or on a resume.
+
+    Example:
+        >>> ds = XrayDataset(data_dir, rows, 128, masks=True)  # doctest: +SKIP
+        >>> ds[0]["image"].shape  # doctest: +SKIP
+        torch.Size([1, 128, 128])
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        rows: pd.DataFrame,
+        image_size: int,
+        *,
+        masks: bool = False,
+        transform: Any = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.image_size = int(image_size)
+        self.masks = masks
+        self.transform = transform
+        self.image_ids = rows["image_id"].astype(str).to_numpy()
+        self.splits = rows["split"].astype(str).to_numpy()
+        self.cache_index = rows["cache_index"].to_numpy(np.int64)
+        has = rows["has_finding"] if "has_finding" in rows else pd.Series(np.nan, index=rows.index)
+        self.has_finding = pd.to_numeric(has, errors="coerce").to_numpy(np.float32)
+        self._arrays: dict[tuple[str, str], np.ndarray] = {}
+        kinds = ("images", "masks") if masks else ("images",)
+        for split in np.unique(self.splits):
+            limit = self.cache_index[self.splits == split].max()
+            for kind in kinds:
+                array = self._array(split, kind)
+                if limit >= len(array):
+                    raise ValueError(
+                        f"{cache_path(data_dir, split, kind, image_size)}: has {len(array)} rows, meta.csv asks for row {limit}"
+                    )
+        self._arrays = {}  # reopen lazily in each worker rather than pickling open maps
+
+    def _array(self, split: str, kind: str) -> np.ndarray:
+        key = (split, kind)
+        if key not in self._arrays:
+            path = cache_path(self.data_dir, split, kind, self.image_size)
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{path}: cache not found (ingest writes it; is image_size {self.image_size} right?)"
+                )
+            array = np.load(path, mmap_mode="r")
+            if (
+                array.ndim != 3
+                or array.shape[1:] != (self.image_size, self.image_size)
+                or array.dtype != np.uint8
+            ):
+                raise ValueError(
+                    f"{path}: expected uint8 (N, {self.image_size}, {self.image_size}), got {array.dtype} {array.shape}"
+                )
+            self._arrays[key] = array
+        return self._arrays[key]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_arrays"] = {}
+        return state
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        row, seed = key if isinstance(key, tuple) else (key, None)
+        split, index = self.splits[row], self.cache_index[row]
+        image = torch.from_numpy(np.array(self._array(split, "images")[index], dtype=np.float32))
+        sample: dict[str, Any] = {"image": image.div_(255.0).unsqueeze_(0)}
+        if self.masks:
+            mask = torch.from_numpy(np.array(self._array(split, "masks")[index], dtype=np.float32))
+            sample["mask"] = mask.unsqueeze_(0)
+        if self.transform is not None:
+            if seed is not None:
+                self.transform.set_random_state(seed=int(seed))
+            sample = self.transform(sample)
+        sample["has_finding"] = torch.tensor(self.has_finding[row])
+        sample["index"] = int(row)
+        return sample
+
+
+class PositiveFractionSampler(Sampler):
+    """Per-epoch draw with a positive fraction falling linearly from ``pos_frac[0]`` to ``pos_frac[1]``.
+
+    Each epoch draws ``num_samples`` rows (default: all), positives and negatives without
+    replacement until a class runs out, and yields ``(row, augmentation_seed)``. Everything is a
+    function of ``(seed, epoch)`` (Lightning calls :meth:`set_epoch`), so a resumed run sees the
+    same batches. ``pos_frac=None`` is a plain shuffle. Under DDP each rank takes its own slice.
+
+    Example:
+        >>> s = PositiveFractionSampler([1, 0, 0, 0], pos_frac=(0.5, 0.25), epochs=2, seed=0)
+        >>> s.set_epoch(0); sum(int(r == 0) for r, _ in s)
+        2
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[float] | np.ndarray,
+        *,
+        pos_frac: Sequence[float] | None,
+        epochs: int,
+        seed: int,
+        num_samples: int | None = None,
+    ) -> None:
+        self.labels = np.asarray(labels, dtype=np.float32)
+        self.pos_frac = None if pos_frac is None else (float(pos_frac[0]), float(pos_frac[1]))
+        self.epochs = int(epochs)
+        self.seed = int(seed)
+        self.num_samples = int(num_samples or len(self.labels))
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def fraction(self, epoch: int) -> float | None:
+        """The positive fraction drawn in ``epoch`` (None = natural)."""
+        if self.pos_frac is None:
+            return None
+        t = min(epoch / max(self.epochs - 1, 1), 1.0)
+        return self.pos_frac[0] + (self.pos_frac[1] - self.pos_frac[0]) * t
+
+    @staticmethod
+    def _world() -> tuple[int, int]:
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
+    def _draw(self) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+
+        def take(pool: np.ndarray, k: int) -> np.ndarray:
+            """``k`` rows of ``pool``: whole shuffled passes, then part of one more."""
+            passes = [rng.permutation(pool) for _ in range(math.ceil(k / len(pool)))]
+            return np.concatenate(passes)[:k] if passes else pool[:0]
+
+        n = self.num_samples
+        positive = self.labels > 0.5
+        fraction = self.fraction(self.epoch)
+        if fraction is None or positive.all() or not positive.any():
+            rows = take(np.arange(len(self.labels)), n)
+        else:
+            n_pos = min(max(round(fraction * n), 0), n)
+            drawn = [
+                take(np.flatnonzero(positive), n_pos),
+                take(np.flatnonzero(~positive), n - n_pos),
+            ]
+            rows = rng.permutation(np.concatenate(drawn))
+        seeds = rng.integers(0, 2**31 - 1, size=len(rows))
+        return rows, seeds
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        rows, seeds = self._draw()
+        rank, world = self._world()
+        per_rank = len(self)
+        # Pad by wrapping so every rank gets the same number of samples.
+        order = np.resize(np.arange(len(rows)), per_rank * world)[rank::world]
+        return iter([(int(rows[i]), int(seeds[i])) for i in order])
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_samples / self._world()[1])

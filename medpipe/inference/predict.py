@@ -1,0 +1,176 @@
+"""``predict_fold``: out-of-fold and test probabilities of one trained fold model.
+
+Segmentation writes ``oof.npz`` / ``test.npz`` (``image_id``, ``prob`` float16 ``(N, S, S)``,
+``cls_prob`` float32 ``N``, NaN without an aux head); the gate writes ``oof.csv`` / ``test.csv``
+(``image_id, prob, emb_0 … emb_{d-1}``). OOF rows are the fold's validation rows of
+``folds.csv``, so across folds every training image gets exactly one OOF prediction per model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from medpipe.data.dataset import XrayDataset, fold_rows, split_rows
+from medpipe.inference.tta import hflip_tta
+from medpipe.io.atomic import atomic_path, atomic_write_csv
+from medpipe.training.fit import make_loader
+from medpipe.training.runtime import (
+    resolve_accelerator,
+    resolve_num_workers,
+    resolve_precision,
+    torch_device,
+)
+from medpipe.training.tasks import Task, get_task
+
+__all__ = ["predict_fold", "load_model", "checkpoints_to_average", "predict_rows"]
+
+
+def load_model(task: Task, ckpt: str | Path, device: torch.device) -> torch.nn.Module:
+    """Build the task's model and load the weights of a ``train_fold`` checkpoint (eval mode)."""
+    ckpt = Path(ckpt)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"{ckpt}: checkpoint not found")
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    if "state_dict" not in state:
+        raise ValueError(f"{ckpt}: not a Lightning checkpoint (no state_dict)")
+    weights = {
+        k.removeprefix("model."): v
+        for k, v in state["state_dict"].items()
+        if k.startswith("model.")
+    }
+    model = task.build_model()
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        raise ValueError(f"{ckpt}: weights do not fit the configured model ({err})") from err
+    return model.to(device).eval()
+
+
+def checkpoints_to_average(ckpt: str | Path, model_cfg: Mapping[str, Any]) -> list[Path]:
+    """The snapshot checkpoints beside ``ckpt`` when the model trains with ``snapshots: K``, else ``[ckpt]``."""
+    ckpt = Path(ckpt)
+    if int(model_cfg.get("snapshots", 0) or 0) > 0:
+        snapshots = sorted(
+            ckpt.parent.glob("snapshot_*.ckpt"), key=lambda p: int(re.findall(r"\d+", p.stem)[-1])
+        )
+        if snapshots:
+            return snapshots
+    return [ckpt]
+
+
+@torch.inference_mode()
+def predict_rows(
+    task: Task,
+    models: list[torch.nn.Module],
+    dataset: XrayDataset,
+    *,
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+    num_workers: int = 0,
+    hflip: bool = False,
+) -> dict[str, np.ndarray]:
+    """Probabilities for every row of ``dataset``, averaged over ``models`` (and hflip TTA)."""
+    loader = make_loader(dataset, batch_size, num_workers=num_workers, cuda=device.type == "cuda")
+    autocast = (
+        torch.autocast(
+            device.type, dtype=torch.bfloat16 if precision.startswith("bf16") else torch.float16
+        )
+        if device.type == "cuda" and "mixed" in precision
+        else contextlib.nullcontext()
+    )
+    results: dict[str, np.ndarray] = {}
+    start = 0
+    for batch in loader:
+        images = batch["image"].to(device, non_blocking=True)
+        total: dict[str, torch.Tensor] = {}
+        for model in models:
+            with autocast:
+                out = hflip_tta(lambda x, m=model: task.probabilities(m(x)), images, hflip)
+            for key, value in out.items():
+                total[key] = total.get(key, 0) + value.float()
+        n = len(images)
+        for key, value in total.items():
+            value = (value / len(models)).cpu().numpy()
+            if key not in results:
+                dtype = np.float16 if value.ndim >= 3 else np.float32
+                results[key] = np.empty((len(dataset), *value.shape[1:]), dtype=dtype)
+            results[key][start : start + n] = value
+        start += n
+    return results
+
+
+def _write(
+    task: Task, name: str, image_ids: np.ndarray, results: Mapping[str, np.ndarray], out_dir: Path
+) -> None:
+    if task.name == "segment":
+        with atomic_path(out_dir / f"{name}.npz") as tmp:
+            np.savez(
+                tmp,
+                image_id=np.asarray(image_ids, dtype=str),
+                prob=results["prob"].astype(np.float16, copy=False),
+                cls_prob=results["cls_prob"].astype(np.float32, copy=False),
+            )
+    else:
+        frame = pd.DataFrame({"image_id": image_ids, "prob": results["prob"]})
+        emb = pd.DataFrame(
+            results["emb"], columns=[f"emb_{i}" for i in range(results["emb"].shape[1])]
+        )
+        atomic_write_csv(pd.concat([frame, emb], axis=1), out_dir / f"{name}.csv")
+
+
+def predict_fold(
+    task: str,
+    model_cfg: Mapping[str, Any],
+    run_cfg: Mapping[str, Any],
+    data_dir: Path,
+    fold: int,
+    ckpt: Path,
+    out_dir: Path,
+    test_split: str = "test",
+    oof: bool = True,
+) -> None:
+    """Predict the fold's validation rows (``oof``) and every row of ``test_split`` in meta.csv.
+
+    With ``snapshots: K`` in the model config, the ``snapshot_<k>.ckpt`` files beside ``ckpt``
+    are averaged like folds; otherwise ``ckpt`` (the best checkpoint) is used. ``tta_hflip``
+    adds the mirrored image. Probabilities stay at cache size.
+
+    Example:
+        >>> predict_fold("segment", cfg["segmentation"]["models"]["unet_r18"], cfg,
+        ...              Path("runs/default/data"), 0, Path(".../fold0/model.ckpt"),
+        ...              Path(".../fold0"))  # doctest: +SKIP
+    """
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec = get_task(task, model_cfg)
+    accelerator = resolve_accelerator(run_cfg)
+    device = torch_device(accelerator)
+    precision = resolve_precision(run_cfg, accelerator)
+    image_size = int(run_cfg["image_size"])
+    models = [load_model(spec, path, device) for path in checkpoints_to_average(ckpt, model_cfg)]
+    jobs = []
+    if oof:
+        jobs.append(("oof", fold_rows(data_dir, fold)[1]))
+    jobs.append(("test", split_rows(data_dir, test_split)))
+    for name, rows in jobs:
+        dataset = XrayDataset(data_dir, rows, image_size)
+        results = predict_rows(
+            spec,
+            models,
+            dataset,
+            batch_size=int(model_cfg.get("batch_size", 16)),
+            device=device,
+            precision=precision,
+            num_workers=resolve_num_workers(run_cfg),
+            hflip=bool(model_cfg.get("tta_hflip", False)),
+        )
+        _write(spec, name, rows["image_id"].astype(str).to_numpy(), results, out_dir)

@@ -1,0 +1,98 @@
+"""Callbacks and plugins: atomic checkpoints, snapshot checkpoints, progress.png + log.csv."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pandas as pd
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from medpipe.io.atomic import atomic_path, atomic_write_csv
+
+__all__ = ["AtomicCheckpointIO", "SnapshotCheckpoint", "ProgressWriter", "plot_progress"]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write checkpoints to a temp name in the same folder, fsync, then rename.
+
+    Lightning's own save goes through an fsspec transaction whose temp file lives in the system
+    temp dir; when that is another file system the final move is a copy, which a kill can cut.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO: storage_options are not supported")
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+
+
+class SnapshotCheckpoint(L.Callback):
+    """Save ``snapshot_<k>.ckpt`` (weights only) at the end of each cosine cycle.
+
+    Runs in ``on_validation_end``, before ModelCheckpoint writes ``last.ckpt`` for the same epoch,
+    so a run killed in between redoes the epoch and the snapshot after a resume.
+    """
+
+    def __init__(self, out_dir: str | Path, ends: list[int]) -> None:
+        self.out_dir = Path(out_dir)
+        self.ends = list(ends)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.current_epoch not in self.ends:
+            return
+        k = self.ends.index(trainer.current_epoch)
+        trainer.save_checkpoint(self.out_dir / f"snapshot_{k}.ckpt", weights_only=True)
+
+
+def plot_progress(history: list[dict[str, float]], monitor: str, path: str | Path) -> None:
+    """Draw train/validation loss, the validation metric and the learning rate per epoch."""
+    # A bare Figure renders with Agg and leaves pyplot's global backend alone.
+    from matplotlib.figure import Figure
+
+    frame = pd.DataFrame(history)
+    fig = Figure(figsize=(13, 3.6))
+    axes = fig.subplots(1, 3)
+    axes[0].plot(frame["epoch"], frame["train_loss"], "o-", label="train")
+    axes[0].plot(frame["epoch"], frame["val_loss"], "o-", label="validation")
+    axes[0].set(title="loss", xlabel="epoch")
+    axes[0].legend()
+    metric_cols = [c for c in frame.columns if c.startswith("val_") and c != "val_loss"]
+    for col in metric_cols:
+        axes[1].plot(frame["epoch"], frame[col], "o-", label=col, lw=2.5 if col == monitor else 1)
+    best = frame[monitor].idxmax() if frame[monitor].notna().any() else None
+    if best is not None:
+        axes[1].axvline(frame.loc[best, "epoch"], color="grey", ls=":", label="best")
+    axes[1].set(title=f"validation ({monitor} selects)", xlabel="epoch")
+    axes[1].legend(fontsize=8)
+    axes[2].plot(frame["epoch"], frame["lr"], "o-")
+    axes[2].set(title="learning rate (last step of the epoch)", xlabel="epoch", yscale="log")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+
+
+class ProgressWriter(L.Callback):
+    """Redraw ``progress.png`` and rewrite ``log.csv`` (one row per epoch) after every epoch."""
+
+    def __init__(self, out_dir: str | Path, monitor: str) -> None:
+        self.out_dir = Path(out_dir)
+        self.monitor = monitor
+
+    def write(self, history: list[dict[str, float]]) -> None:
+        if not history:
+            return
+        atomic_write_csv(pd.DataFrame(history), self.out_dir / "log.csv")
+        plot_progress(history, self.monitor, self.out_dir / "progress.png")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.write(pl_module.history)

@@ -1,0 +1,279 @@
+"""``train_fold``: train one model on one fold with Lightning, resumable and reproducible."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, Logger
+from torch.utils.data import DataLoader
+
+from medpipe.data.dataset import PositiveFractionSampler, XrayDataset, fold_rows
+from medpipe.data.transforms import build_train_transforms
+from medpipe.io.atomic import atomic_write_text
+from medpipe.training.callbacks import AtomicCheckpointIO, ProgressWriter, SnapshotCheckpoint
+from medpipe.training.module import FoldModule
+from medpipe.training.runtime import resolve_accelerator, resolve_num_workers, resolve_precision
+from medpipe.training.schedule import cycle_ends
+from medpipe.training.tasks import get_task
+
+__all__ = ["train_fold", "make_loader", "summarise"]
+
+
+def make_loader(
+    dataset: XrayDataset,
+    batch_size: int,
+    *,
+    num_workers: int,
+    cuda: bool,
+    sampler: Any = None,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A DataLoader with the pipeline's settings: pinned memory on CUDA, persistent workers."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=cuda,
+        persistent_workers=num_workers > 0,
+        drop_last=drop_last,
+    )
+
+
+def _loggers(
+    run_cfg: Mapping[str, Any], out_dir: Path, task: str, model_name: str, fold: int
+) -> list[Logger]:
+    """CSV always; TensorBoard, MLflow (file store) and W&B (offline) only when the config asks."""
+    wanted = dict(run_cfg.get("logging") or {})
+    # One version folder per attempt: a resumed run adds csv/version_<n> instead of erasing the log.
+    loggers: list[Logger] = [CSVLogger(save_dir=out_dir, name="csv")]
+
+    def need(flag: str, *modules: str) -> None:
+        if not any(importlib.util.find_spec(m) for m in modules):
+            raise ModuleNotFoundError(
+                f"config logging.{flag}: true needs the {modules[0]} package, which is not installed"
+            )
+
+    if wanted.get("tensorboard"):
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        need("tensorboard", "tensorboard", "tensorboardX")
+        loggers.append(TensorBoardLogger(save_dir=out_dir, name="tensorboard"))
+    if wanted.get("mlflow"):
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        need("mlflow", "mlflow")
+        loggers.append(
+            MLFlowLogger(
+                experiment_name=f"medpipe-{task}",
+                run_name=f"{model_name}-fold{fold}",
+                tracking_uri=(out_dir / "mlruns").resolve().as_uri(),
+            )
+        )
+    if wanted.get("wandb"):
+        from lightning.pytorch.loggers import WandbLogger
+
+        need("wandb", "wandb")
+        os.environ["WANDB_MODE"] = "offline"
+        loggers.append(
+            WandbLogger(
+                project="medpipe",
+                name=f"{task}-{model_name}-fold{fold}",
+                save_dir=str(out_dir),
+                offline=True,
+            )
+        )
+    return loggers
+
+
+def _resumable(last: Path, hparams: Mapping[str, Any]) -> bool:
+    """True when ``last.ckpt`` exists and was written for the same task, model config and seed."""
+    if not last.is_file():
+        return False
+    try:
+        saved = torch.load(last, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+    except Exception as err:  # a damaged checkpoint is not worth dying for: start over
+        warnings.warn(f"{last}: unreadable ({err}); training from scratch", stacklevel=2)
+        return False
+    same = {k: saved.get(k) for k in hparams} == dict(hparams)
+    if not same:
+        warnings.warn(f"{last}: written for another config; training from scratch", stacklevel=2)
+    return same
+
+
+def summarise(history: Sequence[Mapping[str, float]], monitor: str) -> dict[str, Any]:
+    """Best epoch (first maximum of ``monitor``, as ModelCheckpoint picks it) and its scores."""
+    if not history:
+        raise ValueError("train_fold: no finished epoch to summarise")
+    scores = [h[monitor] if math.isfinite(h[monitor]) else -math.inf for h in history]
+    best = history[scores.index(max(scores))]
+    seconds = sum(h["train_seconds"] for h in history if math.isfinite(h["train_seconds"]))
+    images = sum(h["train_images"] for h in history if math.isfinite(h["train_seconds"]))
+    result = {"best_epoch": int(best["epoch"]), "monitor": monitor}
+    result.update({k: v for k, v in best.items() if k.startswith("val_")})
+    result["epochs"] = len(history)
+    result["train_images_per_s"] = images / seconds if seconds else float("nan")
+    return result
+
+
+def _json_safe(values: Mapping[str, Any]) -> dict[str, Any]:
+    """NaN and infinities become null: strict JSON has no spelling for them."""
+    safe = {}
+    for key, value in values.items():
+        if isinstance(value, float | int) and not isinstance(value, bool):
+            value = float(value) if isinstance(value, float) else int(value)
+            if isinstance(value, float) and not math.isfinite(value):
+                value = None
+        safe[key] = value
+    return safe
+
+
+def train_fold(
+    task: str,
+    model_name: str,
+    model_cfg: Mapping[str, Any],
+    run_cfg: Mapping[str, Any],
+    data_dir: Path,
+    fold: int,
+    out_dir: Path,
+    *,
+    callbacks: Sequence[L.Callback] = (),
+) -> dict[str, Any]:
+    """Train one model ("segment" or "gate") on one fold; resume from ``out_dir/last.ckpt``.
+
+    Writes ``model.ckpt`` (best by the validation metric: competition Dice for segmentation,
+    ROC AUC for the gate), ``last.ckpt`` (every epoch), ``snapshot_<k>.ckpt`` (``snapshots: K``),
+    ``metrics.json``, ``log.csv`` (one row per epoch), ``progress.png`` and
+    ``csv/version_<n>/metrics.csv`` (Lightning's step log, one folder per attempt). With
+    ``deterministic: true`` on CPU, a run killed anywhere and rerun ends with the same weights
+    as an uninterrupted one. ``callbacks`` are extra Lightning callbacks (tests use them).
+
+    Example:
+        >>> metrics = train_fold("segment", "unet_r18", cfg["segmentation"]["models"]["unet_r18"],
+        ...                      cfg, Path("runs/default/data"), 0, Path("out/fold0"))  # doctest: +SKIP
+        >>> metrics["best_epoch"], metrics["val_dice"]  # doctest: +SKIP
+    """
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    seed = int(run_cfg.get("seed", 0))
+    image_size = int(run_cfg["image_size"])
+    epochs = int(model_cfg["epochs"])
+    batch_size = int(model_cfg["batch_size"])
+    deterministic = bool(run_cfg.get("deterministic", False))
+    L.seed_everything(seed, workers=True, verbose=False)
+
+    accelerator = resolve_accelerator(run_cfg)
+    precision = resolve_precision(run_cfg, accelerator)
+    cuda = accelerator == "gpu"
+    workers = resolve_num_workers(run_cfg)
+    spec = get_task(task, model_cfg)
+
+    train_rows, val_rows = fold_rows(data_dir, fold)
+    train_set = XrayDataset(
+        data_dir,
+        train_rows,
+        image_size,
+        masks=spec.needs_masks,
+        transform=build_train_transforms(model_cfg.get("augment"), image_size),
+    )
+    val_set = XrayDataset(data_dir, val_rows, image_size, masks=spec.needs_masks)
+    sampler = PositiveFractionSampler(
+        train_rows["has_finding"].to_numpy(),
+        pos_frac=model_cfg.get("pos_frac"),
+        epochs=epochs,
+        seed=seed,
+    )
+    # BatchNorm cannot train on a batch of one: drop the ragged last batch when there is a full one.
+    train_loader = make_loader(
+        train_set,
+        batch_size,
+        num_workers=workers,
+        cuda=cuda,
+        sampler=sampler,
+        drop_last=len(sampler) >= batch_size,
+    )
+    val_loader = make_loader(val_set, batch_size, num_workers=workers, cuda=cuda)
+    steps_per_epoch = len(train_loader)
+
+    hparams = {"task": task, "model_cfg": dict(model_cfg), "seed": seed, "image_size": image_size}
+    module = FoldModule(**hparams)
+    checkpoint = ModelCheckpoint(
+        dirpath=out_dir,
+        filename="model",
+        monitor=spec.monitor,
+        mode="max",
+        save_top_k=1,
+        save_last=True,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    extra: list[L.Callback] = [ProgressWriter(out_dir, spec.monitor), *callbacks]
+    snapshots = int(model_cfg.get("snapshots", 0) or 0)
+    if snapshots:
+        extra.append(SnapshotCheckpoint(out_dir, cycle_ends(epochs, snapshots)))
+    interactive = os.isatty(2)
+    trainer_cfg = dict(run_cfg.get("trainer") or {})
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator=accelerator,
+        devices=trainer_cfg.get("devices", 1),
+        num_nodes=int(trainer_cfg.get("num_nodes", 1)),
+        strategy=trainer_cfg.get("strategy", "auto"),
+        precision=precision,
+        # CUDA lacks deterministic kernels for some ops: warn there instead of failing.
+        deterministic=(True if not cuda else "warn") if deterministic else False,
+        benchmark=cuda and not deterministic,
+        logger=_loggers(run_cfg, out_dir, task, model_name, fold),
+        callbacks=[
+            checkpoint,
+            TQDMProgressBar(refresh_rate=1 if interactive else max(steps_per_epoch // 5, 1)),
+            *extra,
+        ],
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=out_dir,
+        num_sanity_val_steps=0,
+        log_every_n_steps=min(50, steps_per_epoch),
+        # The sampler shards itself under DDP and must keep its (seed, epoch) draw.
+        use_distributed_sampler=False,
+    )
+    last = out_dir / "last.ckpt"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
+        trainer.fit(
+            module, train_loader, val_loader, ckpt_path=last if _resumable(last, hparams) else None
+        )
+
+    metrics: dict[str, Any] = {"task": task, "model": model_name, "fold": fold}
+    metrics.update(summarise(module.history, spec.monitor))
+    metrics.update(
+        {
+            "n_train": len(train_set),
+            "n_val": len(val_set),
+            "steps_per_epoch": steps_per_epoch,
+            "device": torch.cuda.get_device_name() if cuda else "cpu",
+            "accelerator": accelerator,
+            "precision": precision,
+            "num_workers": workers,
+            "seconds": time.perf_counter() - started,
+        }
+    )
+    if trainer.is_global_zero:
+        ProgressWriter(out_dir, spec.monitor).write(module.history)
+        atomic_write_text(
+            json.dumps(_json_safe(metrics), indent=2) + "\n", out_dir / "metrics.json"
+        )
+    return metrics

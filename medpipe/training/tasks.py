@@ -1,0 +1,177 @@
+"""What differs between segmentation and the gate: model, loss, validation metric, outputs.
+
+Everything else (optimiser, schedule, logging, checkpoint selection) lives once in
+:class:`medpipe.training.module.FoldModule`, which takes one of these tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from medpipe.metrics import dice_per_image
+from medpipe.models import build_gate, build_segmenter
+from medpipe.training.losses import build_seg_loss
+
+__all__ = ["Task", "SegmentationTask", "GateTask", "get_task", "TASKS"]
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC; 0.5 when only one class is present (tiny folds), so selection never sees NaN."""
+    labels = labels > 0.5
+    if labels.all() or not labels.any():
+        return 0.5
+    return float(roc_auc_score(labels, scores))
+
+
+class Task:
+    """The task-specific pieces the shared Lightning module plugs in."""
+
+    name: str
+    monitor: str  # validation metric that selects the best checkpoint (higher is better)
+    needs_masks: bool
+
+    def __init__(self, cfg: Mapping[str, Any]) -> None:
+        self.cfg = dict(cfg)
+
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def loss(self, outputs: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def validation_stats(
+        self, outputs: Any, batch: Mapping[str, torch.Tensor]
+    ) -> dict[str, np.ndarray]:
+        """Per-image numbers from one validation batch; concatenated and passed to :meth:`score`."""
+        raise NotImplementedError
+
+    def score(self, stats: Mapping[str, np.ndarray]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def probabilities(self, outputs: Any) -> dict[str, torch.Tensor]:
+        """Prediction outputs as probabilities; tensors with 3+ dims are images (TTA flips them)."""
+        raise NotImplementedError
+
+
+class SegmentationTask(Task):
+    """smp segmenter; loss = Dice/DiceFocal + BCE (+ BCE of the aux head on has_finding).
+
+    Validation: competition Dice at a fixed 0.5 pixel threshold, with masks smaller than
+    ``val_min_area`` pixels emptied (default 0.2 % of the image, like the SIIM winners' area rule).
+    """
+
+    name = "segment"
+    monitor = "val_dice"
+    needs_masks = True
+
+    def __init__(self, cfg: Mapping[str, Any]) -> None:
+        super().__init__(cfg)
+        weights = dict(self.cfg.get("loss_weights") or {})
+        self.aux_weight = float(weights.pop("aux", 0.5))
+        self.mask_loss = build_seg_loss(str(self.cfg.get("loss", "dice_bce")), weights)
+        self.min_area = self.cfg.get("val_min_area")
+
+    def build_model(self) -> nn.Module:
+        return build_segmenter(self.cfg)
+
+    def loss(self, outputs: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        mask_logits, cls_logit = outputs
+        loss = self.mask_loss(mask_logits.float(), batch["mask"])
+        if cls_logit is not None and self.aux_weight:
+            loss = loss + self.aux_weight * F.binary_cross_entropy_with_logits(
+                cls_logit.float(), batch["has_finding"]
+            )
+        return loss
+
+    def validation_stats(
+        self, outputs: Any, batch: Mapping[str, torch.Tensor]
+    ) -> dict[str, np.ndarray]:
+        mask_logits, cls_logit = outputs
+        pred = (mask_logits[:, 0] > 0).cpu().numpy()
+        truth = batch["mask"][:, 0].cpu().numpy() > 0.5
+        min_area = (
+            self.min_area if self.min_area is not None else 0.002 * pred.shape[-1] * pred.shape[-2]
+        )
+        pred[pred.reshape(len(pred), -1).sum(1) < min_area] = False
+        stats = {
+            "dice": dice_per_image(pred, truth),
+            "has_finding": batch["has_finding"].cpu().numpy(),
+        }
+        if cls_logit is not None:
+            stats["cls_prob"] = torch.sigmoid(cls_logit.float()).cpu().numpy()
+        return stats
+
+    def score(self, stats: Mapping[str, np.ndarray]) -> dict[str, float]:
+        positive = stats["has_finding"] > 0.5
+        scores = {
+            "val_dice": float(stats["dice"].mean()),
+            "val_dice_pos": float(stats["dice"][positive].mean())
+            if positive.any()
+            else float("nan"),
+        }
+        if "cls_prob" in stats:
+            scores["val_cls_auc"] = _auc(stats["has_finding"], stats["cls_prob"])
+        return scores
+
+    def probabilities(self, outputs: Any) -> dict[str, torch.Tensor]:
+        mask_logits, cls_logit = outputs
+        prob = torch.sigmoid(mask_logits[:, 0].float())
+        cls_prob = (
+            torch.sigmoid(cls_logit.float())
+            if cls_logit is not None
+            else prob.new_full((len(prob),), float("nan"))
+        )
+        return {"prob": prob, "cls_prob": cls_prob}
+
+
+class GateTask(Task):
+    """timm classifier of "has a finding"; BCE loss, selected by validation ROC AUC."""
+
+    name = "gate"
+    monitor = "val_auc"
+    needs_masks = False
+
+    def build_model(self) -> nn.Module:
+        return build_gate(self.cfg)
+
+    def loss(self, outputs: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        logit, _ = outputs
+        return F.binary_cross_entropy_with_logits(logit.float(), batch["has_finding"])
+
+    def validation_stats(
+        self, outputs: Any, batch: Mapping[str, torch.Tensor]
+    ) -> dict[str, np.ndarray]:
+        logit, _ = outputs
+        return {
+            "prob": torch.sigmoid(logit.float()).cpu().numpy(),
+            "has_finding": batch["has_finding"].cpu().numpy(),
+        }
+
+    def score(self, stats: Mapping[str, np.ndarray]) -> dict[str, float]:
+        return {"val_auc": _auc(stats["has_finding"], stats["prob"])}
+
+    def probabilities(self, outputs: Any) -> dict[str, torch.Tensor]:
+        logit, embedding = outputs
+        return {"prob": torch.sigmoid(logit.float()), "emb": embedding.float()}
+
+
+TASKS: dict[str, type[Task]] = {"segment": SegmentationTask, "gate": GateTask}
+
+
+def get_task(name: str, cfg: Mapping[str, Any]) -> Task:
+    """The task called ``name`` ("segment" or "gate") for a model config block.
+
+    Example:
+        >>> get_task("gate", {"encoder": "resnet18"}).monitor
+        'val_auc'
+    """
+    if name not in TASKS:
+        raise ValueError(f"task {name!r}: expected one of {sorted(TASKS)}")
+    return TASKS[name](cfg)

@@ -1,0 +1,207 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+import pytest
+import torch
+
+from medpipe.training import train_fold
+from medpipe.training.fit import _resumable, summarise
+from tests.training.tiny_data import (
+    gate_config,
+    run_config,
+    seg_config,
+    small_seg_config,
+    write_data_dir,
+)
+
+OUTPUTS = ("model.ckpt", "last.ckpt", "metrics.json", "log.csv", "progress.png")
+
+
+class SimulatedKill(RuntimeError):
+    pass
+
+
+class KillAt(L.Callback):
+    """Raise after a given training batch, as a kill between checkpoints would stop the run."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            raise SimulatedKill(f"killed in epoch {self.epoch} after batch {self.batch}")
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def seg_run(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("seg")
+    data_dir = write_data_dir(root / "data")
+    metrics = train_fold(
+        "segment", "unet_r18", seg_config(), run_config(), data_dir, 0, root / "fold0"
+    )
+    return root / "fold0", metrics
+
+
+def test_segmentation_run_writes_every_output_and_learns(seg_run) -> None:
+    out, metrics = seg_run
+    for name in OUTPUTS:
+        assert (out / name).is_file(), name
+    log = pd.read_csv(out / "log.csv")
+    assert list(log["epoch"]) == [0, 1]
+    assert log["train_loss"].iloc[1] < log["train_loss"].iloc[0]
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["best_epoch"] in (0, 1) and saved["epochs"] == 2
+    assert saved["val_dice"] == pytest.approx(log["val_dice"].max())
+    assert saved["val_dice_pos"] == pytest.approx(log.loc[saved["best_epoch"], "val_dice_pos"])
+    assert saved["train_images_per_s"] > 0 and saved["device"] == "cpu"
+    assert metrics["val_dice"] == saved["val_dice"]
+    # The best checkpoint is the epoch metrics.json names.
+    best = torch.load(out / "model.ckpt", map_location="cpu", weights_only=True)
+    assert best["epoch"] == saved["best_epoch"]
+    assert not list(out.glob(".*tmp*")), "temp files left behind"
+
+
+def test_learning_rate_warms_up_then_decays(seg_run) -> None:
+    log = pd.read_csv(seg_run[0] / "log.csv")
+    assert log["lr"].iloc[0] > log["lr"].iloc[1] > 0
+
+
+def test_resume_after_kill_gives_identical_weights(tmp_path: Path) -> None:
+    """Killed mid-epoch 1 (after its first step, last.ckpt holds epoch 0), then rerun."""
+    data_dir = write_data_dir(tmp_path / "data")
+    cfg, run = small_seg_config(), run_config()
+    train_fold("segment", "m", cfg, run, data_dir, 0, tmp_path / "whole")
+    with pytest.raises(SimulatedKill):
+        train_fold(
+            "segment",
+            "m",
+            cfg,
+            run,
+            data_dir,
+            0,
+            tmp_path / "killed",
+            callbacks=[KillAt(epoch=1, batch=0)],
+        )
+    assert torch.load(tmp_path / "killed" / "last.ckpt", weights_only=True)["epoch"] == 0
+    train_fold("segment", "m", cfg, run, data_dir, 0, tmp_path / "killed")
+    for name in ("last.ckpt", "model.ckpt"):
+        a, b = weights(tmp_path / "whole" / name), weights(tmp_path / "killed" / name)
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    whole = pd.read_csv(tmp_path / "whole" / "log.csv")
+    resumed = pd.read_csv(tmp_path / "killed" / "log.csv")
+    pd.testing.assert_series_equal(whole["val_dice"], resumed["val_dice"])
+
+
+def test_rerun_of_finished_fold_keeps_its_weights(tmp_path: Path) -> None:
+    data_dir = write_data_dir(tmp_path / "data")
+    cfg = small_seg_config(epochs=1)
+    train_fold("segment", "m", cfg, run_config(), data_dir, 0, tmp_path / "out")
+    before = weights(tmp_path / "out" / "last.ckpt")
+    metrics = train_fold("segment", "m", cfg, run_config(), data_dir, 0, tmp_path / "out")
+    after = weights(tmp_path / "out" / "last.ckpt")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert metrics["epochs"] == 1
+
+
+def test_gate_run_selects_by_auc(tmp_path: Path) -> None:
+    data_dir = write_data_dir(tmp_path / "data")
+    metrics = train_fold(
+        "gate", "cls_r18", gate_config(), run_config(), data_dir, 1, tmp_path / "out"
+    )
+    for name in OUTPUTS:
+        assert (tmp_path / "out" / name).is_file(), name
+    assert metrics["monitor"] == "val_auc" and 0.0 <= metrics["val_auc"] <= 1.0
+    assert "val_dice" not in metrics
+
+
+def test_snapshots_save_one_checkpoint_per_cycle(tmp_path: Path) -> None:
+    data_dir = write_data_dir(tmp_path / "data")
+    train_fold(
+        "segment",
+        "m",
+        small_seg_config(snapshots=2, warmup_epochs=0),
+        run_config(),
+        data_dir,
+        0,
+        tmp_path / "out",
+    )
+    snaps = sorted(p.name for p in (tmp_path / "out").glob("snapshot_*.ckpt"))
+    assert snaps == ["snapshot_0.ckpt", "snapshot_1.ckpt"]
+    first, last = (
+        weights(tmp_path / "out" / "snapshot_0.ckpt"),
+        weights(tmp_path / "out" / "last.ckpt"),
+    )
+    assert not all(torch.equal(first[k], last[k]) for k in first)
+    # Each cycle restarts the cosine: both epochs end at the floor and start again from the peak.
+    log = pd.read_csv(tmp_path / "out" / "log.csv")
+    assert log["lr"].iloc[0] == pytest.approx(log["lr"].iloc[1])
+
+
+def test_last_checkpoint_of_another_config_is_not_resumed(tmp_path: Path) -> None:
+    hparams = {"task": "segment", "model_cfg": {"epochs": 2}, "seed": 1, "image_size": 64}
+    torch.save({"hyper_parameters": hparams, "state_dict": {}}, tmp_path / "last.ckpt")
+    assert _resumable(tmp_path / "last.ckpt", hparams)
+    with pytest.warns(UserWarning, match="another config"):
+        assert not _resumable(tmp_path / "last.ckpt", {**hparams, "model_cfg": {"epochs": 3}})
+    (tmp_path / "last.ckpt").write_bytes(b"truncated")
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert not _resumable(tmp_path / "last.ckpt", hparams)
+    assert not _resumable(tmp_path / "missing.ckpt", hparams)
+
+
+def test_summarise_picks_first_best_epoch() -> None:
+    history = [
+        {"epoch": 0, "val_auc": 0.6, "train_seconds": 2.0, "train_images": 10},
+        {"epoch": 1, "val_auc": 0.8, "train_seconds": 2.0, "train_images": 10},
+        {"epoch": 2, "val_auc": 0.8, "train_seconds": 1.0, "train_images": 10},
+    ]
+    summary = summarise(history, "val_auc")
+    assert summary["best_epoch"] == 1 and summary["val_auc"] == 0.8
+    assert summary["train_images_per_s"] == pytest.approx(6.0)
+
+
+def test_weights_do_not_depend_on_the_number_of_workers(tmp_path: Path) -> None:
+    data_dir = write_data_dir(tmp_path / "data")
+    cfg = gate_config(epochs=1, channels_last=True)
+    for workers in (0, 1):
+        train_fold(
+            "gate", "g", cfg, run_config(num_workers=workers), data_dir, 0, tmp_path / f"w{workers}"
+        )
+    a, b = weights(tmp_path / "w0" / "last.ckpt"), weights(tmp_path / "w1" / "last.ckpt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_run_uses_bf16(tmp_path: Path) -> None:
+    data_dir = write_data_dir(tmp_path / "data")
+    run = run_config(device="auto", deterministic=False)
+    metrics = train_fold(
+        "segment",
+        "m",
+        small_seg_config(epochs=1, channels_last=True),
+        run,
+        data_dir,
+        0,
+        tmp_path / "out",
+    )
+    assert metrics["precision"] == "bf16-mixed" and metrics["accelerator"] == "gpu"
+
+
+def test_optional_loggers_need_their_package(tmp_path: Path, monkeypatch) -> None:
+    from medpipe.training import fit
+
+    assert [type(lg).__name__ for lg in fit._loggers({}, tmp_path, "gate", "g", 0)] == ["CSVLogger"]
+    monkeypatch.setattr(fit.importlib.util, "find_spec", lambda name: None)
+    for flag in ("tensorboard", "mlflow", "wandb"):
+        with pytest.raises(ModuleNotFoundError, match=f"logging.{flag}"):
+            fit._loggers({"logging": {flag: True}}, tmp_path, "gate", "g", 0)

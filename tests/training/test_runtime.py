@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medpipe.training import runtime
+
+
+def test_cpu_runs_in_full_precision() -> None:
+    assert runtime.resolve_accelerator({"device": "cpu"}) == "cpu"
+    assert runtime.resolve_precision({"precision": "auto"}, "cpu") == "32-true"
+    assert runtime.resolve_precision({"precision": "bf16-mixed"}, "cpu") == "bf16-mixed"
+
+
+def test_auto_device_follows_the_machine() -> None:
+    expected = "gpu" if torch.cuda.is_available() else "cpu"
+    assert runtime.resolve_accelerator({"device": "auto"}) == expected
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_cuda_without_one_fails_clearly() -> None:
+    with pytest.raises(RuntimeError, match="device: cuda"):
+        runtime.resolve_accelerator({"device": "cuda"})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_uses_bf16_mixed() -> None:
+    assert runtime.resolve_precision({"precision": "auto"}, "gpu") == "bf16-mixed"
+
+
+def test_num_workers(monkeypatch) -> None:
+    assert runtime.resolve_num_workers({"num_workers": 3}) == 3
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert runtime.resolve_num_workers({"num_workers": "auto"}) <= 8
+
+    class LowMemory:
+        available = 2.5 * 2**30
+
+    monkeypatch.setattr(runtime.psutil, "virtual_memory", lambda: LowMemory())
+    assert runtime.resolve_num_workers({"num_workers": "auto"}) == 0
+    with pytest.raises(ValueError, match="num_workers"):
+        runtime.resolve_num_workers({"num_workers": -1})
