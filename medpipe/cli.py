@@ -76,7 +76,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             "holding the SIIM layout, or generate the synthetic set: medpipe synth --out data/synthetic"
         )
     meta = ingest(
-        list(zip(splits, dirs)),
+        list(zip(splits, dirs, strict=False)),
         args.out,
         size=args.size,
         labels=args.labels,

@@ -9,7 +9,6 @@ import argparse
 import json
 import shutil
 import sys
-from pathlib import Path
 
 __all__ = ["register"]
 
@@ -65,7 +64,83 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stage2_folds(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from medpipe.data.folds import check_no_patient_overlap
+    from medpipe.io.atomic import atomic_write_csv
+    from medpipe.stage2 import stage2_folds
+
+    folds = pd.read_csv(args.folds, dtype={"image_id": str, "patient_key": str})
+    meta = pd.read_csv(args.meta, dtype={"image_id": str, "patient_key": str})
+    out = stage2_folds(folds, meta)
+    check_no_patient_overlap(out[out["fold"] >= 0])
+    atomic_write_csv(out, args.out)
+    added = out.iloc[len(folds) :]
+    print(
+        f"stage2-folds: {len(added)} newly labelled images, {int((added['fold'] < 0).sum())} always in training"
+    )
+    return 0
+
+
+def cmd_reproduce_doc(args: argparse.Namespace) -> int:
+    from medpipe.reproducibility import write_reproduce_doc
+
+    write_reproduce_doc(_load(args), args.run_dir, args.out, args.repo)
+    print(f"reproduce-doc: wrote {args.out}")
+    return 0
+
+
+def cmd_verify_reproduction(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from medpipe.reproducibility import verify_reproduction
+
+    with tempfile.TemporaryDirectory(prefix="medpipe-verify-") as work:
+        problems = verify_reproduction(_load(args), args.run_dir, args.work_dir or work)
+    if problems:
+        print("verify-reproduction: MISMATCH", file=sys.stderr)
+        for line in problems:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    print("verify-reproduction: OK: the rebuilt stage-2 submission matches the recorded SHA-256")
+    return 0
+
+
 def register(add, config_arg, command) -> None:
+    p = add(
+        "stage2-folds",
+        "Stage-2 folds: stage-1 folds plus the newly labelled stage-1 test images.",
+        "medpipe stage2-folds --folds runs/default/data/folds.csv --meta runs/default/stage2/data/meta.csv "
+        "--out runs/default/stage2/data/folds.csv",
+    )
+    p.add_argument("--folds", required=True)
+    p.add_argument("--meta", required=True)
+    p.add_argument("--out", required=True)
+    command("stage2-folds")(cmd_stage2_folds)
+
+    p = add(
+        "reproduce-doc",
+        "Write stage2/REPRODUCE.md, requirements.lock and reproduce.json from the run.",
+        "medpipe reproduce-doc --config runs/default/config.resolved.yaml --run-dir runs/default --repo . "
+        "--out runs/default/stage2/REPRODUCE.md",
+    )
+    config_arg(p)
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--repo", default=".")
+    p.add_argument("--out", required=True)
+    command("reproduce-doc")(cmd_reproduce_doc)
+
+    p = add(
+        "verify-reproduction",
+        "Rebuild the stage-2 submission from the saved checkpoints and compare hashes.",
+        "medpipe verify-reproduction runs/default --config runs/default/config.resolved.yaml",
+    )
+    p.add_argument("run_dir")
+    config_arg(p)
+    p.add_argument("--work-dir", help="keep the rebuilt files here (default: a temporary folder)")
+    command("verify-reproduction")(cmd_verify_reproduction)
+
     example_dirs = "--data-dir runs/default/data --stage-dir runs/default/stage1"
     p = add(
         "features",

@@ -67,7 +67,7 @@ def drop_removed_models(config: dict[str, Any]) -> dict[str, Any]:
         models = (config.get(section) or {}).get("models")
         if isinstance(models, dict):
             config[section]["models"] = {k: v for k, v in models.items() if v is not None}
-    for name, value in list(((config.get("stage2") or {}).get("retrain") or {}).items()):
+    for name, _value in list(((config.get("stage2") or {}).get("retrain") or {}).items()):
         known = set((config.get("segmentation") or {}).get("models") or {}) | set(
             (config.get("gate") or {}).get("models") or {}
         )

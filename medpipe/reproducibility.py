@@ -32,6 +32,7 @@ __all__ = [
     "checkpoints_used",
     "rule_wall_times",
     "write_reproduce_doc",
+    "verify_reproduction",
 ]
 
 
@@ -49,12 +50,20 @@ def sha256_listing(root: str | Path) -> tuple[str, int]:
     Cheap (no file is read) yet changes when a file is added, removed, renamed or resized.
     """
     root = Path(root)
-    lines = sorted(f"{p.relative_to(root).as_posix()}\t{p.stat().st_size}" for p in root.rglob("*") if p.is_file())
+    lines = sorted(
+        f"{p.relative_to(root).as_posix()}\t{p.stat().st_size}"
+        for p in root.rglob("*")
+        if p.is_file()
+    )
     return hashlib.sha256("\n".join(lines).encode()).hexdigest(), len(lines)
 
 
 def hardware() -> dict[str, Any]:
-    info: dict[str, Any] = {"machine": platform.machine(), "cpu": platform.processor() or "", "cores": os.cpu_count()}
+    info: dict[str, Any] = {
+        "machine": platform.machine(),
+        "cpu": platform.processor() or "",
+        "cores": os.cpu_count(),
+    }
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -72,9 +81,16 @@ def hardware() -> dict[str, Any]:
         info["gpus"] = []
     try:
         out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
-        info["driver"] = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+        info["driver"] = (
+            out.stdout.strip().splitlines()[0]
+            if out.returncode == 0 and out.stdout.strip()
+            else None
+        )
     except (OSError, subprocess.TimeoutExpired):
         info["driver"] = None
     return info
@@ -93,17 +109,24 @@ def package_lock() -> str:
 def git_state(repo: str | Path) -> dict[str, Any]:
     def git(*args: str) -> str | None:
         try:
-            out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30)
+            out = subprocess.run(
+                ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30
+            )
         except (OSError, subprocess.TimeoutExpired):
             return None
         return out.stdout.strip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit or "unknown (not a git checkout)", "dirty": bool(status) if status is not None else None}
+    return {
+        "commit": commit or "unknown (not a git checkout)",
+        "dirty": bool(status) if status is not None else None,
+    }
 
 
-def checkpoints_used(config: Mapping[str, Any], run_dir: str | Path, stage: int = 2) -> list[dict[str, Any]]:
+def checkpoints_used(
+    config: Mapping[str, Any], run_dir: str | Path, stage: int = 2
+) -> list[dict[str, Any]]:
     """Every fold checkpoint a stage predicts with: its own where retrained, stage 1's where kept."""
     from medpipe.stage2 import checkpoint_for
 
@@ -117,7 +140,9 @@ def checkpoints_used(config: Mapping[str, Any], run_dir: str | Path, stage: int 
                         "task": task,
                         "model": model,
                         "fold": fold,
-                        "path": str(ckpt.relative_to(run_dir)) if ckpt.is_relative_to(run_dir) else str(ckpt),
+                        "path": str(ckpt.relative_to(run_dir))
+                        if ckpt.is_relative_to(run_dir)
+                        else str(ckpt),
                         "sha256": sha256_file(ckpt) if ckpt.exists() else "MISSING",
                     }
                 )
@@ -134,10 +159,22 @@ def rule_wall_times(benchmark_dir: str | Path) -> pd.DataFrame:
             continue
         if "s" in frame.columns and len(frame):
             rel = path.relative_to(benchmark_dir)
-            rule = rel.parts[-2] if len(rel.parts) > 1 and not rel.parts[-2].startswith("stage") else rel.stem
-            rows.append({"rule": rule, "job": rel.as_posix()[: -len(".tsv")], "seconds": float(frame["s"].iloc[-1])})
+            rule = (
+                rel.parts[-2]
+                if len(rel.parts) > 1 and not rel.parts[-2].startswith("stage")
+                else rel.stem
+            )
+            rows.append(
+                {
+                    "rule": rule,
+                    "job": rel.as_posix()[: -len(".tsv")],
+                    "seconds": float(frame["s"].iloc[-1]),
+                }
+            )
     frame = pd.DataFrame(rows, columns=["rule", "job", "seconds"])
-    return frame.groupby("rule", as_index=False).agg(jobs=("job", "count"), seconds=("seconds", "sum"))
+    return frame.groupby("rule", as_index=False).agg(
+        jobs=("job", "count"), seconds=("seconds", "sum")
+    )
 
 
 def _cv_of(cv: Mapping[str, Any], task: str, model: str) -> str:
@@ -174,8 +211,15 @@ def write_reproduce_doc(
     hw, git = hardware(), git_state(repo)
     submission = run_dir / "stage2" / "submission.csv"
     labels = [root / "train-rle.csv", root / "stage_2_train.csv"]
-    listings = {name: sha256_listing(root / name) for name in ("dicom-images-train", "dicom-images-test", "stage_2_images") if (root / name).is_dir()}
-    cv1, cv2 = _read_json(run_dir / "stage1" / "cv.json"), _read_json(run_dir / "stage2" / "cv.json")
+    listings = {
+        name: sha256_listing(root / name)
+        for name in ("dicom-images-train", "dicom-images-test", "stage_2_images")
+        if (root / name).is_dir()
+    }
+    cv1, cv2 = (
+        _read_json(run_dir / "stage1" / "cv.json"),
+        _read_json(run_dir / "stage2" / "cv.json"),
+    )
     retrain = (config.get("stage2") or {}).get("retrain") or {}
     files = " ".join(config_files)
     cfg_yaml = yaml.safe_dump(dict(config), sort_keys=True)
@@ -184,7 +228,13 @@ def write_reproduce_doc(
     for task, section in (("segment", "segmentation"), ("gate", "gate")):
         for model in (config.get(section) or {}).get("models") or {}:
             decisions.append(
-                [model, task, "retrained" if retrain.get(model, False) else "kept (stage-1 checkpoints)", _cv_of(cv1, task, model), _cv_of(cv2, task, model)]
+                [
+                    model,
+                    task,
+                    "retrained" if retrain.get(model, False) else "kept (stage-1 checkpoints)",
+                    _cv_of(cv1, task, model),
+                    _cv_of(cv2, task, model),
+                ]
             )
     times = rule_wall_times(run_dir / "benchmarks")
     ckpts = checkpoints_used(config, run_dir)
@@ -195,7 +245,7 @@ Generated by `medpipe reproduce-doc` from the run in `{run_dir}`; do not edit by
 
 ## Expected result
 - Submission: `{submission}`
-- SHA-256: `{sha256_file(submission) if submission.exists() else 'MISSING'}`
+- SHA-256: `{sha256_file(submission) if submission.exists() else "MISSING"}`
 - Check a rebuild against it: `medpipe verify-reproduction {run_dir} --config {files}`
 
 ## Hardware
@@ -243,4 +293,76 @@ Ensemble OOF score: stage 1 {cv1.get("ensemble", "n/a")}, stage 2 {cv2.get("ense
 {cfg_yaml}```
 """
     atomic_write_text(md, out_md)
+    manifest = {
+        "submission": str(submission.relative_to(run_dir)),
+        "submission_sha256": sha256_file(submission) if submission.exists() else None,
+        "checkpoints": ckpts,
+        "git": git,
+    }
+    atomic_write_text(json.dumps(manifest, indent=2) + "\n", out_md.with_name("reproduce.json"))
     return md
+
+
+def verify_reproduction(
+    config: Mapping[str, Any], run_dir: str | Path, work_dir: str | Path
+) -> list[str]:
+    """Rebuild the stage-2 submission from the saved checkpoints in ``work_dir``; return the problems.
+
+    An empty list means the rebuilt submission has the recorded SHA-256. Otherwise each entry
+    names what differs: a checkpoint whose hash changed, then the first intermediate files
+    (predictions, fusion, thresholds) whose bytes differ from the run's.
+    """
+    from medpipe.config import model_config
+    from medpipe.inference.predict import predict_fold
+    from medpipe.workflow import run_features, run_fuse, run_submit, run_thresholds
+
+    run_dir, work_dir = Path(run_dir), Path(work_dir)
+    manifest_path = run_dir / "stage2" / "reproduce.json"
+    if not manifest_path.exists():
+        return [
+            f"{manifest_path} not found: run stage 2 first (it writes REPRODUCE.md and reproduce.json)"
+        ]
+    manifest = json.loads(manifest_path.read_text())
+    problems = []
+    for row in manifest["checkpoints"]:
+        path = run_dir / row["path"]
+        now = sha256_file(path) if path.exists() else "MISSING"
+        if now != row["sha256"]:
+            problems.append(
+                f"checkpoint {row['path']} differs: recorded {row['sha256'][:12]}, now {now[:12]}"
+            )
+
+    data_dir = run_dir / "stage2" / "data"
+    stage_dir = work_dir / "stage2"
+    for row in manifest["checkpoints"]:
+        out = stage_dir / row["task"] / row["model"] / f"fold{row['fold']}"
+        predict_fold(
+            row["task"],
+            model_config(config, row["task"], row["model"]),
+            config,
+            data_dir,
+            int(row["fold"]),
+            run_dir / row["path"],
+            out,
+            test_split="stage2_test",
+        )
+    fusion = (config.get("fusion") or {}).get("enabled", False)
+    if fusion:
+        run_features(config, data_dir, stage_dir, stage_dir / "fusion" / "features.csv")
+        run_fuse(config, stage_dir / "fusion" / "features.csv", data_dir, stage_dir / "fusion")
+    run_thresholds(config, data_dir, stage_dir)
+    dicom_dir = Path(config["data"]["root"]) / "stage_2_images"
+    rebuilt = stage_dir / "submission.csv"
+    run_submit(config, data_dir, stage_dir, dicom_dir if dicom_dir.is_dir() else None, rebuilt)
+    if sha256_file(rebuilt) == manifest["submission_sha256"]:
+        return problems
+    problems.append(
+        f"rebuilt submission {rebuilt} has SHA-256 {sha256_file(rebuilt)[:12]}, recorded {str(manifest['submission_sha256'])[:12]}"
+    )
+    for path in sorted(
+        p for p in stage_dir.rglob("*") if p.is_file() and p.suffix in (".npz", ".csv", ".json")
+    ):
+        original = run_dir / "stage2" / path.relative_to(stage_dir)
+        if original.exists() and sha256_file(original) != sha256_file(path):
+            problems.append(f"differs: {original}")
+    return problems

@@ -180,7 +180,7 @@ def run_submit(
     )
     full = [
         resize_mask(m, int(meta.at[i, "orig_height"]), int(meta.at[i, "orig_width"]))
-        for i, m in zip(ids, masks)
+        for i, m in zip(ids, masks, strict=False)
     ]
     sizes = expected_ids_from_dicom_dir(dicom_dir) if dicom_dir else None
     ids_out, masks_out = list(ids), full

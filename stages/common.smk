@@ -6,6 +6,7 @@ import sys
 import medpipe
 from medpipe.config import write_yaml_atomic
 from medpipe.resources import cpu_count
+from medpipe.stage2 import checkpoint_for
 
 RUN = config["run_dir"]
 DATA = f"{RUN}/data"

@@ -32,7 +32,7 @@ rule predict_gate:
     """Gate probabilities and embeddings of the fold's validation images (OOF) and of the test set."""
     input:
         unpack(training_inputs),
-        ckpt=f"{GATE_FOLD}/model.ckpt",
+        ckpt=lambda w: str(checkpoint_for(config, RUN, int(w.stage), "gate", w.model, int(w.fold))),
         code=code("inference/predict.py", "inference/tta.py"),
     output:
         oof=f"{GATE_FOLD}/oof.csv",

@@ -32,7 +32,7 @@ rule predict_seg:
     """Probability maps of the fold's validation images (OOF) and of the test set."""
     input:
         unpack(training_inputs),
-        ckpt=f"{SEG_FOLD}/model.ckpt",
+        ckpt=lambda w: str(checkpoint_for(config, RUN, int(w.stage), "segment", w.model, int(w.fold))),
         code=code("inference/predict.py", "inference/tta.py"),
     output:
         oof=f"{SEG_FOLD}/oof.npz",

@@ -82,9 +82,10 @@ rule submit:
 
 
 rule publish_submission:
-    """The current stage's submission, validated again, at run_dir/submission.csv."""
+    """The current stage's submission, validated again, at run_dir/submission.csv (stage 2: with REPRODUCE.md)."""
     input:
-        f"{RUN}/stage{STAGE}/submission.csv",
+        submission=f"{RUN}/stage{STAGE}/submission.csv",
+        doc=[f"{RUN}/stage2/REPRODUCE.md"] if STAGE == 2 else [],
     output:
         f"{RUN}/submission.csv",
     params:
@@ -92,4 +93,4 @@ rule publish_submission:
     log:
         f"{RUN}/logs/publish_submission.log",
     shell:
-        "medpipe publish {input:q} {output:q} --dicom-dir {params.dicom_dir:q} > {log:q} 2>&1"
+        "medpipe publish {input.submission:q} {output:q} --dicom-dir {params.dicom_dir:q} > {log:q} 2>&1"
