@@ -82,6 +82,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         labels=args.labels,
         workers=_workers(args.workers),
         salt=args.salt,
+        missing_labels=args.missing_labels,
     )
     print(f"ingest: {len(meta)} images cached in {args.out}")
     return 0
@@ -239,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--workers", default="auto")
     p.add_argument("--salt", default="medpipe", help="salt of the pseudonymous patient key")
+    p.add_argument(
+        "--missing-labels",
+        choices=["error", "quarantine"],
+        default="error",
+        help="an image of a labelled split with no label row: stop, or quarantine it and go on",
+    )
 
     p = add(
         "folds",

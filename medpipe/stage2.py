@@ -26,13 +26,19 @@ def retrained(config: Mapping[str, Any], model: str) -> bool:
     return bool(((config.get("stage2") or {}).get("retrain") or {}).get(model, False))
 
 
-def checkpoint_for(config: Mapping[str, Any], run_dir: str | Path, stage: int, task: str, model: str, fold: int) -> Path:
+def checkpoint_for(
+    config: Mapping[str, Any], run_dir: str | Path, stage: int, task: str, model: str, fold: int
+) -> Path:
     """The checkpoint a stage predicts with: stage 2 reuses stage 1's unless the model is retrained."""
     own = int(stage) == 1 or retrained(config, model)
-    return Path(run_dir) / f"stage{stage if own else 1}" / task / model / f"fold{fold}" / "model.ckpt"
+    return (
+        Path(run_dir) / f"stage{stage if own else 1}" / task / model / f"fold{fold}" / "model.ckpt"
+    )
 
 
-def stage2_folds(stage1_folds: pd.DataFrame, meta: pd.DataFrame, labelled_split: str = "test") -> pd.DataFrame:
+def stage2_folds(
+    stage1_folds: pd.DataFrame, meta: pd.DataFrame, labelled_split: str = "test"
+) -> pd.DataFrame:
     """Stage-1 folds plus the newly labelled images: in their patient's fold, else always in training."""
     new = meta[(meta["split"] == labelled_split) & meta["has_finding"].notna()]
     new = new[~new["image_id"].isin(stage1_folds["image_id"])]
@@ -42,7 +48,11 @@ def stage2_folds(stage1_folds: pd.DataFrame, meta: pd.DataFrame, labelled_split:
             "image_id": new["image_id"].to_numpy(),
             "patient_key": new["patient_key"].to_numpy(),
             "has_finding": new["has_finding"].astype(int).to_numpy(),
-            "fold": new["patient_key"].map(fold_of_patient).fillna(ALWAYS_TRAIN).astype(int).to_numpy(),
+            "fold": new["patient_key"]
+            .map(fold_of_patient)
+            .fillna(ALWAYS_TRAIN)
+            .astype(int)
+            .to_numpy(),
         }
     )
     return pd.concat([stage1_folds[added.columns], added], ignore_index=True)

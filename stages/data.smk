@@ -46,6 +46,7 @@ rule ingest:
         root=ROOT,
         size=SIZE,
         salt=config["data"].get("salt", "medpipe"),
+        missing_labels=config["data"].get("missing_labels", "error"),
     log:
         f"{RUN}/logs/ingest.log",
     benchmark:
@@ -54,7 +55,7 @@ rule ingest:
     shell:
         "medpipe ingest --dicom-dir {params.root:q}/dicom-images-train --split train "
         "--dicom-dir {params.root:q}/dicom-images-test --split test --labels {input.labels:q} "
-        "--out {DATA:q} --size {params.size} --workers {threads} --salt {params.salt:q} > {log:q} 2>&1"
+        "--out {DATA:q} --size {params.size} --workers {threads} --salt {params.salt:q} --missing-labels {params.missing_labels} > {log:q} 2>&1"
 
 
 rule make_folds:

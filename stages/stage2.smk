@@ -27,6 +27,7 @@ rule ingest_stage2:
         root=ROOT,
         size=SIZE,
         salt=config["data"].get("salt", "medpipe"),
+        missing_labels=config["data"].get("missing_labels", "error"),
     log:
         f"{RUN}/logs/stage2/ingest.log",
     benchmark:
@@ -36,7 +37,7 @@ rule ingest_stage2:
         "medpipe ingest --dicom-dir {params.root:q}/dicom-images-train --split train "
         "--dicom-dir {params.root:q}/dicom-images-test --split test "
         "--dicom-dir {params.root:q}/stage_2_images --split stage2_test --labels {input.labels:q} "
-        "--out {STAGE2_DATA:q} --size {params.size} --workers {threads} --salt {params.salt:q} > {log:q} 2>&1"
+        "--out {STAGE2_DATA:q} --size {params.size} --workers {threads} --salt {params.salt:q} --missing-labels {params.missing_labels} > {log:q} 2>&1"
 
 
 rule make_folds_stage2:

@@ -19,8 +19,9 @@ most-covered pixel, so no positive image ends up with an empty mask.
 
 Labels: a split is labelled when any of its images has a row in the label file (``train`` with
 ``train-rle.csv``; ``train`` and ``test`` with ``stage_2_train.csv``). Every image of a labelled
-split then needs a row, and every label row needs an image (quarantined images excepted: those
-are logged and left out).
+split then needs a row (else an error, or with ``missing_labels="quarantine"`` a quarantine row),
+and every label row needs an image (rows of quarantined images are logged and left out).
+``n_regions`` counts 8-connected components of the OR-merged full-size mask.
 """
 
 from __future__ import annotations
@@ -143,14 +144,12 @@ def ingest(
     """
     out = Path(out)
     if size < 1:
-        raise IngestError(f"ingest: size must be >= 1, got {size}")
+        raise IngestError(f"size must be >= 1, got {size}")
     for split, _ in sources:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", split):
-            raise IngestError(f"ingest: split name {split!r} must be letters, digits, '_' or '-'")
+            raise IngestError(f"split name {split!r} must be letters, digits, '_' or '-'")
     if missing_labels not in ("error", "quarantine"):
-        raise IngestError(
-            f"ingest: missing_labels={missing_labels!r}: expected error or quarantine"
-        )
+        raise IngestError(f"missing_labels={missing_labels!r}: expected error or quarantine")
     label_map = read_labels(labels) if labels is not None else None
 
     tasks, quarantine = _collect(sources, out)
@@ -178,7 +177,7 @@ def ingest(
             _write_quarantine(out, quarantine)
             dirs = ", ".join(str(d) for _, d in sources)
             raise IngestError(
-                f"ingest: no readable DICOM image in {dirs} ({len(quarantine)} files quarantined, "
+                f"no readable DICOM image in {dirs} ({len(quarantine)} files quarantined, "
                 f"reasons in {out / 'quarantine.csv'})"
             )
         meta["cache_index"] = meta.groupby("split", sort=False).cumcount()
@@ -220,7 +219,7 @@ def _collect(
     for split, root in sources:
         root = Path(root)
         if not root.is_dir():
-            raise IngestError(f"ingest: DICOM folder not found: {root}")
+            raise IngestError(f"DICOM folder not found: {root}")
         for source, path in _walk(root, skip):
             if path.name.upper() == "DICOMDIR":
                 _quarantine(quarantine, source, split, DICOMDIR_REASON)
@@ -260,13 +259,18 @@ def _run(tasks: list[_Task], state: _WorkerState, workers: int) -> list[dict[str
                 stream = map(_process, tasks)
                 results = _drain(stream, tasks, bar)
             finally:
+                state.arrays.clear()  # unmap before the caches are renamed
                 _init_worker(None)
         else:
             chunk = max(1, min(32, len(tasks) // (workers * 8)))
-            with ProcessPoolExecutor(
-                max_workers=workers, initializer=_init_worker, initargs=(state,)
-            ) as pool:
+            pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(state,))
+            try:
                 results = _drain(pool.map(_process, tasks, chunksize=chunk), tasks, bar)
+            except BaseException:
+                # a label error or Ctrl-C: do not decode the rest of a 10k-file folder first
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            pool.shutdown(wait=True)
     return results
 
 
@@ -293,7 +297,9 @@ def _process(task: _Task) -> dict[str, Any]:
         image = read_dicom(task.path, draft_size=state.size)
     except DicomReadError as err:
         return {"reason": str(err), "image_id": Path(task.path).stem}
-    except Exception as err:  # a reader bug on one odd file must not stop a 10k-file run
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as err:  # a reader bug on one odd file must not stop a 10k-file run
         return {
             "reason": f"unexpected {type(err).__name__}: {err}",
             "image_id": Path(task.path).stem,

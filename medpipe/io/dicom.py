@@ -106,15 +106,27 @@ def read_dicom(path: str | Path, *, draft_size: int | None = None) -> DicomImage
     """
     path = Path(path)
     with _quiet_pydicom() as caught:
-        ds = _open(path, caught)
-        ts = _transfer_syntax(ds)
-        photometric = _check_single_gray_image(ds, ts)
-        meta = _header_meta(ds, path, ts, photometric)
-        pixels = _decode(ds, ts, draft_size)
-        pixels = _to_uint8(pixels, ds)
+        try:
+            ds = _open(path, caught)
+            ts = _transfer_syntax(ds)
+            photometric = _check_single_gray_image(ds, ts)
+            meta = _header_meta(ds, path, ts, photometric)
+            pixels = _decode(ds, ts, draft_size)
+            pixels = _to_uint8(pixels, ds)
+        except (DicomReadError, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as err:  # pydicom parses elements lazily: a corrupt one fails here
+            raise DicomReadError(_malformed(err)) from None
     if photometric == "MONOCHROME1":
         np.subtract(255, pixels, out=pixels)
     return DicomImage(pixels=pixels, meta=meta)
+
+
+def _malformed(err: Exception) -> str:
+    """A reason naming the error type and tags only: a message may quote header values (names)."""
+    tags = re.findall(r"\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\)", str(err))
+    where = f" in {tags[0]}" if tags else ""
+    return f"malformed DICOM ({type(err).__name__}{where})"
 
 
 def image_id_for(path: str | Path, sop_instance_uid: str | None) -> str:
@@ -218,7 +230,10 @@ def _transfer_syntax(ds: Dataset) -> UID:
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
     if ts:
-        return UID(str(ts))
+        ts = UID(str(ts).strip())
+        if not ts.is_transfer_syntax:
+            raise DicomReadError(f"no decoder for transfer syntax {ts} (not one pydicom knows)")
+        return ts
     if PIXEL_DATA in ds and _is_encapsulated(ds.get_item(PIXEL_DATA)):
         raise DicomReadError("compressed pixel data but no Transfer Syntax UID to name its codec")
     implicit, little = ds.original_encoding
@@ -353,9 +368,11 @@ def _decode(ds: Dataset, ts: UID, draft_size: int | None) -> np.ndarray:
         _check_decoder(ts)
     try:
         pixels = ds.pixel_array
-    except Exception as err:
-        first = str(err).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[:3])
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as err:  # Rust decoders (pylibjpeg-rle) panic with a BaseException
+        lines = str(err).strip().splitlines()
+        detail = " ".join(line.strip() for line in lines[:3]) or type(err).__name__
         raise DicomReadError(f"cannot decode {ts.name} pixel data: {detail}") from None
     if pixels.ndim != 2 or pixels.shape != (ds.Rows, ds.Columns):
         raise DicomReadError(

@@ -266,8 +266,10 @@ def test_rle_that_does_not_fit_its_image_is_an_error(siim: dict, tmp_path: Path)
         .replace(f"{siim['ids']['plain']}, -1", f"{siim['ids']['plain']}, 4000 200")
     )
     siim["labels"].write_text(text)
-    with pytest.raises(LabelError, match=f"ImageId {siim['ids']['plain']}: RLE does not fit"):
-        run(siim, tmp_path / "data")
+    for workers in (1, 2):  # raised inside a worker process, it must reach the caller
+        with pytest.raises(LabelError, match=f"ImageId {siim['ids']['plain']}: RLE does not fit"):
+            run(siim, tmp_path / f"data{workers}", workers=workers)
+        assert not list((tmp_path / f"data{workers}").glob("*.npy"))
 
 
 def test_duplicate_sop_instance_uid_is_quarantined(siim: dict, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from medpipe.data import phantom
+from medpipe.data import phantom, synthetic
 from medpipe.data.synthetic import draw_preview, generate, plan
 from medpipe.io import rle
 from medpipe.io.labels import read_labels
@@ -232,6 +232,30 @@ def test_rerun_replaces_stale_files_and_refuses_foreign_folders(tmp_path: Path) 
     with pytest.raises(FileExistsError, match="not written by"):
         generate(tmp_path / "real", n_train=2, n_test=1, size=96)
     assert (foreign / "x.dcm").exists()
+    (tmp_path / "labels-only").mkdir()
+    (tmp_path / "labels-only" / "train-rle.csv").write_text("ImageId, EncodedPixels\n")
+    with pytest.raises(FileExistsError, match="train-rle.csv"):
+        generate(tmp_path / "labels-only", n_train=2, n_test=1, size=96)
+
+
+def test_interrupted_run_leaves_no_label_files(tmp_path: Path, monkeypatch) -> None:
+    generate(tmp_path, n_train=6, n_test=2, size=96, seed=1)
+    assert (tmp_path / "train-rle.csv").exists()
+    real = synthetic._write_film
+    calls = []
+
+    def dies_on_third_film(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(synthetic, "_write_film", dies_on_third_film)
+    with pytest.raises(KeyboardInterrupt):
+        generate(tmp_path, n_train=6, n_test=2, size=96, seed=2)
+    assert not (tmp_path / "train-rle.csv").exists()
+    assert not (tmp_path / "hidden" / "test-rle.csv").exists()
+    assert not list(tmp_path.rglob(".*.tmp*"))
 
 
 def test_preview_png(dataset: Path, tmp_path: Path) -> None:

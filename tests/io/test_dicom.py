@@ -332,11 +332,30 @@ def test_wrong_rows_columns_for_the_data_length(tmp_path: Path) -> None:
     assert "Rows x Columns is 80 x 64" in reason_for(jpeg)
 
 
+def test_corrupt_element_is_a_read_error_that_quotes_no_values(tmp_path: Path) -> None:
+    data = shipped("CT_small.dcm").read_bytes()
+    rows = data.index(b"\x28\x00\x10\x00US")  # (0028,0010) Rows, explicit VR
+    (tmp_path / "bad_vr.dcm").write_bytes(data[: rows + 4] + b"UY" + data[rows + 6 :])
+    assert (
+        reason_for(tmp_path / "bad_vr.dcm")
+        == "malformed DICOM (NotImplementedError in (0028,0010))"
+    )
+
+
 def test_missing_decoder_names_the_package(monkeypatch) -> None:
     decoder_type = type(get_decoder(JPEGLSLossless))
     monkeypatch.setattr(decoder_type, "is_available", property(lambda self: False))
     assert reason_for(shipped("MR_small_jpeg_ls_lossless.dcm")) == (
         "no decoder for transfer syntax JPEG-LS Lossless Image Compression (install pyjpegls)"
+    )
+
+
+def test_unknown_transfer_syntax_is_a_read_error(tmp_path: Path) -> None:
+    ds = pydicom.dcmread(shipped("JPEG2000.dcm"))
+    ds.file_meta.TransferSyntaxUID = "1.2.826.0.1.3680043.99.1"  # a private codec
+    ds.save_as(tmp_path / "private.dcm")
+    assert reason_for(tmp_path / "private.dcm") == (
+        "no decoder for transfer syntax 1.2.826.0.1.3680043.99.1 (not one pydicom knows)"
     )
 
 

@@ -5,7 +5,7 @@ irregular blobs hugging the lung edge, about a quarter of the masks empty. The l
 timed on fewer masks (it takes a fraction of a second each) and both rates are per mask.
 Writes bench/results/rle.json and prints a table.
 
-    python bench/rle.py --masks 200 --loop-masks 5
+    python bench/rle_codec.py --masks 200 --loop-masks 5
 """
 
 from __future__ import annotations
