@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import hashlib
 import json
 import math
 import os
@@ -98,19 +99,39 @@ def _loggers(
     return loggers
 
 
-def _resumable(last: Path, hparams: Mapping[str, Any]) -> bool:
-    """True when ``last.ckpt`` exists and was written for the same task, model config and seed."""
+def data_fingerprint(data_dir: Path) -> str:
+    """SHA-256 of ``folds.csv`` and ``meta.csv``: a re-ingest or new folds must not resume old weights."""
+    digest = hashlib.sha256()
+    for name in ("folds.csv", "meta.csv"):
+        digest.update((Path(data_dir) / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _resumable(last: Path, hparams: Mapping[str, Any], fingerprint: str, epochs: int) -> bool:
+    """True when ``last.ckpt`` is an unfinished run of the same task, config, seed and data.
+
+    A finished ``last.ckpt`` is not resumed: Snakemake reruns a finished job only when asked to
+    (``-R``, changed inputs), and then it means "train again".
+    """
     if not last.is_file():
         return False
+    stamp = last.with_name("resume.json")
+    if not stamp.is_file() or json.loads(stamp.read_text()).get("data") != fingerprint:
+        warnings.warn(f"{last}: written for other data (folds/meta changed); training from scratch", stacklevel=2)
+        return False
     try:
-        saved = torch.load(last, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+        saved = torch.load(last, map_location="cpu", weights_only=True)
     except Exception as err:  # a damaged checkpoint is not worth dying for: start over
         warnings.warn(f"{last}: unreadable ({err}); training from scratch", stacklevel=2)
         return False
-    same = {k: saved.get(k) for k in hparams} == dict(hparams)
+    same = {k: saved.get("hyper_parameters", {}).get(k) for k in hparams} == dict(hparams)
     if not same:
         warnings.warn(f"{last}: written for another config; training from scratch", stacklevel=2)
-    return same
+        return False
+    if int(saved.get("epoch", 0)) + 1 >= epochs:
+        warnings.warn(f"{last}: training had finished; training again from scratch", stacklevel=2)
+        return False
+    return True
 
 
 def summarise(history: Sequence[Mapping[str, float]], monitor: str) -> dict[str, Any]:
@@ -250,11 +271,14 @@ def train_fold(
         use_distributed_sampler=False,
     )
     last = out_dir / "last.ckpt"
+    fingerprint = data_fingerprint(data_dir)
+    resume = _resumable(last, hparams, fingerprint, epochs)
+    (out_dir / "resume.json").write_text(json.dumps({"data": fingerprint}))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
         trainer.fit(
-            module, train_loader, val_loader, ckpt_path=last if _resumable(last, hparams) else None
+            module, train_loader, val_loader, ckpt_path=last if resume else None
         )
 
     metrics: dict[str, Any] = {"task": task, "model": model_name, "fold": fold}
