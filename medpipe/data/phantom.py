@@ -219,13 +219,13 @@ def sample_film(
     """Positioning, exposure and finding conspicuity of one film of ``anatomy``.
 
     Portable AP films are noisier, magnify the heart, sit at shallower inspiration and usually
-    carry monitoring devices; about a third of findings are subtle (faint line, little darkening).
+    carry monitoring devices; a quarter of findings are subtle (faint line, little darkening).
     """
     ap = view == "AP"
     a = anatomy
     if ap:  # the AP projection magnifies the heart and widens the mediastinum
         a = dataclasses.replace(a, heart_w=a.heart_w * 1.12, heart_h=a.heart_h * 1.06)
-    subtle = rng.random() < 0.3
+    subtle = rng.random() < 0.25
     edges = rng.uniform(0.0, 0.05, 4) * (rng.random(4) < 0.5)
     collim = tuple(float(v) for v in edges) if rng.random() < 0.25 else (0.0, 0.0, 0.0, 0.0)
     return Film(
@@ -247,8 +247,8 @@ def sample_film(
         mottle_amp=float(rng.uniform(0.02, 0.03)),
         rib_amp=float(rng.uniform(0.1, 0.15)),
         regions=tuple(regions),
-        ptx_delta=float(rng.uniform(0.03, 0.06) if subtle else rng.uniform(0.06, 0.13)),
-        line_amp=float(rng.uniform(0.04, 0.08) if subtle else rng.uniform(0.08, 0.16)),
+        ptx_delta=float(rng.uniform(0.035, 0.07) if subtle else rng.uniform(0.07, 0.15)),
+        line_amp=float(rng.uniform(0.05, 0.09) if subtle else rng.uniform(0.09, 0.18)),
         chest_tube=int(chest_tube),
         devices=bool(rng.random() < (0.6 if ap else 0.05)),
         marker=str(rng.choice(["", "R", "L"], p=[0.3, 0.35, 0.35])),

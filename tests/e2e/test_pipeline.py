@@ -34,3 +34,39 @@ def test_cv_summary_has_the_ablation(tiny_run):
 def test_second_run_has_nothing_to_do(tiny_run):
     proc = snakemake(tiny_run, "submission", "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def _planned_rules(proc) -> set[str]:
+    """Rule names in the job-count table that `snakemake -n` prints."""
+    text = proc.stdout + proc.stderr
+    table = text.split("Job stats:")[-1] if "Job stats:" in text else ""
+    rules = set()
+    for line in table.splitlines()[3:]:
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+            rules.add(parts[0])
+    return rules
+
+
+def test_editing_one_model_block_reruns_only_that_model(tiny_run, tmp_path):
+    overlay = tmp_path / "gate-epochs.yaml"
+    overlay.write_text("gate:\n  models:\n    cls_r18: {epochs: 2}\n")
+    rules = _planned_rules(snakemake(tiny_run, "submission", "-n", configfiles=(overlay,)))
+    assert {"train_gate", "predict_gate"} <= rules
+    assert not {"train_seg", "predict_seg", "ingest", "make_folds"} & rules
+
+
+def test_editing_postprocess_reruns_only_thresholds_and_submit(tiny_run, tmp_path):
+    overlay = tmp_path / "post.yaml"
+    overlay.write_text("postprocess:\n  area_grid: [0, 20]\n")
+    rules = _planned_rules(snakemake(tiny_run, "submission", "-n", configfiles=(overlay,)))
+    assert "thresholds" in rules
+    assert rules <= {"thresholds", "submit", "publish_submission", "submission"}
+
+
+def test_invalid_config_names_the_key(tiny_run, tmp_path):
+    overlay = tmp_path / "bad.yaml"
+    overlay.write_text("folds: many\n")
+    proc = snakemake(tiny_run, "submission", "-n", configfiles=(overlay,), check=False)
+    assert proc.returncode != 0
+    assert "folds" in proc.stdout + proc.stderr
