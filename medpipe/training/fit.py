@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -117,7 +117,10 @@ def _resumable(last: Path, hparams: Mapping[str, Any], fingerprint: str, epochs:
         return False
     stamp = last.with_name("resume.json")
     if not stamp.is_file() or json.loads(stamp.read_text()).get("data") != fingerprint:
-        warnings.warn(f"{last}: written for other data (folds/meta changed); training from scratch", stacklevel=2)
+        warnings.warn(
+            f"{last}: written for other data (folds/meta changed); training from scratch",
+            stacklevel=2,
+        )
         return False
     try:
         saved = torch.load(last, map_location="cpu", weights_only=True)
@@ -277,9 +280,7 @@ def train_fold(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
-        trainer.fit(
-            module, train_loader, val_loader, ckpt_path=last if resume else None
-        )
+        trainer.fit(module, train_loader, val_loader, ckpt_path=last if resume else None)
 
     metrics: dict[str, Any] = {"task": task, "model": model_name, "fold": fold}
     metrics.update(summarise(module.history, spec.monitor))

@@ -56,9 +56,13 @@ def tiny_run(tmp_path_factory) -> Path:
 def stage2_run(tiny_run) -> Path:
     """Stage 2 on top of the tiny stage-1 run (the same working directory, as a user would)."""
     ckpt_dir = tiny_run / "runs/tiny/stage1/gate/cls_r18"
-    before = {p.name + "/" + p.parent.name: p.read_bytes() for p in ckpt_dir.glob("fold*/model.ckpt")}
+    before = {
+        p.name + "/" + p.parent.name: p.read_bytes() for p in ckpt_dir.glob("fold*/model.ckpt")
+    }
     snakemake(tiny_run, "submission", configfiles=(REPO / "configs" / "stage2.yaml",))
     tiny_run.joinpath("kept-before.txt").write_text(
-        "\n".join(f"{k}\t{__import__('hashlib').sha256(v).hexdigest()}" for k, v in sorted(before.items()))
+        "\n".join(
+            f"{k}\t{__import__('hashlib').sha256(v).hexdigest()}" for k, v in sorted(before.items())
+        )
     )
     return tiny_run

@@ -34,7 +34,9 @@ def _sha(path) -> str:
 def test_stage2_submission_covers_the_stage2_test_set(stage2_run):
     run = stage2_run / "runs/tiny"
     sub = pd.read_csv(run / "submission.csv", dtype=str, keep_default_na=False)
-    hidden = pd.read_csv(stage2_run / "data/tiny/hidden/stage2-test-rle.csv", dtype=str, skipinitialspace=True)
+    hidden = pd.read_csv(
+        stage2_run / "data/tiny/hidden/stage2-test-rle.csv", dtype=str, skipinitialspace=True
+    )
     assert set(sub["ImageId"]) == set(hidden["ImageId"])
     assert all(i.startswith("ID_") for i in sub["ImageId"])
     assert (run / "submission.csv").read_bytes() == (run / "stage2/submission.csv").read_bytes()
@@ -48,7 +50,9 @@ def test_kept_model_checkpoints_are_untouched_and_retrained_ones_are_new(stage2_
     manifest = json.loads((run / "stage2/reproduce.json").read_text())
     kept = [r for r in manifest["checkpoints"] if r["model"] == "cls_r18"]
     retrained = [r for r in manifest["checkpoints"] if r["model"] == "unet_r18"]
-    before = dict(line.split("\t") for line in (stage2_run / "kept-before.txt").read_text().splitlines())
+    before = dict(
+        line.split("\t") for line in (stage2_run / "kept-before.txt").read_text().splitlines()
+    )
     for row in kept:
         assert row["path"].startswith("stage1/"), row
         assert row["sha256"] == _sha(run / row["path"]) == before[f"model.ckpt/fold{row['fold']}"]
@@ -69,7 +73,15 @@ def test_reproduce_doc_has_every_section(stage2_run):
 
 def test_verify_reproduction_matches_then_fails_loudly_on_an_altered_checkpoint(stage2_run):
     run = stage2_run / "runs/tiny"
-    cmd = [sys.executable, "-m", "medpipe.cli", "verify-reproduction", str(run), "--config", str(run / "config.resolved.yaml")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "medpipe.cli",
+        "verify-reproduction",
+        str(run),
+        "--config",
+        str(run / "config.resolved.yaml"),
+    ]
     ok = subprocess.run(cmd, cwd=stage2_run, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "OK" in ok.stdout
