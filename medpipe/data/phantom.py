@@ -180,8 +180,8 @@ def _arc_speed(angle: np.ndarray | float, anatomy: Anatomy, side: int) -> np.nda
 def _half_width(
     area: float, angle: np.ndarray | float, anatomy: Anatomy, side: int, shrink: float = 1.0
 ):
-    """Sector half-width in degrees: a crescent about seven times longer than it is thick."""
-    half_length = 0.5 * math.sqrt(14.0 * area) * shrink
+    """Sector half-width in degrees: a crescent about five times longer than it is thick."""
+    half_length = 0.5 * math.sqrt(10.0 * area) * shrink
     return np.clip(np.degrees(half_length / _arc_speed(angle, anatomy, side)), 4.0, 70.0)
 
 
@@ -244,10 +244,10 @@ def sample_film(
         out_hi=float(rng.uniform(0.9, 1.0)),
         noise=float(rng.uniform(3.0, 6.0) if ap else rng.uniform(2.0, 4.0)),
         vessel_amp=float(rng.uniform(0.06, 0.1)),
-        mottle_amp=float(rng.uniform(0.02, 0.03)),
+        mottle_amp=float(rng.uniform(0.015, 0.025)),
         rib_amp=float(rng.uniform(0.1, 0.15)),
         regions=tuple(regions),
-        ptx_delta=float(rng.uniform(0.035, 0.07) if subtle else rng.uniform(0.07, 0.15)),
+        ptx_delta=float(rng.uniform(0.045, 0.09) if subtle else rng.uniform(0.09, 0.18)),
         line_amp=float(rng.uniform(0.05, 0.09) if subtle else rng.uniform(0.09, 0.18)),
         chest_tube=int(chest_tube),
         devices=bool(rng.random() < (0.6 if ap else 0.05)),

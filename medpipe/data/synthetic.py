@@ -483,7 +483,7 @@ def generate(
     Example:
         >>> s = generate("/tmp/synth", n_train=60, n_test=20, size=256, seed=1)  # doctest: +SKIP
         >>> s["n_train"], s["positive_rate"], s["area_pct"]["p50"]  # doctest: +SKIP
-        (60, 0.2, 1.118)
+        (60, 0.15, 0.772)
     """
     if size < 64:
         raise ValueError(f"synth: size must be at least 64 pixels, got {size}")
