@@ -9,7 +9,11 @@ if SYNTH:
             labels=f"{ROOT}/train-rle.csv",
             hidden=f"{ROOT}/hidden/test-rle.csv",
             preview=f"{ROOT}/preview.png",
-            stage2=[f"{ROOT}/stage_2_train.csv"] if SYNTH.get("n_stage2_test", 0) else [],
+            stage2=(
+                [f"{ROOT}/stage_2_train.csv", f"{ROOT}/hidden/stage2-test-rle.csv"]
+                if SYNTH.get("n_stage2_test", 0)
+                else []
+            ),
         params:
             synthetic=SYNTH,
         log:

@@ -148,14 +148,20 @@ def test_snapshots_save_one_checkpoint_per_cycle(tmp_path: Path) -> None:
 
 def test_last_checkpoint_of_another_config_is_not_resumed(tmp_path: Path) -> None:
     hparams = {"task": "segment", "model_cfg": {"epochs": 2}, "seed": 1, "image_size": 64}
-    torch.save({"hyper_parameters": hparams, "state_dict": {}}, tmp_path / "last.ckpt")
-    assert _resumable(tmp_path / "last.ckpt", hparams)
+    last = tmp_path / "last.ckpt"
+    torch.save({"hyper_parameters": hparams, "state_dict": {}, "epoch": 0}, last)
+    (tmp_path / "resume.json").write_text('{"data": "abc"}')
+    assert _resumable(last, hparams, "abc", epochs=2)
     with pytest.warns(UserWarning, match="another config"):
-        assert not _resumable(tmp_path / "last.ckpt", {**hparams, "model_cfg": {"epochs": 3}})
-    (tmp_path / "last.ckpt").write_bytes(b"truncated")
+        assert not _resumable(last, {**hparams, "model_cfg": {"epochs": 3}}, "abc", epochs=2)
+    with pytest.warns(UserWarning, match="other data"):
+        assert not _resumable(last, hparams, "re-ingested", epochs=2)
+    with pytest.warns(UserWarning, match="had finished"):
+        assert not _resumable(last, hparams, "abc", epochs=1)
+    last.write_bytes(b"truncated")
     with pytest.warns(UserWarning, match="unreadable"):
-        assert not _resumable(tmp_path / "last.ckpt", hparams)
-    assert not _resumable(tmp_path / "missing.ckpt", hparams)
+        assert not _resumable(last, hparams, "abc", epochs=2)
+    assert not _resumable(tmp_path / "missing.ckpt", hparams, "abc", epochs=2)
 
 
 def test_summarise_picks_first_best_epoch() -> None:
