@@ -67,14 +67,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_stage2_folds(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from medpipe.data.folds import check_no_patient_overlap
+    from medpipe.guards import check_patient_folds, check_training_pool
     from medpipe.io.atomic import atomic_write_csv
     from medpipe.stage2 import stage2_folds
 
     folds = pd.read_csv(args.folds, dtype={"image_id": str, "patient_key": str})
     meta = pd.read_csv(args.meta, dtype={"image_id": str, "patient_key": str})
     out = stage2_folds(folds, meta)
-    check_no_patient_overlap(out[out["fold"] >= 0])
+    check_patient_folds(out, args.out)  # "always training" (-1) counts as a fold
+    check_training_pool(out, meta, args.out)
     atomic_write_csv(out, args.out)
     added = out.iloc[len(folds) :]
     print(
@@ -86,7 +87,14 @@ def cmd_stage2_folds(args: argparse.Namespace) -> int:
 def cmd_reproduce_doc(args: argparse.Namespace) -> int:
     from medpipe.reproducibility import write_reproduce_doc
 
-    write_reproduce_doc(_load(args), args.run_dir, args.out, args.repo)
+    write_reproduce_doc(
+        _load(args),
+        args.run_dir,
+        args.out,
+        args.repo,
+        config_files=args.config_files or ["configs/default.yaml"],
+        config_args=args.config_args or [],
+    )
     print(f"reproduce-doc: wrote {args.out}")
     return 0
 
@@ -128,6 +136,12 @@ def register(add, config_arg, command) -> None:
     config_arg(p)
     p.add_argument("--run-dir", required=True)
     p.add_argument("--repo", default=".")
+    p.add_argument(
+        "--config-files", nargs="*", help="the run's --configfile files, for the rebuild commands"
+    )
+    p.add_argument(
+        "--config-args", nargs="*", help="the run's --config KEY=VALUE overrides, likewise"
+    )
     p.add_argument("--out", required=True)
     command("reproduce-doc")(cmd_reproduce_doc)
 

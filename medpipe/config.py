@@ -24,6 +24,7 @@ __all__ = [
     "validate",
     "model_config",
     "stage_dir",
+    "trained_folds",
     "write_yaml_atomic",
     "drop_removed_models",
 ]
@@ -111,6 +112,28 @@ def model_config(config: Mapping[str, Any], task: str, name: str) -> dict[str, A
         known = ", ".join(sorted(models)) or "none"
         raise ConfigError(f"{section}.models.{name}: no such model in the config (known: {known})")
     return dict(models[name])
+
+
+def trained_folds(config: Mapping[str, Any]) -> list[int]:
+    """The folds whose models are trained: ``train_folds`` when set (quick iteration), else all.
+
+    With a subset, only those folds' validation images have out-of-fold predictions, so
+    thresholds and the CV summary are computed on that smaller pool.
+    """
+    n_folds = int(config["folds"])
+    chosen = config.get("train_folds")
+    if not chosen:
+        return list(range(n_folds))
+    bad = [f for f in chosen if not 0 <= int(f) < n_folds]
+    if bad:
+        raise ConfigError(f"train_folds: {bad} are not folds of folds={n_folds} (0..{n_folds - 1})")
+    fusion = (config.get("fusion") or {}).get("enabled", False)
+    if fusion and len(set(chosen)) < 2:
+        raise ConfigError(
+            "train_folds: fusion.enabled needs at least 2 trained folds (LightGBM is fitted on "
+            "the other folds' OOF rows); set fusion: {enabled: false} for a one-fold run"
+        )
+    return sorted({int(f) for f in chosen})
 
 
 def stage_dir(config: Mapping[str, Any], stage: int | None = None) -> Path:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medpipe.config import trained_folds
 from medpipe.io.atomic import atomic_write_csv, atomic_write_text
 
 __all__ = ["fold_dirs", "run_features", "run_fuse", "run_thresholds", "run_submit"]
@@ -24,15 +25,15 @@ def fold_dirs(config: Mapping[str, Any], stage_dir: str | Path, task: str) -> di
     section = "segmentation" if task == "segment" else "gate"
     models = (config.get(section) or {}).get("models") or {}
     return {
-        m: [Path(stage_dir) / task / m / f"fold{i}" for i in range(int(config["folds"]))]
-        for m in models
+        m: [Path(stage_dir) / task / m / f"fold{i}" for i in trained_folds(config)] for m in models
     }
 
 
-def _read_folds(data_dir: Path) -> pd.DataFrame:
-    """The out-of-fold pool: rows with a validation fold (stage 2 adds always-in-training rows, fold -1)."""
+def _read_folds(data_dir: Path, config: Mapping[str, Any]) -> pd.DataFrame:
+    """The out-of-fold pool: rows of a trained validation fold (stage 2 adds always-in-training
+    rows, fold -1; ``train_folds`` leaves the other folds without OOF predictions)."""
     folds = pd.read_csv(data_dir / "folds.csv", dtype={"image_id": str, "patient_key": str})
-    return folds[folds["fold"] >= 0].reset_index(drop=True)
+    return folds[folds["fold"].isin(trained_folds(config))].reset_index(drop=True)
 
 
 def _dumps(data: Any) -> str:
@@ -46,12 +47,16 @@ def run_features(
     config: Mapping[str, Any], data_dir: str | Path, stage_dir: str | Path, out: str | Path
 ) -> pd.DataFrame:
     from medpipe.fusion.features import build_features
+    from medpipe.guards import check_training_data
 
     data_dir = Path(data_dir)
+    check_training_data(
+        data_dir, fold_dirs(config, stage_dir, "segment"), fold_dirs(config, stage_dir, "gate")
+    )
     fusion = config.get("fusion") or {}
     features = build_features(
         data_dir / "meta.csv",
-        _read_folds(data_dir),
+        _read_folds(data_dir, config),
         fold_dirs(config, stage_dir, "segment"),
         fold_dirs(config, stage_dir, "gate"),
         n_components=int(fusion.get("n_components", 8)),
@@ -69,7 +74,7 @@ def run_fuse(
 
     out_dir = Path(out_dir)
     features = pd.read_csv(features_csv, dtype={"image_id": str})
-    folds = _read_folds(Path(data_dir))
+    folds = _read_folds(Path(data_dir), config)
     fusion = config.get("fusion") or {}
     params = {**(fusion.get("params") or {}), "optuna_trials": int(fusion.get("optuna_trials", 0))}
     oof, test = fuse(
@@ -99,6 +104,7 @@ def run_thresholds(
     config: Mapping[str, Any], data_dir: str | Path, stage_dir: str | Path
 ) -> dict[str, Any]:
     """Ensemble weights and the threshold triplet on OOF; writes thresholds.json, thresholds.png, cv.json."""
+    from medpipe.guards import check_training_data
     from medpipe.inference.ensemble import (
         blend,
         load_gate_probs,
@@ -116,8 +122,9 @@ def run_thresholds(
         "pixel_grid": post["pixel_grid"],
         "area_grid": post["area_grid"],
     }
-    folds = _read_folds(data_dir)
+    folds = _read_folds(data_dir, config)
     seg = fold_dirs(config, stage_dir, "segment")
+    check_training_data(data_dir, seg, fold_dirs(config, stage_dir, "gate"))
     ids, probs, _ = load_seg_probs(seg, "oof", folds=folds)
     truths = load_truths(data_dir, ids, int(config["image_size"]))
     p_fused = _fused(stage_dir, "oof", ids, config)

@@ -4,7 +4,8 @@ import os
 import sys
 
 import medpipe
-from medpipe.config import write_yaml_atomic
+from medpipe.config import trained_folds, write_yaml_atomic
+from medpipe.guards import redact_config
 from medpipe.resources import cpu_count
 from medpipe.stage2 import checkpoint_for
 
@@ -13,7 +14,7 @@ DATA = f"{RUN}/data"
 ROOT = config["data"]["root"]
 SIZE = int(config["image_size"])
 STAGE = int(config["stage"])
-FOLDS = list(range(int(config["folds"])))
+FOLDS = trained_folds(config)  # all folds, or train_folds for quick iteration
 SEG_MODELS = list(config["segmentation"]["models"])
 GATE_MODELS = list((config.get("gate") or {}).get("models") or {})
 PKG = Path(medpipe.__file__).resolve().parent
@@ -22,9 +23,27 @@ PKG = Path(medpipe.__file__).resolve().parent
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 # The merged config every command reads. Rewritten only when its content changes; it is not an
-# input of any rule: reruns come from each rule's declared config slice (params).
+# input of any rule: reruns come from each rule's declared config slice (params). The salt is
+# redacted: only ingest needs it, and it gets it as a flag.
 CONFIG_FILE = f"{RUN}/config.resolved.yaml"
-write_yaml_atomic(dict(config), CONFIG_FILE)
+write_yaml_atomic(redact_config(config), CONFIG_FILE)
+
+
+
+def _as_typed(path):
+    """A --configfile path as the user would type it from the repository root."""
+    path = Path(path)
+    try:
+        return path.relative_to(Path(workflow.basedir).resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+# What this run was started with, so REPRODUCE.md can give the exact command (not a guess).
+USER_CONFIGFILES = [_as_typed(p) for p in workflow.config_settings.configfiles] or [
+    "configs/default.yaml"
+]
+USER_CONFIG_ARGS = list(workflow.config_settings.config_args or [])
 
 # Slices that every training-like rule depends on.
 TRAIN_GLOBALS = {

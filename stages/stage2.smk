@@ -68,8 +68,10 @@ rule reproduce_doc:
     params:
         retrain=(config.get("stage2") or {}).get("retrain", {}),
         repo=workflow.basedir,
+        configfiles=USER_CONFIGFILES,
+        config_args=USER_CONFIG_ARGS,
     log:
         f"{RUN}/logs/stage2/reproduce_doc.log",
     shell:
         "medpipe reproduce-doc --config {CONFIG_FILE:q} --run-dir {RUN:q} --repo {params.repo:q} "
-        "--out {output.doc:q} > {log:q} 2>&1"
+        "--config-files {params.configfiles:q} --config-args {params.config_args:q} --out {output.doc:q} > {log:q} 2>&1"

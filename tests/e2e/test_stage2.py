@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
+
+from tests.e2e.conftest import REPO, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -67,8 +70,26 @@ def test_reproduce_doc_has_every_section(stage2_run):
         assert section in doc, section
     assert _sha(stage2_run / "runs/tiny/stage2/submission.csv") in doc
     assert (stage2_run / "runs/tiny/stage2/requirements.lock").read_text().count("==") > 20
+    # the rebuild commands are the ones this run was started with, not a guess
+    files = "--configfile configs/default.yaml tests/e2e/tiny.yaml configs/stage2.yaml"
+    assert f"submission {files}\n" in doc
+    assert f"submission {files} --config stage=1\n" in doc
     # pseudonymous data only: the synthetic PatientNames never reach the document
     assert "^" not in doc.split("## Resolved config")[0]
+
+
+def test_stage2_rerun_from_scratch_gives_a_byte_identical_submission(stage2_run, tmp_path):
+    """CPU + deterministic: a second stage 2 (re-ingest, refolds, retrain, refit) matches byte for byte."""
+    again = tmp_path / "again"
+    shutil.copytree(stage2_run, again, ignore=shutil.ignore_patterns(".snakemake"))
+    shutil.rmtree(again / "runs/tiny/stage2")
+    (again / "runs/tiny/submission.csv").unlink()
+    snakemake(again, "submission", configfiles=(REPO / "configs" / "stage2.yaml",))
+    first = stage2_run / "runs/tiny/stage2"
+    second = again / "runs/tiny/stage2"
+    assert (second / "segment/unet_r18/fold0/model.ckpt").exists()  # really retrained
+    for name in ("submission.csv", "thresholds.json"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
 
 
 def test_verify_reproduction_matches_then_fails_loudly_on_an_altered_checkpoint(stage2_run):
@@ -86,7 +107,11 @@ def test_verify_reproduction_matches_then_fails_loudly_on_an_altered_checkpoint(
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "OK" in ok.stdout
     ckpt = run / "stage1/gate/cls_r18/fold0/model.ckpt"
-    ckpt.write_bytes(ckpt.read_bytes() + b"tampered")
-    bad = subprocess.run(cmd, cwd=stage2_run, capture_output=True, text=True)
+    original = ckpt.read_bytes()
+    ckpt.write_bytes(original + b"tampered")
+    try:
+        bad = subprocess.run(cmd, cwd=stage2_run, capture_output=True, text=True)
+    finally:
+        ckpt.write_bytes(original)  # other tests share this run
     assert bad.returncode == 1
     assert "stage1/gate/cls_r18/fold0/model.ckpt" in bad.stderr

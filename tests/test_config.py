@@ -1,0 +1,73 @@
+"""Config helpers: which folds are trained, and the quick overlay's one-fold plan."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from medpipe.config import ConfigError, load_config, trained_folds
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_all_folds_are_trained_by_default():
+    assert trained_folds({"folds": 3}) == [0, 1, 2]
+    assert trained_folds({"folds": 3, "train_folds": None}) == [0, 1, 2]
+
+
+def test_train_folds_picks_a_subset():
+    assert trained_folds({"folds": 5, "train_folds": [3, 0, 3]}) == [0, 3]
+
+
+def test_train_folds_outside_the_folds_is_an_error_naming_the_key():
+    with pytest.raises(ConfigError, match="train_folds.*0..2"):
+        trained_folds({"folds": 3, "train_folds": [3]})
+
+
+def test_one_trained_fold_with_fusion_says_how_to_fix_it():
+    with pytest.raises(ConfigError, match="fusion: {enabled: false}"):
+        trained_folds({"folds": 3, "train_folds": [0], "fusion": {"enabled": True}})
+
+
+def test_quick_overlay_is_valid_and_trains_one_fold():
+    config = load_config([REPO / "configs/default.yaml", REPO / "configs/quick.yaml"])
+    assert trained_folds(config) == [0]
+    assert config["folds"] >= 2  # fold 0 still validates on images the model never saw
+
+
+def test_quick_plan_has_one_job_per_model_and_no_fusion(tmp_path):
+    """`snakemake -n` with the quick overlay plans fold 0 only, and no LightGBM rules."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "submission",
+            "-n",
+            "--quiet",
+            "rules",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--cores",
+            "2",
+            "--configfile",
+            str(REPO / "configs/default.yaml"),
+            str(REPO / "configs/quick.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    assert counts.get("train_seg") == 1 and counts.get("train_gate") == 1, proc.stdout
+    assert counts.get("predict_seg") == 1, proc.stdout
+    assert "fuse" not in counts and "features" not in counts, proc.stdout
