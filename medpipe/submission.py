@@ -159,6 +159,11 @@ def validate_submission(
             image_id, encoded = row[0], row[1].strip()
             if not image_id or image_id != image_id.strip():
                 raise SubmissionError(f"{where}: ImageId {image_id!r} is empty or padded")
+            if any(bad in image_id for bad in ("/", "\\", "..", "\x00")):
+                raise SubmissionError(
+                    f"{where}: ImageId {image_id!r} holds a path separator or '..'; "
+                    "ImageIds are SOPInstanceUIDs or ID_ names"
+                )
             if image_id in first_line:
                 raise SubmissionError(
                     f"{where}: duplicate row for ImageId {image_id} "

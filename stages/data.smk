@@ -28,8 +28,9 @@ if SYNTH:
             "--preview {output.preview:q} --workers {threads} > {log:q} 2>&1"
 
 elif not Path(ROOT, "train-rle.csv").exists():
+    problem = "does not hold the SIIM-ACR layout (no train-rle.csv there)"
     raise WorkflowError(
-        f"data.root = {ROOT!r} does not hold the SIIM-ACR layout (no train-rle.csv there). "
+        f"data.root = {ROOT!r} {problem if Path(ROOT).is_dir() else 'does not exist'}. "
         "Point data.root at your data (docs/siim.md), or generate the synthetic set with "
         "`medpipe synth --out data/synthetic` (or set data.synthetic in the config)."
     )

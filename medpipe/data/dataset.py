@@ -7,7 +7,9 @@ memory-mapped lazily in each worker and never copied whole.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,9 @@ import torch.distributed as dist
 from torch.utils.data import Dataset, Sampler
 
 __all__ = [
+    "LOADER_TIMEOUT_S",
+    "LoaderWorkerError",
+    "explain_worker_death",
     "XrayDataset",
     "PositiveFractionSampler",
     "cache_path",
@@ -26,6 +31,66 @@ __all__ = [
     "fold_rows",
     "split_rows",
 ]
+
+
+# A worker that sends nothing for this long is hung (a stalled network mount, a deadlock):
+# the DataLoader raises instead of waiting forever. One batch takes well under a second.
+LOADER_TIMEOUT_S = 300
+
+
+class LoaderWorkerError(RuntimeError):
+    """A data-loader worker died or hung; the message says why and what to change."""
+
+
+_SIGNAL_ADVICE = (
+    (
+        "Killed",
+        "SIGKILL, almost always the out-of-memory killer (see `dmesg`): lower num_workers "
+        "or batch_size in the config, or free memory",
+    ),
+    (
+        "Bus error",
+        "SIGBUS: out of shared memory (/dev/shm); enlarge it (docker --shm-size) or lower "
+        "num_workers",
+    ),
+    ("Segmentation fault", "a crash inside a native library; rerun with num_workers: 0 to see it"),
+)
+
+
+@contextlib.contextmanager
+def explain_worker_death(num_workers: int) -> Iterator[None]:
+    """Turn PyTorch's terse "DataLoader worker (pid X) is killed by signal" and timeout errors
+    into a :class:`LoaderWorkerError` that says why the worker died and what to change.
+
+    Example:
+        >>> with explain_worker_death(4):  # doctest: +SKIP
+        ...     trainer.fit(module, loader)
+    """
+    try:
+        yield
+    except RuntimeError as err:
+        message = str(err)
+        if isinstance(err, LoaderWorkerError) or "DataLoader" not in message:
+            raise
+        if "timed out" in message:
+            why = (
+                "hung: it sent no batch in time (a stalled file system or a deadlock); "
+                "check the cache's disk, or set num_workers: 0"
+            )
+        elif "killed by signal" in message or "exited unexpectedly" in message:
+            signal = re.search(r"killed by signal: ([A-Za-z ]+)", message)
+            name = signal.group(1).strip() if signal else ""
+            why = "died: " + next(
+                (advice for key, advice in _SIGNAL_ADVICE if key == name),
+                f"exited unexpectedly ({name or 'no signal named'}); rerun with num_workers: 0 "
+                "to see the error in the main process",
+            )
+        else:
+            raise
+        raise LoaderWorkerError(
+            f"data loader: a worker process (of {num_workers}) {why}. "
+            f"PyTorch said: {message.strip().splitlines()[0]}"
+        ) from err
 
 
 def cache_path(data_dir: str | Path, split: str, kind: str, image_size: int) -> Path:

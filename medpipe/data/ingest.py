@@ -338,8 +338,9 @@ def _full_mask(
         try:
             mask |= rle.decode(encoded, height, width)
         except ValueError as err:
+            line = getattr(state.labels, "lines", {}).get(image_id)
             raise LabelError(
-                f"{state.labels_path}: ImageId {image_id}: RLE does not fit its "
+                f"{state.labels_path}{f':{line}' if line else ''}: ImageId {image_id}: RLE does not fit its "
                 f"{height} x {width} image: {err}"
             ) from None
     return mask
@@ -426,8 +427,10 @@ def _check_labels(
     unseen = [i for i in label_map if i not in readable and i not in quarantined]
     if unseen:
         dirs = ", ".join(str(d) for _, d in sources)
+        lines = getattr(label_map, "lines", {})
+        where = f"{labels}:{lines[unseen[0]]}" if unseen[0] in lines else str(labels)
         raise LabelError(
-            f"{labels}: ImageId {unseen[0]} (and {len(unseen) - 1} more) has label rows but no "
+            f"{where}: ImageId {unseen[0]} (and {len(unseen) - 1} more) has label rows but no "
             f"image in {dirs}"
         )
     lost = sorted(i for i in label_map if i in quarantined and i not in readable)

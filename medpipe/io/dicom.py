@@ -183,10 +183,13 @@ def _open(path: Path, caught: list[warnings.WarningMessage]) -> Dataset:
     if any("End of file" in str(w.message) for w in caught):
         # pydicom drops what it read so far when a file ends inside a sequence or pixel data
         raise DicomReadError("truncated file (ends inside a sequence or the pixel data)")
-    if not preamble and not _looks_like_dataset(ds):
-        raise DicomReadError("not a DICOM file")
     if _is_dicomdir(ds):
         raise DicomReadError("DICOMDIR (a directory index, not an image)")
+    if (len(ds) or not preamble) and not _looks_like_dataset(ds):
+        # a forced parse, or garbage after a valid preamble, yields only nonsense tags
+        raise DicomReadError(
+            "not a DICOM file" + (" (garbage after the DICM marker)" if preamble else "")
+        )
     _check_not_truncated(ds, size)
     return ds
 
@@ -214,9 +217,14 @@ def _check_not_truncated(ds: Dataset, file_size: int) -> None:
     if not keys:
         return
     raw = ds.get_item(max(keys))
-    if not isinstance(raw, RawDataElement) or raw.length == UNDEFINED or raw.value is None:
+    if not isinstance(raw, RawDataElement) or raw.value is None:
         return
     name = pydicom.datadict.keyword_for_tag(raw.tag) or str(raw.tag)
+    if raw.length == UNDEFINED:
+        # the value excludes the 8-byte sequence delimiter; pydicom accepts a cut inside it
+        if file_size < raw.value_tell + len(raw.value) + 8:
+            raise DicomReadError(f"truncated file (ends inside the delimiter after {name})")
+        return
     if len(raw.value) < raw.length:
         raise DicomReadError(
             f"truncated file ({name} holds {len(raw.value)} of its {raw.length} bytes)"
@@ -231,6 +239,8 @@ def _transfer_syntax(ds: Dataset) -> UID:
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
     if ts:
         ts = UID(str(ts).strip())
+        if not ts.is_transfer_syntax and not len(ds):  # the file stops inside its meta header
+            raise DicomReadError("truncated file (ends inside the file meta header)")
         if not ts.is_transfer_syntax:
             raise DicomReadError(f"no decoder for transfer syntax {ts} (not one pydicom knows)")
         return ts

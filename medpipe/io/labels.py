@@ -14,11 +14,25 @@ import numpy as np
 
 from medpipe.io import rle
 
-__all__ = ["LabelError", "read_labels", "mask_for", "check_image_id"]
+__all__ = ["LabelError", "LabelMap", "read_labels", "mask_for", "check_image_id"]
 
 
 class LabelError(ValueError):
     """A label file is malformed; the message names the file and the row."""
+
+
+class LabelMap(dict):
+    """``{image_id: [rle, ...]}`` that remembers each id's first line, so later checks (an
+    ImageId without an image) can name the row."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self.lines: dict[str, int] = {}
+
+    def where(self, image_id: str) -> str:
+        """``file:line`` of an ImageId's first row."""
+        return f"{self.path}:{self.lines.get(image_id, '?')}"
 
 
 def check_image_id(image_id: str, where: str = "") -> str:
@@ -34,16 +48,14 @@ def check_image_id(image_id: str, where: str = "") -> str:
     return image_id
 
 
-def read_labels(
-    path: str | Path, height: int | None = None, width: int | None = None
-) -> dict[str, list[str]]:
+def read_labels(path: str | Path, height: int | None = None, width: int | None = None) -> LabelMap:
     """Read a label CSV into ``{image_id: [rle, ...]}``; an empty list means no finding.
 
     When ``height`` and ``width`` are given, every RLE is decoded once to check it, so a bad
     string fails here, naming its row, rather than deep inside training.
     """
     path = Path(path)
-    labels: dict[str, list[str]] = {}
+    labels = LabelMap(path)
     # utf-8-sig: a spreadsheet-saved CSV starts with a BOM that would spoil the header
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
@@ -65,6 +77,7 @@ def read_labels(
             if image_id == "ImageId":
                 raise LabelError(f"{where}duplicate header row")
             check_image_id(image_id, where)
+            labels.lines.setdefault(image_id, lineno)
             regions = labels.setdefault(image_id, [])
             if encoded in ("-1", ""):
                 continue

@@ -19,7 +19,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger
 from torch.utils.data import DataLoader
 
-from medpipe.data.dataset import PositiveFractionSampler, XrayDataset, fold_rows
+from medpipe.data.dataset import (
+    LOADER_TIMEOUT_S,
+    PositiveFractionSampler,
+    XrayDataset,
+    explain_worker_death,
+    fold_rows,
+)
 from medpipe.data.transforms import build_train_transforms
 from medpipe.io.atomic import atomic_write_text
 from medpipe.training.callbacks import AtomicCheckpointIO, ProgressWriter, SnapshotCheckpoint
@@ -50,6 +56,7 @@ def make_loader(
         pin_memory=cuda,
         persistent_workers=num_workers > 0,
         drop_last=drop_last,
+        timeout=LOADER_TIMEOUT_S if num_workers > 0 else 0,  # a hung worker fails, never hangs
     )
 
 
@@ -276,11 +283,13 @@ def train_fold(
     last = out_dir / "last.ckpt"
     fingerprint = data_fingerprint(data_dir)
     resume = _resumable(last, hparams, fingerprint, epochs)
-    (out_dir / "resume.json").write_text(json.dumps({"data": fingerprint}))
-    with warnings.catch_warnings():
+    atomic_write_text(json.dumps({"data": fingerprint}), out_dir / "resume.json")
+    with warnings.catch_warnings(), explain_worker_death(workers):
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
-        trainer.fit(module, train_loader, val_loader, ckpt_path=last if resume else None)
+        trainer.fit(
+            module, train_loader, val_loader, ckpt_path=last if resume else None, weights_only=True
+        )
 
     metrics: dict[str, Any] = {"task": task, "model": model_name, "fold": fold}
     metrics.update(summarise(module.history, spec.monitor))

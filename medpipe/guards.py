@@ -1,0 +1,163 @@
+"""Guards that fail a run whose cross-validation would lie, and keep secrets out of outputs.
+
+A CV score is only worth something when no model has seen the images it is scored on. These
+checks run inside the rules that train, fuse and choose thresholds, and raise
+:class:`LeakageError` naming the image, patient or file, so a leak stops the DAG instead of
+inflating ``cv.json``:
+
+- :func:`check_patient_folds`: no patient has images in two folds (``fold = -1``, "always
+  training" in stage 2, counts as a fold: its images train every fold's model).
+- :func:`check_training_pool`: every training or threshold image is labelled and is not an image
+  of the split the stage predicts (the test set in stage 1).
+- :func:`check_oof_folds`: each fold's OOF file holds only that fold's validation images, so the
+  OOF used for fusion and thresholds comes from models that never trained on those images.
+
+:func:`redact_config` removes the pseudonymisation salt before a config is written anywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "LeakageError",
+    "REDACTED",
+    "check_patient_folds",
+    "check_training_pool",
+    "check_oof_folds",
+    "check_training_data",
+    "redact_config",
+]
+
+REDACTED = "<redacted>"
+
+
+class LeakageError(ValueError):
+    """Validation or test information would reach a model or a decision trained without it."""
+
+
+def check_patient_folds(folds: pd.DataFrame, where: str = "folds.csv") -> None:
+    """Raise if a patient key has images in more than one fold (including ``-1``).
+
+    Example:
+        >>> check_patient_folds(pd.DataFrame({"patient_key": ["a", "a"], "fold": [0, 1]}))
+        Traceback (most recent call last):
+        ...
+        medpipe.guards.LeakageError: folds.csv: patient_key 'a' is in folds [0, 1] (1 patients span several folds)
+    """
+    keyed = folds.dropna(subset=["patient_key"])
+    spread = keyed.groupby("patient_key")["fold"].nunique()
+    leaking = spread[spread > 1]
+    if len(leaking):
+        key = leaking.index[0]
+        in_folds = sorted(int(f) for f in keyed.loc[keyed["patient_key"] == key, "fold"].unique())
+        raise LeakageError(
+            f"{where}: patient_key {key!r} is in folds {in_folds} "
+            f"({len(leaking)} patients span several folds)"
+        )
+
+
+def predicted_split(meta: pd.DataFrame) -> str:
+    """The split a stage's submission is for: ``stage2_test`` once ingested, else ``test``."""
+    return "stage2_test" if (meta["split"] == "stage2_test").any() else "test"
+
+
+def check_training_pool(folds: pd.DataFrame, meta: pd.DataFrame, where: str = "folds.csv") -> None:
+    """Raise if an image that trains models or tunes thresholds is unlabelled or a test image.
+
+    ``folds`` lists the training pool (every row trains some fold's model, and rows with
+    ``fold >= 0`` are the OOF set that fusion and thresholds are fitted on). In stage 1 no image
+    of the ``test`` split may be there; in stage 2 the labelled stage-1 test set may, the
+    ``stage2_test`` split may not. An image unknown to ``meta.csv`` is refused too.
+    """
+    split = meta.drop_duplicates("image_id").set_index("image_id")["split"].astype(str)
+    labelled = meta.drop_duplicates("image_id").set_index("image_id")["has_finding"].notna()
+    ids = folds["image_id"].astype(str)
+    unknown = ids[~ids.isin(split.index)]
+    if len(unknown):
+        raise LeakageError(f"{where}: image {unknown.iloc[0]!r} has no row in meta.csv")
+    held_out = predicted_split(meta)
+    test = ids[split.reindex(ids).to_numpy() == held_out]
+    if len(test):
+        raise LeakageError(
+            f"{where}: {held_out} image {test.iloc[0]!r} is in a training or threshold input "
+            f"({len(test)} such images); the set a stage predicts is never trained or tuned on"
+        )
+    unlabelled = ids[~labelled.reindex(ids).to_numpy(dtype=bool)]
+    if len(unlabelled):
+        raise LeakageError(
+            f"{where}: image {unlabelled.iloc[0]!r} (split {split[unlabelled.iloc[0]]}) has no "
+            f"label but is in the training pool ({len(unlabelled)} such images)"
+        )
+
+
+def check_training_data(
+    data_dir: str | Path, *oof_dirs: Mapping[str, Iterable[str | Path]]
+) -> None:
+    """The guards on a data directory's ``folds.csv`` and ``meta.csv``, and on OOF files.
+
+    Args:
+        data_dir: holds ``folds.csv`` and ``meta.csv``.
+        oof_dirs: for rules that read OOF (fusion, thresholds), mappings model -> fold dirs.
+    """
+    data_dir = Path(data_dir)
+    folds = pd.read_csv(data_dir / "folds.csv", dtype={"image_id": str, "patient_key": str})
+    meta = pd.read_csv(data_dir / "meta.csv", dtype={"image_id": str, "patient_key": str})
+    where = str(data_dir / "folds.csv")
+    check_patient_folds(folds, where)
+    check_training_pool(folds, meta, where)
+    for dirs in oof_dirs:
+        check_oof_folds(dirs, folds)
+
+
+def _oof_ids(path: Path) -> np.ndarray:
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            return data["image_id"].astype(str)
+    return pd.read_csv(path, usecols=["image_id"], dtype={"image_id": str})["image_id"].to_numpy()
+
+
+def check_oof_folds(fold_dirs: Mapping[str, Iterable[str | Path]], folds: pd.DataFrame) -> None:
+    """Raise if a fold's OOF file holds an image that fold's model trained on.
+
+    Args:
+        fold_dirs: model name -> its ``.../fold<i>`` directories (each with ``oof.npz`` or
+            ``oof.csv``).
+        folds: ``folds.csv``; an OOF image must have ``fold == i`` there.
+    """
+    fold_of = folds.drop_duplicates("image_id").set_index(folds["image_id"].astype(str))["fold"]
+    for model, dirs in fold_dirs.items():
+        for d in map(Path, dirs):
+            fold = int(d.name.removeprefix("fold"))
+            path = next((d / n for n in ("oof.npz", "oof.csv") if (d / n).is_file()), None)
+            if path is None:
+                continue  # a missing file is the loader's error to report
+            ids = _oof_ids(path)
+            held_out = fold_of.reindex(ids).to_numpy()
+            wrong = [str(i) for i in ids[held_out != fold]]
+            if wrong:
+                seen = fold_of.get(wrong[0])
+                trained = "not in folds.csv" if seen is None else f"in fold {int(seen)}"
+                raise LeakageError(
+                    f"{path}: model {model} fold {fold} scored image {wrong[0]!r}, which is "
+                    f"{trained}: that model trained on it ({len(wrong)} such rows)"
+                )
+
+
+def redact_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` without the pseudonymisation salt (``data.salt``).
+
+    The salt is what keeps patient keys from being reversed by hashing a list of known IDs, so it
+    stays in the project's config and never reaches run_dir, logs or REPRODUCE.md.
+    """
+    clean = copy.deepcopy(dict(config))
+    data = clean.get("data")
+    if isinstance(data, dict) and data.get("salt") is not None:
+        data["salt"] = REDACTED
+    return clean
