@@ -111,9 +111,11 @@ def cmd_folds(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- models
 def _train(args: argparse.Namespace, task: str) -> int:
     from medpipe.config import model_config
+    from medpipe.guards import check_training_data
     from medpipe.training import train_fold
 
     config = _load(args)
+    check_training_data(args.data_dir)  # a leak fails here, before any epoch
     metrics = train_fold(
         task,
         args.model,
