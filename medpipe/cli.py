@@ -320,6 +320,9 @@ def _add_later_commands(add, config_arg) -> None:
     except ImportError:
         return
     cli_decide.register(add, config_arg, command)
+    from medpipe import cli_report
+
+    cli_report.register(add, config_arg, command)
 
 
 def main(argv: list[str] | None = None) -> int:

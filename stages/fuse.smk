@@ -41,7 +41,7 @@ rule fuse:
     output:
         oof=f"{STAGE_DIR}/fusion/oof.csv",
         test=f"{STAGE_DIR}/fusion/test.csv",
-        importance=f"{STAGE_DIR}/fusion/feature_importance.csv",
+        importance=report(f"{STAGE_DIR}/fusion/feature_importance.csv", category="Fusion", subcategory="stage {stage}"),
     params:
         fusion=config.get("fusion", {}),
         seed=config["seed"],

@@ -9,7 +9,12 @@ rule train_gate:
         code=code("training/*.py", "models/gate.py", "data/dataset.py", "data/transforms.py"),
     output:
         ckpt=f"{GATE_FOLD}/model.ckpt",
-        metrics=f"{GATE_FOLD}/metrics.json",
+        metrics=report(
+            f"{GATE_FOLD}/metrics.json",
+            category="Training",
+            subcategory="gate {model}, stage {stage}",
+            labels={"model": "{model}", "fold": "{fold}", "stage": "{stage}"},
+        ),
         log_csv=f"{GATE_FOLD}/log.csv",
     params:
         model=model_block("gate"),

@@ -9,7 +9,12 @@ rule train_seg:
         code=code("training/*.py", "models/segmentation.py", "data/dataset.py", "data/transforms.py"),
     output:
         ckpt=f"{SEG_FOLD}/model.ckpt",
-        metrics=f"{SEG_FOLD}/metrics.json",
+        metrics=report(
+            f"{SEG_FOLD}/metrics.json",
+            category="Training",
+            subcategory="segmentation {model}, stage {stage}",
+            labels={"model": "{model}", "fold": "{fold}", "stage": "{stage}"},
+        ),
         log_csv=f"{SEG_FOLD}/log.csv",
     params:
         model=model_block("segmentation"),

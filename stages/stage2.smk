@@ -62,7 +62,7 @@ rule reproduce_doc:
         cv2=f"{RUN}/stage2/cv.json",
         code=code("reproducibility.py"),
     output:
-        doc=f"{RUN}/stage2/REPRODUCE.md",
+        doc=report(f"{RUN}/stage2/REPRODUCE.md", category="Stage 2"),
         lock=f"{RUN}/stage2/requirements.lock",
         manifest=f"{RUN}/stage2/reproduce.json",
     params:

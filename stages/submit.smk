@@ -23,9 +23,9 @@ rule thresholds:
         gate=gate_oof,
         code=code("thresholds.py", "inference/ensemble.py", "postprocess.py"),
     output:
-        thresholds=f"{STAGE_DIR}/thresholds.json",
-        cv=f"{STAGE_DIR}/cv.json",
-        heatmap=f"{STAGE_DIR}/thresholds.png",
+        thresholds=report(f"{STAGE_DIR}/thresholds.json", category="Decisions", subcategory="stage {stage}"),
+        cv=report(f"{STAGE_DIR}/cv.json", category="Decisions", subcategory="stage {stage}"),
+        heatmap=report(f"{STAGE_DIR}/thresholds.png", category="Decisions", subcategory="stage {stage}"),
     params:
         postprocess=config["postprocess"],
         data=lambda w: data_dir(w.stage),
@@ -87,7 +87,7 @@ rule publish_submission:
         submission=f"{RUN}/stage{STAGE}/submission.csv",
         doc=[f"{RUN}/stage2/REPRODUCE.md"] if STAGE == 2 else [],
     output:
-        f"{RUN}/submission.csv",
+        report(f"{RUN}/submission.csv", category="Submission"),
     params:
         dicom_dir=lambda w: f"{ROOT}/dicom-images-test" if STAGE == 1 else f"{ROOT}/stage_2_images",
     log:

@@ -1,0 +1,116 @@
+"""Assemble ``reports/report.html``: a run summary, then data, training, decisions, cases, stage 2.
+
+Each section reads only files the pipeline already wrote; a block whose inputs are absent says
+so on the page. The PNGs embedded in the page are also written to ``plots_dir`` so Snakemake's
+own report can show them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medpipe.report.cases import add_cases_section
+from medpipe.report.data_look import add_data_section
+from medpipe.report.decisions import add_decisions_section
+from medpipe.report.html import Page, Section
+from medpipe.report.run import RunFiles, guarded
+from medpipe.report.stage2 import add_stage2_section
+from medpipe.report.training import add_training_section
+
+__all__ = ["build_report"]
+
+log = logging.getLogger(__name__)
+
+
+def _overview(run: RunFiles, section: Section) -> None:
+    cfg = run.config
+    cv_path = run.stage_dir() / "cv.json"
+    cv = run.read_json(cv_path, "CV summary") if cv_path.is_file() else {}
+    rows = [
+        ["stage", run.stage],
+        ["image size (cache)", run.size],
+        ["folds", cfg.get("folds")],
+        ["segmentation models", ", ".join(run.models("segment")) or "none"],
+        ["gate models", ", ".join(run.models("gate")) or "none"],
+        ["LightGBM fusion", "on" if run.fusion_enabled else "off"],
+        ["OOF images", cv.get("n_images", "n/a")],
+        ["OOF score, submission rule", cv.get("ensemble", "n/a")],
+        ["OOF score, all-empty baseline", cv.get("all_empty", "n/a")],
+    ]
+    submission = run.stage_dir() / "submission.csv"
+    if submission.is_file():
+        sub = pd.read_csv(submission, dtype=str, keep_default_na=False)
+        positive = int((sub["EncodedPixels"].str.strip() != "-1").sum())
+        rows.append(["submission", f"{len(sub)} test images, {positive} with a finding"])
+    section.table(pd.DataFrame(rows, columns=["", "value"]).astype({"value": str}))
+    section.text(
+        "Images are named by their DICOM SOP instance UID only; no patient name, patient ID or "
+        "patient key appears in this report."
+    )
+
+
+def build_report(
+    config: Mapping[str, Any],
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    stage: int | None = None,
+    plots_dir: str | Path | None = None,
+    n_cases: int | None = None,
+    n_images: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Write the report of one stage of a run and return its path.
+
+    Args:
+        config: the resolved config (``run_dir/config.resolved.yaml``).
+        run_dir: the run's output folder.
+        out: the HTML file to write (atomically).
+        stage: 1 or 2; default ``config["stage"]``.
+        plots_dir: also write every plot there as ``<name>.png``.
+        n_cases: images per case gallery; default ``config["report"]["n_cases"]`` or 6.
+        n_images: images in the data contact sheet; default ``report.n_images`` or 18.
+
+    Example:
+        >>> build_report(load_config(["runs/default/config.resolved.yaml"]), "runs/default",
+        ...              "runs/default/reports/report.html")  # doctest: +SKIP
+    """
+    from tqdm import tqdm
+
+    options = config.get("report") or {}
+    run = RunFiles(
+        config,
+        Path(run_dir),
+        int(stage if stage is not None else config.get("stage", 1)),
+        Path(plots_dir) if plots_dir is not None else None,
+    )
+    n_cases = int(n_cases if n_cases is not None else options.get("n_cases", 6))
+    n_images = int(n_images if n_images is not None else options.get("n_images", 18))
+    page = Page(
+        f"medpipe report: {run.run_dir.name}, stage {run.stage}",
+        f"Built {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from {run.run_dir}. "
+        "Every score is out of fold: each image is scored by models that never trained on it.",
+    )
+    steps = [
+        ("Overview", _overview, ()),
+        ("Data", add_data_section, (n_images,)),
+        ("Training", add_training_section, ()),
+        ("Decisions", add_decisions_section, ()),
+        ("Cases", add_cases_section, (n_cases,)),
+        ("Stage 2", add_stage2_section, ()),
+    ]
+    bar = tqdm(steps, desc="report", unit="section", disable=not progress)
+    for title, add, args in bar:
+        bar.set_postfix_str(title)
+        log.info("report: %s", title)
+        section = page.section(title)
+        guarded(section, add, run, section, *args)
+    path = page.write(out)
+    log.info("report: %s (%d plots in %s)", path, len(run.plots), plots_dir or "the page only")
+    return path
