@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import signal
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,19 +43,31 @@ class LoaderWorkerError(RuntimeError):
     """A data-loader worker died or hung; the message says why and what to change."""
 
 
-_SIGNAL_ADVICE = (
-    (
-        "Killed",
-        "SIGKILL, almost always the out-of-memory killer (see `dmesg`): lower num_workers "
-        "or batch_size in the config, or free memory",
-    ),
-    (
-        "Bus error",
-        "SIGBUS: out of shared memory (/dev/shm); enlarge it (docker --shm-size) or lower "
-        "num_workers",
-    ),
-    ("Segmentation fault", "a crash inside a native library; rerun with num_workers: 0 to see it"),
-)
+_SIGNAL_ADVICE = {
+    signal.SIGKILL: "SIGKILL, almost always the out-of-memory killer (see `dmesg`): lower "
+    "num_workers or batch_size in the config, or free memory",
+    signal.SIGBUS: "SIGBUS: out of shared memory (/dev/shm); enlarge it (docker --shm-size) or "
+    "lower num_workers",
+    signal.SIGSEGV: "SIGSEGV, a crash inside a native library; rerun with num_workers: 0 to see it",
+}
+
+
+def _worker_signal(err: BaseException) -> signal.Signals | None:
+    """The signal that ended the worker: named in PyTorch's message ("killed by signal:
+    Killed"), or, for "exited unexpectedly", the dead worker's exit code in the raising frame."""
+    named = re.search(r"killed by signal: ([A-Za-z ]+)", str(err))
+    if named:
+        return next(
+            (s for s in _SIGNAL_ADVICE if signal.strsignal(s) == named.group(1).strip()), None
+        )
+    tb = err.__traceback__
+    while tb is not None:
+        for worker in tb.tb_frame.f_locals.get("failed_workers") or ():
+            code = getattr(worker, "exitcode", None)
+            if code is not None and code < 0:
+                return signal.Signals(-code)
+        tb = tb.tb_next
+    return None
 
 
 @contextlib.contextmanager
@@ -78,12 +91,11 @@ def explain_worker_death(num_workers: int) -> Iterator[None]:
                 "check the cache's disk, or set num_workers: 0"
             )
         elif "killed by signal" in message or "exited unexpectedly" in message:
-            signal = re.search(r"killed by signal: ([A-Za-z ]+)", message)
-            name = signal.group(1).strip() if signal else ""
-            why = "died: " + next(
-                (advice for key, advice in _SIGNAL_ADVICE if key == name),
-                f"exited unexpectedly ({name or 'no signal named'}); rerun with num_workers: 0 "
-                "to see the error in the main process",
+            sig = _worker_signal(err)
+            why = "died: " + _SIGNAL_ADVICE.get(
+                sig,
+                f"exited unexpectedly ({sig.name if sig else 'no signal named'}); rerun with "
+                "num_workers: 0 to see the error in the main process",
             )
         else:
             raise

@@ -43,7 +43,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from medpipe.data.cache import cache_file, commit_cache, new_cache, pseudonymous_key
 from medpipe.io import rle
-from medpipe.io.atomic import atomic_write_csv
+from medpipe.io.atomic import atomic_write_csv, remove_stale_temps
 from medpipe.io.dicom import DicomReadError, read_dicom
 from medpipe.io.labels import LabelError, read_labels
 
@@ -153,6 +153,8 @@ def ingest(
     label_map = read_labels(labels) if labels is not None else None
 
     tasks, quarantine = _collect(sources, out)
+    for stale in remove_stale_temps(out) if out.is_dir() else []:
+        log.info("ingest: removed %s, left by a killed run", stale.name)
     splits = list(dict.fromkeys(split for split, _ in sources))
     counts = {s: sum(t.split == s for t in tasks) for s in splits}
     kinds = ("images", "masks") if label_map is not None else ("images",)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_csv"]
+__all__ = ["atomic_path", "atomic_write_text", "atomic_write_csv", "remove_stale_temps"]
 
 
 @contextlib.contextmanager
@@ -40,3 +41,29 @@ def atomic_write_text(text: str, path: str | Path) -> None:
 def atomic_write_csv(frame: pd.DataFrame, path: str | Path, **kwargs) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, **kwargs)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the temp files (``.<name>.tmp<pid>...``) that a killed writer left in ``folder``.
+
+    SIGKILL gives :func:`atomic_path` no chance to clean up, and a rerun writes under its own
+    pid, so without this a crashed cache or checkpoint would stay on disk for good. A temp file
+    whose pid still runs belongs to a live writer and is kept.
+    """
+    removed = []
+    for path in Path(folder).glob(".*.tmp*"):
+        match = re.search(r"\.tmp(\d+)", path.name)
+        if match and path.is_file() and not _running(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

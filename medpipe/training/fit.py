@@ -27,7 +27,7 @@ from medpipe.data.dataset import (
     fold_rows,
 )
 from medpipe.data.transforms import build_train_transforms
-from medpipe.io.atomic import atomic_write_text
+from medpipe.io.atomic import atomic_write_text, remove_stale_temps
 from medpipe.training.callbacks import AtomicCheckpointIO, ProgressWriter, SnapshotCheckpoint
 from medpipe.training.module import FoldModule
 from medpipe.training.runtime import resolve_accelerator, resolve_num_workers, resolve_precision
@@ -198,6 +198,7 @@ def train_fold(
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out_dir)  # a checkpoint write cut by SIGKILL
     started = time.perf_counter()
     seed = int(run_cfg.get("seed", 0))
     image_size = int(run_cfg["image_size"])

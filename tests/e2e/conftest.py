@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
 TINY = Path(__file__).resolve().parent / "tiny.yaml"
 
@@ -44,25 +42,4 @@ def snakemake(
     return proc
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
-    """One full stage-1 run of the tiny pipeline, shared by the end-to-end tests that only read it."""
-    workdir = tmp_path_factory.mktemp("tiny-run")
-    snakemake(workdir, "submission")
-    return workdir
-
-
-@pytest.fixture(scope="session")
-def stage2_run(tiny_run) -> Path:
-    """Stage 2 on top of the tiny stage-1 run (the same working directory, as a user would)."""
-    ckpt_dir = tiny_run / "runs/tiny/stage1/gate/cls_r18"
-    before = {
-        p.name + "/" + p.parent.name: p.read_bytes() for p in ckpt_dir.glob("fold*/model.ckpt")
-    }
-    snakemake(tiny_run, "submission", configfiles=(REPO / "configs" / "stage2.yaml",))
-    tiny_run.joinpath("kept-before.txt").write_text(
-        "\n".join(
-            f"{k}\t{__import__('hashlib').sha256(v).hexdigest()}" for k, v in sorted(before.items())
-        )
-    )
-    return tiny_run
+# The shared runs (tiny_run, stage2_run) live in tests/conftest.py: tests/reliability reads them too.
