@@ -57,10 +57,12 @@ def fold_predictions(run: RunFiles):
     seg = run.fold_dirs("segment")
     if not seg:
         raise Unavailable("no segmentation model in the config")
-    for i in range(int(run.config["folds"])):
-        dirs = {m: [d[i]] for m, d in seg.items()}
+    # Only the trained folds have OOF predictions (train_folds may pick a subset).
+    for k in range(len(next(iter(seg.values())))):
+        dirs = {m: [d[k]] for m, d in seg.items()}
         for d in dirs.values():
             run.need(d[0] / "oof.npz", "OOF probabilities (rule predict_seg)")
+        i = int(next(iter(dirs.values()))[0].name.removeprefix("fold"))
         ids, probs, _ = load_seg_probs(dirs, "oof", folds=folds)
         if not ids:
             continue

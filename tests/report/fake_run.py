@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from matplotlib.figure import Figure
 
+REPO = Path(__file__).resolve().parents[2]
 SIZE = 32
 N_TRAIN = 24
 N_TEST = 6
@@ -22,6 +24,26 @@ PATIENT_MARK = "patientkey"  # every patient key starts with it: the report must
 def _disc(cy: int, cx: int, r: int) -> np.ndarray:
     yy, xx = np.mgrid[:SIZE, :SIZE]
     return ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r).astype(np.uint8)
+
+
+def _config(run: Path, *, gate: bool, fusion: bool, stage2: bool) -> dict:
+    """The default config (schema-valid) resized to this run: models ``unet`` and ``cls``."""
+    config = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())
+    seg_block = next(iter(config["segmentation"]["models"].values()))
+    gate_block = next(iter(config["gate"]["models"].values()))
+    config.update(
+        run_dir=str(run),
+        stage=2 if stage2 else 1,
+        seed=0,
+        folds=2,
+        image_size=SIZE,
+        report={"n_cases": 3},
+    )
+    config["segmentation"]["models"] = {"unet": seg_block}
+    config["gate"]["models"] = {"cls": gate_block} if gate else {}
+    config["fusion"]["enabled"] = fusion
+    config["stage2"] = {"retrain": {"unet": True, "cls": False}}
+    return config
 
 
 def make_run(
@@ -189,16 +211,5 @@ def make_run(
         (run / "stage2" / "data").mkdir()
         for p in data.iterdir():
             (run / "stage2" / "data" / p.name).write_bytes(p.read_bytes())
-    config = {
-        "run_dir": str(run),
-        "stage": 2 if stage2 else 1,
-        "seed": 0,
-        "folds": 2,
-        "image_size": SIZE,
-        "segmentation": {"models": {"unet": {"arch": "Unet"}}},
-        "gate": {"models": {"cls": {}} if gate else {}},
-        "fusion": {"enabled": fusion},
-        "stage2": {"retrain": {"unet": True, "cls": False}},
-        "report": {"n_cases": 3},
-    }
+    config = _config(run, gate=gate, fusion=fusion, stage2=stage2)
     return config, run
