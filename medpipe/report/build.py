@@ -36,6 +36,7 @@ def _overview(run: RunFiles, section: Section) -> None:
         ["stage", run.stage],
         ["image size (cache)", run.size],
         ["folds", cfg.get("folds")],
+        ["trained folds", ", ".join(map(str, cfg.get("train_folds") or [])) or "all"],
         ["segmentation models", ", ".join(run.models("segment")) or "none"],
         ["gate models", ", ".join(run.models("gate")) or "none"],
         ["LightGBM fusion", "on" if run.fusion_enabled else "off"],

@@ -32,6 +32,8 @@ def retrain_table(run: RunFiles, cv1: dict, cv2: dict) -> pd.DataFrame:
         rows, columns=["task", "model", "retrained", "metric", "CV stage 1", "CV stage 2"]
     )
     frame["stage 2"] = np.where(frame.pop("retrained"), "retrained", "kept (stage-1 checkpoints)")
+    for column in ("CV stage 1", "CV stage 2"):  # a model new in stage 2 has no stage-1 score
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
     frame["change"] = frame["CV stage 2"] - frame["CV stage 1"]
     return frame[["task", "model", "stage 2", "metric", "CV stage 1", "CV stage 2", "change"]]
 
