@@ -15,6 +15,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger
 from torch.utils.data import DataLoader
@@ -30,7 +31,12 @@ from medpipe.data.transforms import build_train_transforms
 from medpipe.io.atomic import atomic_write_text, remove_stale_temps
 from medpipe.training.callbacks import AtomicCheckpointIO, ProgressWriter, SnapshotCheckpoint
 from medpipe.training.module import FoldModule
-from medpipe.training.runtime import resolve_accelerator, resolve_num_workers, resolve_precision
+from medpipe.training.runtime import (
+    resolve_accelerator,
+    resolve_num_workers,
+    resolve_performance,
+    resolve_precision,
+)
 from medpipe.training.schedule import cycle_ends
 from medpipe.training.tasks import get_task
 
@@ -46,7 +52,13 @@ def make_loader(
     sampler: Any = None,
     drop_last: bool = False,
 ) -> DataLoader:
-    """A DataLoader with the pipeline's settings: pinned memory on CUDA, persistent workers."""
+    """A DataLoader with the pipeline's settings.
+
+    Pinned memory on CUDA (asynchronous host-to-device copies) and persistent workers (no
+    worker start-up, and no re-mapping of the cache, every epoch). Workers share the uint8
+    cache through the page cache: the dataset pickles without its memory maps and each worker
+    maps the file itself, so nothing is copied per worker.
+    """
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -144,6 +156,42 @@ def _resumable(last: Path, hparams: Mapping[str, Any], fingerprint: str, epochs:
     return True
 
 
+def launcher_environment(devices: Any) -> list[Any]:
+    """``[LightningEnvironment()]`` when a SLURM task must start its own DDP ranks, else ``[]``.
+
+    Snakemake's SLURM jobs run each rule as one ``srun`` task. Lightning would take SLURM's word
+    for the world (one task) and silently train on one device; its own launcher starts one
+    process per device instead. With one task per device
+    (``srun --ntasks-per-node=<devices>``) SLURM starts the ranks and Lightning follows it.
+    """
+    wanted = len(devices) if isinstance(devices, list | tuple) else devices
+    if not isinstance(wanted, int) or wanted <= 1 or not SLURMEnvironment.detect():
+        return []
+    tasks = os.environ.get("SLURM_NTASKS_PER_NODE") or os.environ.get("SLURM_NTASKS", "1")
+    per_node = int(str(tasks).split("(")[0].split(",")[0])
+    return [LightningEnvironment()] if per_node < wanted else []
+
+
+class ResumeStamp(L.Callback):
+    """Write ``resume.json`` (the data fingerprint ``last.ckpt`` belongs to) on rank 0 in setup.
+
+    Setup runs after every DDP rank has joined, hence after each made its resume decision.
+    """
+
+    def __init__(self, path: Path, fingerprint: str) -> None:
+        self.path, self.fingerprint = Path(path), fingerprint
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.is_global_zero:
+            atomic_write_text(json.dumps({"data": self.fingerprint}), self.path)
+
+
+def _saved_history(last: Path) -> list[dict[str, float]]:
+    if not last.is_file():
+        return []
+    return list(torch.load(last, map_location="cpu", weights_only=True).get("medpipe_history", []))
+
+
 def summarise(history: Sequence[Mapping[str, float]], monitor: str) -> dict[str, Any]:
     """Best epoch (first maximum of ``monitor``, as ModelCheckpoint picks it) and its scores."""
     if not history:
@@ -211,6 +259,11 @@ def train_fold(
     precision = resolve_precision(run_cfg, accelerator)
     cuda = accelerator == "gpu"
     workers = resolve_num_workers(run_cfg)
+    trainer_cfg = dict(run_cfg.get("trainer") or {})
+    devices = trainer_cfg.get("devices", 1)
+    if run_cfg.get("num_workers", "auto") in (None, "auto") and isinstance(devices, int):
+        workers //= max(devices, 1)  # every DDP rank starts its own loader workers
+    performance = resolve_performance(run_cfg, model_cfg)
     spec = get_task(task, model_cfg)
 
     train_rows, val_rows = fold_rows(data_dir, fold)
@@ -219,7 +272,10 @@ def train_fold(
         train_rows,
         image_size,
         masks=spec.needs_masks,
-        transform=build_train_transforms(model_cfg.get("augment"), image_size),
+        # augment_on: gpu leaves the workers only the uint8 -> float copy (FoldModule augments).
+        transform=None
+        if performance["augment_on"] == "gpu"
+        else build_train_transforms(model_cfg.get("augment"), image_size),
     )
     val_set = XrayDataset(data_dir, val_rows, image_size, masks=spec.needs_masks)
     sampler = PositiveFractionSampler(
@@ -241,7 +297,7 @@ def train_fold(
     steps_per_epoch = len(train_loader)
 
     hparams = {"task": task, "model_cfg": dict(model_cfg), "seed": seed, "image_size": image_size}
-    module = FoldModule(**hparams)
+    module = FoldModule(**hparams, performance=performance)
     checkpoint = ModelCheckpoint(
         dirpath=out_dir,
         filename="model",
@@ -252,16 +308,24 @@ def train_fold(
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
-    extra: list[L.Callback] = [ProgressWriter(out_dir, spec.monitor), *callbacks]
+    last = out_dir / "last.ckpt"
+    fingerprint = data_fingerprint(data_dir)
+    # Every rank decides from the files as they are before fit; rank 0 rewrites the stamp only
+    # once all ranks have joined (ResumeStamp), so the ranks cannot decide differently.
+    resume = _resumable(last, hparams, fingerprint, epochs)
+    extra: list[L.Callback] = [
+        ResumeStamp(out_dir / "resume.json", fingerprint),
+        ProgressWriter(out_dir, spec.monitor),
+        *callbacks,
+    ]
     snapshots = int(model_cfg.get("snapshots", 0) or 0)
     if snapshots:
         extra.append(SnapshotCheckpoint(out_dir, cycle_ends(epochs, snapshots)))
     interactive = os.isatty(2)
-    trainer_cfg = dict(run_cfg.get("trainer") or {})
     trainer = L.Trainer(
         max_epochs=epochs,
         accelerator=accelerator,
-        devices=trainer_cfg.get("devices", 1),
+        devices=devices,
         num_nodes=int(trainer_cfg.get("num_nodes", 1)),
         strategy=trainer_cfg.get("strategy", "auto"),
         precision=precision,
@@ -274,17 +338,13 @@ def train_fold(
             TQDMProgressBar(refresh_rate=1 if interactive else max(steps_per_epoch // 5, 1)),
             *extra,
         ],
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *launcher_environment(devices)],
         default_root_dir=out_dir,
         num_sanity_val_steps=0,
         log_every_n_steps=min(50, steps_per_epoch),
         # The sampler shards itself under DDP and must keep its (seed, epoch) draw.
         use_distributed_sampler=False,
     )
-    last = out_dir / "last.ckpt"
-    fingerprint = data_fingerprint(data_dir)
-    resume = _resumable(last, hparams, fingerprint, epochs)
-    atomic_write_text(json.dumps({"data": fingerprint}), out_dir / "resume.json")
     with warnings.catch_warnings(), explain_worker_death(workers):
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
@@ -292,22 +352,27 @@ def train_fold(
             module, train_loader, val_loader, ckpt_path=last if resume else None, weights_only=True
         )
 
+    # ddp_spawn trains in child processes: the parent's module has no history, last.ckpt does.
+    history = module.history or _saved_history(last)
     metrics: dict[str, Any] = {"task": task, "model": model_name, "fold": fold}
-    metrics.update(summarise(module.history, spec.monitor))
+    metrics.update(summarise(history, spec.monitor))
     metrics.update(
         {
             "n_train": len(train_set),
             "n_val": len(val_set),
             "steps_per_epoch": steps_per_epoch,
+            "world_size": trainer.world_size,
+            "strategy": type(trainer.strategy).__name__,
             "device": torch.cuda.get_device_name() if cuda else "cpu",
             "accelerator": accelerator,
             "precision": precision,
             "num_workers": workers,
+            **{k: performance[k] for k in sorted(performance)},
             "seconds": time.perf_counter() - started,
         }
     )
     if trainer.is_global_zero:
-        ProgressWriter(out_dir, spec.monitor).write(module.history)
+        ProgressWriter(out_dir, spec.monitor).write(history)
         atomic_write_text(
             json.dumps(_json_safe(metrics), indent=2) + "\n", out_dir / "metrics.json"
         )

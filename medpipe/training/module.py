@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
+from medpipe.data.transforms import BatchAugment
+from medpipe.training.runtime import resolve_performance
 from medpipe.training.schedule import lr_factor
 from medpipe.training.tasks import get_task
 
@@ -41,16 +43,28 @@ class FoldModule(L.LightningModule):
     """
 
     def __init__(
-        self, task: str, model_cfg: Mapping[str, Any], seed: int = 0, image_size: int | None = None
+        self,
+        task: str,
+        model_cfg: Mapping[str, Any],
+        seed: int = 0,
+        image_size: int | None = None,
+        performance: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.task = get_task(task, model_cfg)
         self.cfg = dict(model_cfg)
         self.model = self.task.build_model()
-        self.channels_last = bool(self.cfg.get("channels_last", False))
+        perf = resolve_performance({"performance": performance}, self.cfg)
+        self.channels_last = perf["channels_last"]
+        self.compile = perf["compile"]
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # augment_on: gpu moves the augmentations from the loader workers into the step.
+        gpu_augment = BatchAugment(self.cfg.get("augment"))
+        self.batch_augment = (
+            gpu_augment if perf["augment_on"] == "gpu" and gpu_augment.active else None
+        )
         self.history: list[dict[str, float]] = []
         self._reset_epoch()
 
@@ -67,12 +81,26 @@ class FoldModule(L.LightningModule):
     def forward(self, image: torch.Tensor) -> Any:
         if self.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
-        if self.cfg.get("compile"):
+        if self.compile:
             # Compiled lazily and kept out of the module tree, so state_dict keys stay plain.
             if "_compiled" not in self.__dict__:
                 self.__dict__["_compiled"] = torch.compile(self.model)
             return self.__dict__["_compiled"](image)
         return self.model(image)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Training batches, now on the model's device, get the batched augmentations."""
+        if self.batch_augment is not None and self.trainer.training:
+            batch = self.batch_augment(batch, self.augment_generator())
+        return batch
+
+    def augment_generator(self) -> torch.Generator:
+        """CPU generator of one step's augmentation draws: a function of (seed, step, rank), so a
+        resumed run repeats them and DDP ranks draw differently."""
+        seed = np.random.SeedSequence(
+            [int(self.hparams.seed), self.global_step, self.global_rank, 1]
+        )
+        return torch.Generator().manual_seed(int(seed.generate_state(1)[0]))
 
     def on_train_epoch_start(self) -> None:
         self._reset_epoch()
@@ -108,10 +136,13 @@ class FoldModule(L.LightningModule):
         scores = self.task.score(stats)
         val_loss = self._val_loss / max(self._val_images, 1)
         self.log_dict({"val_loss": val_loss, **scores}, prog_bar=True)
-        train_images = self._train_images
+        # Each DDP rank trains on its own share: the epoch's images are all ranks' together.
+        train_images = self._train_images * self.trainer.world_size
         entry = {
             "epoch": self.current_epoch,
-            "train_loss": float(self._train_loss) / train_images if train_images else float("nan"),
+            "train_loss": float(self._train_loss) / self._train_images
+            if self._train_images
+            else float("nan"),
             "val_loss": val_loss,
             **scores,
             "lr": self._last_lr,

@@ -12,7 +12,18 @@ from typing import Any
 import psutil
 import torch
 
-__all__ = ["resolve_accelerator", "resolve_precision", "resolve_num_workers", "torch_device"]
+__all__ = [
+    "resolve_accelerator",
+    "resolve_precision",
+    "resolve_num_workers",
+    "resolve_performance",
+    "torch_device",
+    "PERFORMANCE_DEFAULTS",
+]
+
+# Speed options (config ``performance``; a model block may override each one). They change how
+# fast a step runs, not what the model is, so they are kept out of the resume check.
+PERFORMANCE_DEFAULTS = {"channels_last": False, "compile": False, "augment_on": "cpu"}
 
 # A data-loader worker costs roughly this much resident memory (a torch import plus buffers).
 _WORKER_GIB = 0.75
@@ -65,6 +76,28 @@ def resolve_num_workers(run_cfg: Mapping[str, Any]) -> int:
     available_gib = psutil.virtual_memory().available / 2**30
     by_memory = int(max(available_gib - 2.0, 0.0) / _WORKER_GIB)
     return max(0, min(cores - 1, 8, by_memory))
+
+
+def resolve_performance(
+    run_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """``channels_last``, ``compile`` and ``augment_on`` (cpu|gpu) for one model.
+
+    The model block's own key wins over the global ``performance`` block, which wins over the
+    defaults (all off, augmentations in the data-loader workers).
+
+    Example:
+        >>> resolve_performance({"performance": {"augment_on": "gpu"}}, {"compile": True})
+        {'channels_last': False, 'compile': True, 'augment_on': 'gpu'}
+    """
+    chosen = dict(PERFORMANCE_DEFAULTS)
+    for source in (run_cfg.get("performance") or {}, model_cfg or {}):
+        chosen.update({k: source[k] for k in PERFORMANCE_DEFAULTS if source.get(k) is not None})
+    if chosen["augment_on"] not in ("cpu", "gpu"):
+        raise ValueError(f"config augment_on: {chosen['augment_on']!r}, expected cpu or gpu")
+    chosen["channels_last"] = bool(chosen["channels_last"])
+    chosen["compile"] = bool(chosen["compile"])
+    return chosen
 
 
 def torch_device(accelerator: str) -> torch.device:
