@@ -30,6 +30,7 @@ EXEMPT = {
     ("data/synthetic.py", "_prepare"),  # a marker file: its content is never read
 }
 
+
 def _parents(tree: ast.AST) -> dict[ast.AST, ast.AST]:
     return {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
 
