@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from medpipe.guards import check_patient_folds
+
 __all__ = ["by_patient", "check_no_patient_overlap"]
 
 log = logging.getLogger(__name__)
@@ -104,23 +106,16 @@ def by_patient(meta: pd.DataFrame, n_folds: int, seed: int) -> pd.DataFrame:
 def check_no_patient_overlap(folds: pd.DataFrame) -> None:
     """Raise if any patient has images in more than one fold (a leak that inflates CV).
 
-    Only the pseudonymous ``patient_key`` is named in the error, never a raw PatientID.
+    Only the pseudonymous ``patient_key`` is named in the error, never a raw PatientID. The
+    check itself is :func:`medpipe.guards.check_patient_folds`, which training reruns.
 
     Example:
         >>> check_no_patient_overlap(pd.DataFrame({"patient_key": ["p", "p"], "fold": [0, 1]}))
         Traceback (most recent call last):
         ...
-        ValueError: folds: patient_key 'p' is in folds [0, 1] (1 patients span several folds)
+        medpipe.guards.LeakageError: folds: patient_key 'p' is in folds [0, 1] (1 patients span several folds)
     """
     for column in ("patient_key", "fold"):
         if column not in folds.columns:
             raise ValueError(f"folds: no {column!r} column; expected image_id, patient_key, fold")
-    per_patient = folds.dropna(subset=["patient_key"]).groupby("patient_key")["fold"].unique()
-    leaking = per_patient[per_patient.map(len) > 1]
-    if len(leaking):
-        key = leaking.index[0]
-        spread = sorted(int(f) for f in leaking.iloc[0])
-        raise ValueError(
-            f"folds: patient_key {key!r} is in folds {spread} "
-            f"({len(leaking)} patients span several folds)"
-        )
+    check_patient_folds(folds, "folds")
