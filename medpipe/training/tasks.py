@@ -136,19 +136,29 @@ class GateTask(Task):
 
     name = "gate"
     monitor = "val_auc"
-    needs_masks = False
+
+    def __init__(self, cfg: Mapping[str, Any]) -> None:
+        super().__init__(cfg)
+        # Deep supervision by the coarse mask (models/gate.py) needs the masks in the batches.
+        self.mask_aux_weight = float(self.cfg.get("mask_aux_weight", 0.0))
+        self.needs_masks = self.mask_aux_weight > 0
 
     def build_model(self) -> nn.Module:
         return build_gate(self.cfg)
 
     def loss(self, outputs: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        logit, _ = outputs
-        return F.binary_cross_entropy_with_logits(logit.float(), batch["has_finding"])
+        logit = outputs[0]
+        loss = F.binary_cross_entropy_with_logits(logit.float(), batch["has_finding"])
+        if len(outputs) > 2 and "mask" in batch:
+            cells = outputs[2].float()
+            target = F.adaptive_max_pool2d(batch["mask"].float(), cells.shape[-2:])
+            loss = loss + self.mask_aux_weight * F.binary_cross_entropy_with_logits(cells, target)
+        return loss
 
     def validation_stats(
         self, outputs: Any, batch: Mapping[str, torch.Tensor]
     ) -> dict[str, np.ndarray]:
-        logit, _ = outputs
+        logit = outputs[0]
         return {
             "prob": torch.sigmoid(logit.float()).cpu().numpy(),
             "has_finding": batch["has_finding"].cpu().numpy(),
@@ -158,7 +168,7 @@ class GateTask(Task):
         return {"val_auc": _auc(stats["has_finding"], stats["prob"])}
 
     def probabilities(self, outputs: Any) -> dict[str, torch.Tensor]:
-        logit, embedding = outputs
+        logit, embedding = outputs[:2]
         return {"prob": torch.sigmoid(logit.float()), "emb": embedding.float()}
 
 

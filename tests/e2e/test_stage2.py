@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -107,11 +108,12 @@ def test_verify_reproduction_matches_then_fails_loudly_on_an_altered_checkpoint(
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "OK" in ok.stdout
     ckpt = run / "stage1/gate/cls_r18/fold0/model.ckpt"
-    original = ckpt.read_bytes()
+    original, stat = ckpt.read_bytes(), ckpt.stat()
     ckpt.write_bytes(original + b"tampered")
     try:
         bad = subprocess.run(cmd, cwd=stage2_run, capture_output=True, text=True)
     finally:
-        ckpt.write_bytes(original)  # other tests share this run
+        ckpt.write_bytes(original)  # other tests share this run: same bytes, same mtime
+        os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert bad.returncode == 1
     assert "stage1/gate/cls_r18/fold0/model.ckpt" in bad.stderr
