@@ -95,6 +95,8 @@ def _loggers(
         from lightning.pytorch.loggers import MLFlowLogger
 
         need("mlflow", "mlflow")
+        # The local file store needs no server and no database; MLflow 3 asks for an opt-in.
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         loggers.append(
             MLFlowLogger(
                 experiment_name=f"medpipe-{task}",
