@@ -28,6 +28,10 @@ __all__ = ["build_report"]
 log = logging.getLogger(__name__)
 
 
+def _score(value) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
+
+
 def _overview(run: RunFiles, section: Section) -> None:
     cfg = run.config
     cv_path = run.stage_dir() / "cv.json"
@@ -41,8 +45,8 @@ def _overview(run: RunFiles, section: Section) -> None:
         ["gate models", ", ".join(run.models("gate")) or "none"],
         ["LightGBM fusion", "on" if run.fusion_enabled else "off"],
         ["OOF images", cv.get("n_images", "n/a")],
-        ["OOF score, submission rule", cv.get("ensemble", "n/a")],
-        ["OOF score, all-empty baseline", cv.get("all_empty", "n/a")],
+        ["OOF score, submission rule", _score(cv.get("ensemble"))],
+        ["OOF score, all-empty baseline", _score(cv.get("all_empty"))],
     ]
     submission = run.stage_dir() / "submission.csv"
     if submission.is_file():
