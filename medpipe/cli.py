@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -81,7 +82,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         size=args.size,
         labels=args.labels,
         workers=_workers(args.workers),
-        salt=args.salt,
+        salt=args.salt or os.environ.get("MEDPIPE_SALT") or "medpipe",
         missing_labels=args.missing_labels,
     )
     print(f"ingest: {len(meta)} images cached in {args.out}")
@@ -241,7 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="label CSV (train-rle.csv or stage_2_train.csv)")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--workers", default="auto")
-    p.add_argument("--salt", default="medpipe", help="salt of the pseudonymous patient key")
+    p.add_argument(
+        "--salt",
+        help="salt of the pseudonymous patient key (default: $MEDPIPE_SALT, else 'medpipe'); "
+        "the environment keeps it off command lines and logs",
+    )
     p.add_argument(
         "--missing-labels",
         choices=["error", "quarantine"],

@@ -1,5 +1,6 @@
 # Shared names: paths below run_dir, the model and fold lists, the config slices that are
 # declared as params (so a change to one slice reruns only what depends on it).
+import hashlib
 import os
 import sys
 
@@ -27,6 +28,12 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get(
 # redacted: only ingest needs it, and it gets it as a flag.
 CONFIG_FILE = f"{RUN}/config.resolved.yaml"
 write_yaml_atomic(redact_config(config), CONFIG_FILE)
+
+# Ingest gets the salt through the environment, never on a command line (which Snakemake prints,
+# stores in .snakemake/ and shows in `ps`). Its rules declare only a digest as params, so a new
+# salt still re-ingests. Every job inherits this (a SLURM job re-reads this file).
+os.environ["MEDPIPE_SALT"] = str(config["data"].get("salt", "medpipe"))
+SALT_DIGEST = hashlib.sha256(os.environ["MEDPIPE_SALT"].encode()).hexdigest()[:12]
 
 
 

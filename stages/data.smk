@@ -50,7 +50,7 @@ rule ingest:
     params:
         root=ROOT,
         size=SIZE,
-        salt=config["data"].get("salt", "medpipe"),
+        salt_digest=SALT_DIGEST,  # the salt itself reaches ingest as $MEDPIPE_SALT
         missing_labels=config["data"].get("missing_labels", "error"),
     log:
         f"{RUN}/logs/ingest.log",
@@ -60,7 +60,7 @@ rule ingest:
     shell:
         "medpipe ingest --dicom-dir {params.root:q}/dicom-images-train --split train "
         "--dicom-dir {params.root:q}/dicom-images-test --split test --labels {input.labels:q} "
-        "--out {DATA:q} --size {params.size} --workers {threads} --salt {params.salt:q} --missing-labels {params.missing_labels} > {log:q} 2>&1"
+        "--out {DATA:q} --size {params.size} --workers {threads} --missing-labels {params.missing_labels} > {log:q} 2>&1"
 
 
 rule make_folds:

@@ -26,7 +26,7 @@ rule ingest_stage2:
     params:
         root=ROOT,
         size=SIZE,
-        salt=config["data"].get("salt", "medpipe"),
+        salt_digest=SALT_DIGEST,  # the salt itself reaches ingest as $MEDPIPE_SALT
         missing_labels=config["data"].get("missing_labels", "error"),
     log:
         f"{RUN}/logs/stage2/ingest.log",
@@ -37,7 +37,7 @@ rule ingest_stage2:
         "medpipe ingest --dicom-dir {params.root:q}/dicom-images-train --split train "
         "--dicom-dir {params.root:q}/dicom-images-test --split test "
         "--dicom-dir {params.root:q}/stage_2_images --split stage2_test --labels {input.labels:q} "
-        "--out {STAGE2_DATA:q} --size {params.size} --workers {threads} --salt {params.salt:q} --missing-labels {params.missing_labels} > {log:q} 2>&1"
+        "--out {STAGE2_DATA:q} --size {params.size} --workers {threads} --missing-labels {params.missing_labels} > {log:q} 2>&1"
 
 
 rule make_folds_stage2:
