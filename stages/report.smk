@@ -18,16 +18,18 @@ def report_inputs(wildcards):
         "cv": [f"{RUN}/stage{s}/cv.json" for s in stages],
         "thresholds": f"{REPORT_STAGE_DIR}/thresholds.json",
         "heatmap": f"{REPORT_STAGE_DIR}/thresholds.png",
-        "seg": [
-            f"{REPORT_STAGE_DIR}/segment/{m}/fold{f}/{n}"
-            for m in SEG_MODELS
-            for f in FOLDS
-            for n in ("oof.npz", "metrics.json", "log.csv")
-        ],
+        "seg": [f"{REPORT_STAGE_DIR}/segment/{m}/fold{f}/oof.npz" for m in SEG_MODELS for f in FOLDS],
         "gate": [
             f"{RUN}/stage{s}/gate/{m}/fold{f}/oof.csv" for s in stages for m in GATE_MODELS for f in FOLDS
-        ]
-        + [f"{REPORT_STAGE_DIR}/gate/{m}/fold{f}/{n}" for m in GATE_MODELS for f in FOLDS for n in ("metrics.json", "log.csv")],
+        ],
+        # Training logs live where the fold was trained: stage 1 for a model kept in stage 2.
+        "logs": [
+            str(checkpoint_for(config, RUN, STAGE, task, m, f).parent / n)
+            for task, models in (("segment", SEG_MODELS), ("gate", GATE_MODELS))
+            for m in models
+            for f in FOLDS
+            for n in ("metrics.json", "log.csv")
+        ],
     }
     if (config.get("fusion") or {}).get("enabled", False):
         inputs["fusion"] = [f"{REPORT_STAGE_DIR}/fusion/oof.csv", f"{REPORT_STAGE_DIR}/fusion/feature_importance.csv"]

@@ -67,6 +67,22 @@ class RunFiles:
 
         return fold_dirs(self.config, self.stage_dir(stage), task)
 
+    def training_dirs(self, task: str, stage: int | None = None) -> dict[str, list[Path]]:
+        """Where each model's folds were trained (``metrics.json``, ``log.csv``): a model kept in
+        stage 2 predicts into stage 2's folders but was trained, and logged, in stage 1's."""
+        from medpipe.stage2 import checkpoint_for
+
+        stage = self.stage if stage is None else stage
+        return {
+            model: [
+                checkpoint_for(
+                    self.config, self.run_dir, stage, task, model, int(d.name[4:])
+                ).parent
+                for d in dirs
+            ]
+            for model, dirs in self.fold_dirs(task, stage).items()
+        }
+
     def need(self, path: Path, what: str) -> Path:
         """``path`` if it exists, else :class:`Unavailable` naming it and the rule that makes it."""
         if not Path(path).exists():

@@ -31,7 +31,7 @@ def _task_label(task: str) -> str:
 def fold_table(run: RunFiles, task: str, stage: int | None = None) -> pd.DataFrame:
     """One row per model and fold from ``metrics.json``: the selected epoch and its scores."""
     rows = []
-    for model, dirs in run.fold_dirs(task, stage).items():
+    for model, dirs in run.training_dirs(task, stage).items():
         for d in dirs:
             path = d / "metrics.json"
             if not path.is_file():
@@ -214,7 +214,7 @@ def add_training_section(run: RunFiles, section: Section) -> None:
     """Learning curves per model (folds overlaid), the CV table and the ablation."""
     section.heading("Learning curves")
     for task in ("segment", "gate"):
-        for model, dirs in run.fold_dirs(task).items():
+        for model, dirs in run.training_dirs(task).items():
             guarded(section, _learning_curves, run, section, task, model, dirs)
     section.heading("Cross-validation")
     guarded(section, _cv_table, run, section)
