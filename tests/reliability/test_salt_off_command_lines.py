@@ -3,14 +3,12 @@ stores in .snakemake/ or shows in `ps`."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 
 from medpipe.cli import main
-from tests.e2e.conftest import REPO, TINY
+from tests.e2e.conftest import snakemake
 
 SALT = "Sea-Salt-7f3a9c"
 
@@ -18,29 +16,7 @@ SALT = "Sea-Salt-7f3a9c"
 def test_printed_ingest_commands_hold_no_salt(tmp_path: Path) -> None:
     overlay = tmp_path / "salt.yaml"
     overlay.write_text(f"data: {{salt: {SALT}}}\nstage: 2\n")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "submission",
-            "-n",
-            "-p",
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(tmp_path),
-            "--cores",
-            "2",
-            "--configfile",
-            str(REPO / "configs/default.yaml"),
-            str(TINY),
-            str(overlay),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = snakemake(tmp_path, "submission", "-n", "-p", configfiles=(overlay,))
     printed = proc.stdout + proc.stderr
     assert printed.count("medpipe ingest") == 2, printed[-3000:]  # stage 1 and stage 2 ingest
     assert SALT not in printed
