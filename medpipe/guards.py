@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medpipe.inference.ensemble import fold_index
+
 __all__ = [
     "LeakageError",
     "REDACTED",
@@ -134,7 +136,7 @@ def check_oof_folds(fold_dirs: Mapping[str, Iterable[str | Path]], folds: pd.Dat
     fold_of = folds.drop_duplicates("image_id").set_index(folds["image_id"].astype(str))["fold"]
     for model, dirs in fold_dirs.items():
         for d in map(Path, dirs):
-            fold = int(d.name.removeprefix("fold"))
+            fold = fold_index(d)
             path = next((d / n for n in ("oof.npz", "oof.csv") if (d / n).is_file()), None)
             if path is None:
                 continue  # a missing file is the loader's error to report

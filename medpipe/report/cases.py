@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from medpipe.inference.ensemble import fold_index
 from medpipe.report.figures import new_figure, tile_grid
 from medpipe.report.html import Section, figure_png
 from medpipe.report.run import RunFiles, Unavailable, guarded
@@ -62,7 +63,7 @@ def fold_predictions(run: RunFiles):
         dirs = {m: [d[k]] for m, d in seg.items()}
         for d in dirs.values():
             run.need(d[0] / "oof.npz", "OOF probabilities (rule predict_seg)")
-        i = int(next(iter(dirs.values()))[0].name.removeprefix("fold"))
+        i = fold_index(next(iter(dirs.values()))[0])
         ids, probs, _ = load_seg_probs(dirs, "oof", folds=folds)
         if not ids:
             continue

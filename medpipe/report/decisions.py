@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from medpipe.inference.ensemble import fold_index
 from medpipe.report.figures import new_figure
 from medpipe.report.html import Section, figure_png
 from medpipe.report.run import RunFiles, Unavailable, guarded
@@ -76,9 +77,7 @@ def oof_classifiers(run: RunFiles) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         parts = []
         for d in dirs:
             frame = run.read_csv(d / "oof.csv", f"gate {model} OOF (rule predict_gate)")
-            own = folds["fold"].reindex(frame["image_id"]).to_numpy() == int(
-                d.name.removeprefix("fold")
-            )
+            own = folds["fold"].reindex(frame["image_id"]).to_numpy() == fold_index(d)
             parts.append(frame.loc[own, ["image_id", "prob"]])
         series = pd.concat(parts).drop_duplicates("image_id").set_index("image_id")["prob"]
         scores[f"gate {model}"] = series.reindex(ids).to_numpy(dtype=np.float64)

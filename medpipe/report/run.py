@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from medpipe.inference.ensemble import fold_index
 from medpipe.io.atomic import atomic_path
 
 __all__ = ["Unavailable", "RunFiles", "guarded"]
@@ -75,9 +76,7 @@ class RunFiles:
         stage = self.stage if stage is None else stage
         return {
             model: [
-                checkpoint_for(
-                    self.config, self.run_dir, stage, task, model, int(d.name[4:])
-                ).parent
+                checkpoint_for(self.config, self.run_dir, stage, task, model, fold_index(d)).parent
                 for d in dirs
             ]
             for model, dirs in self.fold_dirs(task, stage).items()

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medpipe.inference.ensemble import fold_index
 from medpipe.report.figures import new_figure
 from medpipe.report.html import Section, figure_png
 from medpipe.report.run import RunFiles, Unavailable, guarded
@@ -42,7 +43,7 @@ def fold_table(run: RunFiles, task: str, stage: int | None = None) -> pd.DataFra
             rows.append(
                 {
                     "model": model,
-                    "fold": int(m.get("fold", d.name.removeprefix("fold"))),
+                    "fold": int(m.get("fold", fold_index(d))),
                     "monitor": monitor,
                     "best": m.get(monitor),
                     "best epoch": m.get("best_epoch"),
@@ -66,7 +67,7 @@ def gate_auc(run: RunFiles, model: str, stage: int | None = None) -> float | Non
         if not (d / "oof.csv").is_file():
             return None
         frame = pd.read_csv(d / "oof.csv", usecols=["image_id", "prob"], dtype={"image_id": str})
-        fold = int(d.name.removeprefix("fold"))
+        fold = fold_index(d)
         own = labels["fold"].reindex(frame["image_id"]).to_numpy() == fold
         parts.append(frame[own])
     if not parts:
