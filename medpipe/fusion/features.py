@@ -16,7 +16,6 @@ Test rows average their per-fold projections (fold model ``f``'s embedding throu
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import pandas as pd
 from scipy.linalg import orthogonal_procrustes
 from sklearn.decomposition import PCA
 
+from medpipe.inference.ensemble import fold_index
 from medpipe.thresholds import label_images
 
 __all__ = ["build_features", "seg_statistics", "AREA_LEVELS"]
@@ -74,15 +74,8 @@ def seg_statistics(prob: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _fold_dirs(dirs: Sequence[str | Path]) -> list[tuple[int, Path]]:
-    """(fold number, directory): the number from a ``fold<i>`` name, else the list position.
-
-    Same rule as :func:`medpipe.inference.ensemble.fold_index`, kept here so that this module
-    does not import the torch-based inference package.
-    """
-    pairs = []
-    for pos, d in enumerate(dirs):
-        match = re.fullmatch(r"fold(\d+)", Path(d).name)
-        pairs.append((int(match.group(1)) if match else pos, Path(d)))
+    """(fold number, directory): the number from a ``fold<i>`` name, else the list position."""
+    pairs = [(fold_index(d, pos), Path(d)) for pos, d in enumerate(dirs)]
     if len({f for f, _ in pairs}) != len(pairs):
         raise ValueError(f"features: fold directories repeat a fold: {[str(d) for _, d in pairs]}")
     return pairs
