@@ -25,6 +25,7 @@ __all__ = [
     "model_config",
     "stage_dir",
     "trained_folds",
+    "configfiles_as_typed",
     "write_yaml_atomic",
     "drop_removed_models",
 ]
@@ -134,6 +135,19 @@ def trained_folds(config: Mapping[str, Any]) -> list[int]:
             "the other folds' OOF rows); set fusion: {enabled: false} for a one-fold run"
         )
     return sorted({int(f) for f in chosen})
+
+
+def configfiles_as_typed(paths: Iterable[str | Path], repo: str | Path) -> list[str]:
+    """A run's ``--configfile`` paths as a user types them from the repository root (absolute
+    when outside it); the default config when none were given. REPRODUCE.md quotes them."""
+    root = Path(repo).resolve()
+    typed = []
+    for path in map(Path, paths):
+        try:
+            typed.append(path.resolve().relative_to(root).as_posix())
+        except ValueError:
+            typed.append(str(path))
+    return typed or ["configs/default.yaml"]
 
 
 def stage_dir(config: Mapping[str, Any], stage: int | None = None) -> Path:

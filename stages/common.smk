@@ -5,7 +5,7 @@ import os
 import sys
 
 import medpipe
-from medpipe.config import trained_folds, write_yaml_atomic
+from medpipe.config import configfiles_as_typed, trained_folds, write_yaml_atomic
 from medpipe.guards import redact_config
 from medpipe.resources import cpu_count
 from medpipe.stage2 import checkpoint_for
@@ -37,19 +37,8 @@ SALT_DIGEST = hashlib.sha256(os.environ["MEDPIPE_SALT"].encode()).hexdigest()[:1
 
 
 
-def _as_typed(path):
-    """A --configfile path as the user would type it from the repository root."""
-    path = Path(path)
-    try:
-        return path.relative_to(Path(workflow.basedir).resolve()).as_posix()
-    except ValueError:
-        return str(path)
-
-
 # What this run was started with, so REPRODUCE.md can give the exact command (not a guess).
-USER_CONFIGFILES = [_as_typed(p) for p in workflow.config_settings.configfiles] or [
-    "configs/default.yaml"
-]
+USER_CONFIGFILES = configfiles_as_typed(workflow.config_settings.configfiles, workflow.basedir)
 USER_CONFIG_ARGS = list(workflow.config_settings.config_args or [])
 
 # Slices that every training-like rule depends on.

@@ -71,3 +71,12 @@ def test_quick_plan_has_one_job_per_model_and_no_fusion(tmp_path):
     assert counts.get("train_seg") == 1 and counts.get("train_gate") == 1, proc.stdout
     assert counts.get("predict_seg") == 1, proc.stdout
     assert "fuse" not in counts and "features" not in counts, proc.stdout
+
+
+def test_configfiles_are_quoted_as_typed_from_the_repo(tmp_path):
+    from medpipe.config import configfiles_as_typed
+
+    outside = tmp_path / "mine.yaml"
+    typed = configfiles_as_typed([REPO / "configs/default.yaml", outside], REPO)
+    assert typed == ["configs/default.yaml", str(outside)]
+    assert configfiles_as_typed([], REPO) == ["configs/default.yaml"]
