@@ -56,6 +56,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         seed=args.seed,
         preview=args.preview,
         workers=_workers(args.workers),
+        conspicuity=args.conspicuity,
     )
     print(json.dumps(summary, indent=2, default=str))
     return 0
@@ -226,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preview", help="PNG contact sheet with the masks overlaid")
     p.add_argument("--workers", default="auto")
+    p.add_argument(
+        "--conspicuity",
+        type=float,
+        default=1.0,
+        help="how much darker a finding is drawn; 1.0 = SIIM-like subtlety at 1024², "
+        "2.0 keeps findings resolvable at a 128² cache",
+    )
 
     p = add(
         "ingest",

@@ -16,6 +16,7 @@ if SYNTH:
             ),
         params:
             synthetic=SYNTH,
+            conspicuity=SYNTH.get("conspicuity", 1.0),
         log:
             f"{RUN}/logs/synthesize.log",
         benchmark:
@@ -25,7 +26,8 @@ if SYNTH:
             "medpipe synth --out {ROOT:q} --n-train {params.synthetic[n_train]} "
             "--n-test {params.synthetic[n_test]} --n-stage2-test {params.synthetic[n_stage2_test]} "
             "--size {params.synthetic[size]} --seed {params.synthetic[seed]} "
-            "--preview {output.preview:q} --workers {threads} > {log:q} 2>&1"
+            "--conspicuity {params.conspicuity} --preview {output.preview:q} "
+            "--workers {threads} > {log:q} 2>&1"
 
 elif not Path(ROOT, "train-rle.csv").exists():
     problem = "does not hold the SIIM-ACR layout (no train-rle.csv there)"

@@ -142,6 +142,8 @@ class GateTask(Task):
         # Deep supervision by the coarse mask (models/gate.py) needs the masks in the batches.
         self.mask_aux_weight = float(self.cfg.get("mask_aux_weight", 0.0))
         self.needs_masks = self.mask_aux_weight > 0
+        # full-resolution masks (logit_from: mask) take the segmentation loss
+        self.pixel_loss = build_seg_loss(str(self.cfg.get("loss", "dice_bce")), {})
 
     def build_model(self) -> nn.Module:
         return build_gate(self.cfg)
@@ -150,8 +152,10 @@ class GateTask(Task):
         logit = outputs[0]
         loss = F.binary_cross_entropy_with_logits(logit.float(), batch["has_finding"])
         if len(outputs) > 2 and "mask" in batch:
-            cells = outputs[2].float()
-            target = F.adaptive_max_pool2d(batch["mask"].float(), cells.shape[-2:])
+            cells, mask = outputs[2].float(), batch["mask"].float()
+            if cells.shape[-2:] == mask.shape[-2:]:
+                return loss + self.mask_aux_weight * self.pixel_loss(cells, mask)
+            target = F.adaptive_max_pool2d(mask, cells.shape[-2:])
             loss = loss + self.mask_aux_weight * F.binary_cross_entropy_with_logits(cells, target)
         return loss
 

@@ -130,6 +130,25 @@ def test_finding_is_darker_and_has_no_lung_texture() -> None:
     assert texture[inside].mean() < 0.5 and texture[lung].mean() > 1.0
 
 
+def test_conspicuity_darkens_findings_and_changes_nothing_else() -> None:
+    """The default's knob: same labels, layout and films, only the finding drawn darker."""
+    plain = plan(n_train=120, n_test=10, seed=5)
+    dark = plan(n_train=120, n_test=10, seed=5, conspicuity=2.0)
+    assert [s.image_id for s in plain] == [s.image_id for s in dark]
+    assert [s.film.regions for s in plain] == [s.film.regions for s in dark]
+    for a, b in zip(plain, dark):
+        assert b.film.ptx_delta == pytest.approx(2.0 * a.film.ptx_delta)
+        assert replace(b.film, ptx_delta=a.film.ptx_delta) == a.film
+    spec = next(i for i, s in enumerate(plain) if s.positive)
+    image, mask = phantom.render(plain[spec].film, SIZE)
+    darker, mask2 = phantom.render(dark[spec].film, SIZE)
+    assert (mask == mask2).all()
+    assert darker[mask].mean() < image[mask].mean() - 3
+    assert (darker[~mask] == image[~mask]).mean() > 0.97
+    with pytest.raises(ValueError, match="conspicuity"):
+        plan(n_train=10, n_test=0, conspicuity=0.0)
+
+
 # ---------------------------------------------------------------- files
 
 

@@ -112,10 +112,18 @@ def test_rerun_of_finished_fold_keeps_its_weights(tmp_path: Path) -> None:
     assert metrics["epochs"] == 1
 
 
-def test_gate_run_selects_by_auc(tmp_path: Path) -> None:
+MASK_GATE = {
+    "logit_from": "mask",
+    "mask_aux_weight": 1.0,
+    "arch_kwargs": {"decoder_channels": [32, 16, 16, 8, 8]},
+}
+
+
+@pytest.mark.parametrize("head", [{}, MASK_GATE], ids=["pooled", "mask"])
+def test_gate_run_selects_by_auc(tmp_path: Path, head: dict) -> None:
     data_dir = write_data_dir(tmp_path / "data")
     metrics = train_fold(
-        "gate", "cls_r18", gate_config(), run_config(), data_dir, 1, tmp_path / "out"
+        "gate", "cls_r18", gate_config(**head), run_config(), data_dir, 1, tmp_path / "out"
     )
     for name in OUTPUTS:
         assert (tmp_path / "out" / name).is_file(), name
