@@ -379,7 +379,6 @@ def plot_heatmap(result: Mapping[str, Any], out_png: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     grid = result["grid"]
-    axes = grid["axes"]
     cube = np.asarray(grid["scores"], dtype=np.float64)
     a = grid["min_area"].index(result["min_area"])
     if result["mode"] == "fusion":
@@ -394,15 +393,22 @@ def plot_heatmap(result: Mapping[str, Any], out_png: str | Path) -> None:
     else:
         plane, ylabel, yvals = cube[None, :, a], "", [0.0]
     xvals = grid["pixel_threshold"]
-    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(xvals), 1.0 + 0.5 * len(yvals)))
+    # at least 7x4.5 inches, so that the title and the axis labels fit on the smallest grids
+    fig, ax = plt.subplots(
+        figsize=(max(7.0, 2.0 + 0.8 * len(xvals)), max(4.5, 1.8 + 0.55 * len(yvals)))
+    )
     image = ax.imshow(plane, origin="lower", aspect="auto", cmap="viridis")
     ax.set_xticks(range(len(xvals)), [f"{v:g}" for v in xvals])
     ax.set_yticks(range(len(yvals)), [f"{v:g}" for v in yvals])
     ax.set_xlabel("pixel_threshold")
     ax.set_ylabel(ylabel)
     if plane.size <= 400:
+        lo, hi = float(np.nanmin(plane)), float(np.nanmax(plane))
         for (i, j), v in np.ndenumerate(plane):
-            ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=7, color="w")
+            light = hi > lo and (v - lo) / (hi - lo) > 0.6  # viridis is light at the top
+            ax.text(
+                j, i, f"{v:.3f}", ha="center", va="center", fontsize=8, color="k" if light else "w"
+            )
     best_y = yvals.index(
         result["cls_threshold"]
         if result["mode"] == "fusion"
@@ -419,13 +425,14 @@ def plot_heatmap(result: Mapping[str, Any], out_png: str | Path) -> None:
         )
     )
     ax.set_title(
-        f"OOF competition dice, min_area {result['min_area']:g} (best {result['score']:.4f}, {axes[0]})",
+        f"OOF competition dice at min_area {result['min_area']:g}\n"
+        f"best {result['score']:.4f} (red box), {result['mode']} mode",
         fontsize=9,
     )
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
 
 

@@ -136,7 +136,7 @@ def test_conspicuity_darkens_findings_and_changes_nothing_else() -> None:
     dark = plan(n_train=120, n_test=10, seed=5, conspicuity=2.0)
     assert [s.image_id for s in plain] == [s.image_id for s in dark]
     assert [s.film.regions for s in plain] == [s.film.regions for s in dark]
-    for a, b in zip(plain, dark):
+    for a, b in zip(plain, dark, strict=True):
         assert b.film.ptx_delta == pytest.approx(2.0 * a.film.ptx_delta)
         assert replace(b.film, ptx_delta=a.film.ptx_delta) == a.film
     spec = next(i for i, s in enumerate(plain) if s.positive)
