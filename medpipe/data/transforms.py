@@ -114,6 +114,11 @@ class BatchAugment:
     image, made on the CPU from ``generator`` (so a seeded run repeats on any device); the pixel
     work is batched torch on the batch's device. Keys other than ``image``/``mask`` pass through.
 
+    Why not MONAI here: its random transforms draw and warp one sample at a time, which on a GPU
+    is a Python loop of small kernels per batch; the five operations the ``augment`` block names
+    are a single ``affine_grid``/``grid_sample`` plus elementwise maths when done per batch.
+    (kornia does this too, but would be a dependency for these five lines of maths.)
+
     Example:
         >>> aug = BatchAugment({"rotate_deg": 10, "hflip": True, "prob": 1.0})
         >>> batch = {"image": torch.rand(4, 1, 32, 32), "mask": torch.zeros(4, 1, 32, 32)}

@@ -89,7 +89,11 @@ def oof_classifiers(run: RunFiles) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 
 
 def calibration_bins(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
-    """Mean predicted probability against the observed positive rate, in equal-width bins."""
+    """Mean predicted probability against the observed positive rate, in equal-width bins.
+
+    Not ``sklearn.calibration.calibration_curve``: the plot also needs each bin's image count
+    (to size the markers and to show how little a sparse bin says), which it does not return.
+    """
     edges = np.linspace(0, 1, n_bins + 1)
     which = np.clip(np.digitize(p, edges[1:-1]), 0, n_bins - 1)
     rows = [
