@@ -20,7 +20,11 @@ stayed at chance there, pooled or 8x8 cells, even from a segmentation-trained en
 gate is an smp U-Net (``arch``, ``arch_kwargs`` as for segmentation models) supervised by the
 full-resolution mask (Dice + BCE, weight ``mask_aux_weight``), and its image logit is the mean
 of the top 0.1 % pixel logits, the soft form of "the brightest spot of the probability map"
-that SIIM winners classified by. The embedding is the pooled deepest encoder map. Either way
+that SIIM winners classified by. The embedding is the pooled deepest encoder map. Keep the
+image-label term light (``image_loss_weight: 0.1``): at 1.0 its gradient, concentrated on the
+top pixels of every negative film, out-pulls the Dice term and the gate stays near AUC 0.6;
+at 0.1 or 0 it reaches 0.94 on fold 0 of the default set, like the segmentation model's own
+maximum probability. Either way
 the gate at inference is an image classifier returning ``(logit, embedding)``.
 """
 

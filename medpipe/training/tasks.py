@@ -144,13 +144,16 @@ class GateTask(Task):
         self.needs_masks = self.mask_aux_weight > 0
         # full-resolution masks (logit_from: mask) take the segmentation loss
         self.pixel_loss = build_seg_loss(str(self.cfg.get("loss", "dice_bce")), {})
+        self.image_loss_weight = float(self.cfg.get("image_loss_weight", 1.0))
 
     def build_model(self) -> nn.Module:
         return build_gate(self.cfg)
 
     def loss(self, outputs: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         logit = outputs[0]
-        loss = F.binary_cross_entropy_with_logits(logit.float(), batch["has_finding"])
+        loss = self.image_loss_weight * F.binary_cross_entropy_with_logits(
+            logit.float(), batch["has_finding"]
+        )
         if len(outputs) > 2 and "mask" in batch:
             cells, mask = outputs[2].float(), batch["mask"].float()
             if cells.shape[-2:] == mask.shape[-2:]:

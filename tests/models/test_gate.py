@@ -119,3 +119,15 @@ def test_mask_gate_classifies_by_its_brightest_pixels() -> None:
     good = task.loss((torch.tensor([5.0, -5.0]), None, mask * 20 - 10), batch)
     bad = task.loss((torch.tensor([5.0, -5.0]), None, 10 - mask * 20), batch)
     assert good < 0.05 < 1.0 < bad
+
+
+def test_image_loss_weight_scales_the_image_term() -> None:
+    from medpipe.training.tasks import get_task
+
+    batch = {"has_finding": torch.tensor([1.0, 0.0]), "mask": torch.zeros(2, 1, 8, 8)}
+    logit = torch.tensor([-3.0, 3.0])  # both wrong
+    full = get_task("gate", {"encoder": "resnet18"}).loss((logit, None), batch)
+    light = get_task("gate", {"encoder": "resnet18", "image_loss_weight": 0.1}).loss(
+        (logit, None), batch
+    )
+    assert torch.isclose(light, 0.1 * full)
