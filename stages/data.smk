@@ -26,7 +26,7 @@ if SYNTH:
             "medpipe synth --out {ROOT:q} --n-train {params.synthetic[n_train]} "
             "--n-test {params.synthetic[n_test]} --n-stage2-test {params.synthetic[n_stage2_test]} "
             "--size {params.synthetic[size]} --seed {params.synthetic[seed]} "
-            "--conspicuity {params.conspicuity} --preview {output.preview:q} "
+            "--conspicuity {params.conspicuity:q} --preview {output.preview:q} "
             "--workers {threads} > {log:q} 2>&1"
 
 elif not Path(ROOT, "train-rle.csv").exists():
