@@ -39,7 +39,7 @@ import timm
 import torch
 from torch import nn
 
-from medpipe.models.segmentation import INPUT_MEAN, INPUT_STD
+from medpipe.models.segmentation import INPUT_MEAN, INPUT_STD, build_segmenter
 
 __all__ = ["Gate", "build_gate"]
 
@@ -96,18 +96,12 @@ class _TimmStages:
 
 
 class _UnetPooled(nn.Module):
-    """An smp segmentation model whose encoder also gives the pooled embedding features."""
+    """The segmentation model (``build_segmenter``, no aux head); its encoder gives the embedding."""
 
     def __init__(self, cfg: Mapping[str, Any], name: str, in_channels: int) -> None:
         super().__init__()
-        self.net = smp.create_model(
-            arch=str(cfg.get("arch", "Unet")),
-            encoder_name=name,
-            encoder_weights=cfg.get("encoder_weights"),
-            in_channels=in_channels,
-            classes=1,
-            **dict(cfg.get("arch_kwargs") or {}),
-        )
+        seg_cfg = {**cfg, "arch": cfg.get("arch", "Unet"), "encoder": name, "aux_head": False}
+        self.net = build_segmenter({**seg_cfg, "in_channels": in_channels}).net
         self.num_features = self.net.encoder.out_channels[-1]
 
     def forward_with_mask(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
