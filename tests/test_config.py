@@ -80,3 +80,32 @@ def test_configfiles_are_quoted_as_typed_from_the_repo(tmp_path):
     typed = configfiles_as_typed([REPO / "configs/default.yaml", outside], REPO)
     assert typed == ["configs/default.yaml", str(outside)]
     assert configfiles_as_typed([], REPO) == ["configs/default.yaml"]
+
+
+def test_synthesize_rule_passes_the_configured_conspicuity(tmp_path):
+    """The default's darker findings reach `medpipe synth` (a dropped flag would draw at 1.0)."""
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("data: {root: synth, synthetic: {conspicuity: 2.5}}\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "synthesize",
+            "-n",
+            "-p",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--cores",
+            "1",
+            "--configfile",
+            str(REPO / "configs/default.yaml"),
+            str(overlay),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "--conspicuity 2.5" in proc.stdout + proc.stderr
