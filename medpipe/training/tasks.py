@@ -142,8 +142,13 @@ class GateTask(Task):
         # Deep supervision by the coarse mask (models/gate.py) needs the masks in the batches.
         self.mask_aux_weight = float(self.cfg.get("mask_aux_weight", 0.0))
         self.needs_masks = self.mask_aux_weight > 0
-        # full-resolution masks (logit_from: mask) take the segmentation loss
-        self.pixel_loss = build_seg_loss(str(self.cfg.get("loss", "dice_bce")), {})
+        # logit_from: mask predicts a full-resolution mask: it takes the segmentation loss
+        # (same keys as a segmentation model); the coarse cells take BCE on the max-pooled mask.
+        self.pixel_loss = (
+            build_seg_loss(str(self.cfg.get("loss", "dice_bce")), self.cfg.get("loss_weights"))
+            if self.cfg.get("logit_from") == "mask"
+            else None
+        )
         self.image_loss_weight = float(self.cfg.get("image_loss_weight", 1.0))
 
     def build_model(self) -> nn.Module:
@@ -156,7 +161,7 @@ class GateTask(Task):
         )
         if len(outputs) > 2 and "mask" in batch:
             cells, mask = outputs[2].float(), batch["mask"].float()
-            if cells.shape[-2:] == mask.shape[-2:]:
+            if self.pixel_loss is not None:
                 return loss + self.mask_aux_weight * self.pixel_loss(cells, mask)
             target = F.adaptive_max_pool2d(mask, cells.shape[-2:])
             loss = loss + self.mask_aux_weight * F.binary_cross_entropy_with_logits(cells, target)
