@@ -9,6 +9,9 @@ follow for every ``min_area`` from per-component counts, and the classification 
 matrix product over the resulting per-image Dice table. Components are 8-connected within an
 image (never across images); :func:`apply_triplet` uses the same code, so the masks written for
 the test set are the ones the search scored.
+
+:func:`ablation` scores four rules (:data:`RULES`) and picks the submission's: the best nested-CV
+score, since each rule's own OOF best is optimistic by how much its grid can overfit.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ __all__ = [
     "search_triplet",
     "apply_triplet",
     "plot_heatmap",
+    "RULES",
+    "check_rule",
     "ablation",
 ]
 
@@ -43,6 +48,21 @@ _CHUNK_PIXELS = 1 << 24  # images per chunk so that labels (int32) stay near 64 
 _AXES = {
     "fusion": ["cls_threshold", "pixel_threshold", "min_area"],
     "area": ["top_score_threshold", "min_confident_area", "pixel_threshold", "min_area"],
+}
+
+
+# Simplest first: a tie goes to the earlier rule.
+RULES = ("seg_only", "seg_area", "seg_gate", "seg_gate_lgbm")
+_RULE_MODE = {
+    "seg_only": "seg_only",
+    "seg_area": "area",
+    "seg_gate": "fusion",
+    "seg_gate_lgbm": "fusion",
+}
+_P_FINDING_SOURCE = {"seg_gate": "gate", "seg_gate_lgbm": "fusion"}
+_RULE_NEEDS = {
+    "seg_gate": "a gate model's probability (gate.models is empty)",
+    "seg_gate_lgbm": "LightGBM's p(finding) (fusion.enabled is false)",
 }
 
 
@@ -382,7 +402,9 @@ def plot_heatmap(result: Mapping[str, Any], out_png: str | Path) -> None:
     cube = np.asarray(grid["scores"], dtype=np.float64)
     a = grid["min_area"].index(result["min_area"])
     if result["mode"] == "fusion":
-        plane, ylabel, yvals = cube[:, :, a], "cls_threshold", grid["cls_threshold"]
+        source = result.get("p_finding_source")
+        ylabel = f"cls_threshold on the {source} p(finding)" if source else "cls_threshold"
+        plane, yvals = cube[:, :, a], grid["cls_threshold"]
     elif result["mode"] == "area":
         ca = grid["min_confident_area"].index(result["min_confident_area"])
         plane, ylabel, yvals = (
@@ -426,7 +448,8 @@ def plot_heatmap(result: Mapping[str, Any], out_png: str | Path) -> None:
     )
     ax.set_title(
         f"OOF competition dice at min_area {result['min_area']:g}\n"
-        f"best {result['score']:.4f} (red box), {result['mode']} mode",
+        f"best {result['score']:.4f} (red box), "
+        + (f"rule {result['rule']}" if result.get("rule") else f"{result['mode']} mode"),
         fontsize=9,
     )
     fig.colorbar(image, ax=ax)
@@ -434,6 +457,47 @@ def plot_heatmap(result: Mapping[str, Any], out_png: str | Path) -> None:
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
+
+
+def check_rule(rule: str, *, gate: bool, fused: bool) -> None:
+    """Raise ``ValueError`` unless ``postprocess.rule`` is ``auto`` or a rule this run can score.
+
+    Args:
+        rule: ``auto`` or one of :data:`RULES`.
+        gate: whether there is a gate probability (``seg_gate``).
+        fused: whether there is LightGBM's p(finding) (``seg_gate_lgbm``).
+
+    Example:
+        >>> check_rule("seg_gate_lgbm", gate=True, fused=False)
+        Traceback (most recent call last):
+        ...
+        ValueError: postprocess.rule: seg_gate_lgbm needs LightGBM's p(finding) (fusion.enabled is false); use auto or one of seg_only, seg_area, seg_gate
+    """
+    if rule == "auto":
+        return
+    if rule not in RULES:
+        raise ValueError(
+            f"postprocess.rule: {rule!r} is not a rule; expected auto or one of {', '.join(RULES)}"
+        )
+    lacking = {"seg_gate": not gate, "seg_gate_lgbm": not fused}
+    available = [r for r in RULES if not lacking.get(r, False)]
+    if rule not in available:
+        raise ValueError(
+            f"postprocess.rule: {rule} needs {_RULE_NEEDS[rule]}; use auto or one of "
+            f"{', '.join(available)}"
+        )
+
+
+def _choose_rule(
+    names: list[str], oof: Mapping[str, float], nested: Mapping[str, float], rule: str
+) -> tuple[str, str]:
+    """``(rule, how)``: the forced rule, else the best nested score (the best OOF without folds)."""
+    if rule != "auto":
+        return rule, "config"
+    scores, how = (nested, "nested") if nested else (oof, "oof")
+    best = max(scores[n] for n in names)
+    # equal per-image scores summed in another order may differ in the last bits
+    return next(n for n in names if scores[n] >= best - 1e-12), how
 
 
 def ablation(
@@ -449,12 +513,15 @@ def ablation(
     folds: np.ndarray | None = None,
     top_grid: Sequence[float] | None = None,
     confident_area_grid: Sequence[float] | None = None,
+    rule: str = "auto",
 ) -> dict[str, Any]:
-    """OOF competition metric of each stage of the pipeline: what ``cv.json`` holds.
+    """OOF competition metric of each stage of the pipeline, and the submission's rule.
 
     Every variant gets its own best setting on the grids (scores are therefore optimistic);
     with ``folds`` each also gets a nested-CV score, the setting chosen on the other folds and
-    scored on the held-out one, which is the honest estimate.
+    scored on the held-out one, which is the honest estimate. The submission's rule is the
+    variant with the best nested score (best OOF score without ``folds``), ties going to the
+    simpler one (the order of :data:`RULES`), unless ``rule`` forces one.
 
     Args:
         prob: ``(N, S, S)`` blended OOF probabilities (the ensemble).
@@ -463,12 +530,16 @@ def ablation(
         p_fused: ``(N,)`` LightGBM OOF ``p_finding`` (the ``seg_gate_lgbm`` variant).
         model_probs: each segmentation model's own OOF probabilities (scored alone).
         folds: ``(N,)`` fold of each image, for the nested scores.
+        rule: ``postprocess.rule``: ``auto`` or one of :data:`RULES` (see :func:`check_rule`).
 
     Returns:
         ``{"n_images", "n_positive", "all_empty", "seg_only", "seg_area", ["seg_gate"],
-        ["seg_gate_lgbm"], "ensemble", "ensemble_rule", "models": {name: {"seg_only",
-        "seg_area"}}, "nested": {...same keys...}, "triplets": {variant: setting}}``;
-        ``ensemble`` is the score of the rule the submission uses (LightGBM, else gate, else area).
+        ["seg_gate_lgbm"], "ensemble", "ensemble_rule", "rule_choice", "models": {name:
+        {"seg_only", "seg_area"}}, "nested": {...same keys...}, "triplets": {variant: setting},
+        "decision"}``: ``ensemble`` is the OOF score of the submission's rule ``ensemble_rule``,
+        ``rule_choice`` says how it was chosen (``nested``, ``oof`` or ``config``), and
+        ``decision`` is its setting as :func:`search_triplet` returns it (with ``grid``, for
+        :func:`plot_heatmap`), plus ``rule``, ``p_finding_source`` and ``nested_score``.
 
     Example:
         >>> cv = ablation(prob, masks, cls_grid=[0.5], pixel_grid=[0.5], area_grid=[0],
@@ -491,6 +562,7 @@ def ablation(
     triplets: dict[str, Any] = {}
     if folds is not None and len(folds) != n:
         raise ValueError(f"ablation: folds has {len(folds)} values for {n} images")
+    check_rule(rule, gate=p_gate is not None, fused=p_fused is not None)
 
     def record(
         name: str, result: dict[str, Any], store: dict[str, Any], nested_store: dict[str, Any]
@@ -500,21 +572,31 @@ def ablation(
             nested_store[name] = result["nested_score"]
 
     tables = _tables(prob, truth, pixel_grid, area_grid, top)
-    variants = [("seg_only", "seg_only", None), ("seg_area", "area", None)]
+    p_of = {"seg_only": None, "seg_area": None}
     if p_gate is not None:
-        variants.append(("seg_gate", "fusion", _check_p(p_gate, n, "p_gate")))
+        p_of["seg_gate"] = _check_p(p_gate, n, "p_gate")
     if p_fused is not None:
-        variants.append(("seg_gate_lgbm", "fusion", _check_p(p_fused, n, "p_fused")))
-    for name, mode, p in variants:
-        result = _evaluate(tables, mode, p, cls, conf, folds)
-        record(name, result, out, nested)
+        p_of["seg_gate_lgbm"] = _check_p(p_fused, n, "p_fused")
+    results = {}
+    for name, p in p_of.items():
+        results[name] = _evaluate(tables, _RULE_MODE[name], p, cls, conf, folds)
+        record(name, results[name], out, nested)
         triplets[name] = {
-            k: v for k, v in result.items() if not k.startswith("_") and k != "nested_score"
+            k: v for k, v in results[name].items() if not k.startswith("_") and k != "nested_score"
         }
-    rule = variants[-1][0]
+    rule, out["rule_choice"] = _choose_rule(list(p_of), out, nested, rule)
     out["ensemble"], out["ensemble_rule"] = out[rule], rule
     if rule in nested:
         nested["ensemble"] = nested[rule]
+    grids = {
+        "cls_threshold": cls,
+        "top_score_threshold": top,
+        "min_confident_area": conf,
+        "pixel_threshold": tables.pixel_grid,
+        "min_area": tables.area_grid,
+    }
+    decision = {"rule": rule, **_public(results[rule], grids)}
+    decision["p_finding_source"] = _P_FINDING_SOURCE.get(rule)
     out["models"], nested["models"] = {}, {}
     for name, model_prob in (model_probs or {}).items():
         model_tables = _tables(model_prob, truth, pixel_grid, area_grid, top)
@@ -529,4 +611,5 @@ def ablation(
     if folds is not None:
         out["nested"] = nested
     out["triplets"] = triplets
+    out["decision"] = decision
     return out

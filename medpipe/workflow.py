@@ -15,7 +15,14 @@ import pandas as pd
 from medpipe.config import trained_folds
 from medpipe.io.atomic import atomic_write_csv, atomic_write_text
 
-__all__ = ["fold_dirs", "run_features", "run_fuse", "run_thresholds", "run_submit"]
+__all__ = [
+    "fold_dirs",
+    "finding_probabilities",
+    "run_features",
+    "run_fuse",
+    "run_thresholds",
+    "run_submit",
+]
 
 log = logging.getLogger(__name__)
 
@@ -100,20 +107,71 @@ def _fused(
     return values_for(ids, frame, "p_finding")
 
 
+def _gate_mean(
+    gate: Mapping[str, list[Path]], which: str, folds: pd.DataFrame | None
+) -> pd.DataFrame:
+    """``image_id, p_finding``: the gate models' mean probability (test: of each model's fold
+    mean, as the fusion features take it)."""
+    from medpipe.inference.ensemble import load_gate_probs
+
+    frame = load_gate_probs(gate, which, folds=folds)
+    return pd.DataFrame(
+        {"image_id": frame["image_id"], "p_finding": frame.drop(columns="image_id").mean(axis=1)}
+    )
+
+
+def finding_probabilities(
+    config: Mapping[str, Any],
+    stage_dir: str | Path,
+    decision: Mapping[str, Any],
+    which: str,
+    *,
+    folds: pd.DataFrame | None = None,
+) -> pd.DataFrame | None:
+    """``image_id, p_finding`` that the rule of ``thresholds.json`` thresholds, or None.
+
+    ``seg_gate`` thresholds the mean gate probability, ``seg_gate_lgbm`` LightGBM's; a
+    thresholds.json from before ``rule`` existed meant LightGBM's in mode ``fusion``.
+
+    Example:
+        >>> p = finding_probabilities(config, "runs/default/stage1", decision, "test")  # doctest: +SKIP
+    """
+    stage_dir = Path(stage_dir)
+    # as apply_triplet reads a file without mode: a cls_threshold means fusion
+    mode = decision.get("mode") or ("fusion" if decision.get("cls_threshold") is not None else "")
+    rule = decision.get("rule") or ("seg_gate_lgbm" if mode == "fusion" else None)
+    if rule == "seg_gate":
+        gate = fold_dirs(config, stage_dir, "gate")
+        if not gate:
+            raise ValueError(
+                f"{stage_dir / 'thresholds.json'}: rule seg_gate thresholds the gate probability, "
+                "but gate.models is empty: rerun the thresholds rule"
+            )
+        return _gate_mean(gate, which, folds)
+    if rule == "seg_gate_lgbm":
+        path = stage_dir / "fusion" / f"{which}.csv"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: LightGBM p(finding) not found, and rule seg_gate_lgbm in "
+                f"{stage_dir / 'thresholds.json'} thresholds it (rule fuse, fusion.enabled: true)"
+            )
+        return pd.read_csv(path, dtype={"image_id": str})
+    return None
+
+
 def run_thresholds(
     config: Mapping[str, Any], data_dir: str | Path, stage_dir: str | Path
 ) -> dict[str, Any]:
-    """Ensemble weights and the threshold triplet on OOF; writes thresholds.json, thresholds.png, cv.json."""
+    """Ensemble weights and the submission's rule on OOF; writes thresholds.json, thresholds.png, cv.json."""
     from medpipe.guards import check_training_data
     from medpipe.inference.ensemble import (
         blend,
-        load_gate_probs,
         load_seg_probs,
         load_truths,
         optimise_weights,
         values_for,
     )
-    from medpipe.thresholds import ablation, plot_heatmap, search_triplet
+    from medpipe.thresholds import ablation, check_rule, plot_heatmap
 
     data_dir, stage_dir = Path(data_dir), Path(stage_dir)
     post = config["postprocess"]
@@ -122,38 +180,48 @@ def run_thresholds(
         "pixel_grid": post["pixel_grid"],
         "area_grid": post["area_grid"],
     }
+    rule = post.get("rule") or "auto"
+    gate = fold_dirs(config, stage_dir, "gate")
+    fused = bool((config.get("fusion") or {}).get("enabled", False))
+    check_rule(rule, gate=bool(gate), fused=fused)  # before any loading: a config error
     folds = _read_folds(data_dir, config)
     seg = fold_dirs(config, stage_dir, "segment")
-    check_training_data(data_dir, seg, fold_dirs(config, stage_dir, "gate"))
+    check_training_data(data_dir, seg, gate)
     ids, probs, _ = load_seg_probs(seg, "oof", folds=folds)
     truths = load_truths(data_dir, ids, int(config["image_size"]))
     p_fused = _fused(stage_dir, "oof", ids, config)
+    p_gate = values_for(ids, _gate_mean(gate, "oof", folds), "p_finding") if gate else None
+    # The rule is chosen on the blend, so the weights come first (gated by LightGBM, if any).
     if post.get("optimise_weights", True) and len(probs) > 1:
         weights = optimise_weights(probs, truths, p_finding=p_fused)
     else:
         weights = {m: 1.0 / len(probs) for m in probs}
     prob = blend(probs, weights)
-    best = search_triplet(prob, truths, p_fused, **grids)
-    plot_heatmap(best, stage_dir / "thresholds.png")
-
-    p_gate = None
-    gate = fold_dirs(config, stage_dir, "gate")
-    if gate:
-        gate_oof = load_gate_probs(gate, "oof", folds=folds)
-        p_gate = values_for(
-            ids, gate_oof.assign(mean=gate_oof.drop(columns="image_id").mean(axis=1)), "mean"
-        )
     fold_of = values_for(ids, folds, "fold").astype(int)
     cv = ablation(
-        prob, truths, p_gate=p_gate, p_fused=p_fused, model_probs=probs, folds=fold_of, **grids
+        prob,
+        truths,
+        p_gate=p_gate,
+        p_fused=p_fused,
+        model_probs=probs,
+        folds=fold_of,
+        rule=rule,
+        **grids,
     )
+    best = cv.pop("decision")
+    plot_heatmap(best, stage_dir / "thresholds.png")
     cv["n_images"] = len(ids)
     cv["weights"] = weights
     decision = {k: v for k, v in best.items() if k != "grid"}
     decision["weights"] = weights
     atomic_write_text(_dumps(decision), stage_dir / "thresholds.json")
     atomic_write_text(_dumps(cv), stage_dir / "cv.json")
-    log.info("thresholds: %s", {k: decision[k] for k in decision if k != "weights"})
+    log.info(
+        "thresholds: rule %s (chosen by %s) %s",
+        decision["rule"],
+        cv["rule_choice"],
+        {k: decision[k] for k in decision if k not in ("weights", "rule")},
+    )
     return decision
 
 
@@ -165,7 +233,7 @@ def run_submit(
     out: str | Path,
 ) -> pd.DataFrame:
     """Blend the test predictions, apply the OOF-chosen rule, encode at DICOM size, validate."""
-    from medpipe.inference.ensemble import blend, load_seg_probs
+    from medpipe.inference.ensemble import blend, load_seg_probs, values_for
     from medpipe.postprocess import resize_mask
     from medpipe.submission import (
         expected_ids_from_dicom_dir,
@@ -178,7 +246,8 @@ def run_submit(
     decision = json.loads((stage_dir / "thresholds.json").read_text())
     ids, probs, _ = load_seg_probs(fold_dirs(config, stage_dir, "segment"), "test")
     prob = blend(probs, decision["weights"])
-    masks = apply_triplet(prob, _fused(stage_dir, "test", ids, config), decision)
+    p = finding_probabilities(config, stage_dir, decision, "test")
+    masks = apply_triplet(prob, None if p is None else values_for(ids, p, "p_finding"), decision)
 
     meta = (
         pd.read_csv(data_dir / "meta.csv", dtype={"image_id": str})

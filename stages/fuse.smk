@@ -15,7 +15,7 @@ rule features:
     input:
         unpack(training_inputs),
         fold_outputs,
-        code=code("fusion/features.py"),
+        code=code("fusion/features.py", "workflow.py"),
     output:
         f"{STAGE_DIR}/fusion/features.csv",
     params:
@@ -37,7 +37,7 @@ rule fuse:
     input:
         unpack(training_inputs),
         features=f"{STAGE_DIR}/fusion/features.csv",
-        code=code("fusion/lgbm.py"),
+        code=code("fusion/lgbm.py", "workflow.py"),
     output:
         oof=f"{STAGE_DIR}/fusion/oof.csv",
         test=f"{STAGE_DIR}/fusion/test.csv",

@@ -21,7 +21,7 @@ rule thresholds:
         unpack(fusion_inputs),
         seg=seg_oof,
         gate=gate_oof,
-        code=code("thresholds.py", "inference/ensemble.py", "postprocess.py"),
+        code=code("thresholds.py", "workflow.py", "inference/ensemble.py", "postprocess.py"),
     output:
         thresholds=report(f"{STAGE_DIR}/thresholds.json", category="Decisions", subcategory="stage {stage}"),
         cv=report(f"{STAGE_DIR}/cv.json", category="Decisions", subcategory="stage {stage}"),
@@ -64,7 +64,7 @@ rule submit:
         seg=seg_test,
         gate=gate_test,
         thresholds=f"{STAGE_DIR}/thresholds.json",
-        code=code("submission.py", "inference/ensemble.py", "postprocess.py"),
+        code=code("submission.py", "workflow.py", "inference/ensemble.py", "postprocess.py"),
     output:
         f"{STAGE_DIR}/submission.csv",
     params:

@@ -109,3 +109,12 @@ def test_synthesize_rule_passes_the_configured_conspicuity(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "--conspicuity 2.5" in proc.stdout + proc.stderr
+
+
+def test_postprocess_rule_is_auto_by_absence_and_checked_by_the_schema():
+    default = load_config(REPO / "configs/default.yaml")
+    assert default["postprocess"].get("rule", "auto") == "auto"
+    forced = load_config(REPO / "configs/default.yaml", {"postprocess": {"rule": "seg_gate"}})
+    assert forced["postprocess"]["rule"] == "seg_gate"
+    with pytest.raises(ConfigError, match="postprocess.rule"):
+        load_config(REPO / "configs/default.yaml", {"postprocess": {"rule": "lgbm"}})

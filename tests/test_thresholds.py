@@ -12,8 +12,10 @@ from skimage.morphology import remove_small_objects
 
 from medpipe.metrics import competition_dice, dice_per_image
 from medpipe.thresholds import (
+    RULES,
     ablation,
     apply_triplet,
+    check_rule,
     label_images,
     plot_heatmap,
     remove_small_components,
@@ -202,3 +204,109 @@ def test_component_images_do_not_rely_on_scipys_numbering(monkeypatch: pytest.Mo
     labels, sizes, image = label_images(masks)
     assert sizes.tolist() == expected[1][::-1].tolist() == [4, 1, 1]
     assert image.tolist() == [2, 0, 0] and expected[2].tolist() == [0, 0, 2]
+
+
+def _fold_shifted() -> dict:
+    """A LightGBM p that overfits the grid and a gate that does not, with two folds.
+
+    The fused p separates fold 0 at cls 0.5 and fold 1 only at 0.7, so its OOF best (0.5 for
+    all) beats the gate's, while a setting chosen on one fold fails the other. The gate lets 6
+    of the 10 negatives with a blob through, the same way in both folds.
+    """
+    prob, truth, p = _constructed()
+    n = len(p)
+    positive = np.arange(n) % 2 == 0
+    folds = (np.arange(n) // 4) % 2
+    fused = np.where(folds == 0, np.where(positive, 0.6, 0.4), np.where(positive, 0.8, 0.65))
+    gate = p.copy()
+    gate[np.flatnonzero(np.arange(n) % 4 == 1)[:6]] = 0.9
+    return dict(prob=prob, truth=truth, p_gate=gate, p_fused=fused, folds=folds)
+
+
+def test_the_rule_is_the_variant_with_the_best_nested_score() -> None:
+    data = _fold_shifted()
+    cv = ablation(**data, **GRIDS)
+    assert cv["seg_gate_lgbm"] > cv["seg_gate"]  # OOF alone would pick LightGBM
+    assert cv["nested"]["seg_gate"] > cv["nested"]["seg_gate_lgbm"]
+    assert cv["nested"]["seg_gate"] == max(cv["nested"][k] for k in RULES)
+    assert (cv["ensemble_rule"], cv["rule_choice"]) == ("seg_gate", "nested")
+    assert cv["ensemble"] == cv["seg_gate"] and cv["nested"]["ensemble"] == cv["nested"]["seg_gate"]
+    decision = cv["decision"]
+    assert (decision["rule"], decision["mode"], decision["p_finding_source"]) == (
+        "seg_gate",
+        "fusion",
+        "gate",
+    )
+    assert decision["score"] == cv["seg_gate"]
+    assert decision["nested_score"] == cv["nested"]["seg_gate"]
+    # the setting is the one search_triplet finds with the gate probability
+    searched = search_triplet(data["prob"], data["truth"], data["p_gate"], **GRIDS)
+    assert {k: decision[k] for k in searched} == searched
+    json.dumps(cv)
+
+    without_folds = ablation(**{**data, "folds": None}, **GRIDS)
+    assert (without_folds["ensemble_rule"], without_folds["rule_choice"]) == (
+        "seg_gate_lgbm",
+        "oof",
+    )
+
+
+@pytest.mark.parametrize(
+    ("informative", "noise", "expected"),
+    [("p_gate", "p_fused", "seg_gate"), ("p_fused", "p_gate", "seg_gate_lgbm")],
+)
+def test_the_informative_classifier_wins(informative, noise, expected) -> None:
+    prob, truth, p = _constructed()
+    rng = np.random.default_rng(1)
+    cv = ablation(
+        prob,
+        truth,
+        folds=(np.arange(len(p)) // 4) % 4,
+        **{informative: p, noise: rng.uniform(0, 1, len(p))},
+        **GRIDS,
+    )
+    assert cv["ensemble_rule"] == expected
+    assert cv["decision"]["cls_threshold"] == 0.5
+    assert cv["decision"]["p_finding_source"] == {"seg_gate": "gate"}.get(expected, "fusion")
+
+
+def test_ties_go_to_the_simpler_rule() -> None:
+    prob, truth, p = _constructed()
+    folds = (np.arange(len(p)) // 4) % 4  # every fold holds each kind of image
+    # without negatives that carry a blob, no classifier can add anything
+    clean = np.arange(len(p)) % 4 != 1
+    cv = ablation(
+        prob[clean], truth[clean], p_gate=p[clean], p_fused=p[clean], folds=folds[clean], **GRIDS
+    )
+    assert all(cv["nested"][k] == pytest.approx(1.0) for k in RULES)
+    assert cv["ensemble_rule"] == "seg_only" and cv["decision"]["cls_threshold"] is None
+    # a gate and LightGBM that are equally perfect: the gate, the simpler of the two
+    cv = ablation(prob, truth, p_gate=p, p_fused=p.copy(), folds=folds, **GRIDS)
+    assert cv["nested"]["seg_gate"] == cv["nested"]["seg_gate_lgbm"] == pytest.approx(1.0)
+    assert cv["ensemble_rule"] == "seg_gate"
+
+
+def test_the_config_can_force_a_rule(tmp_path) -> None:
+    data = _fold_shifted()
+    for rule in RULES:
+        cv = ablation(**data, rule=rule, **GRIDS)
+        assert (cv["ensemble_rule"], cv["rule_choice"]) == (rule, "config")
+        assert cv["ensemble"] == cv[rule] and cv["decision"]["rule"] == rule
+        plot_heatmap(cv["decision"], tmp_path / f"{rule}.png")
+        assert (tmp_path / f"{rule}.png").read_bytes()[:4] == b"\x89PNG"
+    area = ablation(**data, rule="seg_area", **GRIDS)["decision"]
+    searched = search_triplet(data["prob"], data["truth"], None, **GRIDS)
+    assert {k: area[k] for k in searched} == searched
+    masks = apply_triplet(data["prob"], None, area)
+    assert competition_dice(masks, data["truth"]) == pytest.approx(area["score"])
+
+
+def test_forcing_a_rule_the_run_cannot_score_says_what_is_missing() -> None:
+    data = _fold_shifted()
+    with pytest.raises(ValueError, match=r"postprocess.rule: seg_gate_lgbm needs .*fusion.enabled"):
+        ablation(**{**data, "p_fused": None}, rule="seg_gate_lgbm", **GRIDS)
+    with pytest.raises(ValueError, match=r"postprocess.rule: seg_gate needs .*gate.models"):
+        ablation(**{**data, "p_gate": None}, rule="seg_gate", **GRIDS)
+    with pytest.raises(ValueError, match=r"postprocess.rule: 'lgbm' is not a rule"):
+        check_rule("lgbm", gate=True, fused=True)
+    check_rule("auto", gate=False, fused=False)

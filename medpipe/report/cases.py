@@ -49,12 +49,11 @@ def fold_predictions(run: RunFiles):
     from medpipe.inference.ensemble import blend, load_seg_probs, load_truths, values_for
     from medpipe.metrics import dice_per_image
     from medpipe.thresholds import apply_triplet
+    from medpipe.workflow import finding_probabilities
 
     decision = run.read_json(run.stage_dir() / "thresholds.json", "the decision (rule thresholds)")
     folds = run.read_csv(run.data_dir / "folds.csv", "the training pool (rule make_folds)")
-    fused = None
-    if decision.get("mode") == "fusion":
-        fused = run.read_csv(run.stage_dir() / "fusion" / "oof.csv", "LightGBM OOF (rule fuse)")
+    found = finding_probabilities(run.config, run.stage_dir(), decision, "oof", folds=folds)
     seg = run.fold_dirs("segment")
     if not seg:
         raise Unavailable("no segmentation model in the config")
@@ -69,7 +68,7 @@ def fold_predictions(run: RunFiles):
             continue
         weights = decision.get("weights") or {m: 1.0 for m in probs}
         prob = blend(probs, {m: w for m, w in weights.items() if m in probs})
-        p = values_for(ids, fused, "p_finding") if fused is not None else None
+        p = values_for(ids, found, "p_finding") if found is not None else None
         pred = apply_triplet(prob, p, decision)
         truth = load_truths(run.data_dir, ids, run.size).astype(bool)
         pred_area = pred.reshape(len(ids), -1).sum(axis=1)

@@ -15,13 +15,16 @@ from medpipe.report.run import RunFiles, Unavailable, guarded
 __all__ = ["oof_classifiers", "calibration_bins", "add_decisions_section"]
 
 _DECISION_KEYS = (
+    "rule",
     "mode",
+    "p_finding_source",
     "cls_threshold",
     "top_score_threshold",
     "min_confident_area",
     "pixel_threshold",
     "min_area",
     "score",
+    "nested_score",
 )
 
 

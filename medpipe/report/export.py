@@ -28,17 +28,14 @@ log = logging.getLogger(__name__)
 def _test_predictions(run: RunFiles) -> Iterator[tuple[list[str], np.ndarray, np.ndarray, None]]:
     from medpipe.inference.ensemble import blend, load_seg_probs, values_for
     from medpipe.thresholds import apply_triplet
+    from medpipe.workflow import finding_probabilities
 
     decision = run.read_json(run.stage_dir() / "thresholds.json", "the decision (rule thresholds)")
     ids, probs, _ = load_seg_probs(run.fold_dirs("segment"), "test")
     weights = decision.get("weights") or {m: 1.0 for m in probs}
     prob = blend(probs, {m: w for m, w in weights.items() if m in probs})
-    p = None
-    if decision.get("mode") == "fusion":
-        fused = run.read_csv(
-            run.stage_dir() / "fusion" / "test.csv", "LightGBM test p(finding) (rule fuse)"
-        )
-        p = values_for(ids, fused, "p_finding")
+    found = finding_probabilities(run.config, run.stage_dir(), decision, "test")
+    p = None if found is None else values_for(ids, found, "p_finding")
     yield ids, prob, apply_triplet(prob, p, decision), None
 
 

@@ -80,3 +80,32 @@ def test_export_masks_command(fake_run, tmp_path, capsys):
     assert rc == 0
     assert len(pd.read_csv(out / "index.csv")) == 2
     assert "export-masks: 2 images" in capsys.readouterr().out
+
+
+def test_a_seg_gate_rule_thresholds_the_gate_probability_oof_and_test(fake_run, tmp_path):
+    config, run_dir = fake_run
+    stage = run_dir / "stage1"
+    decision = json.loads((stage / "thresholds.json").read_text())
+
+    def predicted(which: str, ids=None) -> pd.Series:
+        out = tmp_path / f"{which}{len(list(tmp_path.iterdir()))}"
+        index = export_masks(
+            config, run_dir, which, out, image_ids=ids, progress=False, with_image=False
+        )
+        return index.set_index("image_id")["predicted_pixels"]
+
+    assert predicted("oof", ["1.2.3.1"]).item() > 0  # LightGBM's 0.8 lets the false positive in
+    decision.update(rule="seg_gate", cls_threshold=0.5)
+    (stage / "thresholds.json").write_text(json.dumps(decision))
+    assert predicted("oof", ["1.2.3.1"]).item() == 0  # its gate OOF p is below 0.4
+
+    gate_test = np.array([[0.9, 0.2, 0.6, 0.1, 0.5, 0.5], [0.9, 0.2, 0.4, 0.1, 0.5, 0.3]])
+    for f, probs in enumerate(gate_test):
+        pd.DataFrame({"image_id": [f"9.8.7.{i}" for i in range(N_TEST)], "prob": probs}).to_csv(
+            stage / "gate" / "cls" / f"fold{f}" / "test.csv", index=False
+        )
+    decision["pixel_threshold"] = 0.05  # test probabilities are 0.1: a kept image is all mask
+    (stage / "thresholds.json").write_text(json.dumps(decision))
+    kept = predicted("test") > 0
+    # the fold mean against 0.5, not LightGBM's 0.7 (which keeps every image)
+    assert kept.tolist() == (gate_test.mean(axis=0) >= 0.5).tolist() == [1, 0, 1, 0, 1, 0]

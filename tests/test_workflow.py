@@ -1,0 +1,118 @@
+"""The decision rules end to end on a fabricated stage: thresholds.json's rule reaches the submission."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medpipe.workflow import run_submit, run_thresholds
+from tests.report.fake_run import make_run
+
+TEST_IDS = [f"9.8.7.{i}" for i in range(6)]
+# Gate test probabilities per model and fold. Image 1 is kept by cls alone (fold mean 0.5) but
+# not by the model mean (0.4); LightGBM's test p_finding is 0.7 everywhere (fake_run).
+GATE_TEST = {
+    "cls": [[0.9, 0.9, 0.1, 0.8, 0.3, 0.6], [0.9, 0.1, 0.1, 0.8, 0.3, 0.6]],
+    "cls2": [[0.7, 0.3, 0.2, 0.9, 0.6, 0.1], [0.7, 0.3, 0.2, 0.9, 0.6, 0.1]],
+}
+
+
+@pytest.fixture()
+def stage(tmp_path):
+    """``(config, run_dir)``: fake_run with a second gate model and every gate's test.csv."""
+    config, run = make_run(tmp_path)
+    config = copy.deepcopy(config)
+    config["gate"]["models"]["cls2"] = dict(config["gate"]["models"]["cls"])
+    for model, folds in GATE_TEST.items():
+        for f, probs in enumerate(folds):
+            d = run / "stage1" / "gate" / model / f"fold{f}"
+            if model == "cls2":
+                d.mkdir(parents=True)
+                oof = pd.read_csv(run / "stage1" / "gate" / "cls" / f"fold{f}" / "oof.csv")
+                oof.assign(prob=1 - oof["prob"]).to_csv(d / "oof.csv", index=False)
+            pd.DataFrame({"image_id": TEST_IDS, "prob": probs}).to_csv(d / "test.csv", index=False)
+    return config, run
+
+
+def _submit(config, run, tmp_path) -> pd.Series:
+    out = tmp_path / "submission.csv"
+    run_submit(config, run / "data", run / "stage1", None, out)
+    frame = pd.read_csv(out, dtype=str).set_index("ImageId")["EncodedPixels"]
+    return frame.str.strip() != "-1"
+
+
+def _decision(run, **setting) -> None:
+    decision = {"pixel_threshold": 0.05, "min_area": 0, "weights": {"unet": 1.0}, **setting}
+    (run / "stage1" / "thresholds.json").write_text(json.dumps(decision))
+
+
+def test_submit_thresholds_the_mean_gate_probability_under_seg_gate(stage, tmp_path):
+    config, run = stage
+    # test probabilities are 0.1 everywhere: pixel 0.05 fills every image the rule keeps
+    _decision(run, rule="seg_gate", mode="fusion", cls_threshold=0.5)
+    kept = _submit(config, run, tmp_path)
+    p_gate = np.mean([np.mean(folds, axis=0) for folds in GATE_TEST.values()], axis=0)
+    assert p_gate[1] < 0.5 <= np.mean(GATE_TEST["cls"], axis=0)[1]
+    assert kept.loc[TEST_IDS].tolist() == (p_gate >= 0.5).tolist()
+    assert 0 < kept.sum() < len(TEST_IDS)  # neither LightGBM's 0.7 nor no gate at all
+
+
+def test_submit_reads_a_thresholds_json_without_rule_as_before(stage, tmp_path):
+    config, run = stage
+    _decision(run, mode="fusion", cls_threshold=0.8)  # LightGBM's 0.7: every image empty
+    assert not _submit(config, run, tmp_path).any()
+    _decision(run, mode="fusion", cls_threshold=0.6)
+    assert _submit(config, run, tmp_path).all()
+    _decision(run, rule="seg_only", mode="seg_only", cls_threshold=None)
+    assert _submit(config, run, tmp_path).all()
+
+
+def test_thresholds_picks_the_best_nested_rule_and_writes_its_setting(stage):
+    config, run = stage
+    decision = run_thresholds(config, run / "data", run / "stage1")
+    cv = json.loads((run / "stage1" / "cv.json").read_text())
+    written = json.loads((run / "stage1" / "thresholds.json").read_text())
+    assert written == json.loads(json.dumps(decision))
+    rules = [r for r in ("seg_only", "seg_area", "seg_gate", "seg_gate_lgbm") if r in cv]
+    assert len(rules) == 4 and "decision" not in cv
+    nested = [cv["nested"][r] for r in rules]
+    assert written["rule"] == cv["ensemble_rule"] == rules[int(np.argmax(nested))]
+    assert cv["rule_choice"] == "nested"
+    assert written["score"] == cv["ensemble"] == cv[written["rule"]]
+    assert written["nested_score"] == cv["nested"]["ensemble"] == max(nested)
+    assert written["p_finding_source"] == {"seg_gate": "gate", "seg_gate_lgbm": "fusion"}.get(
+        written["rule"]
+    )
+    assert (run / "stage1" / "thresholds.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_forced_seg_gate_rule_reaches_the_submission(stage, tmp_path):
+    config, run = stage
+    config["postprocess"]["rule"] = "seg_gate"
+    decision = run_thresholds(config, run / "data", run / "stage1")
+    cv = json.loads((run / "stage1" / "cv.json").read_text())
+    assert (decision["rule"], decision["mode"], decision["p_finding_source"]) == (
+        "seg_gate",
+        "fusion",
+        "gate",
+    )
+    assert (cv["ensemble_rule"], cv["rule_choice"]) == ("seg_gate", "config")
+    assert decision["cls_threshold"] is not None
+    _submit(config, run, tmp_path)  # finds the gate test.csv files (None would raise)
+
+
+def test_forcing_an_unavailable_rule_fails_before_any_work(stage):
+    config, run = stage
+    config["fusion"]["enabled"] = False
+    config["postprocess"]["rule"] = "seg_gate_lgbm"
+    with pytest.raises(ValueError, match=r"postprocess.rule: seg_gate_lgbm needs .*fusion.enabled"):
+        run_thresholds(config, run / "data", run / "stage1")
+    config["gate"]["models"] = {}
+    config["postprocess"]["rule"] = "seg_gate"
+    with pytest.raises(ValueError, match=r"postprocess.rule: seg_gate needs .*gate.models"):
+        run_thresholds(config, run / "data", run / "stage1")
+    assert "rule_choice" not in json.loads((run / "stage1" / "cv.json").read_text())
