@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = train_step.model_config("segment", args.config, args.model)
     task = get_task("segment", cfg)
     workers = resolve_num_workers(
-        {"num_workers": args.workers if args.workers == "auto" else int(args.workers)}
+        {"num_workers": args.workers if args.workers == "auto" else int(args.workers)},
+        "gpu" if cuda else "cpu",
     )
     if args.ckpt_dir:
         paths = sorted(args.ckpt_dir.glob("fold*/model.ckpt"))[: args.folds]

@@ -33,10 +33,9 @@ import pandas as pd
 import torch
 import yaml
 
-from medpipe.data.dataset import PositiveFractionSampler, XrayDataset, training_rows
+from medpipe.data.dataset import PositiveFractionSampler, XrayDataset, make_loader, training_rows
 from medpipe.data.transforms import BatchAugment, build_train_transforms
 from medpipe.io.atomic import atomic_write_text
-from medpipe.training.fit import make_loader
 from medpipe.training.module import FoldModule
 from medpipe.training.runtime import resolve_num_workers
 
@@ -168,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     cuda = device.type == "cuda"
     cfg = model_config(args.task, args.config, args.model)
     workers = resolve_num_workers(
-        {"num_workers": args.workers if args.workers == "auto" else int(args.workers)}
+        {"num_workers": args.workers if args.workers == "auto" else int(args.workers)},
+        "gpu" if cuda else "cpu",
     )
     performance = {"channels_last": args.channels_last, "compile": args.compile}
     module = FoldModule(args.task, cfg, seed=0, image_size=args.size, performance=performance)

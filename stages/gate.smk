@@ -38,7 +38,7 @@ rule predict_gate:
     input:
         unpack(training_inputs),
         ckpt=lambda w: str(checkpoint_for(config, RUN, int(w.stage), "gate", w.model, int(w.fold))),
-        code=code("inference/predict.py", "inference/tta.py"),
+        code=code("inference/predict.py", "inference/tta.py", "data/dataset.py"),
     output:
         oof=f"{GATE_FOLD}/oof.csv",
         test=f"{GATE_FOLD}/test.csv",

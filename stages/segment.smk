@@ -38,7 +38,7 @@ rule predict_seg:
     input:
         unpack(training_inputs),
         ckpt=lambda w: str(checkpoint_for(config, RUN, int(w.stage), "segment", w.model, int(w.fold))),
-        code=code("inference/predict.py", "inference/tta.py"),
+        code=code("inference/predict.py", "inference/tta.py", "data/dataset.py"),
     output:
         oof=f"{SEG_FOLD}/oof.npz",
         test=f"{SEG_FOLD}/test.npz",

@@ -18,10 +18,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medpipe.data.dataset import XrayDataset, fold_rows, split_rows
+from medpipe.data.dataset import XrayDataset, fold_rows, make_loader, split_rows
 from medpipe.inference.tta import hflip_tta
 from medpipe.io.atomic import atomic_path, atomic_write_csv
-from medpipe.training.fit import make_loader
 from medpipe.training.runtime import (
     resolve_accelerator,
     resolve_num_workers,
@@ -170,7 +169,7 @@ def predict_fold(
             batch_size=int(model_cfg.get("batch_size", 16)),
             device=device,
             precision=precision,
-            num_workers=resolve_num_workers(run_cfg),
+            num_workers=resolve_num_workers(run_cfg, "gpu" if device.type == "cuda" else "cpu"),
             hflip=bool(model_cfg.get("tta_hflip", False)),
         )
         _write(spec, name, rows["image_id"].astype(str).to_numpy(), results, out_dir)

@@ -1,9 +1,26 @@
-"""Training: one Lightning module shared by segmentation and the gate, and ``train_fold``."""
+"""Training: one Lightning module shared by segmentation and the gate, and ``train_fold``.
+
+The names load on first use (PEP 562): ``medpipe predict`` imports ``medpipe.training.runtime``
+and the tasks, and must not pay Lightning's import (seconds per job) for a module it never runs.
+"""
 
 from __future__ import annotations
 
-from medpipe.training.fit import train_fold
-from medpipe.training.module import FoldModule
-from medpipe.training.tasks import GateTask, SegmentationTask, get_task
+import importlib
+from typing import Any
 
 __all__ = ["FoldModule", "GateTask", "SegmentationTask", "get_task", "train_fold"]
+
+_HOME = {
+    "train_fold": "medpipe.training.fit",
+    "FoldModule": "medpipe.training.module",
+    "GateTask": "medpipe.training.tasks",
+    "SegmentationTask": "medpipe.training.tasks",
+    "get_task": "medpipe.training.tasks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOME[name]), name)

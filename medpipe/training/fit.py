@@ -18,14 +18,13 @@ import torch
 from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger
-from torch.utils.data import DataLoader
 
 from medpipe.data.dataset import (
-    LOADER_TIMEOUT_S,
     PositiveFractionSampler,
     XrayDataset,
     explain_worker_death,
     fold_rows,
+    make_loader,
 )
 from medpipe.data.transforms import build_train_transforms
 from medpipe.io.atomic import atomic_write_text, remove_stale_temps
@@ -40,36 +39,7 @@ from medpipe.training.runtime import (
 from medpipe.training.schedule import cycle_ends
 from medpipe.training.tasks import get_task
 
-__all__ = ["train_fold", "make_loader", "summarise"]
-
-
-def make_loader(
-    dataset: XrayDataset,
-    batch_size: int,
-    *,
-    num_workers: int,
-    cuda: bool,
-    sampler: Any = None,
-    drop_last: bool = False,
-) -> DataLoader:
-    """A DataLoader with the pipeline's settings.
-
-    Pinned memory on CUDA (asynchronous host-to-device copies) and persistent workers (no
-    worker start-up, and no re-mapping of the cache, every epoch). Workers share the uint8
-    cache through the page cache: the dataset pickles without its memory maps and each worker
-    maps the file itself, so nothing is copied per worker.
-    """
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        shuffle=False,
-        num_workers=num_workers,
-        pin_memory=cuda,
-        persistent_workers=num_workers > 0,
-        drop_last=drop_last,
-        timeout=LOADER_TIMEOUT_S if num_workers > 0 else 0,  # a hung worker fails, never hangs
-    )
+__all__ = ["train_fold", "summarise"]
 
 
 def _loggers(
@@ -260,7 +230,7 @@ def train_fold(
     accelerator = resolve_accelerator(run_cfg)
     precision = resolve_precision(run_cfg, accelerator)
     cuda = accelerator == "gpu"
-    workers = resolve_num_workers(run_cfg)
+    workers = resolve_num_workers(run_cfg, accelerator)
     trainer_cfg = dict(run_cfg.get("trainer") or {})
     devices = trainer_cfg.get("devices", 1)
     if run_cfg.get("num_workers", "auto") in (None, "auto") and isinstance(devices, int):

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-from monai.losses import DiceFocalLoss, DiceLoss
 from torch import nn
 
-__all__ = ["WeightedSum", "build_seg_loss", "SEG_LOSSES"]
+__all__ = ["WeightedSum", "build_seg_loss", "check_seg_loss", "SEG_LOSSES"]
 
 SEG_LOSSES = ("dice_bce", "dicefocal_bce", "dice", "bce")
 
@@ -42,6 +41,9 @@ def build_seg_loss(
         >>> float(loss(torch.zeros(2, 1, 8, 8), torch.zeros(2, 1, 8, 8))) > 0
         True
     """
+    check_seg_loss(name)
+    from monai.losses import DiceFocalLoss, DiceLoss  # seconds to import: only when training
+
     w = {"dice": 1.0, "bce": 1.0, "focal": 1.0, **dict(weights or {})}
     terms: dict[str, tuple[float, nn.Module]] = {}
     if name == "dice_bce":
@@ -55,8 +57,13 @@ def build_seg_loss(
         terms["bce"] = (w["bce"], nn.BCEWithLogitsLoss())
     elif name == "dice":
         terms["dice"] = (w["dice"], DiceLoss(sigmoid=True, batch=True))
-    elif name == "bce":
+    else:  # "bce"
         terms["bce"] = (w["bce"], nn.BCEWithLogitsLoss())
-    else:
-        raise ValueError(f"segmentation loss {name!r}: expected one of {SEG_LOSSES}")
     return WeightedSum(terms)
+
+
+def check_seg_loss(name: str) -> str:
+    """``name`` if it is a known segmentation loss, else a ValueError that lists them."""
+    if name not in SEG_LOSSES:
+        raise ValueError(f"segmentation loss {name!r}: expected one of {SEG_LOSSES}")
+    return name

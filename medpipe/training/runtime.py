@@ -27,6 +27,8 @@ PERFORMANCE_DEFAULTS = {"channels_last": False, "compile": False, "augment_on": 
 
 # A data-loader worker costs roughly this much resident memory (a torch import plus buffers).
 _WORKER_GIB = 0.75
+# At most this many cores and no GPU: no loader workers (see resolve_num_workers).
+_CPU_INLINE_CORES = 2
 
 
 def resolve_accelerator(run_cfg: Mapping[str, Any]) -> str:
@@ -62,8 +64,13 @@ def resolve_precision(run_cfg: Mapping[str, Any], accelerator: str) -> str:
     return str(precision)
 
 
-def resolve_num_workers(run_cfg: Mapping[str, Any]) -> int:
-    """``num_workers: auto`` → min(cores - 1, 8), fewer when available memory is short."""
+def resolve_num_workers(run_cfg: Mapping[str, Any], accelerator: str = "gpu") -> int:
+    """``num_workers: auto`` → min(cores - 1, 8), fewer when available memory is short.
+
+    On a CPU with two cores or fewer, ``auto`` is 0: a worker process then competes with the
+    model's own threads for the same cores, and loading in the training process is faster
+    (bench/train_step.py, 2 cores, 128² batch 16: resnet18 U-Net 16.6 vs 14.0 images/s).
+    """
     value = run_cfg.get("num_workers", "auto")
     if value not in (None, "auto"):
         workers = int(value)
@@ -73,6 +80,8 @@ def resolve_num_workers(run_cfg: Mapping[str, Any]) -> int:
     cores = (
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     )
+    if accelerator == "cpu" and cores <= _CPU_INLINE_CORES:
+        return 0
     available_gib = psutil.virtual_memory().available / 2**30
     by_memory = int(max(available_gib - 2.0, 0.0) / _WORKER_GIB)
     return max(0, min(cores - 1, 8, by_memory))

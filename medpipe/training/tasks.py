@@ -6,6 +6,7 @@ Everything else (optimiser, schedule, logging, checkpoint selection) lives once 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,7 +18,7 @@ from torch import nn
 
 from medpipe.metrics import dice_per_image
 from medpipe.models import build_gate, build_segmenter
-from medpipe.training.losses import build_seg_loss
+from medpipe.training.losses import build_seg_loss, check_seg_loss
 
 __all__ = ["Task", "SegmentationTask", "GateTask", "get_task", "TASKS"]
 
@@ -75,8 +76,14 @@ class SegmentationTask(Task):
         super().__init__(cfg)
         weights = dict(self.cfg.get("loss_weights") or {})
         self.aux_weight = float(weights.pop("aux", 0.5))
-        self.mask_loss = build_seg_loss(str(self.cfg.get("loss", "dice_bce")), weights)
+        self.loss_weights = weights
+        check_seg_loss(str(self.cfg.get("loss", "dice_bce")))  # a bad name fails at start-up
         self.min_area = self.cfg.get("val_min_area")
+
+    @functools.cached_property
+    def mask_loss(self) -> nn.Module:
+        """Built on first use: prediction never needs it (nor MONAI's import)."""
+        return build_seg_loss(str(self.cfg.get("loss", "dice_bce")), self.loss_weights)
 
     def build_model(self) -> nn.Module:
         return build_segmenter(self.cfg)
@@ -144,12 +151,17 @@ class GateTask(Task):
         self.needs_masks = self.mask_aux_weight > 0
         # logit_from: mask predicts a full-resolution mask: it takes the segmentation loss
         # (same keys as a segmentation model); the coarse cells take BCE on the max-pooled mask.
-        self.pixel_loss = (
-            build_seg_loss(str(self.cfg.get("loss", "dice_bce")), self.cfg.get("loss_weights"))
-            if self.cfg.get("logit_from") == "mask"
-            else None
-        )
+        self.pixel_mask = self.cfg.get("logit_from") == "mask"
+        if self.pixel_mask:
+            check_seg_loss(str(self.cfg.get("loss", "dice_bce")))
         self.image_loss_weight = float(self.cfg.get("image_loss_weight", 1.0))
+
+    @functools.cached_property
+    def pixel_loss(self) -> nn.Module | None:
+        """Built on first use (prediction never needs it, nor MONAI's import)."""
+        if not self.pixel_mask:
+            return None
+        return build_seg_loss(str(self.cfg.get("loss", "dice_bce")), self.cfg.get("loss_weights"))
 
     def build_model(self) -> nn.Module:
         return build_gate(self.cfg)

@@ -16,8 +16,8 @@ from torch.utils.data import Dataset, get_worker_info
 
 from medpipe.data import dataset as dataset_module
 from medpipe.data.dataset import LoaderWorkerError, XrayDataset, explain_worker_death
-from medpipe.training import fit
-from medpipe.training.fit import make_loader, train_fold
+from medpipe.data.dataset import make_loader
+from medpipe.training.fit import train_fold
 from tests.training.tiny_data import gate_config, run_config, write_data_dir
 
 
@@ -53,7 +53,7 @@ def test_killed_worker_is_explained_not_hung() -> None:
 
 
 def test_hung_worker_times_out_with_advice(monkeypatch) -> None:
-    monkeypatch.setattr(fit, "LOADER_TIMEOUT_S", 2)  # make_loader's timeout, shortened
+    monkeypatch.setattr(dataset_module, "LOADER_TIMEOUT_S", 2)  # make_loader's timeout, shortened
     loader = make_loader(Doomed(hang=True), 2, num_workers=1, cuda=False)
     assert loader.timeout == 2
     started = time.monotonic()

@@ -65,7 +65,7 @@ def test_a_dataset_sent_to_a_spawned_worker_maps_the_cache_instead_of_copying_it
 
 
 def test_loader_pins_memory_for_cuda_and_keeps_workers(data_dir):
-    from medpipe.training.fit import make_loader
+    from medpipe.data.dataset import make_loader
 
     dataset = XrayDataset(data_dir, fold_rows(data_dir, 0)[0], SIZE)
     loader = make_loader(dataset, 4, num_workers=2, cuda=True)

@@ -33,6 +33,13 @@ def test_num_workers(monkeypatch) -> None:
     assert runtime.resolve_num_workers({"num_workers": 3}) == 3
     monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     assert runtime.resolve_num_workers({"num_workers": "auto"}) <= 8
+    assert runtime.resolve_num_workers({"num_workers": "auto"}, "cpu") >= 1  # 16 cores
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert runtime.resolve_num_workers({"num_workers": "auto"}, "gpu") == 1
+    # two cores, no GPU: a worker would take a core from the model's threads
+    assert runtime.resolve_num_workers({"num_workers": "auto"}, "cpu") == 0
+    assert runtime.resolve_num_workers({"num_workers": 2}, "cpu") == 2
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
 
     class LowMemory:
         available = 2.5 * 2**30
