@@ -15,8 +15,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from medpipe.data import dataset as dataset_module
-from medpipe.data.dataset import LoaderWorkerError, XrayDataset, explain_worker_death
-from medpipe.data.dataset import make_loader
+from medpipe.data.dataset import LoaderWorkerError, XrayDataset, explain_worker_death, make_loader
 from medpipe.training.fit import train_fold
 from tests.training.tiny_data import gate_config, run_config, write_data_dir
 
