@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default="auto")
     parser.add_argument("--loop-masks", type=int, default=3, help="masks for the per-pixel loop")
     parser.add_argument("--config", type=Path, help="config holding the model block")
-    parser.add_argument("--model", default="unet_r18")
+    parser.add_argument("--model", default="unet_regnetx")
     parser.add_argument("--ckpt-dir", type=Path, help="folder with fold*/model.ckpt to load")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "predict.json")
     args = parser.parse_args(argv)

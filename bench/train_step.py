@@ -40,7 +40,7 @@ from medpipe.training.module import FoldModule
 from medpipe.training.runtime import resolve_num_workers
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODELS = {"segment": ("segmentation", "unet_r18"), "gate": ("gate", "cls_r18")}
+DEFAULT_MODELS = {"segment": ("segmentation", "unet_regnetx"), "gate": ("gate", "gate_regnetx")}
 
 
 def write_cache(root: Path, n: int, size: int, seed: int = 0) -> Path:
@@ -158,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="config YAML holding the model block (default configs/default.yaml)",
     )
-    parser.add_argument("--model", help="model name in that config (default unet_r18 / cls_r18)")
+    parser.add_argument(
+        "--model", help="model name in that config (default unet_regnetx / gate_regnetx)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train_step.json")
     args = parser.parse_args(argv)
 

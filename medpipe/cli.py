@@ -111,11 +111,30 @@ def cmd_folds(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- models
+def _threads_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads (default: torch's choice, every core); the workflow passes each "
+        "model job its share when several share the machine (performance.parallel_jobs)",
+    )
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        if threads < 1:
+            raise SystemExit(f"--threads {threads}: expected 1 or more")
+        torch.set_num_threads(threads)
+
+
 def _train(args: argparse.Namespace, task: str) -> int:
     from medpipe.config import model_config
     from medpipe.guards import check_training_data
     from medpipe.training import train_fold
 
+    _set_threads(args.threads)
     config = _load(args)
     check_training_data(args.data_dir)  # a leak fails here, before any epoch
     metrics = train_fold(
@@ -146,6 +165,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from medpipe.config import model_config
     from medpipe.inference.predict import predict_fold
 
+    _set_threads(args.threads)
     config = _load(args)
     predict_fold(
         args.task,
@@ -287,11 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--fold", type=int, required=True)
         p.add_argument("--data-dir", required=True)
         p.add_argument("--out", required=True)
+        _threads_arg(p)
 
     p = add(
         "predict",
         "Predict one fold's validation images (OOF) and the test set.",
-        "medpipe predict --task segment --config configs/default.yaml --model unet_r18 --fold 0 --data-dir runs/default/data --ckpt .../model.ckpt --out .../fold0",
+        "medpipe predict --task segment --config configs/default.yaml --model unet_regnetx --fold 0 --data-dir runs/default/data --ckpt .../model.ckpt --out .../fold0",
     )
     config_arg(p)
     p.add_argument("--task", choices=["segment", "gate"], required=True)
@@ -302,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--test-split", default="test")
     p.add_argument("--no-oof", action="store_true", help="predict only the test split")
+    _threads_arg(p)
 
     p = add(
         "validate-submission",

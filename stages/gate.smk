@@ -25,11 +25,12 @@ rule train_gate:
         f"{RUN}/logs/stage{{stage}}/train_gate/{{model}}_fold{{fold}}.log",
     benchmark:
         f"{RUN}/benchmarks/stage{{stage}}/train_gate/{{model}}_fold{{fold}}.tsv"
-    threads: HEAVY_THREADS
+    threads: MODEL_THREADS
     resources:
         gpu=1,
+        model_jobs=1,
     shell:
-        "medpipe train-gate --config {CONFIG_FILE:q} --model {wildcards.model} --fold {wildcards.fold} "
+        "medpipe train-gate --config {CONFIG_FILE:q} --model {wildcards.model} --fold {wildcards.fold} --threads {threads} "
         "--data-dir {params.data:q} --out {params.out:q} > {log:q} 2>&1"
 
 
@@ -52,10 +53,11 @@ rule predict_gate:
         f"{RUN}/logs/stage{{stage}}/predict_gate/{{model}}_fold{{fold}}.log",
     benchmark:
         f"{RUN}/benchmarks/stage{{stage}}/predict_gate/{{model}}_fold{{fold}}.tsv"
-    threads: HEAVY_THREADS
+    threads: MODEL_THREADS
     resources:
         gpu=1,
+        model_jobs=1,
     shell:
-        "medpipe predict --task gate --config {CONFIG_FILE:q} --model {wildcards.model} "
+        "medpipe predict --task gate --config {CONFIG_FILE:q} --model {wildcards.model} --threads {threads} "
         "--fold {wildcards.fold} --data-dir {params.data:q} --ckpt {input.ckpt:q} --out {params.out:q} "
         "--test-split {params.test_split} > {log:q} 2>&1"

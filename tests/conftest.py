@@ -53,7 +53,7 @@ def tiny_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def stage2_run(tiny_run) -> Path:
     """Stage 2 on top of the tiny stage-1 run (the same working directory, as a user would)."""
-    ckpt_dir = tiny_run / "runs/tiny/stage1/gate/cls_r18"
+    ckpt_dir = tiny_run / "runs/tiny/stage1/gate/gate_regnetx"
     before = {
         p.name + "/" + p.parent.name: p.read_bytes() for p in ckpt_dir.glob("fold*/model.ckpt")
     }

@@ -118,3 +118,39 @@ def test_postprocess_rule_is_auto_by_absence_and_checked_by_the_schema():
     assert forced["postprocess"]["rule"] == "seg_gate"
     with pytest.raises(ConfigError, match="postprocess.rule"):
         load_config(REPO / "configs/default.yaml", {"postprocess": {"rule": "lgbm"}})
+
+
+def _planned_model_threads(tmp_path: Path, overlay_text: str) -> tuple[set[int], str]:
+    """``--threads`` of every planned train/predict command, and the plan's text."""
+    import re
+
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(overlay_text)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "submission", "-n", "-p"]
+        + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--cores", "8"]
+        + ["--configfile", str(REPO / "configs/default.yaml"), str(overlay)],
+        capture_output=True,
+        text=True,
+    )
+    plan = proc.stdout + proc.stderr
+    assert proc.returncode == 0, plan[-3000:]
+    commands = [line for line in plan.splitlines() if re.search(r"medpipe (train-|predict)", line)]
+    assert len(commands) == 12  # (train + predict) x (segmentation + gate) x 3 folds
+    threads = {int(re.search(r"--threads (\d+)", line).group(1)) for line in commands}
+    return threads, plan
+
+
+def test_model_jobs_share_the_real_cores(tmp_path):
+    """performance.parallel_jobs: each model job gets its share of the real cores as torch
+    threads (never more threads than cores), and a `model_jobs` resource caps how many run."""
+    from medpipe.resources import cpu_count
+
+    cores = min(8, cpu_count())
+    threads, plan = _planned_model_threads(tmp_path, "data: {root: synth}\n")
+    assert threads == {max(1, cores // 2)}  # the default runs two side by side
+    assert plan.count("model_jobs=1") == 12
+    alone, _ = _planned_model_threads(
+        tmp_path, "data: {root: synth}\nperformance: {parallel_jobs: 1}\n"
+    )
+    assert alone == {cores}

@@ -332,8 +332,8 @@ def build_features(
     ``test`` files. Test labels are never read.
 
     Example:
-        >>> seg = {"unet_r18": [Path(f"stage1/segment/unet_r18/fold{i}") for i in range(5)]}  # doctest: +SKIP
-        >>> gate = {"cls_r18": [Path(f"stage1/gate/cls_r18/fold{i}") for i in range(5)]}  # doctest: +SKIP
+        >>> seg = {"unet_regnetx": [Path(f"stage1/segment/unet_regnetx/fold{i}") for i in range(5)]}  # doctest: +SKIP
+        >>> gate = {"gate_regnetx": [Path(f"stage1/gate/gate_regnetx/fold{i}") for i in range(5)]}  # doctest: +SKIP
         >>> features = build_features("data/meta.csv", "data/folds.csv", seg, gate)  # doctest: +SKIP
     """
     meta = _frame(meta, "meta.csv")

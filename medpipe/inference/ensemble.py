@@ -122,7 +122,7 @@ def load_seg_probs(
         (float16 for OOF, float32 for the test mean) and ``(N,)`` aux-head probabilities.
 
     Example:
-        >>> dirs = {"unet_r18": sorted(Path("runs/default/stage1/segment/unet_r18").glob("fold*"))}  # doctest: +SKIP
+        >>> dirs = {"unet_regnetx": sorted(Path("runs/default/stage1/segment/unet_regnetx").glob("fold*"))}  # doctest: +SKIP
         >>> ids, prob, cls = load_seg_probs(dirs, "oof")  # doctest: +SKIP
     """
     if which not in ("oof", "test"):
@@ -196,7 +196,7 @@ def load_gate_probs(
     OOF rows come from the fold where the image was validation; test rows are the fold mean.
 
     Example:
-        >>> gate = load_gate_probs({"cls_r18": fold_dirs}, "oof", folds=folds)  # doctest: +SKIP
+        >>> gate = load_gate_probs({"gate_regnetx": fold_dirs}, "oof", folds=folds)  # doctest: +SKIP
         >>> p_gate = values_for(ids, gate.assign(mean=gate.iloc[:, 1:].mean(axis=1)), "mean")  # doctest: +SKIP
     """
     if which not in ("oof", "test"):
@@ -347,7 +347,7 @@ def optimise_weights(
         model name -> weight, summing to 1.
 
     Example:
-        >>> w = optimise_weights({"unet_r18": p1, "unet_r34": p2}, masks, p_finding=p_oof)  # doctest: +SKIP
+        >>> w = optimise_weights({"unet_regnetx": p1, "unet_r34": p2}, masks, p_finding=p_oof)  # doctest: +SKIP
         >>> prob = blend(test_probs, w)  # doctest: +SKIP
     """
     names = list(probs)

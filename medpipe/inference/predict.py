@@ -144,7 +144,7 @@ def predict_fold(
     adds the mirrored image. Probabilities stay at cache size.
 
     Example:
-        >>> predict_fold("segment", cfg["segmentation"]["models"]["unet_r18"], cfg,
+        >>> predict_fold("segment", cfg["segmentation"]["models"]["unet_regnetx"], cfg,
         ...              Path("runs/default/data"), 0, Path(".../fold0/model.ckpt"),
         ...              Path(".../fold0"))  # doctest: +SKIP
     """

@@ -212,7 +212,7 @@ def train_fold(
     as an uninterrupted one. ``callbacks`` are extra Lightning callbacks (tests use them).
 
     Example:
-        >>> metrics = train_fold("segment", "unet_r18", cfg["segmentation"]["models"]["unet_r18"],
+        >>> metrics = train_fold("segment", "unet_regnetx", cfg["segmentation"]["models"]["unet_regnetx"],
         ...                      cfg, Path("runs/default/data"), 0, Path("out/fold0"))  # doctest: +SKIP
         >>> metrics["best_epoch"], metrics["val_dice"]  # doctest: +SKIP
     """

@@ -50,7 +50,7 @@ def _planned_rules(proc) -> set[str]:
 
 def test_editing_one_model_block_reruns_only_that_model(tiny_run, tmp_path):
     overlay = tmp_path / "gate-epochs.yaml"
-    overlay.write_text("gate:\n  models:\n    cls_r18: {epochs: 2}\n")
+    overlay.write_text("gate:\n  models:\n    gate_regnetx: {epochs: 2}\n")
     rules = _planned_rules(snakemake(tiny_run, "submission", "-n", configfiles=(overlay,)))
     assert {"train_gate", "predict_gate"} <= rules
     assert not {"train_seg", "predict_seg", "ingest", "make_folds"} & rules

@@ -52,8 +52,8 @@ def test_stage2_submission_covers_the_stage2_test_set(stage2_run):
 def test_kept_model_checkpoints_are_untouched_and_retrained_ones_are_new(stage2_run):
     run = stage2_run / "runs/tiny"
     manifest = json.loads((run / "stage2/reproduce.json").read_text())
-    kept = [r for r in manifest["checkpoints"] if r["model"] == "cls_r18"]
-    retrained = [r for r in manifest["checkpoints"] if r["model"] == "unet_r18"]
+    kept = [r for r in manifest["checkpoints"] if r["model"] == "gate_regnetx"]
+    retrained = [r for r in manifest["checkpoints"] if r["model"] == "unet_regnetx"]
     before = dict(
         line.split("\t") for line in (stage2_run / "kept-before.txt").read_text().splitlines()
     )
@@ -62,7 +62,7 @@ def test_kept_model_checkpoints_are_untouched_and_retrained_ones_are_new(stage2_
         assert row["sha256"] == _sha(run / row["path"]) == before[f"model.ckpt/fold{row['fold']}"]
     for row in retrained:
         assert row["path"].startswith("stage2/"), row
-    assert not (run / "stage2/gate/cls_r18/fold0/model.ckpt").exists()
+    assert not (run / "stage2/gate/gate_regnetx/fold0/model.ckpt").exists()
 
 
 def test_reproduce_doc_has_every_section(stage2_run):
@@ -88,7 +88,7 @@ def test_stage2_rerun_from_scratch_gives_a_byte_identical_submission(stage2_run,
     snakemake(again, "submission", configfiles=(REPO / "configs" / "stage2.yaml",))
     first = stage2_run / "runs/tiny/stage2"
     second = again / "runs/tiny/stage2"
-    assert (second / "segment/unet_r18/fold0/model.ckpt").exists()  # really retrained
+    assert (second / "segment/unet_regnetx/fold0/model.ckpt").exists()  # really retrained
     for name in ("submission.csv", "thresholds.json"):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
 
@@ -107,7 +107,7 @@ def test_verify_reproduction_matches_then_fails_loudly_on_an_altered_checkpoint(
     ok = subprocess.run(cmd, cwd=stage2_run, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "OK" in ok.stdout
-    ckpt = run / "stage1/gate/cls_r18/fold0/model.ckpt"
+    ckpt = run / "stage1/gate/gate_regnetx/fold0/model.ckpt"
     original, stat = ckpt.read_bytes(), ckpt.stat()
     ckpt.write_bytes(original + b"tampered")
     try:
@@ -116,4 +116,4 @@ def test_verify_reproduction_matches_then_fails_loudly_on_an_altered_checkpoint(
         ckpt.write_bytes(original)  # other tests share this run: same bytes, same mtime
         os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert bad.returncode == 1
-    assert "stage1/gate/cls_r18/fold0/model.ckpt" in bad.stderr
+    assert "stage1/gate/gate_regnetx/fold0/model.ckpt" in bad.stderr

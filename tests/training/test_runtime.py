@@ -48,3 +48,21 @@ def test_num_workers(monkeypatch) -> None:
     assert runtime.resolve_num_workers({"num_workers": "auto"}) == 0
     with pytest.raises(ValueError, match="num_workers"):
         runtime.resolve_num_workers({"num_workers": -1})
+
+
+def test_threads_flag_sets_torch_threads() -> None:
+    """`--threads` (what the workflow passes each model job) reaches torch; 0 is refused."""
+    import torch
+
+    from medpipe.cli import _set_threads
+
+    before = torch.get_num_threads()
+    try:
+        _set_threads(1)
+        assert torch.get_num_threads() == 1
+        _set_threads(None)  # no flag: torch's own choice stands
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit, match="--threads 0"):
+        _set_threads(0)
