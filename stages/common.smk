@@ -51,17 +51,29 @@ HEAVY_THREADS = max(1, workflow.cores)
 
 # Model jobs (train, predict) sharing this machine at once: performance.parallel_jobs. On a
 # 2-core CPU, two one-thread jobs train 1.5x faster together than one two-thread job, and each
-# one's single-threaded start-up (imports, ~10 s) overlaps the other's work. The `model_jobs`
-# resource caps how many run at once, and each gets its share of the real cores as torch threads
-# (`--threads`): more threads than cores would oversubscribe. A cluster job gets its own node
-# share, so there the jobs keep every core they are given.
+# one's single-threaded start-up (imports, ~10 s) overlaps the other's work. Locally the
+# `model_jobs` resource caps how many run at once, and each gets its share of the real cores as
+# torch threads (`--threads`): more threads than cores would oversubscribe. On a cluster every
+# job has its own allocation, so nothing caps their number; each still gets 1/parallel_jobs of
+# --cores, as the submitting and the remote side both compute it, so its arithmetic (and its
+# weights) match a local run with the same --cores. Both are functions: the executor is known
+# only when the jobs are made, not while this file is read.
 MODEL_JOBS = max(1, int((config.get("performance") or {}).get("parallel_jobs", 1)))
-if workflow.local_exec and not workflow.remote_exec:
-    if "model_jobs" not in workflow.global_resources:
-        workflow.register_resource("model_jobs", MODEL_JOBS)
-    MODEL_THREADS = max(1, min(workflow.cores, cpu_count()) // MODEL_JOBS)
-else:
-    MODEL_THREADS = HEAVY_THREADS
+if "model_jobs" not in workflow.global_resources:
+    workflow.register_resource("model_jobs", MODEL_JOBS)
+
+
+def _runs_here():
+    return workflow.local_exec and not workflow.remote_exec
+
+
+def model_threads(wildcards):
+    cores = min(workflow.cores, cpu_count()) if _runs_here() else workflow.cores
+    return max(1, cores // MODEL_JOBS)
+
+
+def model_job_slot(wildcards):
+    return 1 if _runs_here() else 0
 
 
 def code(*patterns):

@@ -25,10 +25,10 @@ rule train_gate:
         f"{RUN}/logs/stage{{stage}}/train_gate/{{model}}_fold{{fold}}.log",
     benchmark:
         f"{RUN}/benchmarks/stage{{stage}}/train_gate/{{model}}_fold{{fold}}.tsv"
-    threads: MODEL_THREADS
+    threads: model_threads
     resources:
         gpu=1,
-        model_jobs=1,
+        model_jobs=model_job_slot,
     shell:
         "medpipe train-gate --config {CONFIG_FILE:q} --model {wildcards.model} --fold {wildcards.fold} --threads {threads} "
         "--data-dir {params.data:q} --out {params.out:q} > {log:q} 2>&1"
@@ -53,10 +53,10 @@ rule predict_gate:
         f"{RUN}/logs/stage{{stage}}/predict_gate/{{model}}_fold{{fold}}.log",
     benchmark:
         f"{RUN}/benchmarks/stage{{stage}}/predict_gate/{{model}}_fold{{fold}}.tsv"
-    threads: MODEL_THREADS
+    threads: model_threads
     resources:
         gpu=1,
-        model_jobs=1,
+        model_jobs=model_job_slot,
     shell:
         "medpipe predict --task gate --config {CONFIG_FILE:q} --model {wildcards.model} --threads {threads} "
         "--fold {wildcards.fold} --data-dir {params.data:q} --ckpt {input.ckpt:q} --out {params.out:q} "
