@@ -294,7 +294,7 @@ python3 -m venv .venv && .venv/bin/pip install -r {out_md.with_name("requirement
 ## Retrain decisions (CV before = stage 1, after = stage 2)
 {_table(["model", "task", "stage 2", "CV stage 1", "CV stage 2"], decisions)}
 
-Ensemble OOF score: stage 1 {cv1.get("ensemble", "n/a")}, stage 2 {cv2.get("ensemble", "n/a")}.
+Ensemble OOF score (the submission's rule): stage 1 {cv1.get("ensemble", "n/a")} ({cv1.get("ensemble_rule", "n/a")}), stage 2 {cv2.get("ensemble", "n/a")} ({cv2.get("ensemble_rule", "n/a")}).
 
 ## Checkpoints used for the stage-2 predictions
 {_table(["task", "model", "fold", "path", "SHA-256"], [[r["task"], r["model"], r["fold"], r["path"], r["sha256"]] for r in ckpts])}

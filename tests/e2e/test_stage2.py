@@ -71,6 +71,9 @@ def test_reproduce_doc_has_every_section(stage2_run):
         assert section in doc, section
     assert _sha(stage2_run / "runs/tiny/stage2/submission.csv") in doc
     assert (stage2_run / "runs/tiny/stage2/requirements.lock").read_text().count("==") > 20
+    # the ensemble score names the rule the submission used (cv.json's ensemble_rule)
+    cv2 = json.loads((stage2_run / "runs/tiny/stage2/cv.json").read_text())
+    assert f"stage 2 {cv2['ensemble']} ({cv2['ensemble_rule']})" in doc
     # the rebuild commands are the ones this run was started with, not a guess
     files = "--configfile configs/default.yaml tests/e2e/tiny.yaml configs/stage2.yaml"
     assert f"submission {files}\n" in doc
