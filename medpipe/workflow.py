@@ -103,8 +103,17 @@ def _fused(
 
     if not (config.get("fusion") or {}).get("enabled", False):
         return None
-    frame = pd.read_csv(stage_dir / "fusion" / f"{which}.csv", dtype={"image_id": str})
-    return values_for(ids, frame, "p_finding")
+    return values_for(ids, _read_fused(stage_dir, which), "p_finding")
+
+
+def _read_fused(stage_dir: Path, which: str) -> pd.DataFrame:
+    """``image_id, p_finding`` of LightGBM (rule fuse), with an error that says which rule makes it."""
+    path = stage_dir / "fusion" / f"{which}.csv"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: LightGBM p(finding) not found (rule fuse, fusion.enabled: true)"
+        )
+    return pd.read_csv(path, dtype={"image_id": str})
 
 
 def _gate_mean(
@@ -149,13 +158,7 @@ def finding_probabilities(
             )
         return _gate_mean(gate, which, folds)
     if rule == "seg_gate_lgbm":
-        path = stage_dir / "fusion" / f"{which}.csv"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path}: LightGBM p(finding) not found, and rule seg_gate_lgbm in "
-                f"{stage_dir / 'thresholds.json'} thresholds it (rule fuse, fusion.enabled: true)"
-            )
-        return pd.read_csv(path, dtype={"image_id": str})
+        return _read_fused(stage_dir, which)
     return None
 
 
