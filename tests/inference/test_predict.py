@@ -98,3 +98,21 @@ def test_checkpoint_of_another_model_is_refused(trained, tmp_path: Path) -> None
         load_model(
             get_task("segment", trained["seg"]), tmp_path / "missing.ckpt", torch.device("cpu")
         )
+
+
+def test_prediction_imports_neither_lightning_nor_monai() -> None:
+    """Six predict jobs per run each paid seconds of Lightning and MONAI imports for code they
+    never run; the tasks build their losses only when training asks for them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import medpipe.inference.predict\n"
+        "from medpipe.training.tasks import get_task\n"
+        "get_task('segment', {'encoder': 'resnet18', 'loss': 'dice_bce'})\n"
+        "get_task('gate', {'encoder': 'resnet18', 'logit_from': 'mask', 'mask_aux_weight': 1})\n"
+        "print(sorted(m for m in ('lightning', 'monai') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
