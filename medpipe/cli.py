@@ -203,11 +203,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 @command("score")
 def cmd_score(args: argparse.Namespace) -> int:
-    from medpipe.submission import expected_ids_from_dicom_dir, score_submission
+    from medpipe.submission import expected_ids_from_dicom_dir, score_breakdown
 
     sizes = expected_ids_from_dicom_dir(args.dicom_dir) if args.dicom_dir else None
-    score = score_submission(args.submission, args.labels, sizes=sizes)
-    print(f"score: {score:.4f}")
+    parts = score_breakdown(args.submission, args.labels, sizes=sizes)
+    margin = parts["score"] - parts["all_empty"]
+    print(f"all-empty: {parts['all_empty']:.4f}")
+    print(f"above all-empty: {margin:+.4f}")
+    print(f"dice on positive images: {parts['dice_pos']:.4f} ({parts['n_positive']} images)")
+    print(
+        f"empty images kept empty: {parts['empty_kept']:.4f} "
+        f"({parts['n_images'] - parts['n_positive']} images)"
+    )
+    print(f"score: {parts['score']:.4f}")
+    if args.min_margin is not None and margin < args.min_margin:
+        print(
+            f"score: {parts['score']:.4f} is below all-empty ({parts['all_empty']:.4f}) "
+            f"+ {args.min_margin:g}: the models add too little",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -343,6 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("submission")
     p.add_argument("--labels", required=True)
     p.add_argument("--dicom-dir", help="to read each image's size (default 1024x1024)")
+    p.add_argument(
+        "--min-margin",
+        type=float,
+        help="exit 1 when the score is below the all-empty score plus this (a quality floor)",
+    )
 
     _add_later_commands(add, config_arg)
     return parser

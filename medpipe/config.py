@@ -150,6 +150,25 @@ def configfiles_as_typed(paths: Iterable[str | Path], repo: str | Path) -> list[
     return typed or ["configs/default.yaml"]
 
 
+def test_labels(config: Mapping[str, Any], stage: int) -> Path | None:
+    """The test labels of ``stage`` when someone holds them: ``report.test_labels``, else the
+    synthetic set's hidden answers (None when there are none). Only the report reads them, to
+    say how the submission scored; no training or decision rule ever does.
+
+    Example:
+        >>> test_labels({"data": {"root": "x", "synthetic": None}}, 1) is None
+        True
+    """
+    given = (config.get("report") or {}).get("test_labels")
+    if given:
+        return Path(given)
+    data = config.get("data") or {}
+    if data.get("synthetic") and data.get("root"):
+        name = "test-rle.csv" if int(stage) == 1 else "stage2-test-rle.csv"
+        return Path(data["root"]) / "hidden" / name  # written by the synthesize rule
+    return None
+
+
 def stage_dir(config: Mapping[str, Any], stage: int | None = None) -> Path:
     return Path(config["run_dir"]) / f"stage{stage or config.get('stage', 1)}"
 

@@ -27,6 +27,7 @@ __all__ = [
     "write_submission",
     "validate_submission",
     "expected_ids_from_dicom_dir",
+    "score_breakdown",
     "score_submission",
 ]
 
@@ -255,7 +256,26 @@ def score_submission(
     sizes: Mapping[str, tuple[int, int]] | None = None,
     default_size: tuple[int, int] = (1024, 1024),
 ) -> float:
-    """Competition metric of a submission against a label CSV.
+    """Competition metric of a submission against a label CSV (:func:`score_breakdown`'s score).
+
+    Example:
+        >>> score_submission("submission.csv", "hidden/test-rle.csv")  # doctest: +SKIP
+        0.8123
+    """
+    return score_breakdown(submission_csv, labels_csv, sizes, default_size)["score"]
+
+
+def score_breakdown(
+    submission_csv: str | Path,
+    labels_csv: str | Path,
+    sizes: Mapping[str, tuple[int, int]] | None = None,
+    default_size: tuple[int, int] = (1024, 1024),
+) -> dict[str, float]:
+    """Competition metric of a submission against a label CSV, and what it is made of.
+
+    Returns ``score``; ``all_empty`` (the score of predicting every image empty, the baseline a
+    model must beat); ``dice_pos`` (mean Dice over the images with a finding); ``empty_kept``
+    (share of images without a finding predicted empty); ``n_images``, ``n_positive``.
 
     Mean over the labelled images of Dice (both empty scores 1, one empty scores 0); labelled
     images missing from the submission count as predicted empty, and submitted images without
@@ -268,8 +288,8 @@ def score_submission(
         default_size: ``(rows, cols)`` when ``sizes`` lacks an image (SIIM is 1024x1024).
 
     Example:
-        >>> score_submission("submission.csv", "hidden/test-rle.csv")  # doctest: +SKIP
-        0.8123
+        >>> score_breakdown("submission.csv", "hidden/test-rle.csv")["all_empty"]  # doctest: +SKIP
+        0.7111
     """
     sizes = dict(sizes or {})
     frame = validate_submission(submission_csv, sizes=sizes)
@@ -286,6 +306,7 @@ def score_submission(
             _examples(missing),
         )
     scores = np.empty(len(truths), dtype=np.float64)
+    positive = np.array([bool(regions) for regions in truths.values()])
     for k, (image_id, regions) in enumerate(truths.items()):
         encoded = predicted.get(image_id, rle.EMPTY)
         pred_empty, truth_empty = encoded == rle.EMPTY, not regions
@@ -305,4 +326,11 @@ def score_submission(
         except ValueError as err:
             raise SubmissionError(f"{submission_csv}: ImageId {image_id}: {err}") from err
         scores[k] = dice_per_image([pred], [truth])[0]
-    return float(scores.mean())
+    return {
+        "score": float(scores.mean()),
+        "all_empty": float((~positive).mean()),
+        "dice_pos": float(scores[positive].mean()) if positive.any() else float("nan"),
+        "empty_kept": float(scores[~positive].mean()) if (~positive).any() else float("nan"),
+        "n_images": int(len(scores)),
+        "n_positive": int(positive.sum()),
+    }

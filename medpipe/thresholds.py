@@ -266,6 +266,7 @@ def _evaluate(
         result["cls_threshold"] = None
         shape = (t_count, a_count)
     result["_cube"] = cube.reshape(shape)
+    result["_per_image"] = _per_image(tables, keep, best)
     if folds is not None:
         folds = np.asarray(folds)
         scores = np.empty(len(folds))
@@ -274,6 +275,7 @@ def _evaluate(
             chosen = int(np.argmax(_cube(tables, keep, ~inside))) if (~inside).any() else best
             scores[inside] = _per_image(tables, keep, chosen)[inside]
         result["nested_score"] = float(scores.mean())
+        result["_nested_per_image"] = scores
     return result
 
 
@@ -584,6 +586,13 @@ def ablation(
         triplets[name] = {
             k: v for k, v in results[name].items() if not k.startswith("_") and k != "nested_score"
         }
+    # Dice on the images with a finding: what the score's margin over all-empty is made of.
+    if (~empty).any():
+        out["dice_pos"] = {k: float(r["_per_image"][~empty].mean()) for k, r in results.items()}
+        if folds is not None:
+            out["dice_pos_nested"] = {
+                k: float(r["_nested_per_image"][~empty].mean()) for k, r in results.items()
+            }
     rule, out["rule_choice"] = _choose_rule(list(p_of), out, nested, rule)
     out["ensemble"], out["ensemble_rule"] = out[rule], rule
     if rule in nested:

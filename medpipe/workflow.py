@@ -162,6 +162,18 @@ def finding_probabilities(
     return None
 
 
+def cache_area_scale(data_dir: str | Path, image_size: int) -> float:
+    """Cache pixels per original-image pixel: config areas (``area_grid``) are in original pixels,
+    as the SIIM winners quote them (600-3,500 px at 1024²), so one config means the same region
+    at every cache size. The original size is the median DICOM size of the training images
+    (``meta.csv``; SIIM's are all 1024²)."""
+    meta = pd.read_csv(Path(data_dir) / "meta.csv", usecols=["orig_height", "orig_width"])
+    if meta.empty:
+        raise ValueError(f"{Path(data_dir) / 'meta.csv'}: no images to take the original size from")
+    height, width = float(meta["orig_height"].median()), float(meta["orig_width"].median())
+    return (image_size / height) * (image_size / width)
+
+
 def run_thresholds(
     config: Mapping[str, Any], data_dir: str | Path, stage_dir: str | Path
 ) -> dict[str, Any]:
@@ -178,10 +190,12 @@ def run_thresholds(
 
     data_dir, stage_dir = Path(data_dir), Path(stage_dir)
     post = config["postprocess"]
+    area_scale = cache_area_scale(data_dir, int(config["image_size"]))
     grids = {
         "cls_grid": post["cls_grid"],
         "pixel_grid": post["pixel_grid"],
-        "area_grid": post["area_grid"],
+        # searched and applied in cache pixels; thresholds.json also keeps the config's unit
+        "area_grid": [float(a) * area_scale for a in post["area_grid"]],
     }
     rule = post.get("rule") or "auto"
     gate = fold_dirs(config, stage_dir, "gate")
@@ -217,6 +231,12 @@ def run_thresholds(
     cv["weights"] = weights
     decision = {k: v for k, v in best.items() if k != "grid"}
     decision["weights"] = weights
+    # min_area / min_confident_area are cache pixels (what submit applies); these say what they
+    # are in the original image, the unit of the config's area_grid.
+    decision["area_scale"] = area_scale
+    for key in ("min_area", "min_confident_area"):
+        if decision.get(key) is not None:
+            decision[f"{key}_original_px"] = round(float(decision[key]) / area_scale, 3)
     atomic_write_text(_dumps(decision), stage_dir / "thresholds.json")
     atomic_write_text(_dumps(cv), stage_dir / "cv.json")
     log.info(

@@ -1,5 +1,7 @@
 # Reports: one self-contained HTML page a competitor opens after a run (docs/report.md), and the
 # plots in it as PNGs, which `snakemake --report` shows beside the files marked report(...).
+from medpipe.config import test_labels
+
 REPORT_STAGE_DIR = f"{RUN}/stage{STAGE}"
 
 
@@ -31,6 +33,9 @@ def report_inputs(wildcards):
             for n in ("metrics.json", "log.csv")
         ],
     }
+    labels = test_labels(config, STAGE)
+    if labels is not None:  # the report scores the submission on them
+        inputs["test_labels"] = str(labels)
     if (config.get("fusion") or {}).get("enabled", False):
         inputs["fusion"] = [f"{REPORT_STAGE_DIR}/fusion/oof.csv", f"{REPORT_STAGE_DIR}/fusion/feature_importance.csv"]
     return inputs

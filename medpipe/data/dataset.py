@@ -32,6 +32,7 @@ __all__ = [
     "fold_rows",
     "split_rows",
     "make_loader",
+    "training_finding_prior",
 ]
 
 
@@ -174,6 +175,25 @@ def split_rows(data_dir: str | Path, split: str) -> pd.DataFrame:
         )
     rows["cache_index"] = rows["cache_index"].astype(np.int64)
     return rows
+
+
+def training_finding_prior(
+    data_dir: str | Path, rows: pd.DataFrame, image_size: int
+) -> np.ndarray | None:
+    """Where the findings of these training rows lie (:func:`~medpipe.data.transforms.finding_prior`),
+    read from each split's mask cache; None when no row has a mask cache or a finding."""
+    from medpipe.data.transforms import finding_prior
+
+    total, count = None, 0
+    for split, part in rows.groupby("split"):
+        path = cache_path(data_dir, str(split), "masks", image_size)
+        if not path.is_file():
+            continue
+        prior = finding_prior(np.load(path, mmap_mode="r"), part["cache_index"].to_numpy())
+        if prior is not None:
+            total = prior * len(part) if total is None else total + prior * len(part)
+            count += len(part)
+    return None if total is None else total / count
 
 
 class XrayDataset(Dataset):

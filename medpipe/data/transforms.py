@@ -4,6 +4,12 @@ Image and mask move together (keys ``image``, ``mask``; the mask may be absent f
 Only what makes sense for the anatomy: small rotations, scaling and shifts, brightness and
 contrast, and an optional horizontal flip. Never a vertical flip or a large rotation.
 
+``crop_size`` trains on random square crops of a larger cache (nnU-Net's patch training): a step
+costs what the crop costs, while the fully convolutional model still predicts whole images at
+the cache's resolution. A film with a finding is cropped around a random finding pixel
+(MONAI's ``RandCropByPosNegLabeld``), so the sampler's ``pos_frac`` is also the share of crops
+that show a finding; a film without one is cropped anywhere.
+
 The same ``augment`` block runs either per sample in the data-loader workers
 (:func:`build_train_transforms`, MONAI) or on a whole batch on the model's device
 (:class:`BatchAugment`, torch), so a fast GPU is not starved by a few CPU cores.
@@ -15,18 +21,32 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.transforms import (
     Compose,
     EnsureTyped,
+    MapTransform,
     RandAdjustContrastd,
     RandAffined,
+    RandCropByPosNegLabeld,
     RandFlipd,
+    Randomizable,
     RandScaleIntensityd,
+    RandSpatialCropd,
+    RandWeightedCropd,
 )
 
-__all__ = ["build_train_transforms", "BatchAugment", "AUGMENT_KEYS", "AUGMENT_ON"]
+__all__ = [
+    "build_train_transforms",
+    "check_crop_size",
+    "PositiveAwareCropd",
+    "finding_prior",
+    "BatchAugment",
+    "AUGMENT_KEYS",
+    "AUGMENT_ON",
+]
 
 AUGMENT_KEYS = ("rotate_deg", "scale", "shift", "brightness", "contrast", "hflip", "prob")
 AUGMENT_ON = ("cpu", "gpu")
@@ -47,12 +67,24 @@ def _parse(augment: Mapping[str, Any] | None) -> dict[str, Any]:
     return augment
 
 
-def build_train_transforms(augment: Mapping[str, Any] | None, image_size: int) -> Compose | None:
-    """Compose the training augmentations described by a model's ``augment`` block.
+def build_train_transforms(
+    augment: Mapping[str, Any] | None,
+    image_size: int,
+    *,
+    crop_size: int | None = None,
+    masks: bool = True,
+    crop_prior: np.ndarray | None = None,
+) -> Compose | None:
+    """Compose the training crop and the augmentations described by a model's ``augment`` block.
 
     Keys (all optional, 0/false = off): ``rotate_deg`` (±degrees), ``scale`` (±fraction),
     ``shift`` (±fraction of the side), ``brightness`` (±intensity scale), ``contrast`` (gamma
     range 1±c), ``hflip`` (bool), ``prob`` (probability of each transform, default 0.5).
+
+    ``crop_size`` (smaller than ``image_size``) first cuts a random crop of that side, centred
+    on a finding pixel when the mask has one (``masks`` says whether samples carry a mask), else
+    drawn from ``crop_prior`` (:func:`finding_prior`; uniform without one); the augmentations
+    then work at the crop's size.
 
     Returns None when nothing is switched on. Seed a sample's augmentation with
     ``transform.set_random_state(seed)`` (the dataset does this), so the result depends only on
@@ -69,14 +101,17 @@ def build_train_transforms(augment: Mapping[str, Any] | None, image_size: int) -
     prob = float(augment.get("prob", 0.5))
     rotate = math.radians(float(augment.get("rotate_deg", 0.0)))
     scale = float(augment.get("scale", 0.0))
-    shift = float(augment.get("shift", 0.0)) * image_size
     keys = ("image", "mask")
     transforms: list = []
+    size = check_crop_size(crop_size, image_size)
+    if size < image_size:
+        transforms.append(PositiveAwareCropd(size, masks, crop_prior))
+    shift = float(augment.get("shift", 0.0)) * size
     if rotate or scale or shift:
         transforms.append(
             RandAffined(
                 keys,
-                spatial_size=(image_size, image_size),
+                spatial_size=(size, size),
                 prob=prob,
                 rotate_range=rotate or None,
                 scale_range=(scale, scale) if scale else None,
@@ -103,6 +138,109 @@ def build_train_transforms(augment: Mapping[str, Any] | None, image_size: int) -
     # Plain tensors out: MetaTensor bookkeeping costs time and confuses default_collate.
     transforms.append(EnsureTyped(keys, track_meta=False, allow_missing_keys=True))
     return Compose(transforms)
+
+
+def check_crop_size(crop_size: int | None, image_size: int) -> int:
+    """The training side: ``crop_size`` when set (a multiple of 32, so the U-Net's five
+    poolings divide it), else the whole ``image_size``. A crop at least as large as the cache
+    is the whole image, so a small-cache overlay (``configs/quick.yaml``) needs no crop key."""
+    if crop_size is None:
+        return int(image_size)
+    crop = int(crop_size)
+    if crop < 32 or crop % 32:
+        raise ValueError(f"crop_size {crop_size}: expected a multiple of 32 (32, 64, 96, ...)")
+    return min(crop, int(image_size))
+
+
+class PositiveAwareCropd(Randomizable, MapTransform):
+    """A random ``size``-square crop: centred on a finding pixel when the mask has one, else
+    drawn from ``prior``, a map of where findings lie in the training films.
+
+    Why the prior: crops centred on findings always show the chest wall and the apex, where
+    pneumothorax lies, while uniform crops of the negative films mostly show lung or background.
+    Trained that way the model learns "lung border means finding" and lights up the apices of
+    every negative film. Crops of negative films drawn from the findings' own places (80 %, the
+    rest uniform) show it the same anatomy without a finding.
+
+    MONAI's ``RandCropByPosNegLabeld`` (``pos=1, neg=0``) for films with a finding, its
+    ``RandWeightedCropd`` for the others (``RandSpatialCropd`` without a prior), and one sample
+    instead of MONAI's list of ``num_samples``, so it composes like any other dictionary
+    transform. All crops are seeded from this transform's state.
+    """
+
+    def __init__(self, size: int, masks: bool = True, prior: np.ndarray | None = None) -> None:
+        keys = ("image", "mask") if masks else ("image",)
+        MapTransform.__init__(self, keys)
+        self.on_finding = (
+            RandCropByPosNegLabeld(
+                keys, label_key="mask", spatial_size=(size, size), pos=1.0, neg=0.0, num_samples=1
+            )
+            if masks
+            else None
+        )
+        self.prior = None
+        if prior is not None:
+            prior = np.asarray(prior, dtype=np.float32)
+            total = float(prior.sum())
+            uniform = np.full_like(prior, 1.0 / prior.size)
+            mixed = 0.8 * prior / total + 0.2 * uniform if total > 0 else uniform
+            self.prior = torch.from_numpy(_onto_crop_centres(mixed, size)[None])
+        self.by_prior = RandWeightedCropd(keys, w_key="crop_prior", spatial_size=(size, size))
+        self.anywhere = RandSpatialCropd(keys, roi_size=(size, size), random_size=False)
+
+    def set_random_state(self, seed: int | None = None, state: Any = None) -> PositiveAwareCropd:
+        super().set_random_state(seed=seed, state=state)
+        for crop in (self.on_finding, self.by_prior, self.anywhere):
+            if crop is not None:
+                crop.set_random_state(seed=int(self.R.randint(2**31 - 1)))
+        return self
+
+    def randomize(self, data: Any = None) -> None:
+        pass
+
+    def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        mask = data.get("mask")
+        if self.on_finding is not None and mask is not None and bool(mask.any()):
+            return self.on_finding(dict(data))[0]
+        if self.prior is not None:
+            out = self.by_prior({**data, "crop_prior": self.prior})[0]
+            out.pop("crop_prior", None)
+            return out
+        return self.anywhere(dict(data))
+
+
+def _onto_crop_centres(weights: np.ndarray, size: int) -> np.ndarray:
+    """Move each pixel's weight to the nearest centre a ``size`` crop can have.
+
+    ``RandWeightedCropd`` samples centres only where the whole crop fits and drops the weight
+    outside, which would erase a prior that sits along the chest wall near the image edge; a
+    crop there is the crop at the nearest valid centre (as ``RandCropByPosNegLabeld`` clamps).
+    """
+    out = np.zeros_like(weights, dtype=np.float32)
+    index = []
+    for side in weights.shape:
+        lo, hi = (size // 2, side - size + size // 2 - 1) if side > size else (side // 2,) * 2
+        index.append(np.clip(np.arange(side), lo, hi))
+    np.add.at(out, (index[0][:, None], index[1][None, :]), weights.astype(np.float32))
+    return out
+
+
+def finding_prior(masks: Any, rows: Any = None, sigma: float = 4.0) -> np.ndarray | None:
+    """Where findings lie: the mean of the training masks, smoothed (``sigma`` cache pixels).
+
+    ``masks`` is an ``(N, S, S)`` array (a memory-mapped cache is read row by row, so memory
+    stays at one image); ``rows`` picks the training rows. None when no mask has a finding.
+    """
+    from scipy import ndimage
+
+    rows = range(len(masks)) if rows is None else rows
+    total = None
+    for row in rows:
+        m = np.asarray(masks[int(row)], dtype=np.float32)
+        total = m if total is None else total + m
+    if total is None or not total.any():
+        return None
+    return ndimage.gaussian_filter(total / max(len(rows), 1), sigma)
 
 
 class BatchAugment:

@@ -48,16 +48,64 @@ def _overview(run: RunFiles, section: Section) -> None:
         ["OOF score, submission rule", _score(cv.get("ensemble"))],
         ["OOF score, all-empty baseline", _score(cv.get("all_empty"))],
     ]
+    rows += _margins(cv)
     submission = run.stage_dir() / "submission.csv"
     if submission.is_file():
         sub = pd.read_csv(submission, dtype=str, keep_default_na=False)
         positive = int((sub["EncodedPixels"].str.strip() != "-1").sum())
         rows.append(["submission", f"{len(sub)} test images, {positive} with a finding"])
+        rows += _test_rows(run, submission)
     section.table(pd.DataFrame(rows, columns=["", "value"]).astype({"value": str}))
     section.text(
         "Images are named by their DICOM SOP instance UID only; no patient name, patient ID or "
         "patient key appears in this report."
     )
+
+
+def _margin(score: Any, base: Any) -> str:
+    if not isinstance(score, (int, float)) or not isinstance(base, (int, float)):
+        return "n/a"
+    return f"{score:.4f} ({score - base:+.4f} vs all-empty)"
+
+
+def _margins(cv: Mapping[str, Any]) -> list[list[Any]]:
+    """How far the submission's rule is above all-empty out of fold, and its Dice on positives."""
+    rule = cv.get("ensemble_rule")
+    nested = (cv.get("nested") or {}).get("ensemble")
+    dice_pos = (cv.get("dice_pos_nested") or cv.get("dice_pos") or {}).get(rule)
+    return [
+        ["OOF nested score, submission rule", _margin(nested, cv.get("all_empty"))],
+        ["OOF Dice on positive images, submission rule (nested)", _score(dice_pos)],
+    ]
+
+
+def _test_rows(run: RunFiles, submission: Path) -> list[list[Any]]:
+    """The submission scored on the test labels, where they exist (the synthetic set's hidden
+    answers, or ``report.test_labels``)."""
+    from medpipe.submission import score_breakdown
+
+    labels = run.test_labels()
+    if labels is None:
+        return [["test score", "no test labels (report.test_labels)"]]
+    if not labels.is_file():
+        return [["test score", f"{labels}: not found"]]
+    meta = run.read_csv(run.data_dir / "meta.csv", "meta.csv")
+    sizes = {}
+    if {"orig_height", "orig_width"} <= set(meta.columns):  # else SIIM's 1024²
+        test = meta[meta["split"] != "train"]
+        sizes = {
+            str(i): (int(h), int(w))
+            for i, h, w in zip(test["image_id"], test["orig_height"], test["orig_width"])
+        }
+    parts = score_breakdown(submission, labels, sizes=sizes)
+    return [
+        ["test score (labels: " + labels.name + ")", _margin(parts["score"], parts["all_empty"])],
+        [
+            "test Dice on positive images",
+            f"{parts['dice_pos']:.4f} ({parts['n_positive']} of {parts['n_images']} images)",
+        ],
+        ["test empty images kept empty", _score(parts["empty_kept"])],
+    ]
 
 
 def build_report(

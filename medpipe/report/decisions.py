@@ -21,8 +21,10 @@ _DECISION_KEYS = (
     "cls_threshold",
     "top_score_threshold",
     "min_confident_area",
+    "min_confident_area_original_px",
     "pixel_threshold",
     "min_area",
+    "min_area_original_px",
     "score",
     "nested_score",
 )

@@ -55,6 +55,12 @@ class RunFiles:
     def stage_dir(self, stage: int | None = None) -> Path:
         return self.run_dir / f"stage{self.stage if stage is None else stage}"
 
+    def test_labels(self) -> Path | None:
+        """This stage's test labels, when someone holds them (:func:`medpipe.config.test_labels`)."""
+        from medpipe.config import test_labels
+
+        return test_labels(self.config, self.stage)
+
     @property
     def fusion_enabled(self) -> bool:
         return bool((self.config.get("fusion") or {}).get("enabled", False))

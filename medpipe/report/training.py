@@ -165,6 +165,7 @@ def ablation_table(cv: dict) -> pd.DataFrame:
     """What each stage adds over the all-empty baseline, from ``cv.json``."""
     nested = cv.get("nested") or {}
     base = cv.get("all_empty")
+    dice_pos = cv.get("dice_pos_nested") or {}
     rows = []
     for key, what in VARIANTS.items():
         if key not in cv:
@@ -177,6 +178,7 @@ def ablation_table(cv: dict) -> pd.DataFrame:
                 "OOF": score,
                 "OOF nested": nested.get(key, np.nan) if key != "all_empty" else score,
                 "vs all-empty": score - base if base is not None else np.nan,
+                "Dice on positives (nested)": dice_pos.get(key, np.nan),
                 "submission rule": "yes" if key == cv.get("ensemble_rule") else "",
             }
         )

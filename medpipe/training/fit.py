@@ -25,6 +25,7 @@ from medpipe.data.dataset import (
     explain_worker_death,
     fold_rows,
     make_loader,
+    training_finding_prior,
 )
 from medpipe.data.transforms import build_train_transforms
 from medpipe.io.atomic import atomic_write_text, remove_stale_temps
@@ -98,7 +99,13 @@ def data_fingerprint(data_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def _resumable(last: Path, hparams: Mapping[str, Any], fingerprint: str, epochs: int) -> bool:
+def _resumable(
+    last: Path,
+    hparams: Mapping[str, Any],
+    fingerprint: str,
+    epochs: int,
+    monitor: str | None = None,
+) -> bool:
     """True when ``last.ckpt`` is an unfinished run of the same task, config, seed and data.
 
     A finished ``last.ckpt`` is not resumed: Snakemake reruns a finished job only when asked to
@@ -121,6 +128,14 @@ def _resumable(last: Path, hparams: Mapping[str, Any], fingerprint: str, epochs:
     same = {k: saved.get("hyper_parameters", {}).get(k) for k in hparams} == dict(hparams)
     if not same:
         warnings.warn(f"{last}: written for another config; training from scratch", stacklevel=2)
+        return False
+    history = saved.get("medpipe_history") or []
+    if monitor is not None and any(monitor not in h for h in history):
+        warnings.warn(
+            f"{last}: written by another medpipe version (its epochs were not scored by "
+            f"{monitor}); training from scratch",
+            stacklevel=2,
+        )
         return False
     if int(saved.get("epoch", 0)) + 1 >= epochs:
         warnings.warn(f"{last}: training had finished; training again from scratch", stacklevel=2)
@@ -168,7 +183,8 @@ def summarise(history: Sequence[Mapping[str, float]], monitor: str) -> dict[str,
     """Best epoch (first maximum of ``monitor``, as ModelCheckpoint picks it) and its scores."""
     if not history:
         raise ValueError("train_fold: no finished epoch to summarise")
-    scores = [h[monitor] if math.isfinite(h[monitor]) else -math.inf for h in history]
+    values = [float(h.get(monitor, math.nan)) for h in history]
+    scores = [v if math.isfinite(v) else -math.inf for v in values]
     best = history[scores.index(max(scores))]
     seconds = sum(h["train_seconds"] for h in history if math.isfinite(h["train_seconds"]))
     images = sum(h["train_images"] for h in history if math.isfinite(h["train_seconds"]))
@@ -239,15 +255,22 @@ def train_fold(
     spec = get_task(task, model_cfg)
 
     train_rows, val_rows = fold_rows(data_dir, fold)
+    crop_size = model_cfg.get("crop_size")
+    prior = training_finding_prior(data_dir, train_rows, image_size) if crop_size else None
     train_set = XrayDataset(
         data_dir,
         train_rows,
         image_size,
         masks=spec.needs_masks,
-        # augment_on: gpu leaves the workers only the uint8 -> float copy (FoldModule augments).
-        transform=None
-        if performance["augment_on"] == "gpu"
-        else build_train_transforms(model_cfg.get("augment"), image_size),
+        # augment_on: gpu leaves the workers only the crop and the uint8 -> float copy
+        # (FoldModule augments the batch).
+        transform=build_train_transforms(
+            None if performance["augment_on"] == "gpu" else model_cfg.get("augment"),
+            image_size,
+            crop_size=crop_size,
+            masks=spec.needs_masks,
+            crop_prior=prior,
+        ),
     )
     val_set = XrayDataset(data_dir, val_rows, image_size, masks=spec.needs_masks)
     sampler = PositiveFractionSampler(
@@ -276,7 +299,18 @@ def train_fold(
         monitor=spec.monitor,
         mode="max",
         save_top_k=1,
-        save_last=True,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    # last.ckpt after every epoch, for resuming. Its own callback: since Lightning 2.6, save_last
+    # on the monitored one writes only at epochs that improve the monitor, so a finished run
+    # looked unfinished and a killed one resumed from its best epoch instead of its last.
+    every_epoch = ModelCheckpoint(
+        dirpath=out_dir,
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        every_n_epochs=1,
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
@@ -284,7 +318,7 @@ def train_fold(
     fingerprint = data_fingerprint(data_dir)
     # Every rank decides from the files as they are before fit; rank 0 rewrites the stamp only
     # once all ranks have joined (ResumeStamp), so the ranks cannot decide differently.
-    resume = _resumable(last, hparams, fingerprint, epochs)
+    resume = _resumable(last, hparams, fingerprint, epochs, spec.monitor)
     extra: list[L.Callback] = [
         ResumeStamp(out_dir / "resume.json", fingerprint),
         ProgressWriter(out_dir, spec.monitor),
@@ -307,6 +341,7 @@ def train_fold(
         logger=_loggers(run_cfg, out_dir, task, model_name, fold),
         callbacks=[
             checkpoint,
+            every_epoch,
             TQDMProgressBar(refresh_rate=1 if interactive else max(steps_per_epoch // 5, 1)),
             *extra,
         ],

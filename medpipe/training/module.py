@@ -7,6 +7,7 @@ loss, validation metric and outputs.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -121,7 +122,19 @@ class FoldModule(L.LightningModule):
             self._train_seconds = time.perf_counter() - self._train_started
         self._val_loss, self._val_images, self._val_stats = 0.0, 0, []
 
+    def _validates(self) -> bool:
+        """Whether this epoch is scored: ``validate_from`` (a fraction of the schedule, default 0)
+        skips the early epochs, whose checkpoints a cosine schedule almost never selects, so a
+        full-size validation set costs only where it can matter. The last epoch always counts."""
+        if self.trainer.state.fn != TrainerFn.FITTING:
+            return True
+        epochs = int(self.trainer.max_epochs or 1)
+        start = min(math.ceil(float(self.cfg.get("validate_from", 0.0)) * epochs), epochs - 1)
+        return self.current_epoch >= start
+
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        if not self._validates():
+            return
         outputs = self(batch["image"])
         n = len(batch["image"])
         self._val_loss += float(self.task.loss(outputs, batch)) * n
@@ -130,11 +143,17 @@ class FoldModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         fitting = self.trainer.state.fn == TrainerFn.FITTING
-        if self.trainer.sanity_checking or not self._val_stats:
+        if self.trainer.sanity_checking:
             return
-        stats = {k: np.concatenate([s[k] for s in self._val_stats]) for k in self._val_stats[0]}
-        scores = self.task.score(stats)
-        val_loss = self._val_loss / max(self._val_images, 1)
+        if self._val_stats:
+            stats = {k: np.concatenate([s[k] for s in self._val_stats]) for k in self._val_stats[0]}
+            scores = self.task.score(stats)
+            val_loss = self._val_loss / max(self._val_images, 1)
+        elif fitting and not self._validates():
+            # Not scored: NaN, which ModelCheckpoint ranks below any real score.
+            scores, val_loss = {self.task.monitor: float("nan")}, float("nan")
+        else:
+            return
         self.log_dict({"val_loss": val_loss, **scores}, prog_bar=True)
         # Each DDP rank trains on its own share: the epoch's images are all ranks' together.
         train_images = self._train_images * self.trainer.world_size

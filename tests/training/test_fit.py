@@ -59,8 +59,10 @@ def test_segmentation_run_writes_every_output_and_learns(seg_run) -> None:
     assert log["train_loss"].iloc[1] < log["train_loss"].iloc[0]
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["best_epoch"] in (0, 1) and saved["epochs"] == 2
-    assert saved["val_dice"] == pytest.approx(log["val_dice"].max())
-    assert saved["val_dice_pos"] == pytest.approx(log.loc[saved["best_epoch"], "val_dice_pos"])
+    assert saved["monitor"] == "val_score"
+    assert saved["val_score"] == pytest.approx(log["val_score"].max())
+    for key in ("val_dice", "val_dice_pos"):  # the best epoch's other scores
+        assert saved[key] == pytest.approx(log.loc[saved["best_epoch"], key])
     assert saved["train_images_per_s"] > 0 and saved["device"] == "cpu"
     assert metrics["val_dice"] == saved["val_dice"]
     # The best checkpoint is the epoch metrics.json names.
@@ -110,6 +112,26 @@ def test_rerun_of_finished_fold_keeps_its_weights(tmp_path: Path) -> None:
     after = weights(tmp_path / "out" / "last.ckpt")
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert metrics["epochs"] == 1
+
+
+def test_last_checkpoint_is_the_last_epoch_even_when_an_earlier_one_scored_best(tmp_path) -> None:
+    """A finished run must look finished: last.ckpt holds the final epoch, not the best one
+    (Lightning 2.6's save_last wrote only at improving epochs, so reruns resumed old runs)."""
+    data_dir = write_data_dir(tmp_path / "data")
+    # No learning (lr 0) and a monitor that cannot improve after epoch 0's first maximum.
+    cfg = small_seg_config(epochs=3, lr=1e-12, warmup_epochs=0)
+    metrics = train_fold("segment", "m", cfg, run_config(), data_dir, 0, tmp_path / "out")
+    last = torch.load(tmp_path / "out" / "last.ckpt", map_location="cpu", weights_only=True)
+    best = torch.load(tmp_path / "out" / "model.ckpt", map_location="cpu", weights_only=True)
+    assert last["epoch"] == 2 and len(last["medpipe_history"]) == 3
+    assert best["epoch"] == metrics["best_epoch"]
+    with pytest.warns(UserWarning, match="had finished"):
+        assert not _resumable(
+            tmp_path / "out" / "last.ckpt",
+            last["hyper_parameters"],
+            json.loads((tmp_path / "out" / "resume.json").read_text())["data"],
+            epochs=3,
+        )
 
 
 MASK_GATE = {
@@ -166,6 +188,12 @@ def test_last_checkpoint_of_another_config_is_not_resumed(tmp_path: Path) -> Non
         assert not _resumable(last, hparams, "re-ingested", epochs=2)
     with pytest.warns(UserWarning, match="had finished"):
         assert not _resumable(last, hparams, "abc", epochs=1)
+    # a run of an older version, whose history lacks today's selection metric, starts over
+    old = {"hyper_parameters": hparams, "state_dict": {}, "epoch": 0}
+    torch.save({**old, "medpipe_history": [{"epoch": 0, "val_dice": 0.5}]}, last)
+    assert _resumable(last, hparams, "abc", epochs=2, monitor="val_dice")
+    with pytest.warns(UserWarning, match="another medpipe version"):
+        assert not _resumable(last, hparams, "abc", epochs=2, monitor="val_score")
     last.write_bytes(b"truncated")
     with pytest.warns(UserWarning, match="unreadable"):
         assert not _resumable(last, hparams, "abc", epochs=2)
@@ -219,3 +247,37 @@ def test_optional_loggers_need_their_package(tmp_path: Path, monkeypatch) -> Non
     for flag in ("tensorboard", "mlflow", "wandb"):
         with pytest.raises(ModuleNotFoundError, match=f"logging.{flag}"):
             fit._loggers({"logging": {flag: True}}, tmp_path, "gate", "g", 0)
+
+
+class BatchSides(L.Callback):
+    """Record the image side of every training and validation batch."""
+
+    def __init__(self) -> None:
+        self.train: set[int] = set()
+        self.val: set[int] = set()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.train.add(int(batch["image"].shape[-1]))
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self.val.add(int(batch["image"].shape[-1]))
+
+
+@pytest.mark.parametrize("task", ["segment", "gate"])
+def test_crops_train_and_whole_images_validate_from_the_set_epoch(tmp_path: Path, task) -> None:
+    data_dir = write_data_dir(tmp_path / "data")
+    extra = {"crop_size": 32, "validate_from": 0.5, "epochs": 3}
+    cfg = small_seg_config(**extra) if task == "segment" else gate_config(**MASK_GATE, **extra)
+    sides = BatchSides()
+    metrics = train_fold(
+        task, "m", cfg, run_config(), data_dir, 0, tmp_path / "out", callbacks=[sides]
+    )
+    assert sides.train == {32} and sides.val == {64}
+    log = pd.read_csv(tmp_path / "out" / "log.csv")
+    monitor = metrics["monitor"]
+    # ceil(0.5 * 3) = 2: epochs 0 and 1 are not scored, and cannot be the checkpoint
+    assert list(log["epoch"]) == [0, 1, 2]
+    assert log[monitor].iloc[:2].isna().all() and log[monitor].iloc[2] == log[monitor].iloc[2]
+    assert metrics["best_epoch"] == 2
+    best = torch.load(tmp_path / "out" / "model.ckpt", map_location="cpu", weights_only=True)
+    assert best["epoch"] == 2

@@ -44,3 +44,22 @@ def test_gate_scores_auc_and_tolerates_one_class() -> None:
 def test_unknown_task() -> None:
     with pytest.raises(ValueError, match="classify"):
         get_task("classify", {})
+
+
+def test_checkpoint_score_takes_the_best_threshold_and_area_of_the_grid() -> None:
+    """A model whose positives sit at p=0.35 and whose negatives carry a faint speck at 0.45:
+    a fixed 0.5 threshold finds nothing, the grid's 0.3 threshold + minimum area finds both."""
+    task = get_task("segment", {"arch": "Unet", "encoder": "resnet18"})
+    assert task.monitor == "val_score"
+    prob = torch.full((4, 1, 64, 64), 0.01)
+    masks = torch.zeros(4, 1, 64, 64)
+    for i in (0, 1):  # positives: a 10x10 finding predicted at 0.35
+        masks[i, 0, 10:20, 10:20] = 1
+        prob[i, 0, 10:20, 10:20] = 0.35
+    prob[2, 0, 40:42, 40:42] = 0.45  # a 4-px speck on a negative: below the smallest area
+    logits = torch.logit(prob)
+    batch = {"mask": masks, "has_finding": torch.tensor([1.0, 1.0, 0.0, 0.0])}
+    scores = task.score(task.validation_stats((logits, None), batch))
+    assert scores["val_dice"] == pytest.approx(0.5)  # at 0.5: positives missed, negatives empty
+    # threshold 0.3 keeps the positives; a minimum area of 0.0012 x 4096 = 4.9 px drops the speck
+    assert scores["val_score"] == pytest.approx(1.0)

@@ -1,0 +1,160 @@
+"""One model on one fold, with config overrides: the side-by-side trials behind docs/models.md.
+
+Trains exactly what the ``train_seg`` / ``train_gate`` rules train (``train_fold``), on a data
+folder that ingest and ``medpipe folds`` already wrote, then scores its validation images at
+their full cache size the way the decision rules will see them: Dice on positive images at the
+best pixel threshold (and at 0.5), the competition Dice of the best (pixel threshold, minimum
+area) pair, the all-empty baseline on those images, and the top-pixel AUC. Prints one line and
+appends it to ``bench/results/fold_trial.jsonl``.
+
+    python bench/fold_trial.py --data-dir runs/default/data --name crop128 \\
+        --set image_size=256 --set segmentation.models.unet_regnetx.crop_size=128
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from medpipe.config import load_config  # noqa: E402
+from medpipe.data.dataset import XrayDataset, fold_rows  # noqa: E402
+from medpipe.metrics import dice_per_image  # noqa: E402
+from medpipe.training.fit import train_fold  # noqa: E402
+from medpipe.training.module import FoldModule  # noqa: E402
+
+
+def _set(cfg: dict, dotted: str) -> None:
+    key, _, value = dotted.partition("=")
+    *parents, leaf = key.split(".")
+    node = cfg
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = yaml.safe_load(value)
+
+
+def _predict(ckpt: Path, data_dir: Path, fold: int, size: int, hflip: bool) -> tuple:
+    """Validation probabilities at the full cache size: maps (segment) or p(finding) (gate)."""
+    module = FoldModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+    module.eval()
+    _, val = fold_rows(data_dir, fold)
+    ds = XrayDataset(data_dir, val, size, masks=True)
+    probs, masks = [], []
+    views = [lambda x: x, lambda x: x.flip(-1)] if hflip else [lambda x: x]
+    with torch.inference_mode():
+        for start in range(0, len(ds), 16):
+            items = [ds[i] for i in range(start, min(start + 16, len(ds)))]
+            x = torch.stack([it["image"] for it in items])
+            outs = []
+            for view in views:
+                out = module(view(x))
+                if module.task.name == "segment":
+                    outs.append(view(torch.sigmoid(out[0][:, 0].float())))
+                else:
+                    outs.append(torch.sigmoid(out[0].float()))
+            probs.append(torch.stack(outs).mean(0).numpy())
+            masks.append(torch.stack([it["mask"][0] for it in items]).numpy() > 0.5)
+    return np.concatenate(probs), np.concatenate(masks)
+
+
+def score(prob: np.ndarray, truth: np.ndarray, size: int) -> dict:
+    """Best (pixel threshold, min area) on these images; areas in original 1024² pixels."""
+    from sklearn.metrics import roc_auc_score
+
+    positive = truth.reshape(len(truth), -1).any(1)
+    if prob.ndim == 1:  # a gate: p(finding) per image
+        return {
+            "gate_auc": float(roc_auc_score(positive, prob)),
+            "all_empty": float((~positive).mean()),
+        }
+    per_px = (1024 / size) ** 2
+    best = (-1.0, None)
+    for t in (0.3, 0.4, 0.5, 0.6, 0.7):
+        pred = prob > t
+        area = pred.reshape(len(pred), -1).sum(1) * per_px
+        for a in (0, 1000, 2000, 3000, 5000):
+            p = pred.copy()
+            p[area < a] = False
+            s = float(dice_per_image(p, truth).mean())
+            if s > best[0]:
+                best = (s, (t, a))
+    t, a = best[1]
+    pred = prob > t
+    pos_dice = float(dice_per_image(pred[positive], truth[positive]).mean())
+    pos_dice_05 = float(dice_per_image(prob[positive] > 0.5, truth[positive]).mean())
+    top = np.sort(prob.reshape(len(prob), -1), 1)[:, -max(1, prob[0].size // 1000) :].mean(1)
+    return {
+        "score": best[0],
+        "all_empty": float((~positive).mean()),
+        "pixel_threshold": t,
+        "min_area_1024": a,
+        "dice_pos": pos_dice,
+        "dice_pos_at_0.5": pos_dice_05,
+        "top_auc": float(roc_auc_score(positive, top))
+        if 0 < positive.sum() < len(positive)
+        else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--config", nargs="+", default=[str(ROOT / "configs" / "default.yaml")])
+    ap.add_argument("--data-dir", type=Path, required=True)
+    ap.add_argument("--task", choices=("segment", "gate"), default="segment")
+    ap.add_argument("--model", default=None, help="model name (default: the config's first)")
+    ap.add_argument("--fold", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], help="dotted.key=yaml_value")
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cfg = load_config(args.config)
+    for item in args.set:
+        _set(cfg, item)
+    section = "segmentation" if args.task == "segment" else "gate"
+    model = args.model or next(iter(cfg[section]["models"]))
+    block = cfg[section]["models"][model]
+    size = int(cfg["image_size"])
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics = train_fold(args.task, model, block, cfg, args.data_dir, args.fold, Path(tmp))
+        trained = time.perf_counter() - started
+        prob, truth = _predict(
+            Path(tmp) / "model.ckpt", args.data_dir, args.fold, size, bool(block.get("tta_hflip"))
+        )
+    row = {
+        "name": args.name,
+        "task": args.task,
+        "fold": args.fold,
+        "image_size": size,
+        "set": args.set,
+        "best_epoch": metrics["best_epoch"],
+        "train_s": round(trained, 1),
+        "images_per_s": round(metrics["train_images_per_s"], 1),
+        **{
+            k: (round(v, 4) if isinstance(v, float) else v)
+            for k, v in score(prob, truth, size).items()
+        },
+    }
+    print(json.dumps(row))
+    out = ROOT / "bench" / "results" / "fold_trial.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
