@@ -276,3 +276,37 @@ def test_score_rejects_an_invalid_submission(tmp_path: Path) -> None:
     sub = write(tmp_path, "ImageId,EncodedPixels\na,-1\na,-1\n", "dup.csv")
     with pytest.raises(SubmissionError, match="duplicate"):
         score_submission(sub, labels, default_size=(8, 8))
+
+
+def test_score_breakdown_names_the_baseline_and_what_the_score_is_made_of(tmp_path) -> None:
+    from medpipe.submission import score_breakdown
+
+    labels, truths = labels_csv(tmp_path)
+    sub = tmp_path / "sub.csv"
+    # same as the partial case: a half-found, b missed, c and d (empty) kept empty
+    write_submission(sub, ["a", "c", "d", "e"], [blob(0, 0), "-1", "-1", "0 3"])
+    parts = score_breakdown(sub, labels, sizes={k: (8, 8) for k in truths})
+    assert parts["n_images"] == 4 and parts["n_positive"] == 2
+    assert parts["all_empty"] == pytest.approx(2 / 4)
+    assert parts["dice_pos"] == pytest.approx((2 * 9 / 27 + 0) / 2)
+    assert parts["empty_kept"] == 1.0
+    assert parts["score"] == pytest.approx(score_submission(sub, labels, sizes=dict.fromkeys(truths, (8, 8))))
+
+
+def test_score_command_fails_below_the_quality_floor(tmp_path, capsys) -> None:
+    """CI's floor: `medpipe score --min-margin` exits 1 when the models add too little over an
+    all-empty submission, and prints both numbers either way."""
+    from medpipe.cli import main
+
+    labels, truths = labels_csv(tmp_path)
+    empty = tmp_path / "empty.csv"
+    write_submission(empty, list(truths), ["-1"] * len(truths))
+    perfect = tmp_path / "perfect.csv"
+    write_submission(perfect, list(truths), list(truths.values()))
+    # labels_csv's images are 8x8: a DICOM folder is not needed for the baseline arithmetic
+    assert main(["score", str(empty), "--labels", str(labels), "--min-margin", "0.04"]) == 1
+    out = capsys.readouterr()
+    assert "all-empty: 0.5000" in out.out and "below all-empty" in out.err
+    assert out.out.strip().splitlines()[-1] == "score: 0.5000"
+    assert main(["score", str(perfect), "--labels", str(labels), "--min-margin", "0.04"]) == 0
+    assert "above all-empty: +0.5000" in capsys.readouterr().out

@@ -176,6 +176,12 @@ def test_ablation_numbers_behave() -> None:
     assert set(cv["nested"]) >= {"seg_only", "seg_area", "seg_gate", "seg_gate_lgbm", "models"}
     assert all(cv["nested"][k] <= cv[k] + 1e-12 for k in ("seg_only", "seg_gate", "seg_gate_lgbm"))
     assert cv["triplets"]["seg_gate_lgbm"]["cls_threshold"] == 0.5
+    # Dice on the positive images, per variant, OOF and nested: a perfect classifier loses none
+    assert set(cv["dice_pos"]) == set(cv["dice_pos_nested"]) >= {"seg_only", "seg_gate_lgbm"}
+    assert cv["dice_pos"]["seg_gate_lgbm"] == pytest.approx(1.0)
+    for variant, dice in cv["dice_pos"].items():
+        # the score is made of the positives' Dice and the negatives kept empty
+        assert 0.0 <= dice <= 1.0 and (1 - negatives) * dice <= cv[variant] + 1e-12
     json.dumps(cv)
 
 

@@ -116,3 +116,28 @@ def test_forcing_an_unavailable_rule_fails_before_any_work(stage):
     with pytest.raises(ValueError, match=r"postprocess.rule: seg_gate needs .*gate.models"):
         run_thresholds(config, run / "data", run / "stage1")
     assert "rule_choice" not in json.loads((run / "stage1" / "cv.json").read_text())
+
+
+def test_config_areas_are_original_image_pixels(stage, tmp_path):
+    """area_grid means the same region at every cache size: it is converted from original-image
+    pixels (meta.csv's DICOM size) to cache pixels, and thresholds.json says both."""
+    from medpipe.workflow import cache_area_scale
+
+    config, run = stage
+    size = int(config["image_size"])
+    assert cache_area_scale(run / "data", size) == pytest.approx((size / 1024) ** 2)
+    big = tmp_path / "big"
+    big.mkdir()
+    pd.DataFrame({"orig_height": [2048, 2048, 1], "orig_width": [2048, 2048, 1]}).to_csv(
+        big / "meta.csv", index=False
+    )
+    assert cache_area_scale(big, 256) == pytest.approx((256 / 2048) ** 2)  # the median film
+
+    config = copy.deepcopy(config)
+    config["postprocess"]["area_grid"] = [0, 1024.0 * 1024.0]  # 0 or the whole film
+    decision = run_thresholds(config, run / "data", run / "stage1")
+    assert decision["area_scale"] == pytest.approx((size / 1024) ** 2)
+    assert decision["min_area_original_px"] in (0, 1024.0 * 1024.0)
+    assert decision["min_area"] == pytest.approx(decision["min_area_original_px"] * (size / 1024) ** 2)
+    grid = json.loads((run / "stage1" / "thresholds.json").read_text())
+    assert grid["min_area"] == decision["min_area"]

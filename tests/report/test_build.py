@@ -146,3 +146,31 @@ def test_retrain_table_copes_with_a_model_without_stage1_score(tmp_path):
     table = retrain_table(RunFiles(config, run_dir, 2), {}, {"models": {"unet": {"seg_only": 0.7}}})
     row = table.set_index("model").loc["unet"]
     assert np.isnan(row["CV stage 1"]) and row["CV stage 2"] == 0.7 and np.isnan(row["change"])
+
+
+def test_overview_says_how_far_the_run_is_above_all_empty(tmp_path):
+    """Out of fold (nested, from cv.json) and, where test labels exist, on the test set, with
+    the Dice on positive images."""
+    import copy
+    import json
+
+    config, run_dir = make_run(tmp_path / "run")
+    sub = pd.read_csv(run_dir / "stage1" / "submission.csv", dtype=str)
+    # Labels: the submission's one finding is right, and one more test image has a missed one.
+    labels = sub.copy()
+    labels.loc[0, "EncodedPixels"] = "100 4"
+    labels.to_csv(tmp_path / "test-labels.csv", index=False)
+    config = copy.deepcopy(config)
+    config["report"] = {"test_labels": str(tmp_path / "test-labels.csv")}
+    cv = json.loads((run_dir / "stage1" / "cv.json").read_text())
+    html = _build(config, run_dir, tmp_path)
+    n = len(sub)
+    margin = (n - 1) / n - (n - 2) / n
+    assert f"{(n - 1) / n:.4f} ({margin:+.4f} vs all-empty)" in html
+    assert "test Dice on positive images" in html and "0.5000 (2 of" in html
+    nested = cv["nested"]["ensemble"]
+    assert f"{nested:.4f} ({nested - cv['all_empty']:+.4f} vs all-empty)" in html
+    # Without labels the page says so instead of guessing.
+    config["report"] = {}
+    (tmp_path / "plain").mkdir()
+    assert "no test labels" in _build(config, run_dir, tmp_path / "plain")
