@@ -290,7 +290,9 @@ def test_score_breakdown_names_the_baseline_and_what_the_score_is_made_of(tmp_pa
     assert parts["all_empty"] == pytest.approx(2 / 4)
     assert parts["dice_pos"] == pytest.approx((2 * 9 / 27 + 0) / 2)
     assert parts["empty_kept"] == 1.0
-    assert parts["score"] == pytest.approx(score_submission(sub, labels, sizes=dict.fromkeys(truths, (8, 8))))
+    assert parts["score"] == pytest.approx(
+        score_submission(sub, labels, sizes=dict.fromkeys(truths, (8, 8)))
+    )
 
 
 def test_score_command_fails_below_the_quality_floor(tmp_path, capsys) -> None:

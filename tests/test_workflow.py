@@ -138,6 +138,8 @@ def test_config_areas_are_original_image_pixels(stage, tmp_path):
     decision = run_thresholds(config, run / "data", run / "stage1")
     assert decision["area_scale"] == pytest.approx((size / 1024) ** 2)
     assert decision["min_area_original_px"] in (0, 1024.0 * 1024.0)
-    assert decision["min_area"] == pytest.approx(decision["min_area_original_px"] * (size / 1024) ** 2)
+    assert decision["min_area"] == pytest.approx(
+        decision["min_area_original_px"] * (size / 1024) ** 2
+    )
     grid = json.loads((run / "stage1" / "thresholds.json").read_text())
     assert grid["min_area"] == decision["min_area"]

@@ -95,7 +95,9 @@ def _test_rows(run: RunFiles, submission: Path) -> list[list[Any]]:
         test = meta[meta["split"] != "train"]
         sizes = {
             str(i): (int(h), int(w))
-            for i, h, w in zip(test["image_id"], test["orig_height"], test["orig_width"])
+            for i, h, w in zip(
+                test["image_id"], test["orig_height"], test["orig_width"], strict=True
+            )
         }
     parts = score_breakdown(submission, labels, sizes=sizes)
     return [

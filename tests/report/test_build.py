@@ -172,5 +172,6 @@ def test_overview_says_how_far_the_run_is_above_all_empty(tmp_path):
     assert f"{nested:.4f} ({nested - cv['all_empty']:+.4f} vs all-empty)" in html
     # Without labels the page says so instead of guessing.
     config["report"] = {}
+    config["data"] = {**config["data"], "synthetic": None}
     (tmp_path / "plain").mkdir()
     assert "no test labels" in _build(config, run_dir, tmp_path / "plain")
