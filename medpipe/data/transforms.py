@@ -8,7 +8,8 @@ contrast, and an optional horizontal flip. Never a vertical flip or a large rota
 costs what the crop costs, while the fully convolutional model still predicts whole images at
 the cache's resolution. A film with a finding is cropped around a random finding pixel
 (MONAI's ``RandCropByPosNegLabeld``), so the sampler's ``pos_frac`` is also the share of crops
-that show a finding; a film without one is cropped anywhere.
+that show a finding; a film without one is cropped where the training findings usually lie
+(:class:`PositiveAwareCropd`), so it shows the same anatomy without a finding.
 
 The same ``augment`` block runs either per sample in the data-loader workers
 (:func:`build_train_transforms`, MONAI) or on a whole batch on the model's device
