@@ -4,7 +4,8 @@
 #   snakemake --cores 8 submission                      # the default target
 #   snakemake --cores 8 all                             # + the HTML report
 #   snakemake --cores 8 submission --configfile configs/default.yaml configs/quick.yaml
-from snakemake.utils import min_version, validate
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -12,10 +13,13 @@ min_version("9.0")
 configfile: str(Path(workflow.basedir) / "configs" / "default.yaml")
 
 
-from medpipe.config import drop_removed_models
+from medpipe.config import ConfigError, drop_removed_models, validate as validate_config
 
 drop_removed_models(config)
-validate(config, str(Path(workflow.basedir) / "configs" / "schema.yaml"))
+try:  # medpipe's validator: the key's path, and the nearest valid key for a typo
+    validate_config(config, str(Path(workflow.basedir) / "configs" / "schema.yaml"))
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
 
 
 include: "stages/common.smk"
@@ -32,11 +36,11 @@ rule submission:
     """The current stage's validated submission."""
     default_target: True
     input:
-        f"{RUN}/submission.csv",
+        path(LAYOUT.submission),
 
 
 rule all:
     """The submission and the report."""
     input:
-        f"{RUN}/submission.csv",
-        f"{RUN}/reports/report.html",
+        path(LAYOUT.submission),
+        path(LAYOUT.report_html),

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from medpipe.data.dataset import XrayDataset, split_rows
+from medpipe.decision.apply import apply_triplet, resize_mask
 from medpipe.inference.predict import load_model, predict_rows
 from medpipe.io import rle
 from medpipe.io.atomic import atomic_write_text
-from medpipe.postprocess import binarize, resize_mask
 from medpipe.training.runtime import resolve_num_workers
 from medpipe.training.tasks import get_task
 
@@ -111,9 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     masks = rle_codec.realistic_masks(args.n, args.out_size, seed=0)
     small = resize_mask(masks, args.size, args.size).astype(np.float32) * 0.9
     started = time.perf_counter()
-    encoded = [
-        rle.encode(resize_mask(binarize(p, 0.5, 20), args.out_size, args.out_size)) for p in small
-    ]
+    kept = apply_triplet(small, None, {"mode": "seg_only", "pixel_threshold": 0.5, "min_area": 20})
+    encoded = [rle.encode(resize_mask(m, args.out_size, args.out_size)) for m in kept]
     encode_s = time.perf_counter() - started
     assert len(encoded) == args.n and probs.shape == (args.n, args.size, args.size)
 

@@ -14,6 +14,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from medpipe.layout import InputLayout, RunLayout
+
+# The paths of the help examples: the default run's own layout, so they stay true.
+RUN_EXAMPLE, DATA_EXAMPLE = RunLayout("runs/default"), InputLayout("data/synthetic")
+
 __all__ = ["main"]
 
 log = logging.getLogger("medpipe")
@@ -272,8 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(
         "ingest",
-        "Read DICOM folders into meta.csv, a uint8 tensor cache and quarantine.csv.",
-        "medpipe ingest --dicom-dir data/synthetic/dicom-images-train --labels data/synthetic/train-rle.csv --out runs/x/data",
+        "Read DICOM folders into the image table (meta), a uint8 tensor cache and the quarantine list.",
+        f"medpipe ingest --dicom-dir {DATA_EXAMPLE.dicom_dir('train')} --labels {DATA_EXAMPLE.train_labels} "
+        f"--out {RUN_EXAMPLE.data_dir(1)}",
     )
     p.add_argument(
         "--dicom-dir", required=True, action="append", help="may repeat, paired with --split"
@@ -300,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "folds",
         "Patient-grouped, stratified folds.",
-        "medpipe folds --meta runs/x/data/meta.csv --n-folds 5 --out runs/x/data/folds.csv",
+        f"medpipe folds --meta {RUN_EXAMPLE.meta(1)} --n-folds 5 --out {RUN_EXAMPLE.folds(1)}",
     )
     p.add_argument("--meta", required=True)
     p.add_argument("--n-folds", type=int, default=5)
@@ -308,14 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="train")
     p.add_argument("--out", required=True)
 
-    for name, what in (
-        ("train-seg", "a U-Net segmentation model"),
-        ("train-gate", "a classifier gate"),
+    for name, task, what in (
+        ("train-seg", "segment", "a U-Net segmentation model"),
+        ("train-gate", "gate", "a classifier gate"),
     ):
         p = add(
             name,
-            f"Train {what} on one fold (resumes from last.ckpt).",
-            f"medpipe {name} --config configs/default.yaml --model NAME --fold 0 --data-dir runs/default/data --out runs/default/stage1/x/NAME/fold0",
+            f"Train {what} on one fold (resumes from its last epoch's checkpoint).",
+            f"medpipe {name} --config configs/default.yaml --model NAME --fold 0 "
+            f"--data-dir {RUN_EXAMPLE.data_dir(1)} --out {RUN_EXAMPLE.fold_dir(1, task, 'NAME', 0)}",
         )
         config_arg(p)
         p.add_argument("--model", required=True)
@@ -327,7 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "predict",
         "Predict one fold's validation images (OOF) and the test set.",
-        "medpipe predict --task segment --config configs/default.yaml --model unet_regnetx --fold 0 --data-dir runs/default/data --ckpt .../model.ckpt --out .../fold0",
+        f"medpipe predict --task segment --config configs/default.yaml --model unet_regnetx --fold 0 "
+        f"--data-dir {RUN_EXAMPLE.data_dir(1)} --ckpt {RUN_EXAMPLE.fold(1, 'segment', 'unet_regnetx', 0).checkpoint} "
+        f"--out {RUN_EXAMPLE.fold_dir(1, 'segment', 'unet_regnetx', 0)}",
     )
     config_arg(p)
     p.add_argument("--task", choices=["segment", "gate"], required=True)
@@ -343,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "validate-submission",
         "Check a submission: header, one row per test image, valid RLE inside the image.",
-        "medpipe validate-submission runs/default/submission.csv --dicom-dir data/synthetic/dicom-images-test",
+        f"medpipe validate-submission {RUN_EXAMPLE.submission} --dicom-dir {DATA_EXAMPLE.dicom_dir('test')}",
     )
     p.add_argument("submission")
     p.add_argument(
@@ -353,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "score",
         "Competition metric of a submission against labels.",
-        "medpipe score runs/default/submission.csv --labels data/synthetic/hidden/test-rle.csv",
+        f"medpipe score {RUN_EXAMPLE.submission} --labels {DATA_EXAMPLE.hidden_labels(1)}",
     )
     p.add_argument("submission")
     p.add_argument("--labels", required=True)

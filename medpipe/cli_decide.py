@@ -10,6 +10,11 @@ import json
 import shutil
 import sys
 
+from medpipe.layout import InputLayout, RunLayout
+
+# The paths of the help examples: the default run's own layout, so they stay true.
+RUN_EXAMPLE, DATA_EXAMPLE = RunLayout("runs/default"), InputLayout("data/synthetic")
+
 __all__ = ["register"]
 
 
@@ -36,21 +41,21 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    from medpipe.workflow import run_features
+    from medpipe.steps.features import run_features
 
     run_features(_load(args), args.data_dir, args.stage_dir, args.out)
     return 0
 
 
 def cmd_fuse(args: argparse.Namespace) -> int:
-    from medpipe.workflow import run_fuse
+    from medpipe.steps.fuse import run_fuse
 
     run_fuse(_load(args), args.features, args.data_dir, args.out_dir)
     return 0
 
 
 def cmd_thresholds(args: argparse.Namespace) -> int:
-    from medpipe.workflow import run_thresholds
+    from medpipe.steps.thresholds import run_thresholds
 
     decision = run_thresholds(_load(args), args.data_dir, args.stage_dir)
     print(json.dumps({k: v for k, v in decision.items() if k != "weights"}, default=str))
@@ -58,7 +63,7 @@ def cmd_thresholds(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from medpipe.workflow import run_submit
+    from medpipe.steps.submit import run_submit
 
     run_submit(_load(args), args.data_dir, args.stage_dir, args.dicom_dir, args.out)
     return 0
@@ -119,8 +124,8 @@ def register(add, config_arg, command) -> None:
     p = add(
         "stage2-folds",
         "Stage-2 folds: stage-1 folds plus the newly labelled stage-1 test images.",
-        "medpipe stage2-folds --folds runs/default/data/folds.csv --meta runs/default/stage2/data/meta.csv "
-        "--out runs/default/stage2/data/folds.csv",
+        f"medpipe stage2-folds --folds {RUN_EXAMPLE.folds(1)} --meta {RUN_EXAMPLE.meta(2)} "
+        f"--out {RUN_EXAMPLE.folds(2)}",
     )
     p.add_argument("--folds", required=True)
     p.add_argument("--meta", required=True)
@@ -129,9 +134,9 @@ def register(add, config_arg, command) -> None:
 
     p = add(
         "reproduce-doc",
-        "Write stage2/REPRODUCE.md, requirements.lock and reproduce.json from the run.",
-        "medpipe reproduce-doc --config runs/default/config.resolved.yaml --run-dir runs/default --repo . "
-        "--out runs/default/stage2/REPRODUCE.md",
+        "Write stage 2's reproducibility document, package lock and manifest from the run.",
+        f"medpipe reproduce-doc --config {RUN_EXAMPLE.resolved_config} --run-dir {RUN_EXAMPLE.run_dir} --repo . "
+        f"--out {RUN_EXAMPLE.reproduce('doc')}",
     )
     config_arg(p)
     p.add_argument("--run-dir", required=True)
@@ -148,18 +153,18 @@ def register(add, config_arg, command) -> None:
     p = add(
         "verify-reproduction",
         "Rebuild the stage-2 submission from the saved checkpoints and compare hashes.",
-        "medpipe verify-reproduction runs/default --config runs/default/config.resolved.yaml",
+        f"medpipe verify-reproduction {RUN_EXAMPLE.run_dir} --config {RUN_EXAMPLE.resolved_config}",
     )
     p.add_argument("run_dir")
     config_arg(p)
     p.add_argument("--work-dir", help="keep the rebuilt files here (default: a temporary folder)")
     command("verify-reproduction")(cmd_verify_reproduction)
 
-    example_dirs = "--data-dir runs/default/data --stage-dir runs/default/stage1"
+    example_dirs = f"--data-dir {RUN_EXAMPLE.data_dir(1)} --stage-dir {RUN_EXAMPLE.stage_dir(1)}"
     p = add(
         "features",
         "Fusion features: CNN outputs (out-of-fold for training images) + DICOM metadata.",
-        f"medpipe features --config configs/default.yaml {example_dirs} --out runs/default/stage1/fusion/features.csv",
+        f"medpipe features --config configs/default.yaml {example_dirs} --out {RUN_EXAMPLE.features(1)}",
     )
     config_arg(p)
     p.add_argument("--data-dir", required=True)
@@ -170,8 +175,8 @@ def register(add, config_arg, command) -> None:
     p = add(
         "fuse",
         "LightGBM p(finding) on the features, on the same patient-grouped folds.",
-        "medpipe fuse --config configs/default.yaml --features runs/default/stage1/fusion/features.csv "
-        "--data-dir runs/default/data --out-dir runs/default/stage1/fusion",
+        f"medpipe fuse --config configs/default.yaml --features {RUN_EXAMPLE.features(1)} "
+        f"--data-dir {RUN_EXAMPLE.data_dir(1)} --out-dir {RUN_EXAMPLE.fusion_dir(1)}",
     )
     config_arg(p)
     p.add_argument("--features", required=True)
@@ -181,7 +186,7 @@ def register(add, config_arg, command) -> None:
 
     p = add(
         "thresholds",
-        "Search ensemble weights and the threshold triplet on OOF; write thresholds.json and cv.json.",
+        "Search ensemble weights and the threshold triplet on OOF; write the decision and the CV summary.",
         f"medpipe thresholds --config configs/default.yaml {example_dirs}",
     )
     config_arg(p)
@@ -192,8 +197,8 @@ def register(add, config_arg, command) -> None:
     p = add(
         "submit",
         "Ensemble the test predictions, apply thresholds, write and validate the submission.",
-        f"medpipe submit --config configs/default.yaml {example_dirs} --dicom-dir data/synthetic/dicom-images-test "
-        "--out runs/default/stage1/submission.csv",
+        f"medpipe submit --config configs/default.yaml {example_dirs} --dicom-dir {DATA_EXAMPLE.dicom_dir('test')} "
+        f"--out {RUN_EXAMPLE.stage_submission(1)}",
     )
     config_arg(p)
     p.add_argument("--data-dir", required=True)
@@ -204,8 +209,8 @@ def register(add, config_arg, command) -> None:
 
     p = add(
         "publish",
-        "Validate a stage's submission and copy it to the run's submission.csv.",
-        "medpipe publish runs/default/stage1/submission.csv runs/default/submission.csv --dicom-dir data/synthetic/dicom-images-test",
+        "Validate a stage's submission and copy it to the run's own submission.",
+        f"medpipe publish {RUN_EXAMPLE.stage_submission(1)} {RUN_EXAMPLE.submission} --dicom-dir {DATA_EXAMPLE.dicom_dir('test')}",
     )
     p.add_argument("source")
     p.add_argument("target")

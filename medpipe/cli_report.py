@@ -8,6 +8,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medpipe.layout import RunLayout
+
+RUN_EXAMPLE = RunLayout("runs/default")  # the help examples' paths
+
 __all__ = ["register"]
 
 
@@ -31,7 +35,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = build_report(
         config,
         run_dir,
-        args.out or run_dir / "reports" / "report.html",
+        args.out or RunLayout(run_dir).report_html,
         stage=args.stage,
         plots_dir=args.plots_dir,
         n_cases=args.n_cases,
@@ -45,7 +49,7 @@ def cmd_export_masks(args: argparse.Namespace) -> int:
     from medpipe.report.export import export_masks
 
     config, run_dir = _config_and_run(args)
-    out = Path(args.out or run_dir / "reports" / f"nifti_{args.which}")
+    out = Path(args.out or RunLayout(run_dir).nifti_dir(args.which))
     index = export_masks(
         config,
         run_dir,
@@ -80,8 +84,8 @@ def register(add, config_arg, command) -> None:
     p = add(
         "report",
         "Write the run's self-contained HTML report: data, training, decisions, cases, stage 2.",
-        "medpipe report --config runs/default/config.resolved.yaml --run-dir runs/default "
-        "--out runs/default/reports/report.html --plots-dir runs/default/reports/plots",
+        f"medpipe report --config {RUN_EXAMPLE.resolved_config} --run-dir {RUN_EXAMPLE.run_dir} "
+        f"--out {RUN_EXAMPLE.report_html} --plots-dir {RUN_EXAMPLE.plots_dir}",
     )
     _common(p, config_arg)
     p.add_argument("--out", help="the HTML file (default: <run_dir>/reports/report.html)")
@@ -94,8 +98,8 @@ def register(add, config_arg, command) -> None:
     p = add(
         "export-masks",
         "Write predicted masks and probability maps (OOF or test) as NIfTI with the pixel spacing.",
-        "medpipe export-masks --config runs/default/config.resolved.yaml --which oof --limit 20 "
-        "--out runs/default/reports/nifti_oof",
+        f"medpipe export-masks --config {RUN_EXAMPLE.resolved_config} --which oof --limit 20 "
+        f"--out {RUN_EXAMPLE.nifti_dir('oof')}",
     )
     _common(p, config_arg)
     p.add_argument("--which", choices=["oof", "test"], default="oof")

@@ -18,12 +18,12 @@ import yaml
 
 __all__ = [
     "ConfigError",
+    "RunConfig",
     "SCHEMA_PATH",
     "deep_merge",
     "load_config",
     "validate",
     "model_config",
-    "stage_dir",
     "trained_folds",
     "configfiles_as_typed",
     "write_yaml_atomic",
@@ -48,19 +48,61 @@ def deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str,
     return merged
 
 
-def _key_path(error: jsonschema.ValidationError) -> str:
-    return ".".join(str(p) for p in error.absolute_path) or "<top level>"
+def _key_path(error: jsonschema.ValidationError, key: str | None = None) -> str:
+    parts = [*error.absolute_path, *([] if key is None else [key])]
+    return ".".join(str(p) for p in parts) or "<top level>"
+
+
+def _unknown_keys(error: jsonschema.ValidationError, root: Mapping[str, Any]) -> list[str] | None:
+    """One line per key an ``additionalProperties``/``unevaluatedProperties: false`` object
+    refuses, with the nearest key it declares (its own ``properties``, and those of its
+    ``allOf`` and local ``$ref`` parts); None for any other error.
+
+    ``unevaluatedProperties`` also refuses every declared key of a block in which another key
+    failed (a failing part evaluates nothing): that error adds no line, the other one says it.
+    """
+    import difflib
+
+    if error.validator not in ("additionalProperties", "unevaluatedProperties"):
+        return None
+    if error.validator_value is not False or not isinstance(error.instance, Mapping):
+        return None
+
+    def declared(schema: Mapping[str, Any]) -> list[str]:
+        parts = list(schema.get("allOf") or [])
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/"):
+            target: Any = root
+            for name in ref[2:].split("/"):
+                target = target[name]
+            parts.append(target)
+        return [*(schema.get("properties") or {}), *(k for p in parts for k in declared(p))]
+
+    known = sorted(set(declared(error.schema)))
+    lines = []
+    for key in (k for k in error.instance if k not in known):
+        close = difflib.get_close_matches(str(key), known, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"expected one of {', '.join(known)}"
+        lines.append(f"{_key_path(error, key)}: unknown key ({hint})")
+    return lines
 
 
 def validate(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH) -> None:
-    """Check ``config`` against the JSON schema; raise :class:`ConfigError` naming the bad key."""
+    """Check ``config`` against the JSON schema; raise :class:`ConfigError` naming the bad key.
+
+    An unknown key is named by its full path, with the nearest valid key:
+    ``segmentation.models.unet_regnetx.tta_flip: unknown key (did you mean 'tta_hflip'?)``.
+    """
     with open(schema_path) as handle:
         schema = yaml.safe_load(handle)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(dict(config)), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = [f"  {_key_path(e)}: {e.message}" for e in errors[:10]]
-        raise ConfigError("invalid config:\n" + "\n".join(lines))
+        lines = []
+        for error in errors:
+            unknown = _unknown_keys(error, schema)
+            lines += [f"{_key_path(error)}: {error.message}"] if unknown is None else unknown
+        raise ConfigError("invalid config:\n" + "\n".join(f"  {line}" for line in lines[:10]))
 
 
 def drop_removed_models(config: dict[str, Any]) -> dict[str, Any]:
@@ -107,7 +149,9 @@ def load_config(
 
 def model_config(config: Mapping[str, Any], task: str, name: str) -> dict[str, Any]:
     """The keyword arguments of one model block (``segmentation.models.<name>`` or ``gate.models.<name>``)."""
-    section = {"segment": "segmentation", "gate": "gate"}.get(task, task)
+    from medpipe.layout import config_section
+
+    section = config_section(task)
     models = config.get(section, {}).get("models", {}) or {}
     if name not in models:
         known = ", ".join(sorted(models)) or "none"
@@ -169,10 +213,6 @@ def test_labels(config: Mapping[str, Any], stage: int) -> Path | None:
     return None
 
 
-def stage_dir(config: Mapping[str, Any], stage: int | None = None) -> Path:
-    return Path(config["run_dir"]) / f"stage{stage or config.get('stage', 1)}"
-
-
 def write_yaml_atomic(data: Any, path: str | Path, only_if_changed: bool = True) -> bool:
     """Write YAML via a temp file and rename; skip the write when the content is unchanged.
 
@@ -187,3 +227,96 @@ def write_yaml_atomic(data: Any, path: str | Path, only_if_changed: bool = True)
     tmp.write_text(text)
     os.replace(tmp, path)
     return True
+
+
+class RunConfig:
+    """A thin typed view of the merged config: the questions every step asks, answered once.
+
+    It wraps the dict (``raw``) without copying or changing it, so ``params`` slices and the
+    resolved config stay what they are; it only replaces ``(config.get(x) or {}).get(y)`` chains.
+
+    Example:
+        >>> cfg = RunConfig({"run_dir": "runs/x", "folds": 2, "segmentation": {"models": {"u": {}}}})
+        >>> cfg.model_names("segment"), cfg.fusion_enabled, cfg.stage
+        (['u'], False, 1)
+    """
+
+    def __init__(self, config: Mapping[str, Any]):
+        self.raw = config
+
+    def section(self, name: str) -> Mapping[str, Any]:
+        """A top-level block, ``{}`` when absent or null."""
+        return self.raw.get(name) or {}
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.raw["run_dir"])
+
+    @property
+    def layout(self):
+        from medpipe.layout import RunLayout
+
+        return RunLayout(self.run_dir)
+
+    @property
+    def inputs(self):
+        from medpipe.layout import InputLayout
+
+        return InputLayout(self.section("data")["root"])
+
+    @property
+    def stage(self) -> int:
+        return int(self.raw.get("stage", 1))
+
+    @property
+    def image_size(self) -> int:
+        return int(self.raw["image_size"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.raw["seed"])
+
+    @property
+    def folds(self) -> list[int]:
+        """The trained folds (``train_folds``, else all)."""
+        return trained_folds(self.raw)
+
+    @property
+    def synthetic(self) -> Mapping[str, Any] | None:
+        return self.section("data").get("synthetic") or None
+
+    def models(self, task: str) -> Mapping[str, Mapping[str, Any]]:
+        """``{name: block}`` of a task (``segment`` or ``gate``), in config order."""
+        from medpipe.layout import config_section
+
+        return self.section(config_section(task)).get("models") or {}
+
+    def model_names(self, task: str) -> list[str]:
+        return list(self.models(task))
+
+    def model(self, task: str, name: str) -> dict[str, Any]:
+        return model_config(self.raw, task, name)
+
+    @property
+    def fusion(self) -> Mapping[str, Any]:
+        return self.section("fusion")
+
+    @property
+    def fusion_enabled(self) -> bool:
+        return bool(self.fusion.get("enabled", False))
+
+    @property
+    def postprocess(self) -> Mapping[str, Any]:
+        return self.section("postprocess")
+
+    def retrained(self, model: str) -> bool:
+        """Stage 2: whether ``model`` is trained again on the released labels."""
+        return bool((self.section("stage2").get("retrain") or {}).get(model, False))
+
+    def fold_dirs(self, stage: int, task: str) -> dict[str, list]:
+        """``{model: [FoldDir]}`` of a task's trained folds in a stage, in config order."""
+        return {m: self.layout.folds_of(stage, task, m, self.folds) for m in self.models(task)}
+
+    def trained_fold(self, stage: int, task: str, model: str, fold: int):
+        """The fold whose weights ``stage`` predicts with (stage 2 keeps stage 1's unless retrained)."""
+        return self.layout.trained_fold(stage, task, model, fold, self.retrained(model))

@@ -18,6 +18,7 @@ inflating ``cv.json``:
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medpipe.inference.ensemble import fold_index
+from medpipe.layout import FoldDir, data_files, read_folds, read_meta, read_prediction_ids
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "LeakageError",
@@ -44,14 +47,14 @@ class LeakageError(ValueError):
     """Validation or test information would reach a model or a decision trained without it."""
 
 
-def check_patient_folds(folds: pd.DataFrame, where: str = "folds.csv") -> None:
+def check_patient_folds(folds: pd.DataFrame, where: str = "the training pool") -> None:
     """Raise if a patient key has images in more than one fold (including ``-1``).
 
     Example:
         >>> check_patient_folds(pd.DataFrame({"patient_key": ["a", "a"], "fold": [0, 1]}))
         Traceback (most recent call last):
         ...
-        medpipe.guards.LeakageError: folds.csv: patient_key 'a' is in folds [0, 1] (1 patients span several folds)
+        medpipe.guards.LeakageError: the training pool: patient_key 'a' is in folds [0, 1] (1 patients span several folds)
     """
     keyed = folds.dropna(subset=["patient_key"])
     spread = keyed.groupby("patient_key")["fold"].nunique()
@@ -70,7 +73,9 @@ def predicted_split(meta: pd.DataFrame) -> str:
     return "stage2_test" if (meta["split"] == "stage2_test").any() else "test"
 
 
-def check_training_pool(folds: pd.DataFrame, meta: pd.DataFrame, where: str = "folds.csv") -> None:
+def check_training_pool(
+    folds: pd.DataFrame, meta: pd.DataFrame, where: str = "the training pool"
+) -> None:
     """Raise if an image that trains models or tunes thresholds is unlabelled or a test image.
 
     ``folds`` lists the training pool (every row trains some fold's model, and rows with
@@ -83,7 +88,7 @@ def check_training_pool(folds: pd.DataFrame, meta: pd.DataFrame, where: str = "f
     ids = folds["image_id"].astype(str)
     unknown = ids[~ids.isin(split.index)]
     if len(unknown):
-        raise LeakageError(f"{where}: image {unknown.iloc[0]!r} has no row in meta.csv")
+        raise LeakageError(f"{where}: image {unknown.iloc[0]!r} has no row in the image metadata")
     held_out = predicted_split(meta)
     test = ids[split.reindex(ids).to_numpy() == held_out]
     if len(test):
@@ -99,55 +104,67 @@ def check_training_pool(folds: pd.DataFrame, meta: pd.DataFrame, where: str = "f
         )
 
 
-def check_training_data(
-    data_dir: str | Path, *oof_dirs: Mapping[str, Iterable[str | Path]]
-) -> None:
+def check_training_data(data_dir: str | Path, *oof_dirs: Mapping[str, Iterable[FoldDir]]) -> None:
     """The guards on a data directory's ``folds.csv`` and ``meta.csv``, and on OOF files.
 
     Args:
         data_dir: holds ``folds.csv`` and ``meta.csv``.
         oof_dirs: for rules that read OOF (fusion, thresholds), mappings model -> fold dirs.
     """
-    data_dir = Path(data_dir)
-    folds = pd.read_csv(data_dir / "folds.csv", dtype={"image_id": str, "patient_key": str})
-    meta = pd.read_csv(data_dir / "meta.csv", dtype={"image_id": str, "patient_key": str})
-    where = str(data_dir / "folds.csv")
+    files = data_files(data_dir)
+    folds, meta = read_folds(files["folds"]), read_meta(files["meta"])
+    where = str(files["folds"])
     check_patient_folds(folds, where)
     check_training_pool(folds, meta, where)
     for dirs in oof_dirs:
         check_oof_folds(dirs, folds)
 
 
-def _oof_ids(path: Path) -> np.ndarray:
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            return data["image_id"].astype(str)
-    return pd.read_csv(path, usecols=["image_id"], dtype={"image_id": str})["image_id"].to_numpy()
+def own_fold_rows(ids: np.ndarray, fold: int, fold_of: pd.Series | None, path: Path) -> np.ndarray:
+    """Boolean: the rows of a fold's OOF file whose image is in that fold's validation set.
+
+    The one "this fold's own OOF rows" rule: readers drop other rows with a warning (say, an OOF
+    file written before ``train_folds`` changed), while :func:`check_oof_folds`, which every step
+    that reads OOF runs first, refuses a file whose rows the fold's model trained on.
+    """
+    if fold_of is None:
+        return np.ones(len(ids), dtype=bool)
+    mine = fold_of.reindex(ids).to_numpy() == fold
+    if not mine.all():
+        log.warning(
+            "%s: %d of %d rows are not fold %d validation images; ignored (the model trained on them)",
+            path,
+            (~mine).sum(),
+            len(ids),
+            fold,
+        )
+    return mine
 
 
-def check_oof_folds(fold_dirs: Mapping[str, Iterable[str | Path]], folds: pd.DataFrame) -> None:
+def check_oof_folds(fold_dirs: Mapping[str, Iterable[FoldDir]], folds: pd.DataFrame) -> None:
     """Raise if a fold's OOF file holds an image that fold's model trained on.
 
+    The one check of "this fold's own OOF rows" that raises: the loaders
+    (:mod:`medpipe.inference.ensemble`) only drop such rows, after this guard has passed.
+
     Args:
-        fold_dirs: model name -> its ``.../fold<i>`` directories (each with ``oof.npz`` or
-            ``oof.csv``).
-        folds: ``folds.csv``; an OOF image must have ``fold == i`` there.
+        fold_dirs: model name -> its folds (:class:`medpipe.layout.FoldDir`).
+        folds: the training pool; an OOF image of fold ``i`` must have ``fold == i`` there.
     """
     fold_of = folds.drop_duplicates("image_id").set_index(folds["image_id"].astype(str))["fold"]
     for model, dirs in fold_dirs.items():
-        for d in map(Path, dirs):
-            fold = fold_index(d)
-            path = next((d / n for n in ("oof.npz", "oof.csv") if (d / n).is_file()), None)
-            if path is None:
+        for d in dirs:
+            path = d.oof
+            if not path.is_file():
                 continue  # a missing file is the loader's error to report
-            ids = _oof_ids(path)
+            ids = read_prediction_ids(path)
             held_out = fold_of.reindex(ids).to_numpy()
-            wrong = [str(i) for i in ids[held_out != fold]]
+            wrong = [str(i) for i in ids[held_out != d.fold]]
             if wrong:
                 seen = fold_of.get(wrong[0])
-                trained = "not in folds.csv" if seen is None else f"in fold {int(seen)}"
+                trained = "not in the training pool" if seen is None else f"in fold {int(seen)}"
                 raise LeakageError(
-                    f"{path}: model {model} fold {fold} scored image {wrong[0]!r}, which is "
+                    f"{path}: model {model} fold {d.fold} scored image {wrong[0]!r}, which is "
                     f"{trained}: that model trained on it ({len(wrong)} such rows)"
                 )
 

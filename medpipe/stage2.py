@@ -1,4 +1,5 @@
-"""Stage 2 of a two-stage competition: which checkpoints predict, and the stage-2 folds.
+"""Stage 2 of a two-stage competition: the stage-2 folds (which checkpoints predict is the
+layout's :meth:`medpipe.config.RunConfig.trained_fold`).
 
 Choice (documented in docs/stage2.md): the stage-1 test images, now labelled, are added to the
 training side of every fold (``fold = -1``), as the SIIM winner did, and are never validation
@@ -11,29 +12,11 @@ no patient is ever on both sides of a fold.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
-
 import pandas as pd
 
-__all__ = ["ALWAYS_TRAIN", "retrained", "checkpoint_for", "stage2_folds"]
+__all__ = ["ALWAYS_TRAIN", "stage2_folds"]
 
 ALWAYS_TRAIN = -1
-
-
-def retrained(config: Mapping[str, Any], model: str) -> bool:
-    return bool(((config.get("stage2") or {}).get("retrain") or {}).get(model, False))
-
-
-def checkpoint_for(
-    config: Mapping[str, Any], run_dir: str | Path, stage: int, task: str, model: str, fold: int
-) -> Path:
-    """The checkpoint a stage predicts with: stage 2 reuses stage 1's unless the model is retrained."""
-    own = int(stage) == 1 or retrained(config, model)
-    return (
-        Path(run_dir) / f"stage{stage if own else 1}" / task / model / f"fold{fold}" / "model.ckpt"
-    )
 
 
 def stage2_folds(

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pydicom
 
 from medpipe.io import rle
 from medpipe.io.atomic import atomic_path
+from medpipe.io.dicom import dicom_candidates, header_image
 from medpipe.io.labels import mask_for, read_labels
 from medpipe.metrics import dice_per_image
 
@@ -204,13 +204,6 @@ def validate_submission(
     return pd.DataFrame(rows, columns=list(HEADER), dtype=str)
 
 
-def _image_id(path: Path, ds: pydicom.Dataset) -> str:
-    if path.stem.startswith("ID_"):  # stage-2 files are named by their id
-        return path.stem
-    uid = ds.get("SOPInstanceUID")
-    return str(uid).strip() if uid else path.stem
-
-
 def expected_ids_from_dicom_dir(dicom_dir: str | Path) -> dict[str, tuple[int, int]]:
     """``image_id -> (rows, cols)`` of every readable DICOM below ``dicom_dir`` (headers only).
 
@@ -228,23 +221,16 @@ def expected_ids_from_dicom_dir(dicom_dir: str | Path) -> dict[str, tuple[int, i
         raise FileNotFoundError(f"expected_ids_from_dicom_dir: {root}: not a directory")
     sizes: dict[str, tuple[int, int]] = {}
     skipped = 0
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        try:
-            # force: headers without the 128-byte preamble occur in the wild; Rows/Columns
-            # below then filter out files that are not images at all.
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-            height, width = int(ds.Rows), int(ds.Columns)
-        except Exception:  # any parse failure means "not a readable image": ingest says why
+    for _source, path in dicom_candidates(root):  # ingest's walking rule: hidden files skipped
+        found = header_image(path)
+        if found is None:
             skipped += 1
             continue
-        if height <= 0 or width <= 0:
-            skipped += 1
-            continue
-        image_id = _image_id(path, ds)
+        image_id, shape = found
         if image_id in sizes:
             log.warning("%s: ImageId %s seen before; keeping the first file", path, image_id)
             continue
-        sizes[image_id] = (height, width)
+        sizes[image_id] = shape
     if skipped:
         log.info("%s: %d files without a readable DICOM image header skipped", root, skipped)
     return sizes

@@ -1,24 +1,31 @@
-# Shared names: paths below run_dir, the model and fold lists, the config slices that are
-# declared as params (so a change to one slice reruns only what depends on it).
+# Shared names: every rule path comes from medpipe.layout (the one owner of the run tree), the
+# model and fold lists from the typed config view, and each rule's code inputs are computed from
+# the imports of the module its command runs. Config slices are declared as params, so a change
+# to one slice reruns only what depends on it.
 import hashlib
 import os
 import sys
 
-import medpipe
-from medpipe.config import configfiles_as_typed, trained_folds, write_yaml_atomic
+from medpipe.code_inputs import code_inputs
+from medpipe.config import RunConfig, configfiles_as_typed, write_yaml_atomic
 from medpipe.guards import redact_config
+from medpipe.layout import GATE, SEGMENT, FoldDir, test_split
 from medpipe.resources import cpu_count
-from medpipe.stage2 import checkpoint_for
 
-RUN = config["run_dir"]
-DATA = f"{RUN}/data"
-ROOT = config["data"]["root"]
-SIZE = int(config["image_size"])
-STAGE = int(config["stage"])
-FOLDS = trained_folds(config)  # all folds, or train_folds for quick iteration
-SEG_MODELS = list(config["segmentation"]["models"])
-GATE_MODELS = list((config.get("gate") or {}).get("models") or {})
-PKG = Path(medpipe.__file__).resolve().parent
+CFG = RunConfig(config)
+LAYOUT = CFG.layout
+INPUTS = CFG.inputs
+RUN = str(LAYOUT.run_dir)
+DATA = str(LAYOUT.data_dir(1))
+ROOT = str(INPUTS.root)
+SIZE = CFG.image_size
+STAGE = CFG.stage
+FOLDS = CFG.folds  # all folds, or train_folds for quick iteration
+SEG_MODELS = CFG.model_names(SEGMENT)
+GATE_MODELS = CFG.model_names(GATE)
+# Wildcard patterns of a stage, a model's fold, and a fold job's name (logs, benchmarks).
+STAGE_DIR = str(LAYOUT.stage_dir("{stage}"))
+FOLD_JOB = LAYOUT.fold_job("{model}", "{fold}")
 
 # Rules call `medpipe`: find it beside this Python even when the venv is not activated.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -26,7 +33,7 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get(
 # The merged config every command reads. Rewritten only when its content changes; it is not an
 # input of any rule: reruns come from each rule's declared config slice (params). The salt is
 # redacted: only ingest needs it, and it gets it as a flag.
-CONFIG_FILE = f"{RUN}/config.resolved.yaml"
+CONFIG_FILE = str(LAYOUT.resolved_config)
 write_yaml_atomic(redact_config(config), CONFIG_FILE)
 
 # Ingest gets the salt through the environment, never on a command line (which Snakemake prints,
@@ -76,9 +83,14 @@ def model_job_slot(wildcards):
     return 1 if _runs_here() else 0
 
 
-def code(*patterns):
-    """The package files a rule's result depends on (globs allowed): editing them reruns the rule."""
-    return sorted(str(p) for pattern in patterns for p in PKG.glob(pattern))
+def code(*modules):
+    """The package files a rule's result depends on: the modules its command runs and their
+    imports inside medpipe (medpipe.code_inputs). Editing any of them reruns the rule."""
+    return code_inputs(*modules)
+
+
+def path(p):
+    return str(p)
 
 
 wildcard_constraints:
@@ -89,15 +101,53 @@ wildcard_constraints:
 
 def data_dir(stage):
     """Stage 1 reads run_dir/data; stage 2 adds the released labels and its own test set."""
-    return DATA if int(stage) == 1 else f"{RUN}/stage2/data"
+    return str(LAYOUT.data_dir(stage))
 
 
 def training_inputs(wildcards):
-    d = data_dir(wildcards.stage)
-    return {"meta": f"{d}/meta.csv", "folds": f"{d}/folds.csv"}
+    return {"meta": path(LAYOUT.meta(wildcards.stage)), "folds": path(LAYOUT.folds(wildcards.stage))}
 
 
-def model_block(section):
-    return lambda wildcards: config[section]["models"][wildcards.model]
+def model_block(task):
+    return lambda wildcards: CFG.models(task)[wildcards.model]
 
 
+def fold_dir(task):
+    """The fold folder pattern of a task: {stage}, {model}, {fold} are wildcards."""
+    return path(LAYOUT.fold_dir("{stage}", task, "{model}", "{fold}"))
+
+
+def fold_file(task, what):
+    """A file of a task's fold folder as a rule pattern (``what``: a FoldDir attribute)."""
+    return path(getattr(FoldDir(task, "{model}", 0, Path(fold_dir(task))), what))
+
+
+def trained_checkpoint(task):
+    """The weights a stage predicts with (stage 2 keeps stage 1's unless the model is retrained)."""
+    return lambda w: path(CFG.trained_fold(int(w.stage), task, w.model, int(w.fold)).checkpoint)
+
+
+def fold_predictions(stage, which, tasks=(SEGMENT, GATE)):
+    """Every model x fold prediction file (``oof`` or ``test``) of a stage."""
+    return [
+        path(d.predictions(which))
+        for task in tasks
+        for dirs in CFG.fold_dirs(int(stage), task).values()
+        for d in dirs
+    ]
+
+
+def fold_log(step):
+    return path(LAYOUT.log(step, FOLD_JOB, stage="{stage}"))
+
+
+def fold_benchmark(step):
+    return path(LAYOUT.benchmark(step, FOLD_JOB, stage="{stage}"))
+
+
+def stage_log(step):
+    return path(LAYOUT.log(step, stage="{stage}"))
+
+
+def stage_benchmark(step):
+    return path(LAYOUT.benchmark(step, stage="{stage}"))

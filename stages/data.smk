@@ -5,12 +5,14 @@ if SYNTH:
 
     rule synthesize:
         """Generate the embedded synthetic SIIM-like DICOM dataset in data.root."""
+        input:
+            code=code("medpipe.data.synthetic"),
         output:
-            labels=f"{ROOT}/train-rle.csv",
-            hidden=f"{ROOT}/hidden/test-rle.csv",
-            preview=f"{ROOT}/preview.png",
+            labels=path(INPUTS.train_labels),
+            hidden=path(INPUTS.hidden_labels(1)),
+            preview=path(INPUTS.preview),
             stage2=(
-                [f"{ROOT}/stage_2_train.csv", f"{ROOT}/hidden/stage2-test-rle.csv"]
+                [path(INPUTS.stage2_labels), path(INPUTS.hidden_labels(2))]
                 if SYNTH.get("n_stage2_test", 0)
                 else []
             ),
@@ -18,9 +20,9 @@ if SYNTH:
             synthetic=SYNTH,
             conspicuity=SYNTH.get("conspicuity", 1.0),
         log:
-            f"{RUN}/logs/synthesize.log",
+            path(LAYOUT.log("synthesize")),
         benchmark:
-            f"{RUN}/benchmarks/synthesize.tsv"
+            path(LAYOUT.benchmark("synthesize"))
         threads: HEAVY_THREADS
         shell:
             "medpipe synth --out {ROOT:q} --n-train {params.synthetic[n_train]} "
@@ -29,7 +31,7 @@ if SYNTH:
             "--conspicuity {params.conspicuity:q} --preview {output.preview:q} "
             "--workers {threads} > {log:q} 2>&1"
 
-elif not Path(ROOT, "train-rle.csv").exists():
+elif not INPUTS.train_labels.exists():
     problem = "does not hold the SIIM-ACR layout (no train-rle.csv there)"
     raise WorkflowError(
         f"data.root = {ROOT!r} {problem if Path(ROOT).is_dir() else 'does not exist'}. "
@@ -41,42 +43,43 @@ elif not Path(ROOT, "train-rle.csv").exists():
 rule ingest:
     """Decode every DICOM once into meta.csv, the uint8 tensor cache and quarantine.csv."""
     input:
-        labels=f"{ROOT}/train-rle.csv",
-        code=code("io/dicom.py", "data/ingest.py", "data/cache.py"),
+        labels=path(INPUTS.train_labels),
+        code=code("medpipe.data.ingest"),
     output:
-        meta=f"{DATA}/meta.csv",
-        quarantine=f"{DATA}/quarantine.csv",
-        train=f"{DATA}/train_images_{SIZE}.npy",
-        masks=f"{DATA}/train_masks_{SIZE}.npy",
-        test=f"{DATA}/test_images_{SIZE}.npy",
+        meta=path(LAYOUT.meta(1)),
+        quarantine=path(LAYOUT.quarantine(1)),
+        train=path(LAYOUT.cache(1, "train", "images", SIZE)),
+        masks=path(LAYOUT.cache(1, "train", "masks", SIZE)),
+        test=path(LAYOUT.cache(1, "test", "images", SIZE)),
     params:
-        root=ROOT,
+        train_dicom=path(INPUTS.dicom_dir("train")),
+        test_dicom=path(INPUTS.dicom_dir("test")),
         size=SIZE,
         salt_digest=SALT_DIGEST,  # the salt itself reaches ingest as $MEDPIPE_SALT
         missing_labels=config["data"].get("missing_labels", "error"),
     log:
-        f"{RUN}/logs/ingest.log",
+        path(LAYOUT.log("ingest")),
     benchmark:
-        f"{RUN}/benchmarks/ingest.tsv"
+        path(LAYOUT.benchmark("ingest"))
     threads: HEAVY_THREADS
     shell:
-        "medpipe ingest --dicom-dir {params.root:q}/dicom-images-train --split train "
-        "--dicom-dir {params.root:q}/dicom-images-test --split test --labels {input.labels:q} "
+        "medpipe ingest --dicom-dir {params.train_dicom:q} --split train "
+        "--dicom-dir {params.test_dicom:q} --split test --labels {input.labels:q} "
         "--out {DATA:q} --size {params.size} --workers {threads} --missing-labels {params.missing_labels} > {log:q} 2>&1"
 
 
 rule make_folds:
     """Patient-grouped folds, stratified on 'has finding'."""
     input:
-        meta=f"{DATA}/meta.csv",
-        code=code("data/folds.py"),
+        meta=path(LAYOUT.meta(1)),
+        code=code("medpipe.data.folds"),
     output:
-        f"{DATA}/folds.csv",
+        path(LAYOUT.folds(1)),
     params:
         folds=config["folds"],
         seed=config["seed"],
     log:
-        f"{RUN}/logs/folds.log",
+        path(LAYOUT.log("folds")),
     shell:
         "medpipe folds --meta {input.meta:q} --n-folds {params.folds} --seed {params.seed} "
         "--out {output:q} > {log:q} 2>&1"

@@ -1,31 +1,22 @@
 # Fusion: CNN outputs + DICOM metadata -> LightGBM p(finding), on the same patient-grouped folds.
-STAGE_DIR = f"{RUN}/stage{{stage}}"
-
-
-def fold_outputs(wildcards):
-    """Every model x fold prediction of this stage (stage 2 may reuse stage-1 checkpoints)."""
-    s = wildcards.stage
-    seg = [f"{RUN}/stage{s}/segment/{m}/fold{f}/{n}" for m in SEG_MODELS for f in FOLDS for n in ("oof.npz", "test.npz")]
-    gate = [f"{RUN}/stage{s}/gate/{m}/fold{f}/{n}" for m in GATE_MODELS for f in FOLDS for n in ("oof.csv", "test.csv")]
-    return seg + gate
 
 
 rule features:
     """One row per image: gate probabilities, segmentation statistics, embedding PCA, metadata."""
     input:
         unpack(training_inputs),
-        fold_outputs,
-        code=code("fusion/features.py", "workflow.py"),
+        lambda w: fold_predictions(w.stage, "oof") + fold_predictions(w.stage, "test"),
+        code=code("medpipe.steps.features"),
     output:
-        f"{STAGE_DIR}/fusion/features.csv",
+        path(LAYOUT.features("{stage}")),
     params:
-        fusion=config.get("fusion", {}),
+        fusion=CFG.fusion,
         data=lambda w: data_dir(w.stage),
         stage_dir=STAGE_DIR,
     log:
-        f"{RUN}/logs/stage{{stage}}/features.log",
+        stage_log("features"),
     benchmark:
-        f"{RUN}/benchmarks/stage{{stage}}/features.tsv"
+        stage_benchmark("features")
     threads: HEAVY_THREADS
     shell:
         "medpipe features --config {CONFIG_FILE:q} --data-dir {params.data:q} "
@@ -36,21 +27,21 @@ rule fuse:
     """LightGBM on the features, early stopping inside each fold: OOF and test p(finding)."""
     input:
         unpack(training_inputs),
-        features=f"{STAGE_DIR}/fusion/features.csv",
-        code=code("fusion/lgbm.py", "workflow.py"),
+        features=path(LAYOUT.features("{stage}")),
+        code=code("medpipe.steps.fuse"),
     output:
-        oof=f"{STAGE_DIR}/fusion/oof.csv",
-        test=f"{STAGE_DIR}/fusion/test.csv",
-        importance=report(f"{STAGE_DIR}/fusion/feature_importance.csv", category="Fusion", subcategory="stage {stage}"),
+        oof=path(LAYOUT.fused("{stage}", "oof")),
+        test=path(LAYOUT.fused("{stage}", "test")),
+        importance=report(path(LAYOUT.feature_importance("{stage}")), category="Fusion", subcategory="stage {stage}"),
     params:
-        fusion=config.get("fusion", {}),
+        fusion=CFG.fusion,
         seed=config["seed"],
         data=lambda w: data_dir(w.stage),
-        out=f"{STAGE_DIR}/fusion",
+        out=path(LAYOUT.fusion_dir("{stage}")),
     log:
-        f"{RUN}/logs/stage{{stage}}/fuse.log",
+        stage_log("fuse"),
     benchmark:
-        f"{RUN}/benchmarks/stage{{stage}}/fuse.tsv"
+        stage_benchmark("fuse")
     threads: HEAVY_THREADS
     shell:
         "medpipe fuse --config {CONFIG_FILE:q} --features {input.features:q} --data-dir {params.data:q} "

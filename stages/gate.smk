@@ -1,30 +1,29 @@
 # Gate: one image classifier per model x fold ("has a finding?"), then its OOF and test probabilities and embeddings.
-GATE_FOLD = f"{RUN}/stage{{stage}}/gate/{{model}}/fold{{fold}}"
 
 
 rule train_gate:
     """Train one gate classifier on one fold (resumes from last.ckpt after a crash)."""
     input:
         unpack(training_inputs),
-        code=code("training/*.py", "models/gate.py", "data/dataset.py", "data/transforms.py"),
+        code=code("medpipe.training.fit"),
     output:
-        ckpt=f"{GATE_FOLD}/model.ckpt",
+        ckpt=fold_file(GATE, "checkpoint"),
         metrics=report(
-            f"{GATE_FOLD}/metrics.json",
+            fold_file(GATE, "metrics"),
             category="Training",
             subcategory="gate {model}, stage {stage}",
             labels={"model": "{model}", "fold": "{fold}", "stage": "{stage}"},
         ),
-        log_csv=f"{GATE_FOLD}/log.csv",
+        log_csv=fold_file(GATE, "log_csv"),
     params:
-        model=model_block("gate"),
+        model=model_block(GATE),
         run=TRAIN_GLOBALS,
         data=lambda w: data_dir(w.stage),
-        out=GATE_FOLD,
+        out=fold_dir(GATE),
     log:
-        f"{RUN}/logs/stage{{stage}}/train_gate/{{model}}_fold{{fold}}.log",
+        fold_log("train_gate"),
     benchmark:
-        f"{RUN}/benchmarks/stage{{stage}}/train_gate/{{model}}_fold{{fold}}.tsv"
+        fold_benchmark("train_gate")
     threads: model_threads
     resources:
         gpu=1,
@@ -38,21 +37,21 @@ rule predict_gate:
     """Gate probabilities and embeddings of the fold's validation images (OOF) and of the test set."""
     input:
         unpack(training_inputs),
-        ckpt=lambda w: str(checkpoint_for(config, RUN, int(w.stage), "gate", w.model, int(w.fold))),
-        code=code("inference/predict.py", "inference/tta.py", "data/dataset.py"),
+        ckpt=trained_checkpoint(GATE),
+        code=code("medpipe.inference.predict"),
     output:
-        oof=f"{GATE_FOLD}/oof.csv",
-        test=f"{GATE_FOLD}/test.csv",
+        oof=fold_file(GATE, "oof"),
+        test=fold_file(GATE, "test"),
     params:
-        model=model_block("gate"),
+        model=model_block(GATE),
         run=TRAIN_GLOBALS,
         data=lambda w: data_dir(w.stage),
-        out=GATE_FOLD,
-        test_split=lambda w: "test" if int(w.stage) == 1 else "stage2_test",
+        out=fold_dir(GATE),
+        test_split=lambda w: test_split(w.stage),
     log:
-        f"{RUN}/logs/stage{{stage}}/predict_gate/{{model}}_fold{{fold}}.log",
+        fold_log("predict_gate"),
     benchmark:
-        f"{RUN}/benchmarks/stage{{stage}}/predict_gate/{{model}}_fold{{fold}}.tsv"
+        fold_benchmark("predict_gate")
     threads: model_threads
     resources:
         gpu=1,

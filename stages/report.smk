@@ -2,42 +2,38 @@
 # plots in it as PNGs, which `snakemake --report` shows beside the files marked report(...).
 from medpipe.config import test_labels
 
-REPORT_STAGE_DIR = f"{RUN}/stage{STAGE}"
-
 
 report: "report/workflow.rst"
 
 
 def report_inputs(wildcards):
     """Everything the page reads: the current stage's fold outputs and decisions, and the data."""
-    d = data_dir(STAGE)
     stages = [1, 2] if STAGE == 2 else [1]
     inputs = {
-        "submission": f"{RUN}/submission.csv",
-        "meta": f"{d}/meta.csv",
-        "folds": f"{d}/folds.csv",
-        "quarantine": f"{d}/quarantine.csv",
-        "cv": [f"{RUN}/stage{s}/cv.json" for s in stages],
-        "thresholds": f"{REPORT_STAGE_DIR}/thresholds.json",
-        "heatmap": f"{REPORT_STAGE_DIR}/thresholds.png",
-        "seg": [f"{REPORT_STAGE_DIR}/segment/{m}/fold{f}/oof.npz" for m in SEG_MODELS for f in FOLDS],
-        "gate": [
-            f"{RUN}/stage{s}/gate/{m}/fold{f}/oof.csv" for s in stages for m in GATE_MODELS for f in FOLDS
-        ],
+        "submission": path(LAYOUT.submission),
+        "meta": path(LAYOUT.meta(STAGE)),
+        "folds": path(LAYOUT.folds(STAGE)),
+        "quarantine": path(LAYOUT.quarantine(STAGE)),
+        "cv": [path(LAYOUT.cv(s)) for s in stages],
+        "thresholds": path(LAYOUT.thresholds(STAGE)),
+        "heatmap": path(LAYOUT.heatmap(STAGE)),
+        "seg": fold_predictions(STAGE, "oof", (SEGMENT,)),
+        "gate": [p for s in stages for p in fold_predictions(s, "oof", (GATE,))],
         # Training logs live where the fold was trained: stage 1 for a model kept in stage 2.
         "logs": [
-            str(checkpoint_for(config, RUN, STAGE, task, m, f).parent / n)
-            for task, models in (("segment", SEG_MODELS), ("gate", GATE_MODELS))
-            for m in models
+            path(p)
+            for task in (SEGMENT, GATE)
+            for m in CFG.model_names(task)
             for f in FOLDS
-            for n in ("metrics.json", "log.csv")
+            for d in [CFG.trained_fold(STAGE, task, m, f)]
+            for p in (d.metrics, d.log_csv)
         ],
     }
     labels = test_labels(config, STAGE)
     if labels is not None:  # the report scores the submission on them
         inputs["test_labels"] = str(labels)
-    if (config.get("fusion") or {}).get("enabled", False):
-        inputs["fusion"] = [f"{REPORT_STAGE_DIR}/fusion/oof.csv", f"{REPORT_STAGE_DIR}/fusion/feature_importance.csv"]
+    if CFG.fusion_enabled:
+        inputs["fusion"] = [path(LAYOUT.fused(STAGE, "oof")), path(LAYOUT.feature_importance(STAGE))]
     return inputs
 
 
@@ -45,17 +41,17 @@ rule report:
     """The run's HTML report: data, training curves, CV and ablation, decisions, OOF cases, stage 2."""
     input:
         unpack(report_inputs),
-        code=code("report/*.py", "cli_report.py"),
+        code=code("medpipe.report.build"),
     output:
-        html=report(f"{RUN}/reports/report.html", category="Report"),
-        plots=report(directory(f"{RUN}/reports/plots"), patterns=["{name}.png"], category="Report plots"),
+        html=report(path(LAYOUT.report_html), category="Report"),
+        plots=report(directory(path(LAYOUT.plots_dir)), patterns=["{name}.png"], category="Report plots"),
     params:
-        report=config.get("report") or {},
+        report=CFG.section("report"),
         stage=STAGE,
     log:
-        f"{RUN}/logs/report.log",
+        path(LAYOUT.log("report")),
     benchmark:
-        f"{RUN}/benchmarks/report.tsv"
+        path(LAYOUT.benchmark("report"))
     threads: 1
     shell:
         "medpipe report --config {CONFIG_FILE:q} --run-dir {RUN:q} --stage {params.stage} "

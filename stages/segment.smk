@@ -1,30 +1,29 @@
 # Segmentation: one smp U-Net per model x fold, then its OOF and test probabilities.
-SEG_FOLD = f"{RUN}/stage{{stage}}/segment/{{model}}/fold{{fold}}"
 
 
 rule train_seg:
     """Train one segmentation model on one fold (resumes from last.ckpt after a crash)."""
     input:
         unpack(training_inputs),
-        code=code("training/*.py", "models/segmentation.py", "data/dataset.py", "data/transforms.py"),
+        code=code("medpipe.training.fit"),
     output:
-        ckpt=f"{SEG_FOLD}/model.ckpt",
+        ckpt=fold_file(SEGMENT, "checkpoint"),
         metrics=report(
-            f"{SEG_FOLD}/metrics.json",
+            fold_file(SEGMENT, "metrics"),
             category="Training",
             subcategory="segmentation {model}, stage {stage}",
             labels={"model": "{model}", "fold": "{fold}", "stage": "{stage}"},
         ),
-        log_csv=f"{SEG_FOLD}/log.csv",
+        log_csv=fold_file(SEGMENT, "log_csv"),
     params:
-        model=model_block("segmentation"),
+        model=model_block(SEGMENT),
         run=TRAIN_GLOBALS,
         data=lambda w: data_dir(w.stage),
-        out=SEG_FOLD,
+        out=fold_dir(SEGMENT),
     log:
-        f"{RUN}/logs/stage{{stage}}/train_seg/{{model}}_fold{{fold}}.log",
+        fold_log("train_seg"),
     benchmark:
-        f"{RUN}/benchmarks/stage{{stage}}/train_seg/{{model}}_fold{{fold}}.tsv"
+        fold_benchmark("train_seg")
     threads: model_threads
     resources:
         gpu=1,
@@ -38,21 +37,21 @@ rule predict_seg:
     """Probability maps of the fold's validation images (OOF) and of the test set."""
     input:
         unpack(training_inputs),
-        ckpt=lambda w: str(checkpoint_for(config, RUN, int(w.stage), "segment", w.model, int(w.fold))),
-        code=code("inference/predict.py", "inference/tta.py", "data/dataset.py"),
+        ckpt=trained_checkpoint(SEGMENT),
+        code=code("medpipe.inference.predict"),
     output:
-        oof=f"{SEG_FOLD}/oof.npz",
-        test=f"{SEG_FOLD}/test.npz",
+        oof=fold_file(SEGMENT, "oof"),
+        test=fold_file(SEGMENT, "test"),
     params:
-        model=model_block("segmentation"),
+        model=model_block(SEGMENT),
         run=TRAIN_GLOBALS,
         data=lambda w: data_dir(w.stage),
-        out=SEG_FOLD,
-        test_split=lambda w: "test" if int(w.stage) == 1 else "stage2_test",
+        out=fold_dir(SEGMENT),
+        test_split=lambda w: test_split(w.stage),
     log:
-        f"{RUN}/logs/stage{{stage}}/predict_seg/{{model}}_fold{{fold}}.log",
+        fold_log("predict_seg"),
     benchmark:
-        f"{RUN}/benchmarks/stage{{stage}}/predict_seg/{{model}}_fold{{fold}}.tsv"
+        fold_benchmark("predict_seg")
     threads: model_threads
     resources:
         gpu=1,

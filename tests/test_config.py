@@ -1,14 +1,18 @@
-"""Config helpers: which folds are trained, and the quick overlay's one-fold plan."""
+"""Config helpers: which folds are trained, the quick overlay's one-fold plan, and the schema's
+strict model blocks."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from medpipe.config import ConfigError, load_config, trained_folds
+from medpipe.config import SCHEMA_PATH, ConfigError, load_config, trained_folds
+from medpipe.training.runtime import PERFORMANCE_DEFAULTS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -154,3 +158,97 @@ def test_model_jobs_share_the_real_cores(tmp_path):
         tmp_path, "data: {root: synth}\nperformance: {parallel_jobs: 1}\n"
     )
     assert alone == {cores}
+
+
+# ---------------------------------------------------------------- strict model blocks
+
+
+def _model_schemas() -> dict[str, dict]:
+    defs = yaml.safe_load(SCHEMA_PATH.read_text())["$defs"]
+    return {
+        name: defs[name] for name in ("train_common", "smp_net", "segmentation_model", "gate_model")
+    }
+
+
+def _declared(schema: dict) -> set[str]:
+    defs = _model_schemas()
+    parts = [defs[p["$ref"].rsplit("/", 1)[-1]] for p in schema.get("allOf", [])]
+    return set(schema.get("properties", {})).union(*(_declared(p) for p in parts))
+
+
+def test_typo_in_a_model_block_is_refused_with_its_path_and_the_nearest_key():
+    for section, model in (("segmentation", "unet_regnetx"), ("gate", "gate_regnetx")):
+        typo = {section: {"models": {model: {"tta_flip": True}}}}
+        with pytest.raises(ConfigError) as info:
+            load_config(REPO / "configs/default.yaml", typo)
+        assert f"{section}.models.{model}.tta_flip: unknown key (did you mean 'tta_hflip'?)" in str(
+            info.value
+        )
+
+
+def test_unknown_keys_anywhere_are_named_by_their_path_once():
+    """A nested block (augment) and a plain one (data) say the same; a model block whose other
+    key fails lists only that key, not every key the failed part declared."""
+    overrides = {
+        "segmentation": {"models": {"unet_regnetx": {"augment": {"flip": True}, "epochs": 0}}},
+        "data": {"ingest_workers": 2},
+    }
+    with pytest.raises(ConfigError) as info:
+        load_config(REPO / "configs/default.yaml", overrides)
+    lines = str(info.value).splitlines()[1:]
+    assert lines == [
+        "  data.ingest_workers: unknown key (expected one of missing_labels, root, salt, synthetic)",
+        "  segmentation.models.unet_regnetx.augment.flip: unknown key (did you mean 'hflip'?)",
+        "  segmentation.models.unet_regnetx.epochs: 0 is less than the minimum of 1",
+    ]
+
+
+def test_every_key_of_a_model_block_has_a_description():
+    def undescribed(properties: dict, where: str) -> list[str]:
+        missing = []
+        for key, spec in properties.items():
+            if not spec.get("description"):
+                missing.append(f"{where}.{key}")
+            missing += undescribed(spec.get("properties", {}), f"{where}.{key}")
+        return missing
+
+    schemas = _model_schemas()
+    assert all(
+        schemas[m].get("unevaluatedProperties") is False
+        for m in ("segmentation_model", "gate_model")
+    )
+    missing = [k for name, s in schemas.items() for k in undescribed(s.get("properties", {}), name)]
+    assert missing == []
+
+
+def test_every_key_the_code_reads_from_a_model_block_is_declared():
+    """Scan the modules that take a model block for ``cfg.get("key")`` / ``cfg["key"]``."""
+    readers = {
+        "medpipe/models/segmentation.py": "cfg",
+        "medpipe/models/gate.py": "cfg",
+        "medpipe/training/tasks.py": r"self\.cfg",
+        "medpipe/training/module.py": r"(?:self\.)?cfg",
+        "medpipe/training/fit.py": "model_cfg",
+        "medpipe/inference/predict.py": "model_cfg",
+    }
+    read = set()
+    for path, name in readers.items():
+        source = (REPO / path).read_text()
+        read |= set(re.findall(rf"(?<![\w.]){name}(?:\.get\(|\[)\"(\w+)\"", source))
+    read |= set(PERFORMANCE_DEFAULTS)  # a model block's own speed switches
+    schemas = _model_schemas()
+    declared = _declared(schemas["segmentation_model"]) | _declared(schemas["gate_model"])
+    assert {"arch_kwargs", "aux_dropout", "dropout", "val_min_area", "tta_hflip"} <= read
+    assert read - declared == set()
+
+
+def test_keys_the_code_reads_are_accepted():
+    overrides = {
+        "segmentation": {
+            "models": {"unet_regnetx": {"aux_dropout": 0.3, "val_min_area": 40, "snapshots": 2}}
+        },
+        "gate": {"models": {"gate_regnetx": {"dropout": 0.1, "loss": "dice", "compile": False}}},
+    }
+    config = load_config(REPO / "configs/default.yaml", overrides)
+    assert config["segmentation"]["models"]["unet_regnetx"]["arch_kwargs"]
+    assert config["gate"]["models"]["gate_regnetx"]["dropout"] == 0.1

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medpipe.workflow import run_submit, run_thresholds
+from medpipe.steps.submit import run_submit
+from medpipe.steps.thresholds import run_thresholds
 from tests.report.fake_run import make_run
 
 TEST_IDS = [f"9.8.7.{i}" for i in range(6)]
@@ -121,7 +122,7 @@ def test_forcing_an_unavailable_rule_fails_before_any_work(stage):
 def test_config_areas_are_original_image_pixels(stage, tmp_path):
     """area_grid means the same region at every cache size: it is converted from original-image
     pixels (meta.csv's DICOM size) to cache pixels, and thresholds.json says both."""
-    from medpipe.workflow import cache_area_scale
+    from medpipe.steps.thresholds import cache_area_scale
 
     config, run = stage
     size = int(config["image_size"])
@@ -143,3 +144,25 @@ def test_config_areas_are_original_image_pixels(stage, tmp_path):
     )
     grid = json.loads((run / "stage1" / "thresholds.json").read_text())
     assert grid["min_area"] == decision["min_area"]
+
+
+def test_a_quarantined_test_file_that_names_its_image_gets_an_empty_row(stage, tmp_path):
+    """The test set is meta.csv's test split plus quarantined files whose header named an image
+    (one rule, medpipe.layout.identify_test_set): each still needs a row, written empty."""
+    config, run = stage
+    _decision(run, rule="seg_only", mode="seg_only")
+    pd.DataFrame(
+        {
+            "source": ["broken.dcm", "garbage.bin"],
+            "split": ["test", "test"],
+            "reason": ["truncated file", "not a DICOM file"],
+            "image_id": ["9.8.7.99", None],
+            "orig_height": [64, None],
+            "orig_width": [48, None],
+        }
+    ).to_csv(run / "data" / "quarantine.csv", index=False)
+    out = tmp_path / "submission.csv"
+    run_submit(config, run / "data", run / "stage1", None, out)
+    rows = pd.read_csv(out, dtype=str).set_index("ImageId")["EncodedPixels"].str.strip()
+    assert list(rows.index) == [*sorted(TEST_IDS), "9.8.7.99"]
+    assert rows["9.8.7.99"] == "-1" and (rows[TEST_IDS] != "-1").all()

@@ -1,4 +1,4 @@
-"""The uint8 tensor cache that ingest writes and every later stage reads.
+"""The uint8 tensor cache that ingest writes and every later step reads.
 
 One ``.npy`` file per split and kind (``<split>_images_<S>.npy``, ``<split>_masks_<S>.npy``),
 ``np.save``-compatible so ``np.load(path, mmap_mode="r")`` opens it without copying: a DataLoader
@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from medpipe.layout import cache_file as layout_cache_file
+
 __all__ = [
     "cache_file",
     "open_images",
@@ -27,10 +29,10 @@ KINDS = ("images", "masks")
 
 
 def cache_file(data_dir: str | Path, split: str, kind: str, size: int) -> Path:
-    """``<data_dir>/<split>_<kind>_<size>.npy``, kind ``images`` or ``masks``."""
+    """Where a split's cache is (:func:`medpipe.layout.cache_file`), kind ``images`` or ``masks``."""
     if kind not in KINDS:
         raise ValueError(f"cache kind {kind!r}: expected one of {KINDS}")
-    return Path(data_dir) / f"{split}_{kind}_{size}.npy"
+    return layout_cache_file(data_dir, split, kind, size)
 
 
 def open_images(data_dir: str | Path, split: str, size: int) -> np.ndarray:

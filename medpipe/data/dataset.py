@@ -21,13 +21,14 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from medpipe.layout import cache_file, data_files, read_folds, read_meta
+
 __all__ = [
     "LOADER_TIMEOUT_S",
     "LoaderWorkerError",
     "explain_worker_death",
     "XrayDataset",
     "PositiveFractionSampler",
-    "cache_path",
     "training_rows",
     "fold_rows",
     "split_rows",
@@ -107,42 +108,25 @@ def explain_worker_death(num_workers: int) -> Iterator[None]:
         ) from err
 
 
-def cache_path(data_dir: str | Path, split: str, kind: str, image_size: int) -> Path:
-    """Where ingest put a split's cache: ``<split>_<kind>_<S>.npy`` with kind images or masks."""
-    return Path(data_dir) / f"{split}_{kind}_{image_size}.npy"
-
-
-def _read_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found")
-    frame = pd.read_csv(path, dtype={"image_id": str, "patient_key": str, "split": str})
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: missing columns {missing}")
-    return frame
-
-
 def training_rows(data_dir: str | Path) -> pd.DataFrame:
     """The training pool: every row of ``folds.csv``, with ``split`` and ``cache_index`` from meta.
 
     ``has_finding`` and ``fold`` come from ``folds.csv``, the one source of truth for splits.
     """
-    data_dir = Path(data_dir)
-    folds = _read_csv(data_dir / "folds.csv", ["image_id", "has_finding", "fold"])
-    meta = _read_csv(data_dir / "meta.csv", ["image_id", "split", "cache_index"])
+    files = data_files(data_dir)
+    folds = read_folds(files["folds"], ["image_id", "has_finding", "fold"])
+    meta = read_meta(files["meta"], ["image_id", "split", "cache_index"])
     if folds["image_id"].duplicated().any():
         dup = folds.loc[folds["image_id"].duplicated(), "image_id"].iloc[0]
-        raise ValueError(f"{data_dir / 'folds.csv'}: image_id {dup!r} appears more than once")
+        raise ValueError(f"{files['folds']}: image_id {dup!r} appears more than once")
     meta = meta[meta["image_id"].isin(folds["image_id"])]
     if meta["image_id"].duplicated().any():
         dup = meta.loc[meta["image_id"].duplicated(), "image_id"].iloc[0]
-        raise ValueError(
-            f"{data_dir / 'meta.csv'}: training image {dup!r} is in more than one split"
-        )
+        raise ValueError(f"{files['meta']}: training image {dup!r} is in more than one split")
     rows = folds.merge(meta[["image_id", "split", "cache_index"]], on="image_id", how="left")
     if rows["cache_index"].isna().any():
         lost = rows.loc[rows["cache_index"].isna(), "image_id"].iloc[0]
-        raise ValueError(f"{data_dir / 'folds.csv'}: image {lost!r} has no row in meta.csv")
+        raise ValueError(f"{files['folds']}: image {lost!r} has no row in {files['meta'].name}")
     rows["cache_index"] = rows["cache_index"].astype(np.int64)
     rows["has_finding"] = rows["has_finding"].astype(np.float32)
     rows["fold"] = rows["fold"].astype(int)
@@ -155,19 +139,19 @@ def fold_rows(data_dir: str | Path, fold: int) -> tuple[pd.DataFrame, pd.DataFra
     is_val = rows["fold"] == fold
     if not is_val.any():
         raise ValueError(
-            f"{Path(data_dir) / 'folds.csv'}: no rows in fold {fold} (folds: {sorted(rows['fold'].unique())})"
+            f"{data_files(data_dir)['folds']}: no rows in fold {fold} (folds: {sorted(rows['fold'].unique())})"
         )
     if is_val.all():
         raise ValueError(
-            f"{Path(data_dir) / 'folds.csv'}: every row is in fold {fold}, nothing to train on"
+            f"{data_files(data_dir)['folds']}: every row is in fold {fold}, nothing to train on"
         )
     return rows[~is_val].reset_index(drop=True), rows[is_val].reset_index(drop=True)
 
 
 def split_rows(data_dir: str | Path, split: str) -> pd.DataFrame:
     """Every row of ``meta.csv`` in one split (e.g. the test set), in meta order."""
-    path = Path(data_dir) / "meta.csv"
-    meta = _read_csv(path, ["image_id", "split", "cache_index"])
+    path = data_files(data_dir)["meta"]
+    meta = read_meta(path, ["image_id", "split", "cache_index"])
     rows = meta[meta["split"] == split].reset_index(drop=True)
     if rows.empty:
         raise ValueError(
@@ -186,7 +170,7 @@ def training_finding_prior(
 
     total, count = None, 0
     for split, part in rows.groupby("split"):
-        path = cache_path(data_dir, str(split), "masks", image_size)
+        path = cache_file(data_dir, str(split), "masks", image_size)
         if not path.is_file():
             continue
         prior = finding_prior(np.load(path, mmap_mode="r"), part["cache_index"].to_numpy())
@@ -236,14 +220,14 @@ class XrayDataset(Dataset):
                 array = self._array(split, kind)
                 if limit >= len(array):
                     raise ValueError(
-                        f"{cache_path(data_dir, split, kind, image_size)}: has {len(array)} rows, meta.csv asks for row {limit}"
+                        f"{cache_file(data_dir, split, kind, image_size)}: has {len(array)} rows, {data_files(data_dir)['meta']} asks for row {limit}"
                     )
         self._arrays = {}  # reopen lazily in each worker rather than pickling open maps
 
     def _array(self, split: str, kind: str) -> np.ndarray:
         key = (split, kind)
         if key not in self._arrays:
-            path = cache_path(self.data_dir, split, kind, self.image_size)
+            path = cache_file(self.data_dir, split, kind, self.image_size)
             if not path.is_file():
                 raise FileNotFoundError(
                     f"{path}: cache not found (ingest writes it; is image_size {self.image_size} right?)"

@@ -3,7 +3,8 @@
 Formats are those of docs/architecture.md ("Data directory"). Every regular file below each
 DICOM folder is tried (real exports often have no ``.dcm`` extension); hidden files are skipped,
 and whatever is not a readable single grayscale image is quarantined with a plain reason instead
-of stopping the run.
+of stopping the run: one row in ``quarantine.csv`` and one log line per file, and no traceback
+(the reader keeps pydicom's and the decoders' own logging quiet while it reads, in every worker).
 
 Speed: a process pool decodes and resizes, and each worker writes its rows straight into the
 split's memory-mapped cache by index, so only small metadata dicts travel back to the parent.
@@ -27,7 +28,6 @@ and every label row needs an image (rows of quarantined images are logged and le
 from __future__ import annotations
 
 import logging
-import os
 import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -44,8 +44,9 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from medpipe.data.cache import cache_file, commit_cache, new_cache, pseudonymous_key
 from medpipe.io import rle
 from medpipe.io.atomic import atomic_write_csv, remove_stale_temps
-from medpipe.io.dicom import DicomReadError, read_dicom
+from medpipe.io.dicom import DicomReadError, dicom_candidates, read_dicom
 from medpipe.io.labels import LabelError, read_labels
+from medpipe.layout import data_files
 
 __all__ = ["ingest", "IngestError", "META_COLUMNS", "QUARANTINE_COLUMNS"]
 
@@ -70,7 +71,9 @@ META_COLUMNS = [
     "cache_index",
 ]
 HEADER_COLUMNS = META_COLUMNS[META_COLUMNS.index("age") : META_COLUMNS.index("source")]
-QUARANTINE_COLUMNS = ["source", "split", "reason"]
+# image_id, orig_height, orig_width: the image a quarantined file's header still names (else
+# empty); the test set is meta.csv's test split plus those (medpipe.layout.identify_test_set).
+QUARANTINE_COLUMNS = ["source", "split", "reason", "image_id", "orig_height", "orig_width"]
 DICOMDIR_REASON = "DICOMDIR (a directory index, not an image)"
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)  # the regions the label files list one per row
 
@@ -180,7 +183,7 @@ def ingest(
             dirs = ", ".join(str(d) for _, d in sources)
             raise IngestError(
                 f"no readable DICOM image in {dirs} ({len(quarantine)} files quarantined, "
-                f"reasons in {out / 'quarantine.csv'})"
+                f"reasons in {data_files(out)['quarantine']})"
             )
         meta["cache_index"] = meta.groupby("split", sort=False).cumcount()
         keep = {s: meta.loc[meta["split"] == s, "_slot"].to_numpy(np.int64) for s in splits}
@@ -200,7 +203,7 @@ def ingest(
             if n == 0:
                 log.warning("ingest: split %s has no readable image", split)
         _write_quarantine(out, quarantine)
-        atomic_write_csv(meta, out / "meta.csv")
+        atomic_write_csv(meta, data_files(out)["meta"])
         return meta
     finally:
         for path in temps.values():
@@ -222,7 +225,7 @@ def _collect(
         root = Path(root)
         if not root.is_dir():
             raise IngestError(f"DICOM folder not found: {root}")
-        for source, path in _walk(root, skip):
+        for source, path in dicom_candidates(root, skip):
             if path.name.upper() == "DICOMDIR":
                 _quarantine(quarantine, source, split, DICOMDIR_REASON)
                 continue
@@ -230,21 +233,6 @@ def _collect(
             next_index[split] = index + 1
             tasks.append(_Task(split, index, str(path), source))
     return tasks, quarantine
-
-
-def _walk(root: Path, skip: Path) -> list[tuple[str, Path]]:
-    """(relative POSIX path, path) of every non-hidden regular file below ``root``, sorted."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        dirnames[:] = [
-            d for d in dirnames if not d.startswith(".") and (here / d).resolve() != skip
-        ]
-        for name in filenames:
-            path = here / name
-            if not name.startswith(".") and path.is_file():
-                found.append((path.relative_to(root).as_posix(), path))
-    return sorted(found)
 
 
 # ---------------------------------------------------------------- decoding
@@ -298,12 +286,19 @@ def _process(task: _Task) -> dict[str, Any]:
     try:
         image = read_dicom(task.path, draft_size=state.size)
     except DicomReadError as err:
-        return {"reason": str(err), "image_id": Path(task.path).stem}
+        return {
+            "reason": str(err),
+            "image_id": err.image_id or Path(task.path).stem,
+            "stem": Path(task.path).stem,
+            "named": err.shape is not None,
+            "shape": err.shape,
+        }
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as err:  # a reader bug on one odd file must not stop a 10k-file run
+        detail = " ".join(str(err).split())  # one quarantine row, one log line
         return {
-            "reason": f"unexpected {type(err).__name__}: {err}",
+            "reason": f"unexpected {type(err).__name__}: {detail}",
             "image_id": Path(task.path).stem,
         }
     meta = image.meta
@@ -379,9 +374,11 @@ def _assemble(
     first_source: dict[str, str] = {}
     for task, result in zip(tasks, results, strict=True):
         if "reason" in result:
-            quarantine.append(
-                {"source": task.source, "split": task.split, "reason": result["reason"]}
-            )
+            row = {"source": task.source, "split": task.split, "reason": result["reason"]}
+            if result.get("named"):
+                row["image_id"] = result["image_id"]
+                row["orig_height"], row["orig_width"] = result["shape"]
+            quarantine.append(row)
             continue
         row = result["row"]
         image_id = row["image_id"]
@@ -424,7 +421,9 @@ def _check_labels(
     for _, row in meta[missing].iterrows():
         reason = f"no label row in {Path(str(labels)).name} (its split is labelled)"
         _quarantine(quarantine, row["source"], row["split"], reason)
-    quarantined = {r["image_id"] for r in results if "reason" in r}
+    # a quarantined file answers for its stem (SIIM names files by their id) and for the id its
+    # header names, so its label rows are not "labels without an image"
+    quarantined = {i for r in results if "reason" in r for i in (r["image_id"], r.get("stem"))}
     readable = set(meta["image_id"])
     unseen = [i for i in label_map if i not in readable and i not in quarantined]
     if unseen:
@@ -452,4 +451,7 @@ def _quarantine(rows: list[dict[str, str]], source: str, split: str, reason: str
 
 
 def _write_quarantine(out: Path, rows: list[dict[str, str]]) -> None:
-    atomic_write_csv(pd.DataFrame(rows, columns=QUARANTINE_COLUMNS), out / "quarantine.csv")
+    frame = pd.DataFrame(rows, columns=QUARANTINE_COLUMNS)
+    for column in ("orig_height", "orig_width"):
+        frame[column] = frame[column].astype("Int64")  # whole pixels, empty when unknown
+    atomic_write_csv(frame, data_files(out)["quarantine"])

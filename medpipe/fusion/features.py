@@ -24,8 +24,9 @@ import pandas as pd
 from scipy.linalg import orthogonal_procrustes
 from sklearn.decomposition import PCA
 
-from medpipe.inference.ensemble import fold_index
-from medpipe.thresholds import label_images
+from medpipe.decision.morphology import label_images
+from medpipe.guards import own_fold_rows
+from medpipe.layout import FoldDir, read_gate_predictions, read_prediction_ids
 
 __all__ = ["build_features", "seg_statistics", "AREA_LEVELS"]
 
@@ -73,21 +74,14 @@ def seg_statistics(prob: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def _fold_dirs(dirs: Sequence[str | Path]) -> list[tuple[int, Path]]:
-    """(fold number, directory): the number from a ``fold<i>`` name, else the list position."""
-    pairs = [(fold_index(d, pos), Path(d)) for pos, d in enumerate(dirs)]
+def _fold_dirs(dirs: Sequence[FoldDir]) -> list[tuple[int, FoldDir]]:
+    """(fold number, fold) pairs; a fold listed twice is an error."""
+    pairs = [(d.fold, d) for d in dirs]
     if len({f for f, _ in pairs}) != len(pairs):
-        raise ValueError(f"features: fold directories repeat a fold: {[str(d) for _, d in pairs]}")
-    return pairs
-
-
-def _own_rows(ids: np.ndarray, fold: int, fold_of: pd.Series, path: Path) -> np.ndarray:
-    mine = fold_of.reindex(ids).to_numpy() == fold
-    if not mine.all():
-        log.warning(
-            "%s: %d rows are not fold %d validation images; ignored", path, int((~mine).sum()), fold
+        raise ValueError(
+            f"features: fold directories repeat a fold: {[str(d.path) for _, d in pairs]}"
         )
-    return mine
+    return pairs
 
 
 def _align_order(ids: np.ndarray, test_ids: pd.Index, path: Path) -> np.ndarray:
@@ -102,12 +96,12 @@ def _seg_features(
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     train_parts, test_sum, n = [], None, 0
     for fold, d in _fold_dirs(dirs):
-        path = d / "oof.npz"
+        path = d.oof
         if not path.is_file():
             raise FileNotFoundError(f"{path}: fold output not found")
         with np.load(path, allow_pickle=False) as data:
             ids = data["image_id"].astype(str)
-            mine = _own_rows(ids, fold, fold_of, path)
+            mine = own_fold_rows(ids, fold, fold_of, path)
             stats = seg_statistics(data["prob"][mine])
             cls = (
                 data["cls_prob"][mine].astype(np.float64)
@@ -116,7 +110,7 @@ def _seg_features(
             )
         train_parts.append(pd.DataFrame({**stats, "aux": cls}, index=ids[mine]))
         if test_ids is not None:
-            path = d / "test.npz"
+            path = d.test
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: fold output not found")
             with np.load(path, allow_pickle=False) as data:
@@ -153,9 +147,7 @@ def _check_coverage(frame: pd.DataFrame, train_ids: pd.Index, what: str) -> None
 
 
 def _read_gate(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: fold output not found")
-    frame = pd.read_csv(path, dtype={"image_id": str})
+    frame = read_gate_predictions(path, embeddings=True)
     if "prob" not in frame.columns or "image_id" not in frame.columns:
         raise ValueError(f"{path}: needs columns image_id, prob, emb_0 ...")
     return frame.set_index("image_id")
@@ -248,21 +240,21 @@ def _gate_features(
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     probs, test_probs, oof_emb, test_emb = [], [], {}, {}
     for fold, d in _fold_dirs(dirs):
-        path = d / "oof.csv"
+        path = d.oof
         frame = _read_gate(path)
-        frame = frame[_own_rows(frame.index.to_numpy(), fold, fold_of, path)]
+        frame = frame[own_fold_rows(frame.index.to_numpy(), fold, fold_of, path)]
         probs.append(frame["prob"])
         cols = _emb_columns(frame)
         if cols:
             oof_emb[fold] = (frame.index.to_numpy(), frame[cols].to_numpy(np.float64))
         if test_ids is not None:
-            path = d / "test.csv"
+            path = d.test
             test_frame = _read_gate(path)
             test_frame = test_frame.iloc[_align_order(test_frame.index.to_numpy(), test_ids, path)]
             test_probs.append(test_frame["prob"].to_numpy(np.float64))
             if cols:
                 if _emb_columns(test_frame) != cols:
-                    raise ValueError(f"{path}: embedding columns differ from {d / 'oof.csv'}")
+                    raise ValueError(f"{path}: embedding columns differ from {d.oof}")
                 test_emb[fold] = test_frame[cols].to_numpy(np.float64)
     dims = {e.shape[1] for _, e in oof_emb.values()}
     if len(dims) > 1:
@@ -291,33 +283,19 @@ def _gate_features(
 
 
 def _test_ids(seg_dirs, gate_dirs) -> pd.Index | None:
-    def npz_ids(path: Path) -> np.ndarray:
-        with np.load(path, allow_pickle=False) as data:
-            return data["image_id"].astype(str)
-
-    for dirs, name, read in (
-        (seg_dirs, "test.npz", npz_ids),
-        (
-            gate_dirs,
-            "test.csv",
-            lambda p: pd.read_csv(p, usecols=["image_id"], dtype={"image_id": str})[
-                "image_id"
-            ].to_numpy(),
-        ),
-    ):
+    for dirs in (seg_dirs, gate_dirs):
         for model_dirs in dirs.values():
             for d in model_dirs:
-                path = Path(d) / name
-                if path.is_file():
-                    return pd.Index(np.sort(read(path)))
+                if d.test.is_file():
+                    return pd.Index(np.sort(read_prediction_ids(d.test)))
     return None
 
 
 def build_features(
     meta: pd.DataFrame | str | Path,
     folds: pd.DataFrame | str | Path,
-    seg_dirs: Mapping[str, Sequence[str | Path]],
-    gate_dirs: Mapping[str, Sequence[str | Path]],
+    seg_dirs: Mapping[str, Sequence[FoldDir]],
+    gate_dirs: Mapping[str, Sequence[FoldDir]],
     n_components: int = 8,
     seed: int = 0,
 ) -> pd.DataFrame:
@@ -332,15 +310,16 @@ def build_features(
     ``test`` files. Test labels are never read.
 
     Example:
-        >>> seg = {"unet_regnetx": [Path(f"stage1/segment/unet_regnetx/fold{i}") for i in range(5)]}  # doctest: +SKIP
-        >>> gate = {"gate_regnetx": [Path(f"stage1/gate/gate_regnetx/fold{i}") for i in range(5)]}  # doctest: +SKIP
+        >>> run = RunLayout("runs/default")  # doctest: +SKIP
+        >>> seg = {"unet_regnetx": run.folds_of(1, "segment", "unet_regnetx", range(5))}  # doctest: +SKIP
+        >>> gate = {"gate_regnetx": run.folds_of(1, "gate", "gate_regnetx", range(5))}  # doctest: +SKIP
         >>> features = build_features("data/meta.csv", "data/folds.csv", seg, gate)  # doctest: +SKIP
     """
-    meta = _frame(meta, "meta.csv")
-    folds = _frame(folds, "folds.csv")
+    meta = _frame(meta, "image metadata")
+    folds = _frame(folds, "the training pool")
     for frame, name, cols in (
-        (meta, "meta.csv", ["image_id", "split"]),
-        (folds, "folds.csv", ["image_id", "fold"]),
+        (meta, "the image metadata", ["image_id", "split"]),
+        (folds, "the training pool", ["image_id", "fold"]),
     ):
         missing = [c for c in cols if c not in frame.columns]
         if missing:
@@ -353,7 +332,7 @@ def build_features(
     test_ids = _test_ids(seg_dirs, gate_dirs)
     if test_ids is not None and len(test_ids.intersection(train_ids)):
         raise ValueError(
-            f"features: {len(test_ids.intersection(train_ids))} test images are also training rows in folds.csv"
+            f"features: {len(test_ids.intersection(train_ids))} test images are also in the training pool"
         )
     index = train_ids.append(test_ids) if test_ids is not None else train_ids
     split = (
@@ -364,7 +343,7 @@ def build_features(
     missing = index.difference(split.index)
     if len(missing):
         raise ValueError(
-            f"features: {len(missing)} images are not in meta.csv (e.g. {list(missing[:3])})"
+            f"features: {len(missing)} images are not in the image metadata (e.g. {list(missing[:3])})"
         )
     split = split.reindex(index)
     out = pd.DataFrame(

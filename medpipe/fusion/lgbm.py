@@ -20,6 +20,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
 from medpipe.io.atomic import atomic_path, atomic_write_csv
+from medpipe.layout import fusion_files
 
 __all__ = ["fuse", "inner_split", "feature_columns", "ID_COLUMNS"]
 
@@ -146,14 +147,14 @@ def _write_importance(importance: pd.DataFrame, out_dir: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    atomic_write_csv(importance, out_dir / "feature_importance.csv")
+    atomic_write_csv(importance, fusion_files(out_dir)["importance"])
     top = importance.head(30).iloc[::-1]
     fig, ax = plt.subplots(figsize=(7, 1.0 + 0.25 * len(top)))
     ax.barh(top["feature"], top["gain_mean"], xerr=top["gain_std"], color="tab:blue")
     ax.set_xlabel("gain (mean over folds)")
     ax.set_title("LightGBM fusion: feature importance")
     fig.tight_layout()
-    with atomic_path(out_dir / "feature_importance.png") as tmp:
+    with atomic_path(fusion_files(out_dir)["importance_png"]) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
 
@@ -215,7 +216,9 @@ def fuse(
     patient_of = folds.set_index(folds["image_id"].astype(str))["patient_key"].astype(str)
     groups = patient_of.reindex(ids.to_numpy())
     if groups.isna().any():
-        raise ValueError(f"fuse: {int(groups.isna().sum())} training rows are not in folds.csv")
+        raise ValueError(
+            f"fuse: {int(groups.isna().sum())} training rows are not in the training pool"
+        )
     groups = groups.to_numpy()
     fold = train["fold"].astype(int).to_numpy()
     x_train = train[cols].to_numpy(np.float64)

@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from medpipe.guards import own_fold_rows
+from medpipe.layout import (
+    FoldDir,
+    cache_file,
+    data_files,
+    read_gate_predictions,
+    read_seg_predictions,
+)
+
 __all__ = [
-    "fold_index",
     "load_seg_probs",
     "load_gate_probs",
     "load_truths",
@@ -37,61 +44,14 @@ def _chunks(n: int, image_pixels: int) -> list[slice]:
     return [slice(i, min(i + step, n)) for i in range(0, n, step)]
 
 
-def fold_index(fold_dir: str | Path, position: int | None = None) -> int:
-    """The fold number of a ``.../fold<i>`` directory (``position`` when the name has none)."""
-    match = re.fullmatch(r"fold(\d+)", Path(fold_dir).name)
-    if match:
-        return int(match.group(1))
-    if position is None:
-        raise ValueError(f"{fold_dir}: directory name is not fold<i>")
-    return position
-
-
 def _fold_of(folds: pd.DataFrame | None) -> pd.Series | None:
     if folds is None:
         return None
     if not {"image_id", "fold"} <= set(folds.columns):
-        raise ValueError("folds: needs columns image_id and fold (folds.csv)")
+        raise ValueError("folds: needs columns image_id and fold (the training pool)")
     return pd.Series(
         folds["fold"].astype(int).to_numpy(), index=folds["image_id"].astype(str).to_numpy()
     )
-
-
-def _own_fold_rows(ids: np.ndarray, fold: int, fold_of: pd.Series | None, path: Path) -> np.ndarray:
-    """Boolean: the rows of a fold's OOF file whose image is in that fold's validation set."""
-    if fold_of is None:
-        return np.ones(len(ids), dtype=bool)
-    mine = fold_of.reindex(ids).to_numpy() == fold
-    if not mine.all():
-        log.warning(
-            "%s: %d of %d rows are not fold %d validation images; ignored (the model trained on them)",
-            path,
-            (~mine).sum(),
-            len(ids),
-            fold,
-        )
-    return mine
-
-
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: fold output not found")
-    with np.load(path, allow_pickle=False) as data:
-        missing = {"image_id", "prob"} - set(data.files)
-        if missing:
-            raise ValueError(f"{path}: missing arrays {sorted(missing)}")
-        ids = data["image_id"].astype(str)
-        prob = data["prob"]
-        cls = (
-            data["cls_prob"].astype(np.float32)
-            if "cls_prob" in data.files
-            else np.full(len(ids), np.nan, np.float32)
-        )
-    if prob.ndim != 3 or len(prob) != len(ids) or len(cls) != len(ids):
-        raise ValueError(
-            f"{path}: prob {prob.shape}, cls_prob {cls.shape} do not match {len(ids)} image ids"
-        )
-    return {"image_id": ids, "prob": prob, "cls_prob": cls}
 
 
 def _check_unique(ids: np.ndarray, what: str) -> None:
@@ -103,7 +63,7 @@ def _check_unique(ids: np.ndarray, what: str) -> None:
 
 
 def load_seg_probs(
-    model_dirs: Mapping[str, Sequence[str | Path]],
+    model_dirs: Mapping[str, Sequence[FoldDir]],
     which: str,
     *,
     folds: pd.DataFrame | None = None,
@@ -111,7 +71,7 @@ def load_seg_probs(
     """Segmentation probabilities of every model, one row per image, in one common order.
 
     Args:
-        model_dirs: model name -> its fold directories (``.../<model>/fold<i>``).
+        model_dirs: model name -> its folds (:class:`medpipe.layout.FoldDir`).
         which: ``"oof"`` concatenates the folds' ``oof.npz`` (each image once; with ``folds``
             only the rows of the fold where the image was validation are kept); ``"test"``
             averages the folds' ``test.npz`` (snapshots are already averaged inside a fold).
@@ -122,7 +82,7 @@ def load_seg_probs(
         (float16 for OOF, float32 for the test mean) and ``(N,)`` aux-head probabilities.
 
     Example:
-        >>> dirs = {"unet_regnetx": sorted(Path("runs/default/stage1/segment/unet_regnetx").glob("fold*"))}  # doctest: +SKIP
+        >>> dirs = {"unet_regnetx": RunLayout("runs/default").folds_of(1, "segment", "unet_regnetx", [0, 1])}  # doctest: +SKIP
         >>> ids, prob, cls = load_seg_probs(dirs, "oof")  # doctest: +SKIP
     """
     if which not in ("oof", "test"):
@@ -138,13 +98,13 @@ def load_seg_probs(
             raise ValueError(f"load_seg_probs: model {model!r} has no fold directories")
         if which == "oof":
             parts = []
-            for pos, d in enumerate(dirs):
-                path = Path(d) / "oof.npz"
-                part = _load_npz(path)
-                mine = _own_fold_rows(part["image_id"], fold_index(d, pos), fold_of, path)
+            for d in dirs:
+                path = d.oof
+                part = read_seg_predictions(path)
+                mine = own_fold_rows(part["image_id"], d.fold, fold_of, path)
                 parts.append({k: v[mine] for k, v in part.items()})
             ids = np.concatenate([p["image_id"] for p in parts])
-            _check_unique(ids, f"{model} oof.npz")
+            _check_unique(ids, f"{model} OOF")
             order = np.argsort(ids, kind="stable")
             ids = ids[order]
             prob = np.concatenate([p["prob"] for p in parts])[order]
@@ -152,8 +112,8 @@ def load_seg_probs(
         else:
             ids, prob, cls = None, None, None
             for d in dirs:
-                path = Path(d) / "test.npz"
-                part = _load_npz(path)
+                path = d.test
+                part = read_seg_predictions(path)
                 _check_unique(part["image_id"], str(path))
                 order = np.argsort(part["image_id"], kind="stable")
                 part_ids = part["image_id"][order]
@@ -162,9 +122,7 @@ def load_seg_probs(
                     prob = np.zeros(part["prob"].shape, np.float32)
                     cls = np.zeros(len(ids), np.float32)
                 elif not np.array_equal(ids, part_ids):
-                    raise ValueError(
-                        f"{path}: test image ids differ from {Path(dirs[0]) / 'test.npz'}"
-                    )
+                    raise ValueError(f"{path}: test image ids differ from {dirs[0].test}")
                 if part["prob"].shape != prob.shape:
                     raise ValueError(
                         f"{path}: prob shape {part['prob'].shape} differs from the other folds' {prob.shape}"
@@ -186,7 +144,7 @@ def load_seg_probs(
 
 
 def load_gate_probs(
-    model_dirs: Mapping[str, Sequence[str | Path]],
+    model_dirs: Mapping[str, Sequence[FoldDir]],
     which: str,
     *,
     folds: pd.DataFrame | None = None,
@@ -205,19 +163,15 @@ def load_gate_probs(
     columns = {}
     for model, dirs in model_dirs.items():
         parts = []
-        for pos, d in enumerate(dirs):
-            path = Path(d) / f"{which}.csv"
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: fold output not found")
-            frame = pd.read_csv(path, usecols=["image_id", "prob"], dtype={"image_id": str})
+        for d in dirs:
+            path = d.predictions(which)
+            frame = read_gate_predictions(path)
             if which == "oof":
-                frame = frame[
-                    _own_fold_rows(frame["image_id"].to_numpy(), fold_index(d, pos), fold_of, path)
-                ]
+                frame = frame[own_fold_rows(frame["image_id"].to_numpy(), d.fold, fold_of, path)]
             parts.append(frame.set_index("image_id")["prob"])
         if which == "oof":
             series = pd.concat(parts)
-            _check_unique(series.index.to_numpy(), f"{model} oof.csv")
+            _check_unique(series.index.to_numpy(), f"{model} OOF")
         else:
             series = pd.concat(parts, axis=1).mean(axis=1)
         columns[model] = series
@@ -234,18 +188,18 @@ def load_truths(data_dir: str | Path, image_ids: Sequence[str], image_size: int)
 
     Only rows of ``folds.csv`` (the training pool) can be read, so test labels never are.
     """
-    from medpipe.data.dataset import cache_path, training_rows
+    from medpipe.data.dataset import training_rows
 
     rows = training_rows(data_dir).set_index("image_id")
     missing = [i for i in image_ids if i not in rows.index]
     if missing:
         raise ValueError(
-            f"{Path(data_dir) / 'folds.csv'}: {len(missing)} images are not training rows (e.g. {missing[:3]})"
+            f"{data_files(data_dir)['folds']}: {len(missing)} images are not training rows (e.g. {missing[:3]})"
         )
     rows = rows.loc[list(image_ids)]
     out = np.zeros((len(rows), image_size, image_size), np.uint8)
     for split in rows["split"].unique():
-        path = cache_path(data_dir, split, "masks", image_size)
+        path = cache_file(data_dir, split, "masks", image_size)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: mask cache not found")
         masks = np.load(path, mmap_mode="r")

@@ -9,18 +9,16 @@ Segmentation writes ``oof.npz`` / ``test.npz`` (``image_id``, ``prob`` float16 `
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from medpipe.data.dataset import XrayDataset, fold_rows, make_loader, split_rows
 from medpipe.inference.tta import hflip_tta
-from medpipe.io.atomic import atomic_path, atomic_write_csv
+from medpipe.layout import SEGMENT, FoldDir, write_gate_predictions, write_seg_predictions
 from medpipe.training.runtime import (
     resolve_accelerator,
     resolve_num_workers,
@@ -57,9 +55,8 @@ def checkpoints_to_average(ckpt: str | Path, model_cfg: Mapping[str, Any]) -> li
     """The snapshot checkpoints beside ``ckpt`` when the model trains with ``snapshots: K``, else ``[ckpt]``."""
     ckpt = Path(ckpt)
     if int(model_cfg.get("snapshots", 0) or 0) > 0:
-        snapshots = sorted(
-            ckpt.parent.glob("snapshot_*.ckpt"), key=lambda p: int(re.findall(r"\d+", p.stem)[-1])
-        )
+        # the fold folder's own snapshots (task, model and fold do not change where they are)
+        snapshots = FoldDir(SEGMENT, "", 0, ckpt.parent).snapshots()
         if snapshots:
             return snapshots
     return [ckpt]
@@ -110,20 +107,11 @@ def predict_rows(
 def _write(
     task: Task, name: str, image_ids: np.ndarray, results: Mapping[str, np.ndarray], out_dir: Path
 ) -> None:
-    if task.name == "segment":
-        with atomic_path(out_dir / f"{name}.npz") as tmp:
-            np.savez(
-                tmp,
-                image_id=np.asarray(image_ids, dtype=str),
-                prob=results["prob"].astype(np.float16, copy=False),
-                cls_prob=results["cls_prob"].astype(np.float32, copy=False),
-            )
+    path = FoldDir(task.name, "", 0, out_dir).predictions(name)
+    if task.name == SEGMENT:
+        write_seg_predictions(path, image_ids, results["prob"], results["cls_prob"])
     else:
-        frame = pd.DataFrame({"image_id": image_ids, "prob": results["prob"]})
-        emb = pd.DataFrame(
-            results["emb"], columns=[f"emb_{i}" for i in range(results["emb"].shape[1])]
-        )
-        atomic_write_csv(pd.concat([frame, emb], axis=1), out_dir / f"{name}.csv")
+        write_gate_predictions(path, image_ids, results["prob"], results["emb"])
 
 
 def predict_fold(

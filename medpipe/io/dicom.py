@@ -17,6 +17,10 @@ about 4x faster than pydicom's default plugin choice (bench/ingest.py measures i
 ``draft_size`` libjpeg's scaled IDCT skips most of the inverse transform when the image is only
 needed smaller. Everything else goes through pydicom's pixel handlers and plugins (pylibjpeg,
 openjpeg, RLE, pyjpegls).
+
+Quiet: while one file is read, the loggers of pydicom and the decoders are held above CRITICAL
+and their warnings recorded, and a plugin decode's native stderr (Rust panics) is held back: a
+file that fails says why once, in the :class:`DicomReadError`, not in tracebacks.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ import contextlib
 import io
 import logging
 import math
+import os
 import re
+import sys
+import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -52,7 +59,14 @@ from pydicom.uid import (
     MediaStorageDirectoryStorage,
 )
 
-__all__ = ["DicomReadError", "DicomImage", "read_dicom", "image_id_for"]
+__all__ = [
+    "DicomReadError",
+    "DicomImage",
+    "read_dicom",
+    "image_id_for",
+    "header_image",
+    "dicom_candidates",
+]
 
 PIXEL_DATA = 0x7FE00010
 UNDEFINED = 0xFFFFFFFF  # the length of encapsulated (compressed) pixel data
@@ -66,10 +80,20 @@ _DECODER_HINTS = (
     ("RLE", "pylibjpeg-rle"),
     ("JPEG", "pylibjpeg-libjpeg"),
 )
+# the loggers of pydicom and of the decoders it or we call; quiet while one file is read
+_READER_LOGGERS = ("pydicom", "pylibjpeg", "libjpeg", "openjpeg", "rle", "jpeg_ls", "PIL")
+_DROPPED = logging.NullHandler()
 
 
 class DicomReadError(Exception):
-    """A file is not a readable single grayscale image; the message is the reason in plain words."""
+    """A file is not a readable single grayscale image; the message is the reason in plain words.
+
+    ``image_id`` and ``shape`` say which image the file is when its header still named one
+    (SOPInstanceUID, Rows, Columns): the test set still needs a row for it.
+    """
+
+    image_id: str | None = None
+    shape: tuple[int, int] | None = None
 
 
 @dataclass
@@ -105,7 +129,8 @@ def read_dicom(path: str | Path, *, draft_size: int | None = None) -> DicomImage
         ((1024, 1024), 'MONOCHROME2')
     """
     path = Path(path)
-    with _quiet_pydicom() as caught:
+    ds = None
+    with _quiet_readers() as caught:
         try:
             ds = _open(path, caught)
             ts = _transfer_syntax(ds)
@@ -113,13 +138,34 @@ def read_dicom(path: str | Path, *, draft_size: int | None = None) -> DicomImage
             meta = _header_meta(ds, path, ts, photometric)
             pixels = _decode(ds, ts, draft_size)
             pixels = _to_uint8(pixels, ds)
-        except (DicomReadError, KeyboardInterrupt, SystemExit):
+        except (KeyboardInterrupt, SystemExit):
             raise
+        except DicomReadError as err:
+            raise _named(err, ds, path) from None
         except Exception as err:  # pydicom parses elements lazily: a corrupt one fails here
-            raise DicomReadError(_malformed(err)) from None
+            raise _named(DicomReadError(_malformed(err)), ds, path) from None
     if photometric == "MONOCHROME1":
         np.subtract(255, pixels, out=pixels)
     return DicomImage(pixels=pixels, meta=meta)
+
+
+def _named(err: DicomReadError, ds: Dataset | None, path: Path) -> DicomReadError:
+    """Attach the image the header names (id, rows x columns), when it names one: the same
+    answer a header-only read gives (:func:`header_image`), so the test set is one set."""
+    if ds is None:  # the full read failed early (truncated, ...): the header may still parse
+        found = header_image(path)
+        if found is not None:
+            err.image_id, err.shape = found
+        return err
+    if ds is not None:
+        try:
+            rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+            uid = ds.get("SOPInstanceUID")
+        except Exception:  # a corrupt header element: no image to name
+            return err
+        if rows > 0 and cols > 0:
+            err.image_id, err.shape = image_id_for(path, str(uid) if uid else None), (rows, cols)
+    return err
 
 
 def _malformed(err: Exception) -> str:
@@ -127,6 +173,45 @@ def _malformed(err: Exception) -> str:
     tags = re.findall(r"\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\)", str(err))
     where = f" in {tags[0]}" if tags else ""
     return f"malformed DICOM ({type(err).__name__}{where})"
+
+
+def dicom_candidates(root: str | Path, skip: Path | None = None) -> list[tuple[str, Path]]:
+    """(relative POSIX path, path) of every non-hidden regular file below ``root``, sorted.
+
+    The one rule for which files of a folder are candidate images (real DICOMs often have no
+    ``.dcm`` extension; hidden files and folders are skipped; ``skip`` is a folder to leave out,
+    such as ingest's own output): ingest and the submission's validator both walk with it.
+    """
+    root = Path(root)
+    skip = skip.resolve() if skip is not None else None
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = [
+            d for d in dirnames if not d.startswith(".") and (here / d).resolve() != skip
+        ]
+        for name in filenames:
+            path = here / name
+            if not name.startswith(".") and path.is_file():
+                found.append((path.relative_to(root).as_posix(), path))
+    return sorted(found)
+
+
+def header_image(path: str | Path) -> tuple[str, tuple[int, int]] | None:
+    """``(image_id, (rows, cols))`` from a file's header alone, None when it names no image."""
+    path = Path(path)
+    with _quiet_readers():
+        try:
+            # force: headers without the 128-byte preamble occur in the wild; Rows/Columns
+            # then filter out files that are not images at all.
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            rows, cols = int(ds.Rows), int(ds.Columns)
+            uid = ds.get("SOPInstanceUID")
+        except Exception:  # any parse failure means "not a readable image": ingest says why
+            return None
+    if rows <= 0 or cols <= 0:
+        return None
+    return image_id_for(path, str(uid) if uid else None), (rows, cols)
 
 
 def image_id_for(path: str | Path, sop_instance_uid: str | None) -> str:
@@ -145,20 +230,74 @@ def image_id_for(path: str | Path, sop_instance_uid: str | None) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_pydicom() -> Iterator[list[warnings.WarningMessage]]:
-    """Silence pydicom's read-time warnings (they can quote header values, i.e. names) and
-    hand them to the caller, which needs the end-of-file ones to call a file truncated."""
-    logger = logging.getLogger("pydicom")
-    level, mode = logger.level, dicom_config.settings.reading_validation_mode
-    logger.setLevel(logging.ERROR)
+def _quiet_readers() -> Iterator[list[warnings.WarningMessage]]:
+    """Keep the reading libraries' log records and warnings out of the user's log for one file.
+
+    pydicom logs a full traceback for every decoding plugin that fails (``LOGGER.exception``),
+    and its read-time warnings can quote header values (names); a file that fails ends in
+    quarantine with one line saying why, so neither may reach the console. pydicom's level is
+    raised above CRITICAL, and the decoders' loggers stop propagating to the root handlers
+    (a NullHandler stands in, so Python's last-resort handler stays silent too); everything is
+    put back afterwards, and other loggers are left alone. Warnings are recorded and handed to
+    the caller, which needs the end-of-file ones to call a file truncated.
+    """
+    pydicom_logger = logging.getLogger("pydicom")
+    level, mode = pydicom_logger.level, dicom_config.settings.reading_validation_mode
+    loggers = [logging.getLogger(name) for name in _READER_LOGGERS]
+    propagate = [logger.propagate for logger in loggers]
+    pydicom_logger.setLevel(logging.CRITICAL + 1)  # above logger.exception, for its children
+    for logger in loggers:
+        logger.addHandler(_DROPPED)
+        logger.propagate = False  # children with a level of their own stop here too
     dicom_config.settings.reading_validation_mode = dicom_config.IGNORE
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             yield caught
     finally:
-        logger.setLevel(level)
+        for logger, was in zip(loggers, propagate, strict=True):
+            logger.propagate = was
+            logger.removeHandler(_DROPPED)
+        pydicom_logger.setLevel(level)
         dicom_config.settings.reading_validation_mode = mode
+
+
+@contextlib.contextmanager
+def _native_stderr_held() -> Iterator[None]:
+    """Hold what native decoders write to file descriptor 2 while one decode runs, and pass it
+    on only when the decode succeeds.
+
+    pylibjpeg-rle is Rust: a corrupt stream panics, and Rust's panic hook prints
+    ``thread '<unnamed>' panicked at ...`` (a backtrace too under ``RUST_BACKTRACE``) straight
+    to fd 2, past Python's logging. The panic arrives here as an exception whose message becomes
+    the quarantine reason, so the printout would only repeat it. Whatever else reaches fd 2
+    during that one decode is held the same way.
+    """
+    _flush_stderr()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (a daemon): nothing to hold
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        decoded = False
+        try:
+            yield
+            decoded = True
+        finally:
+            _flush_stderr()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if decoded and held.tell():
+                held.seek(0)
+                with open(2, "wb", closefd=False) as stderr:
+                    stderr.write(held.read())
+
+
+def _flush_stderr() -> None:
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        sys.stderr.flush()
 
 
 def _open(path: Path, caught: list[warnings.WarningMessage]) -> Dataset:
@@ -377,12 +516,14 @@ def _decode(ds: Dataset, ts: UID, draft_size: int | None) -> np.ndarray:
     if ts.is_compressed:
         _check_decoder(ts)
     try:
-        pixels = ds.pixel_array
+        with _native_stderr_held() if ts.is_compressed else contextlib.nullcontext():
+            pixels = ds.pixel_array
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as err:  # Rust decoders (pylibjpeg-rle) panic with a BaseException
         lines = str(err).strip().splitlines()
         detail = " ".join(line.strip() for line in lines[:3]) or type(err).__name__
+        detail = re.sub(r" at 0x[0-9a-fA-F]+", "", detail)  # an object's address: not reproducible
         raise DicomReadError(f"cannot decode {ts.name} pixel data: {detail}") from None
     if pixels.ndim != 2 or pixels.shape != (ds.Rows, ds.Columns):
         raise DicomReadError(

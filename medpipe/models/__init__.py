@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from medpipe.models.gate import Gate, build_gate
-from medpipe.models.segmentation import Segmenter, build_segmenter
+from medpipe.models.segmentation import SegmentModel, build_segment_model
 
-__all__ = ["Gate", "Segmenter", "build_gate", "build_segmenter"]
+__all__ = ["Gate", "SegmentModel", "build_gate", "build_segment_model"]

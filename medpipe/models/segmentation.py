@@ -14,14 +14,14 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-__all__ = ["Segmenter", "build_segmenter", "INPUT_MEAN", "INPUT_STD"]
+__all__ = ["SegmentModel", "build_segment_model", "INPUT_MEAN", "INPUT_STD"]
 
 # ImageNet mean/std averaged over RGB: what a pretrained encoder adapted to 1 channel expects.
 INPUT_MEAN = 0.449
 INPUT_STD = 0.226
 
 
-class Segmenter(nn.Module):
+class SegmentModel(nn.Module):
     """An smp model behind a fixed interface: ``(mask_logits (B,1,H,W), cls_logit (B,) | None)``."""
 
     def __init__(self, net: nn.Module, in_channels: int, aux_head: bool) -> None:
@@ -43,7 +43,7 @@ class Segmenter(nn.Module):
         return out, None
 
 
-def build_segmenter(cfg: Mapping[str, Any]) -> Segmenter:
+def build_segment_model(cfg: Mapping[str, Any]) -> SegmentModel:
     """Build a segmentation model from a model config block.
 
     Keys used: ``arch`` (any ``smp.create_model`` name), ``encoder`` (any smp encoder, ``tu-``
@@ -53,14 +53,14 @@ def build_segmenter(cfg: Mapping[str, Any]) -> Segmenter:
     ``arch_kwargs`` (passed on to smp, e.g. ``decoder_attention_type``).
 
     Example:
-        >>> model = build_segmenter({"arch": "Unet", "encoder": "resnet18", "aux_head": True})
+        >>> model = build_segment_model({"arch": "Unet", "encoder": "resnet18", "aux_head": True})
         >>> mask, cls = model(torch.rand(2, 1, 64, 64))
         >>> tuple(mask.shape), tuple(cls.shape)
         ((2, 1, 64, 64), (2,))
     """
     if "arch" not in cfg or "encoder" not in cfg:
         raise ValueError(
-            f"build_segmenter: config needs 'arch' and 'encoder', got keys {sorted(cfg)}"
+            f"build_segment_model: config needs 'arch' and 'encoder', got keys {sorted(cfg)}"
         )
     in_channels = int(cfg.get("in_channels", 1))
     aux_head = bool(cfg.get("aux_head", False))
@@ -74,4 +74,4 @@ def build_segmenter(cfg: Mapping[str, Any]) -> Segmenter:
         aux_params=aux_params,
         **dict(cfg.get("arch_kwargs") or {}),
     )
-    return Segmenter(net, in_channels, aux_head)
+    return SegmentModel(net, in_channels, aux_head)

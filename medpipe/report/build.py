@@ -34,7 +34,7 @@ def _score(value) -> str:
 
 def _overview(run: RunFiles, section: Section) -> None:
     cfg = run.config
-    cv_path = run.stage_dir() / "cv.json"
+    cv_path = run.layout.cv(run.stage)
     cv = run.read_json(cv_path, "CV summary") if cv_path.is_file() else {}
     rows = [
         ["stage", run.stage],
@@ -49,7 +49,7 @@ def _overview(run: RunFiles, section: Section) -> None:
         ["OOF score, all-empty baseline", _score(cv.get("all_empty"))],
     ]
     rows += _margins(cv)
-    submission = run.stage_dir() / "submission.csv"
+    submission = run.layout.stage_submission(run.stage)
     if submission.is_file():
         sub = pd.read_csv(submission, dtype=str, keep_default_na=False)
         positive = int((sub["EncodedPixels"].str.strip() != "-1").sum())
@@ -89,7 +89,7 @@ def _test_rows(run: RunFiles, submission: Path) -> list[list[Any]]:
         return [["test score", "no test labels (report.test_labels)"]]
     if not labels.is_file():
         return [["test score", f"{labels}: not found"]]
-    meta = run.read_csv(run.data_dir / "meta.csv", "meta.csv")
+    meta = run.read_csv(run.layout.meta(run.stage), "image metadata (rule ingest)")
     sizes = {}
     if {"orig_height", "orig_width"} <= set(meta.columns):  # else SIIM's 1024²
         test = meta[meta["split"] != "train"]

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from medpipe.inference.ensemble import fold_index
 from medpipe.report.figures import new_figure, tile_grid
 from medpipe.report.html import Section, figure_png
 from medpipe.report.run import RunFiles, Unavailable, guarded
@@ -46,13 +45,13 @@ class FoldPrediction:
 
 def fold_predictions(run: RunFiles):
     """Yield a :class:`FoldPrediction` per fold: blended OOF probability, final mask, truth, dice."""
+    from medpipe.decision.apply import apply_triplet
     from medpipe.inference.ensemble import blend, load_seg_probs, load_truths, values_for
     from medpipe.metrics import dice_per_image
-    from medpipe.thresholds import apply_triplet
-    from medpipe.workflow import finding_probabilities
+    from medpipe.steps.pool import finding_probabilities
 
-    decision = run.read_json(run.stage_dir() / "thresholds.json", "the decision (rule thresholds)")
-    folds = run.read_csv(run.data_dir / "folds.csv", "the training pool (rule make_folds)")
+    decision = run.decision()
+    folds = run.read_csv(run.layout.folds(run.stage), "the training pool (rule make_folds)")
     found = finding_probabilities(run.config, run.stage_dir(), decision, "oof", folds=folds)
     seg = run.fold_dirs("segment")
     if not seg:
@@ -61,15 +60,15 @@ def fold_predictions(run: RunFiles):
     for k in range(len(next(iter(seg.values())))):
         dirs = {m: [d[k]] for m, d in seg.items()}
         for d in dirs.values():
-            run.need(d[0] / "oof.npz", "OOF probabilities (rule predict_seg)")
-        i = fold_index(next(iter(dirs.values()))[0])
+            run.need(d[0].oof, "OOF probabilities (rule predict_seg)")
+        i = next(iter(dirs.values()))[0].fold
         ids, probs, _ = load_seg_probs(dirs, "oof", folds=folds)
         if not ids:
             continue
-        weights = decision.get("weights") or {m: 1.0 for m in probs}
+        weights = decision.weights or {m: 1.0 for m in probs}
         prob = blend(probs, {m: w for m, w in weights.items() if m in probs})
         p = values_for(ids, found, "p_finding") if found is not None else None
-        pred = apply_triplet(prob, p, decision)
+        pred = apply_triplet(prob, p, decision.thresholds())
         truth = load_truths(run.data_dir, ids, run.size).astype(bool)
         pred_area = pred.reshape(len(ids), -1).sum(axis=1)
         truth_area = truth.reshape(len(ids), -1).sum(axis=1)

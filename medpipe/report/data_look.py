@@ -19,9 +19,9 @@ def training_pool(run: RunFiles) -> pd.DataFrame:
     """The labelled training rows (folds.csv) with their metadata; no patient key in the result."""
     from medpipe.data.dataset import training_rows
 
-    run.need(run.data_dir / "folds.csv", "the training pool (rule make_folds)")
+    run.need(run.layout.folds(run.stage), "the training pool (rule make_folds)")
     rows = training_rows(run.data_dir)
-    meta = run.read_csv(run.data_dir / "meta.csv", "image metadata (rule ingest)")
+    meta = run.read_csv(run.layout.meta(run.stage), "image metadata (rule ingest)")
     keep = [c for c in ("image_id", "age", "sex", "view", "n_regions") if c in meta.columns]
     meta = meta[keep].drop_duplicates("image_id")
     pool = rows.merge(meta, on="image_id", how="left")
@@ -157,7 +157,7 @@ def _metadata(run: RunFiles, section: Section, pool: pd.DataFrame) -> None:
 
 
 def _quarantine(run: RunFiles, section: Section) -> None:
-    frame = run.read_csv(run.data_dir / "quarantine.csv", "the quarantine list (rule ingest)")
+    frame = run.read_csv(run.layout.quarantine(run.stage), "the quarantine list (rule ingest)")
     if frame.empty:
         section.text("No file was quarantined: every DICOM was a readable single image.")
         return

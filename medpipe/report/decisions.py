@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from medpipe.inference.ensemble import fold_index
+from medpipe.guards import own_fold_rows
+from medpipe.layout import read_fused, read_gate_predictions
 from medpipe.report.figures import new_figure
 from medpipe.report.html import Section, figure_png
 from medpipe.report.run import RunFiles, Unavailable, guarded
@@ -31,12 +32,10 @@ _DECISION_KEYS = (
 
 
 def _thresholds(run: RunFiles, section: Section) -> None:
-    decision = run.read_json(run.stage_dir() / "thresholds.json", "the decision (rule thresholds)")
+    decision = run.decision().fields
     rows = [[k, decision[k]] for k in _DECISION_KEYS if decision.get(k) is not None]
     section.table(pd.DataFrame(rows, columns=["setting", "value"]).astype({"value": str}))
-    png = run.need(
-        run.stage_dir() / "thresholds.png", "the heat map (rule thresholds)"
-    ).read_bytes()
+    png = run.need(run.layout.heatmap(run.stage), "the heat map (rule thresholds)").read_bytes()
     section.image(
         png,
         "OOF competition metric over the threshold grid; the red square is the setting the "
@@ -56,7 +55,7 @@ def _importance(run: RunFiles, section: Section) -> None:
             "fusion is disabled in the config (fusion.enabled: false), so there is no LightGBM model"
         )
     frame = run.read_csv(
-        run.stage_dir() / "fusion" / "feature_importance.csv",
+        run.layout.feature_importance(run.stage),
         "LightGBM feature importance (rule fuse)",
     )
     top = frame.sort_values("gain_mean", ascending=False).head(20).iloc[::-1]
@@ -74,21 +73,22 @@ def _importance(run: RunFiles, section: Section) -> None:
 
 def oof_classifiers(run: RunFiles) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """``(labels, {name: p})`` over the OOF images: each gate model and, if fused, LightGBM."""
-    folds = run.read_csv(run.data_dir / "folds.csv", "the training pool (rule make_folds)")
+    folds = run.read_csv(run.layout.folds(run.stage), "the training pool (rule make_folds)")
     folds = folds[folds["fold"] >= 0].set_index("image_id")
     ids = folds.index
     scores: dict[str, np.ndarray] = {}
     for model, dirs in run.fold_dirs("gate").items():
         parts = []
         for d in dirs:
-            frame = run.read_csv(d / "oof.csv", f"gate {model} OOF (rule predict_gate)")
-            own = folds["fold"].reindex(frame["image_id"]).to_numpy() == fold_index(d)
-            parts.append(frame.loc[own, ["image_id", "prob"]])
+            frame = read_gate_predictions(run.need(d.oof, f"gate {model} OOF (rule predict_gate)"))
+            parts.append(
+                frame[own_fold_rows(frame["image_id"].to_numpy(), d.fold, folds["fold"], d.oof)]
+            )
         series = pd.concat(parts).drop_duplicates("image_id").set_index("image_id")["prob"]
         scores[f"gate {model}"] = series.reindex(ids).to_numpy(dtype=np.float64)
-    fused = run.stage_dir() / "fusion" / "oof.csv"
+    fused = run.layout.fused(run.stage, "oof")
     if run.fusion_enabled and fused.is_file():
-        frame = pd.read_csv(fused, dtype={"image_id": str}).set_index("image_id")
+        frame = read_fused(fused).set_index("image_id")
         scores["LightGBM fusion"] = frame["p_finding"].reindex(ids).to_numpy(dtype=np.float64)
     return folds["has_finding"].to_numpy(dtype=int), scores
 

@@ -26,17 +26,17 @@ log = logging.getLogger(__name__)
 
 
 def _test_predictions(run: RunFiles) -> Iterator[tuple[list[str], np.ndarray, np.ndarray, None]]:
+    from medpipe.decision.apply import apply_triplet
     from medpipe.inference.ensemble import blend, load_seg_probs, values_for
-    from medpipe.thresholds import apply_triplet
-    from medpipe.workflow import finding_probabilities
+    from medpipe.steps.pool import finding_probabilities
 
-    decision = run.read_json(run.stage_dir() / "thresholds.json", "the decision (rule thresholds)")
+    decision = run.decision()
     ids, probs, _ = load_seg_probs(run.fold_dirs("segment"), "test")
-    weights = decision.get("weights") or {m: 1.0 for m in probs}
+    weights = decision.weights or {m: 1.0 for m in probs}
     prob = blend(probs, {m: w for m, w in weights.items() if m in probs})
     found = finding_probabilities(run.config, run.stage_dir(), decision, "test")
     p = None if found is None else values_for(ids, found, "p_finding")
-    yield ids, prob, apply_triplet(prob, p, decision), None
+    yield ids, prob, apply_triplet(prob, p, decision.thresholds()), None
 
 
 def _oof_predictions(
@@ -75,14 +75,14 @@ def export_masks(
         config, Path(run_dir), int(stage if stage is not None else config.get("stage", 1))
     )
     out_dir = Path(out_dir)
-    meta = run.read_csv(run.data_dir / "meta.csv", "image metadata (rule ingest)")
+    meta = run.read_csv(run.layout.meta(run.stage), "image metadata (rule ingest)")
     meta = meta.drop_duplicates("image_id").set_index("image_id")
     wanted = set(image_ids) if image_ids else None
     if wanted:
         unknown = sorted(wanted - set(meta.index))
         if unknown:
             raise ValueError(
-                f"export-masks: {len(unknown)} image ids are not in {run.data_dir / 'meta.csv'} "
+                f"export-masks: {len(unknown)} image ids are not in {run.layout.meta(run.stage)} "
                 f"(e.g. {unknown[0]}); pass ids from its image_id column"
             )
     batches = _oof_predictions(run) if which == "oof" else _test_predictions(run)

@@ -1,4 +1,4 @@
-"""Where a run's files are, for the report: one place that knows the output tree (DESIGN §3)."""
+"""A run as the report sees it: the layout of :mod:`medpipe.layout`, and inputs that may be absent."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Any
 
 import pandas as pd
 
-from medpipe.inference.ensemble import fold_index
+from medpipe.config import RunConfig
 from medpipe.io.atomic import atomic_path
+from medpipe.layout import Decision, FoldDir, RunLayout, read_decision
 
 __all__ = ["Unavailable", "RunFiles", "guarded"]
 
@@ -48,12 +49,27 @@ class RunFiles:
     def data_dir(self) -> Path:
         return self.data_dir_of(self.stage)
 
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.run_dir)
+
+    @property
+    def view(self) -> RunConfig:
+        """The config's typed view, on this run's folder."""
+        return RunConfig({**self.config, "run_dir": str(self.run_dir)})
+
     def data_dir_of(self, stage: int) -> Path:
         """Stage 1 reads run_dir/data; stage 2 its own data (train + the labelled stage-1 test)."""
-        return self.run_dir / "data" if int(stage) == 1 else self.run_dir / "stage2" / "data"
+        return self.layout.data_dir(stage)
 
     def stage_dir(self, stage: int | None = None) -> Path:
-        return self.run_dir / f"stage{self.stage if stage is None else stage}"
+        return self.layout.stage_dir(self.stage if stage is None else stage)
+
+    def decision(self) -> Decision:
+        """The submission's decision (``thresholds.json``), or :class:`Unavailable`."""
+        return read_decision(
+            self.need(self.layout.thresholds(self.stage), "the decision (rule thresholds)")
+        )
 
     def test_labels(self) -> Path | None:
         """This stage's test labels, when someone holds them (:func:`medpipe.config.test_labels`)."""
@@ -63,28 +79,21 @@ class RunFiles:
 
     @property
     def fusion_enabled(self) -> bool:
-        return bool((self.config.get("fusion") or {}).get("enabled", False))
+        return self.view.fusion_enabled
 
     def models(self, task: str) -> list[str]:
-        section = "segmentation" if task == "segment" else "gate"
-        return list(((self.config.get(section) or {}).get("models")) or {})
+        return self.view.model_names(task)
 
-    def fold_dirs(self, task: str, stage: int | None = None) -> dict[str, list[Path]]:
-        from medpipe.workflow import fold_dirs
+    def fold_dirs(self, task: str, stage: int | None = None) -> dict[str, list[FoldDir]]:
+        return self.view.fold_dirs(self.stage if stage is None else stage, task)
 
-        return fold_dirs(self.config, self.stage_dir(stage), task)
-
-    def training_dirs(self, task: str, stage: int | None = None) -> dict[str, list[Path]]:
+    def training_dirs(self, task: str, stage: int | None = None) -> dict[str, list[FoldDir]]:
         """Where each model's folds were trained (``metrics.json``, ``log.csv``): a model kept in
         stage 2 predicts into stage 2's folders but was trained, and logged, in stage 1's."""
-        from medpipe.stage2 import checkpoint_for
-
         stage = self.stage if stage is None else stage
+        view = self.view
         return {
-            model: [
-                checkpoint_for(self.config, self.run_dir, stage, task, model, fold_index(d)).parent
-                for d in dirs
-            ]
+            model: [view.trained_fold(stage, task, model, d.fold) for d in dirs]
             for model, dirs in self.fold_dirs(task, stage).items()
         }
 
@@ -98,9 +107,9 @@ class RunFiles:
         return json.loads(self.need(path, what).read_text())
 
     def read_csv(self, path: Path, what: str) -> pd.DataFrame:
-        return pd.read_csv(
-            self.need(path, what), dtype={"image_id": str, "patient_key": str, "split": str}
-        )
+        from medpipe.layout import read_table
+
+        return read_table(self.need(path, what), what)
 
     def save_png(self, png: bytes, name: str) -> bytes:
         """Keep a copy of an embedded plot as ``plots/<name>.png`` (Snakemake's report shows them)."""

@@ -16,18 +16,17 @@ __all__ = ["retrain_table", "add_stage2_section"]
 
 def retrain_table(run: RunFiles, cv1: dict, cv2: dict) -> pd.DataFrame:
     """One row per model: retrained or kept, with its OOF score in stage 1 and stage 2."""
-    from medpipe.stage2 import retrained
 
     rows = []
     for model in run.models("segment"):
         before = (cv1.get("models") or {}).get(model, {}).get("seg_only")
         after = (cv2.get("models") or {}).get(model, {}).get("seg_only")
         rows.append(
-            ["segmentation", model, retrained(run.config, model), "competition dice", before, after]
+            ["segmentation", model, run.view.retrained(model), "competition dice", before, after]
         )
     for model in run.models("gate"):
         before, after = gate_auc(run, model, stage=1), gate_auc(run, model, stage=2)
-        rows.append(["gate", model, retrained(run.config, model), "ROC AUC", before, after])
+        rows.append(["gate", model, run.view.retrained(model), "ROC AUC", before, after])
     frame = pd.DataFrame(
         rows, columns=["task", "model", "retrained", "metric", "CV stage 1", "CV stage 2"]
     )
@@ -39,8 +38,8 @@ def retrain_table(run: RunFiles, cv1: dict, cv2: dict) -> pd.DataFrame:
 
 
 def _retrain(run: RunFiles, section: Section) -> None:
-    cv1 = run.read_json(run.stage_dir(1) / "cv.json", "stage-1 CV (rule thresholds, stage 1)")
-    cv2 = run.read_json(run.stage_dir(2) / "cv.json", "stage-2 CV (rule thresholds, stage 2)")
+    cv1 = run.read_json(run.layout.cv(1), "stage-1 CV (rule thresholds, stage 1)")
+    cv2 = run.read_json(run.layout.cv(2), "stage-2 CV (rule thresholds, stage 2)")
     section.text(
         "Stage 2 validates on the same out-of-fold images as stage 1 (the stage-1 test images "
         "only join the training side), so the two columns compare like with like."
@@ -61,7 +60,7 @@ def _retrain(run: RunFiles, section: Section) -> None:
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     section.image(run.save_png(figure_png(fig), "stage2_cv"), "OOF scores of stage 1 and stage 2.")
-    doc = run.stage_dir(2) / "REPRODUCE.md"
+    doc = run.layout.reproduce("doc")
     if doc.is_file():
         section.text(
             f"Hashes, versions and the commands that rebuild it: {doc.relative_to(run.run_dir)}."

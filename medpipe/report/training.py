@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from medpipe.inference.ensemble import fold_index
+from medpipe.guards import own_fold_rows
+from medpipe.layout import TRAIN_RULE, FoldDir, config_section, data_files, read_gate_predictions
 from medpipe.report.figures import new_figure
 from medpipe.report.html import Section, figure_png
 from medpipe.report.run import RunFiles, Unavailable, guarded
@@ -26,7 +26,7 @@ VARIANTS = {
 
 
 def _task_label(task: str) -> str:
-    return "segmentation" if task == "segment" else "gate"
+    return config_section(task)
 
 
 def fold_table(run: RunFiles, task: str, stage: int | None = None) -> pd.DataFrame:
@@ -34,16 +34,16 @@ def fold_table(run: RunFiles, task: str, stage: int | None = None) -> pd.DataFra
     rows = []
     for model, dirs in run.training_dirs(task, stage).items():
         for d in dirs:
-            path = d / "metrics.json"
+            path = d.metrics
             if not path.is_file():
-                rows.append({"model": model, "fold": d.name, "note": f"missing {path.name}"})
+                rows.append({"model": model, "fold": d.fold, "note": f"missing {path.name}"})
                 continue
             m = json.loads(path.read_text())
             monitor = m.get("monitor", "")
             rows.append(
                 {
                     "model": model,
-                    "fold": int(m.get("fold", fold_index(d))),
+                    "fold": int(m.get("fold", d.fold)),
                     "monitor": monitor,
                     "best": m.get(monitor),
                     "best epoch": m.get("best_epoch"),
@@ -61,15 +61,15 @@ def gate_auc(run: RunFiles, model: str, stage: int | None = None) -> float | Non
     from sklearn.metrics import roc_auc_score
 
     data_dir = run.data_dir_of(run.stage if stage is None else stage)
-    labels = run.read_csv(data_dir / "folds.csv", "the training pool").set_index("image_id")
+    labels = run.read_csv(data_files(data_dir)["folds"], "the training pool").set_index("image_id")
     parts = []
     for d in run.fold_dirs("gate", stage).get(model, []):
-        if not (d / "oof.csv").is_file():
+        if not d.oof.is_file():
             return None
-        frame = pd.read_csv(d / "oof.csv", usecols=["image_id", "prob"], dtype={"image_id": str})
-        fold = fold_index(d)
-        own = labels["fold"].reindex(frame["image_id"]).to_numpy() == fold
-        parts.append(frame[own])
+        frame = read_gate_predictions(d.oof)
+        parts.append(
+            frame[own_fold_rows(frame["image_id"].to_numpy(), d.fold, labels["fold"], d.oof)]
+        )
     if not parts:
         return None
     frame = pd.concat(parts)
@@ -80,17 +80,17 @@ def gate_auc(run: RunFiles, model: str, stage: int | None = None) -> float | Non
 
 
 def _learning_curves(
-    run: RunFiles, section: Section, task: str, model: str, dirs: list[Path]
+    run: RunFiles, section: Section, task: str, model: str, dirs: list[FoldDir]
 ) -> None:
-    logs = {d.name: d / "log.csv" for d in dirs if (d / "log.csv").is_file()}
+    logs = {d.path.name: d.log_csv for d in dirs if d.log_csv.is_file()}
     if not logs:
         raise Unavailable(
-            f"{model}: no log.csv in its fold folders (rule train_{task.replace('segment', 'seg')})"
+            f"{model}: no learning curve in its fold folders (rule {TRAIN_RULE[task]})"
         )
     monitor = None
     for d in dirs:
-        if (d / "metrics.json").is_file():
-            monitor = json.loads((d / "metrics.json").read_text()).get("monitor")
+        if d.metrics.is_file():
+            monitor = json.loads(d.metrics.read_text()).get("monitor")
             break
     fig, axes = new_figure(12, 3.2, 1, 3)
     colours = [f"C{i}" for i in range(10)]
@@ -127,7 +127,7 @@ def _learning_curves(
 
 
 def _cv_table(run: RunFiles, section: Section) -> None:
-    cv = run.read_json(run.stage_dir() / "cv.json", "the CV summary (rule thresholds)")
+    cv = run.read_json(run.layout.cv(run.stage), "the CV summary (rule thresholds)")
     for task in ("segment", "gate"):
         table = fold_table(run, task)
         if table.empty:
@@ -162,7 +162,7 @@ def _cv_table(run: RunFiles, section: Section) -> None:
 
 
 def ablation_table(cv: dict) -> pd.DataFrame:
-    """What each stage adds over the all-empty baseline, from ``cv.json``."""
+    """What each step adds over the all-empty baseline, from ``cv.json``."""
     nested = cv.get("nested") or {}
     base = cv.get("all_empty")
     dice_pos = cv.get("dice_pos_nested") or {}
@@ -186,10 +186,10 @@ def ablation_table(cv: dict) -> pd.DataFrame:
 
 
 def _ablation(run: RunFiles, section: Section) -> None:
-    cv = run.read_json(run.stage_dir() / "cv.json", "the CV summary (rule thresholds)")
+    cv = run.read_json(run.layout.cv(run.stage), "the CV summary (rule thresholds)")
     table = ablation_table(cv)
     if table.empty:
-        raise Unavailable("cv.json has no ablation entries")
+        raise Unavailable(f"{run.layout.cv(run.stage)} has no ablation entries")
     section.table(table)
     missing = [k for k in ("seg_gate", "seg_gate_lgbm") if k not in cv]
     if missing:

@@ -12,6 +12,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from medpipe.io.atomic import atomic_path, atomic_write_csv
+from medpipe.layout import FoldDir
 
 __all__ = ["AtomicCheckpointIO", "SnapshotCheckpoint", "ProgressWriter", "plot_progress"]
 
@@ -42,15 +43,15 @@ class SnapshotCheckpoint(L.Callback):
     so a run killed in between redoes the epoch and the snapshot after a resume.
     """
 
-    def __init__(self, out_dir: str | Path, ends: list[int]) -> None:
-        self.out_dir = Path(out_dir)
+    def __init__(self, fold_dir: FoldDir, ends: list[int]) -> None:
+        self.fold_dir = fold_dir
         self.ends = list(ends)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.current_epoch not in self.ends:
             return
         k = self.ends.index(trainer.current_epoch)
-        trainer.save_checkpoint(self.out_dir / f"snapshot_{k}.ckpt", weights_only=True)
+        trainer.save_checkpoint(self.fold_dir.snapshot(k), weights_only=True)
 
 
 def plot_progress(history: list[dict[str, float]], monitor: str, path: str | Path) -> None:
@@ -83,15 +84,15 @@ def plot_progress(history: list[dict[str, float]], monitor: str, path: str | Pat
 class ProgressWriter(L.Callback):
     """Redraw ``progress.png`` and rewrite ``log.csv`` (one row per epoch) after every epoch."""
 
-    def __init__(self, out_dir: str | Path, monitor: str) -> None:
-        self.out_dir = Path(out_dir)
+    def __init__(self, fold_dir: FoldDir, monitor: str) -> None:
+        self.fold_dir = fold_dir
         self.monitor = monitor
 
     def write(self, history: list[dict[str, float]]) -> None:
         if not history:
             return
-        atomic_write_csv(pd.DataFrame(history), self.out_dir / "log.csv")
-        plot_progress(history, self.monitor, self.out_dir / "progress.png")
+        atomic_write_csv(pd.DataFrame(history), self.fold_dir.log_csv)
+        plot_progress(history, self.monitor, self.fold_dir.progress_png)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:

@@ -29,6 +29,7 @@ from medpipe.data.dataset import (
 )
 from medpipe.data.transforms import build_train_transforms
 from medpipe.io.atomic import atomic_write_text, remove_stale_temps
+from medpipe.layout import FoldDir, RunLayout, data_files
 from medpipe.training.callbacks import AtomicCheckpointIO, ProgressWriter, SnapshotCheckpoint
 from medpipe.training.module import FoldModule
 from medpipe.training.runtime import (
@@ -71,8 +72,8 @@ def _loggers(
         loggers.append(
             MLFlowLogger(
                 experiment_name=f"medpipe-{task}",
-                run_name=f"{model_name}-fold{fold}",
-                tracking_uri=(out_dir / "mlruns").resolve().as_uri(),
+                run_name=RunLayout.fold_job(model_name, fold),
+                tracking_uri=FoldDir(task, model_name, fold, out_dir).mlruns.resolve().as_uri(),
             )
         )
     if wanted.get("wandb"):
@@ -83,7 +84,7 @@ def _loggers(
         loggers.append(
             WandbLogger(
                 project="medpipe",
-                name=f"{task}-{model_name}-fold{fold}",
+                name=f"{task}-{RunLayout.fold_job(model_name, fold)}",
                 save_dir=str(out_dir),
                 offline=True,
             )
@@ -94,8 +95,9 @@ def _loggers(
 def data_fingerprint(data_dir: Path) -> str:
     """SHA-256 of ``folds.csv`` and ``meta.csv``: a re-ingest or new folds must not resume old weights."""
     digest = hashlib.sha256()
-    for name in ("folds.csv", "meta.csv"):
-        digest.update((Path(data_dir) / name).read_bytes())
+    files = data_files(data_dir)
+    for name in ("folds", "meta"):
+        digest.update(files[name].read_bytes())
     return digest.hexdigest()
 
 
@@ -113,7 +115,7 @@ def _resumable(
     """
     if not last.is_file():
         return False
-    stamp = last.with_name("resume.json")
+    stamp = FoldDir("", "", 0, last.parent).resume_stamp
     if not stamp.is_file() or json.loads(stamp.read_text()).get("data") != fingerprint:
         warnings.warn(
             f"{last}: written for other data (folds/meta changed); training from scratch",
@@ -233,6 +235,7 @@ def train_fold(
         >>> metrics["best_epoch"], metrics["val_dice"]  # doctest: +SKIP
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    here = FoldDir(task, model_name, int(fold), out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out_dir)  # a checkpoint write cut by SIGKILL
     started = time.perf_counter()
@@ -295,7 +298,7 @@ def train_fold(
     module = FoldModule(**hparams, performance=performance)
     checkpoint = ModelCheckpoint(
         dirpath=out_dir,
-        filename="model",
+        filename=here.checkpoint.stem,
         monitor=spec.monitor,
         mode="max",
         save_top_k=1,
@@ -307,26 +310,26 @@ def train_fold(
     # looked unfinished and a killed one resumed from its best epoch instead of its last.
     every_epoch = ModelCheckpoint(
         dirpath=out_dir,
-        filename="last",
+        filename=here.last_checkpoint.stem,
         monitor=None,
         save_top_k=1,
         every_n_epochs=1,
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
-    last = out_dir / "last.ckpt"
+    last = here.last_checkpoint
     fingerprint = data_fingerprint(data_dir)
     # Every rank decides from the files as they are before fit; rank 0 rewrites the stamp only
     # once all ranks have joined (ResumeStamp), so the ranks cannot decide differently.
     resume = _resumable(last, hparams, fingerprint, epochs, spec.monitor)
     extra: list[L.Callback] = [
-        ResumeStamp(out_dir / "resume.json", fingerprint),
-        ProgressWriter(out_dir, spec.monitor),
+        ResumeStamp(here.resume_stamp, fingerprint),
+        ProgressWriter(here, spec.monitor),
         *callbacks,
     ]
     snapshots = int(model_cfg.get("snapshots", 0) or 0)
     if snapshots:
-        extra.append(SnapshotCheckpoint(out_dir, cycle_ends(epochs, snapshots)))
+        extra.append(SnapshotCheckpoint(here, cycle_ends(epochs, snapshots)))
     interactive = os.isatty(2)
     trainer = L.Trainer(
         max_epochs=epochs,
@@ -379,8 +382,6 @@ def train_fold(
         }
     )
     if trainer.is_global_zero:
-        ProgressWriter(out_dir, spec.monitor).write(history)
-        atomic_write_text(
-            json.dumps(_json_safe(metrics), indent=2) + "\n", out_dir / "metrics.json"
-        )
+        ProgressWriter(here, spec.monitor).write(history)
+        atomic_write_text(json.dumps(_json_safe(metrics), indent=2) + "\n", here.metrics)
     return metrics

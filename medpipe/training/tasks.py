@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from medpipe.metrics import dice_per_image
-from medpipe.models import build_gate, build_segmenter
+from medpipe.models import build_gate, build_segment_model
 from medpipe.training.losses import build_seg_loss, check_seg_loss
 
 __all__ = ["Task", "SegmentationTask", "GateTask", "get_task", "TASKS"]
@@ -113,7 +113,7 @@ class SegmentationTask(Task):
         return build_seg_loss(str(self.cfg.get("loss", "dice_bce")), self.loss_weights)
 
     def build_model(self) -> nn.Module:
-        return build_segmenter(self.cfg)
+        return build_segment_model(self.cfg)
 
     def loss(self, outputs: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         mask_logits, cls_logit = outputs
@@ -191,11 +191,11 @@ class GateTask(Task):
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         super().__init__(cfg)
-        # Deep supervision by the coarse mask (models/gate.py) needs the masks in the batches.
+        # Deep supervision by the mask (logit_from: mask) needs the masks in the batches.
         self.mask_aux_weight = float(self.cfg.get("mask_aux_weight", 0.0))
         self.needs_masks = self.mask_aux_weight > 0
         # logit_from: mask predicts a full-resolution mask: it takes the segmentation loss
-        # (same keys as a segmentation model); the coarse cells take BCE on the max-pooled mask.
+        # (same keys as a segmentation model); build_gate refuses mask_aux_weight without it.
         self.pixel_mask = self.cfg.get("logit_from") == "mask"
         if self.pixel_mask:
             check_seg_loss(str(self.cfg.get("loss", "dice_bce")))
@@ -216,12 +216,9 @@ class GateTask(Task):
         loss = self.image_loss_weight * F.binary_cross_entropy_with_logits(
             logit.float(), batch["has_finding"]
         )
-        if len(outputs) > 2 and "mask" in batch:
-            cells, mask = outputs[2].float(), batch["mask"].float()
-            if self.pixel_loss is not None:
-                return loss + self.mask_aux_weight * self.pixel_loss(cells, mask)
-            target = F.adaptive_max_pool2d(mask, cells.shape[-2:])
-            loss = loss + self.mask_aux_weight * F.binary_cross_entropy_with_logits(cells, target)
+        if len(outputs) > 2 and "mask" in batch:  # logit_from: mask, training mode
+            mask_logits, mask = outputs[2].float(), batch["mask"].float()
+            return loss + self.mask_aux_weight * self.pixel_loss(mask_logits, mask)
         return loss
 
     def validation_stats(

@@ -20,6 +20,7 @@ from pydicom.uid import JPEGBaseline8Bit, SecondaryCaptureImageStorage, generate
 from medpipe.data.cache import open_images, open_masks, pseudonymous_key
 from medpipe.data.ingest import META_COLUMNS, IngestError, ingest
 from medpipe.io import rle
+from medpipe.io.dicom import header_image
 from medpipe.io.labels import LabelError
 
 S = 16  # cache size: 64-pixel films shrink 4x
@@ -151,8 +152,20 @@ def test_meta_cache_and_quarantine(siim: dict, tmp_path: Path, caplog) -> None:
             assert abs(float(images[rows.loc[ids[key], "cache_index"]].mean()) - value) < 2, key
 
     quarantine = pd.read_csv(out / "quarantine.csv")
-    assert list(quarantine.columns) == ["source", "split", "reason"]
+    assert list(quarantine.columns) == [
+        "source",
+        "split",
+        "reason",
+        "image_id",
+        "orig_height",
+        "orig_width",
+    ]
     reasons = dict(zip(quarantine["source"], quarantine["reason"], strict=True))
+    # the truncated film's header still names its image (the test set keeps a row for it)
+    named = quarantine.dropna(subset=["image_id"]).set_index("source")
+    cut = f"1.5/{ids['cut']}.dcm"
+    assert list(named.index) == [cut]
+    assert named.loc[cut, "image_id"] == header_image(siim["train"] / cut)[0]
     assert reasons == {
         "DICOMDIR": "DICOMDIR (a directory index, not an image)",
         "1.5/garbage.bin": "not a DICOM file",
@@ -280,6 +293,29 @@ def test_duplicate_sop_instance_uid_is_quarantined(siim: dict, tmp_path: Path) -
     row = quarantine[quarantine["source"] == "copy.dcm"].iloc[0]
     assert row["split"] == "test" and row["reason"].startswith("duplicate ImageId")
     assert len(open_images(tmp_path / "data", "test", S)) == 2  # its cache row was dropped
+
+
+def test_a_reader_bug_is_quarantined_in_one_line(
+    siim: dict, tmp_path: Path, caplog, monkeypatch
+) -> None:
+    """An unexpected exception on one file quarantines it; a multi-line message stays one line."""
+    from medpipe.data import ingest as ingest_module
+
+    read = ingest_module.read_dicom
+
+    def flaky(path, **kwargs):
+        if Path(path).name == "b.dcm":
+            raise RuntimeError("decoder bug\n  second line")
+        return read(path, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "read_dicom", flaky)
+    with caplog.at_level(logging.WARNING, logger="medpipe.ingest"):
+        run(siim, tmp_path / "data", labels=False)
+    quarantine = pd.read_csv(tmp_path / "data/quarantine.csv").set_index("source")
+    reason = quarantine.loc["1.1/1.1.2/b.dcm", "reason"]
+    assert reason == "unexpected RuntimeError: decoder bug second line"
+    lines = [m for m in caplog.messages if "1.1/1.1.2/b.dcm" in m]
+    assert lines == [f"ingest: 1.1/1.1.2/b.dcm: {reason} (quarantined)"]
 
 
 def test_no_readable_file_is_an_error(tmp_path: Path) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from medpipe.io import rle
-from tests.e2e.conftest import snakemake
+from tests.e2e.conftest import REPO, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -70,3 +73,33 @@ def test_invalid_config_names_the_key(tiny_run, tmp_path):
     proc = snakemake(tiny_run, "submission", "-n", configfiles=(overlay,), check=False)
     assert proc.returncode != 0
     assert "folds" in proc.stdout + proc.stderr
+
+
+@contextlib.contextmanager
+def _edited(module: Path):
+    """Append a comment to a package file (a real content change), then restore its bytes and
+    mtime, so the shared run is exactly as before for the tests that follow."""
+    before, stat = module.read_bytes(), module.stat()
+    module.write_bytes(before + b"\n# an edit that a rerun trigger must see\n")
+    try:
+        yield
+    finally:
+        module.write_bytes(before)
+        os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_editing_the_rle_codec_plans_submit(tiny_run):
+    """io/rle.py encodes the submission: the computed code inputs of submit include it."""
+    with _edited(REPO / "medpipe" / "io" / "rle.py"):
+        rules = _planned_rules(snakemake(tiny_run, "submission", "-n"))
+    assert {"submit", "publish_submission"} <= rules
+    assert not {"train_seg", "train_gate", "thresholds", "features"} & rules
+    assert "Nothing to be done" in snakemake(tiny_run, "submission", "-n").stdout
+
+
+def test_editing_the_segmentation_builder_plans_the_gate_training(tiny_run):
+    """The default gate is built on an smp encoder from models/segmentation.py."""
+    with _edited(REPO / "medpipe" / "models" / "segmentation.py"):
+        rules = _planned_rules(snakemake(tiny_run, "submission", "-n"))
+    assert {"train_gate", "train_seg"} <= rules
+    assert not {"ingest", "make_folds", "synthesize"} & rules

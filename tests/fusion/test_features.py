@@ -10,6 +10,7 @@ import pytest
 from scipy.stats import ortho_group
 
 from medpipe.fusion.features import build_features, seg_statistics
+from medpipe.layout import StageLayout
 
 S = 12
 K = 4
@@ -48,25 +49,25 @@ def _write_fold_outputs(root: Path, folds: pd.DataFrame, test: list[str]) -> tup
     ids = folds["image_id"].to_numpy(str)
     seg, gate = [], []
     for f in range(K):
-        d = root / "segment" / "unet" / f"fold{f}"
-        d.mkdir(parents=True)
+        d = StageLayout(root).fold("segment", "unet", f)
+        d.path.mkdir(parents=True)
         for name, rows in (("oof", ids), ("test", np.array(test))):
             prob = np.zeros((len(rows), S, S), np.float16)
             prob[:, : f + 1, : f + 1] = 0.95  # area_p90 = (f + 1) ** 2, one component
             np.savez(
-                d / f"{name}.npz",
+                d.predictions(name),
                 image_id=rows,
                 prob=prob,
                 cls_prob=np.full(len(rows), f / 10, np.float32),
             )
-        g = root / "gate" / "cls" / f"fold{f}"
-        g.mkdir(parents=True)
+        g = StageLayout(root).fold("gate", "cls", f)
+        g.path.mkdir(parents=True)
         for name, rows in (("oof", ids), ("test", np.array(test))):
             emb = np.random.default_rng(f).standard_normal((len(rows), 5))
             frame = pd.DataFrame({"image_id": rows, "prob": f / 10})
             pd.concat(
                 [frame, pd.DataFrame(emb, columns=[f"emb_{k}" for k in range(5)])], axis=1
-            ).to_csv(g / f"{name}.csv", index=False)
+            ).to_csv(g.predictions(name), index=False)
         seg.append(d)
         gate.append(g)
     return {"unet": seg}, {"cls": gate}
@@ -99,7 +100,7 @@ def test_a_training_image_without_oof_value_is_an_error(tmp_path: Path) -> None:
     meta, folds, test = _tables()
     seg, gate = _write_fold_outputs(tmp_path, folds, test)
     lost = folds["image_id"].iloc[0]
-    path = seg["unet"][folds["fold"].iloc[0]] / "oof.npz"
+    path = seg["unet"][folds["fold"].iloc[0]].oof
     data = dict(np.load(path))
     keep = data["image_id"] != lost
     np.savez(path, **{k: v[keep] for k, v in data.items()})
@@ -132,8 +133,8 @@ def _embedding_outputs(
     embedding is the latent code in its own rotated space (``rotate``)."""
     dirs = []
     for f in range(K):
-        d = root / "gate" / "cls" / f"fold{f}"
-        d.mkdir(parents=True, exist_ok=True)
+        d = StageLayout(root).fold("gate", "cls", f)
+        d.path.mkdir(parents=True, exist_ok=True)
         q = ortho_group.rvs(6, random_state=f) if rotate else np.eye(6)
         for name, rows in (
             ("oof", folds.loc[folds["fold"] == f, "image_id"].tolist()),
@@ -143,7 +144,7 @@ def _embedding_outputs(
             frame = pd.DataFrame({"image_id": rows, "prob": 0.5})
             pd.concat(
                 [frame, pd.DataFrame(emb, columns=[f"emb_{k}" for k in range(6)])], axis=1
-            ).to_csv(d / f"{name}.csv", index=False)
+            ).to_csv(d.predictions(name), index=False)
         dirs.append(d)
     return {"cls": dirs}
 

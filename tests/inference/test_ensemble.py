@@ -16,6 +16,7 @@ from medpipe.inference.ensemble import (
     optimise_weights,
     values_for,
 )
+from medpipe.layout import FoldDir, StageLayout
 
 S = 8
 IDS = [f"img{i:02d}" for i in range(12)]
@@ -33,23 +34,23 @@ def _folds() -> pd.DataFrame:
     )
 
 
-def _write_seg(root: Path, model: str, value: float, *, all_rows: bool = False) -> list[Path]:
+def _write_seg(root: Path, model: str, value: float, *, all_rows: bool = False) -> list[FoldDir]:
     """Fold f's OOF holds its validation images at ``value + f`` (with ``all_rows`` every image)."""
     dirs = []
     for f in range(3):
-        d = root / model / f"fold{f}"
-        d.mkdir(parents=True)
+        d = StageLayout(root).fold("segment", model, f)
+        d.path.mkdir(parents=True)
         ids = [i for i in IDS if all_rows or FOLD[i] == f][::-1]  # files need not be sorted
         prob = np.full((len(ids), S, S), (value + f) / 10, np.float16)
         np.savez(
-            d / "oof.npz",
+            d.oof,
             image_id=np.array(ids),
             prob=prob,
             cls_prob=np.full(len(ids), f, np.float32),
         )
         test_ids = np.array(["t2", "t0", "t1"]) if f % 2 else np.array(["t0", "t1", "t2"])
         np.savez(
-            d / "test.npz",
+            d.test,
             image_id=test_ids,
             prob=np.full((3, S, S), f / 10, np.float16),
             cls_prob=np.full(3, np.nan, np.float32),
@@ -81,7 +82,7 @@ def test_models_covering_different_images_are_refused(tmp_path: Path) -> None:
     a = _write_seg(tmp_path, "a", 1)
     b = _write_seg(tmp_path, "b", 1)
     np.savez(
-        b[0] / "oof.npz",
+        b[0].oof,
         image_id=np.array(["other"]),
         prob=np.zeros((1, S, S), np.float16),
         cls_prob=np.zeros(1, np.float32),
@@ -89,19 +90,17 @@ def test_models_covering_different_images_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="different oof images"):
         load_seg_probs({"a": a, "b": b}, "oof")
     with pytest.raises(FileNotFoundError, match="oof.npz"):
-        load_seg_probs({"a": [tmp_path / "missing" / "fold0"]}, "oof")
+        load_seg_probs({"a": [FoldDir("segment", "a", 0, tmp_path / "missing")]}, "oof")
 
 
 def test_gate_probs_and_values_for(tmp_path: Path) -> None:
     dirs = []
     for f in range(3):
-        d = tmp_path / "g" / f"fold{f}"
-        d.mkdir(parents=True)
-        pd.DataFrame({"image_id": IDS, "prob": f / 10, "emb_0": 0.0}).to_csv(
-            d / "oof.csv", index=False
-        )
+        d = StageLayout(tmp_path).fold("gate", "g", f)
+        d.path.mkdir(parents=True)
+        pd.DataFrame({"image_id": IDS, "prob": f / 10, "emb_0": 0.0}).to_csv(d.oof, index=False)
         pd.DataFrame({"image_id": ["t0", "t1"], "prob": [f / 10, 1.0], "emb_0": 0.0}).to_csv(
-            d / "test.csv", index=False
+            d.test, index=False
         )
         dirs.append(d)
     oof = load_gate_probs({"g": dirs}, "oof", folds=_folds())

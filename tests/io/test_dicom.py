@@ -4,7 +4,9 @@ plus small 8-bit JPEG Baseline files written here the way the SIIM release encod
 from __future__ import annotations
 
 import io
+import logging
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from medpipe.io.dicom import DicomReadError, image_id_for, read_dicom
+from medpipe.io.dicom import DicomReadError, _native_stderr_held, image_id_for, read_dicom
 
 # headers written below hold SIIM-style invalid values on purpose ("38" as an age)
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR")
@@ -363,3 +365,43 @@ def test_undecodable_stream_is_a_read_error() -> None:
     assert reason_for(shipped("JPEG-lossy.dcm")).startswith(
         "cannot decode JPEG Extended (Process 2 and 4) pixel data"
     )
+
+
+# ---------------------------------------------------------------- quiet while reading
+
+
+def test_failed_decode_logs_nothing_and_leaves_logging_as_it_was(caplog) -> None:
+    """pydicom logs one traceback per failing plugin; read_dicom keeps them out of the log for
+    the one file, then puts the loggers back, so pydicom logs as usual outside a read."""
+    pydicom_logger = logging.getLogger("pydicom")
+    before = pydicom_logger.level, pydicom_logger.propagate, list(pydicom_logger.handlers)
+    with caplog.at_level(logging.DEBUG):
+        assert reason_for(shipped("JPEG-lossy.dcm")).startswith("cannot decode")
+        assert [r for r in caplog.records if r.name.startswith("pydicom")] == []
+        assert (pydicom_logger.level, pydicom_logger.propagate, pydicom_logger.handlers) == before
+        logging.getLogger("pydicom.pixels.decoders.base").error("outside a read")
+    assert [r.getMessage() for r in caplog.records] == ["outside a read"]
+
+
+def test_rust_panic_backtrace_is_held_back_and_becomes_the_reason(tmp_path: Path, capfd) -> None:
+    """pylibjpeg-rle panics on a segment that decodes too long; Rust's hook prints a backtrace
+    straight to fd 2, which read_dicom holds back: the reason says it once."""
+    ds = pydicom.dcmread(shipped("MR_small_RLE.dcm"))  # 64 x 64, 16 bits: two RLE segments
+    runs = ds.Rows * ds.Columns // 128  # a replicate run (0x81) writes 128 bytes
+    first, second = b"\x81\x64" * (runs + 1), b"\x81\x00" * runs
+    header = b"".join(n.to_bytes(4, "little") for n in (2, 64, 64 + len(first)))
+    ds.PixelData = encapsulate([header.ljust(64, b"\0") + first + second])
+    ds.save_as(tmp_path / "panic.dcm")
+    capfd.readouterr()
+    reason = reason_for(tmp_path / "panic.dcm")
+    assert reason.startswith("cannot decode RLE Lossless pixel data: index out of bounds")
+    assert "panicked" not in capfd.readouterr().err
+
+
+def test_what_a_successful_decode_writes_to_stderr_is_passed_on(capfd) -> None:
+    with _native_stderr_held():
+        os.write(2, b"kept\n")
+    with pytest.raises(RuntimeError), _native_stderr_held():
+        os.write(2, b"dropped\n")
+        raise RuntimeError("a failed decode")
+    assert capfd.readouterr().err == "kept\n"

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -28,6 +31,7 @@ from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
+    RLELossless,
     SecondaryCaptureImageStorage,
     generate_uid,
 )
@@ -51,9 +55,11 @@ def film(
     signed: bool = False,
     pixels: bool = True,
     ts: str | None = "auto",
+    frame: bytes | None = None,
     **header: object,
 ) -> bytes:
-    """A small secondary-capture radiograph as bytes; keyword arguments break it on purpose."""
+    """A small secondary-capture radiograph as bytes; keyword arguments break it on purpose
+    (``frame``: the encapsulated frame to store instead of the JPEG of the image)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = uid = generate_uid()
@@ -76,7 +82,11 @@ def film(
         image = image.astype(np.int16 if signed else np.uint16)
     else:
         image = rng.integers(20, 230, (SIDE, SIDE), dtype=np.uint8)
-    if pixels and jpeg:
+    if frame is not None:
+        ds.PixelData = encapsulate([frame])
+        ds["PixelData"].VR = "OB"
+        ds["PixelData"].is_undefined_length = True
+    elif pixels and jpeg:
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="JPEG", quality=90)
         ds.PixelData = encapsulate([buffer.getvalue()] * frames)
@@ -116,6 +126,18 @@ def cut_offsets(data: bytes) -> list[int]:
     picks += [len(data) - 1]
     return sorted({p for p in picks if 0 < p < len(data)})
 
+
+def rle_overflow() -> bytes:
+    """A 16-bit RLE frame whose first segment decodes one run too long: pylibjpeg-rle (Rust)
+    panics, and its panic hook prints a backtrace to stderr under ``RUST_BACKTRACE``."""
+    runs = SIDE * SIDE // 128  # a replicate run (0x81) writes 128 bytes
+    first, second = b"\x81\x64" * (runs + 1), b"\x81\x00" * runs
+    header = b"".join(n.to_bytes(4, "little") for n in (2, 64, 64 + len(first)))
+    return header.ljust(64, b"\0") + first + second
+
+
+# a JPEG marker, then bytes no plugin can decode: pydicom logs each plugin's traceback
+JPEG_GARBAGE = b"\xff\xd8\xff\xdb" + bytes(range(256)) * 4
 
 TRUNCATED = r"^(truncated file|not a DICOM file|no PixelData element)"
 
@@ -169,6 +191,14 @@ def _cases() -> dict[str, tuple[bytes, str | None]]:
             "multi_frame.dcm": (film(False, frames=3), r"^multi-frame \(3 frames\)"),
             "multi_frame_jpeg.dcm": (film(True, frames=2), r"^multi-frame \(2 frames\)"),
             "rgb.dcm": (film(False, samples=3), r"^RGB / 3 samples per pixel"),
+            "jpeg_stream_garbage.dcm": (
+                film(True, frame=JPEG_GARBAGE),
+                r"^cannot decode JPEG Baseline \(Process 1\) pixel data: .*pylibjpeg: ",
+            ),
+            "rle_overflow.dcm": (
+                film(True, bits=16, frame=rle_overflow(), ts=RLELossless),
+                r"^cannot decode RLE Lossless pixel data: index out of bounds",
+            ),
             # readable inputs: a missing syntax on native data is guessed, 16-bit signed is a
             # valid (CT-like) image, and DICOMs without the .dcm extension are common
             "native_without_transfer_syntax.dcm": (film(False, ts=None), None),
@@ -216,6 +246,39 @@ def test_every_broken_file_is_quarantined_with_its_reason(tmp_path: Path, caplog
     assert cache.shape[0] == len(meta)
     signed = meta.set_index("source").loc["signed_16_bit.dcm", "cache_index"]
     assert cache[signed].std() > 10  # windowed to display range, not clipped flat
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ingest_prints_one_line_per_quarantined_file_and_no_traceback(
+    tmp_path: Path, workers: int
+) -> None:
+    """``medpipe ingest`` as a user runs it: pydicom's per-plugin tracebacks, decoder warnings
+    and a Rust panic's backtrace stay off the console, in the main process and in workers."""
+    root = tmp_path / "dicom"
+    write_tree(root)
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "medpipe.cli", "ingest", "--dicom-dir", str(root)]
+        + ["--out", str(out), "--size", "32", "--workers", str(workers)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "RUST_BACKTRACE": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    console = proc.stdout + proc.stderr
+    for noise in ("Traceback", "panicked", "stack backtrace", "Warning:"):
+        assert noise not in console, f"{noise!r} on the console:\n{console[-3000:]}"
+    quarantine = pd.read_csv(out / "quarantine.csv", dtype=str)
+    broken = [name for name, (_, pattern) in _cases().items() if pattern is not None]
+    assert len(quarantine) == len(broken) + 2  # and DICOMDIR, by name and by content
+    for source, reason in zip(quarantine["source"], quarantine["reason"], strict=True):
+        assert console.count(f"ingest: {source}: ") == 1, source
+        assert f"ingest: {source}: {reason} (quarantined)" in console
+    assert console.count("(quarantined)") == len(quarantine)
+    reasons = dict(zip(quarantine["source"], quarantine["reason"], strict=True))
+    assert reasons["rle_overflow.dcm"].startswith("cannot decode RLE Lossless pixel data")
+    assert " at 0x" not in reasons["jpeg_stream_garbage.dcm"]  # no object address: reproducible
 
 
 # ---------------------------------------------------------------- fuzz

@@ -17,6 +17,7 @@ from medpipe.guards import (
     check_training_data,
     check_training_pool,
 )
+from medpipe.layout import FoldDir, StageLayout
 from tests.reliability.conftest import write_config
 from tests.training.tiny_data import write_data_dir
 
@@ -73,25 +74,26 @@ def test_stage2_test_image_fails_but_labelled_stage1_test_images_may_train(data_
 def test_unknown_or_unlabelled_image_fails(data_dir: Path) -> None:
     folds, meta = frames(data_dir)
     ghost = folds.iloc[[0]].assign(image_id="ghost")
-    with pytest.raises(LeakageError, match="'ghost' has no row in meta.csv"):
+    with pytest.raises(LeakageError, match="'ghost' has no row in the image metadata"):
         check_training_pool(pd.concat([folds, ghost]), meta)
     meta.loc[meta["image_id"] == "train.002", "has_finding"] = np.nan
     with pytest.raises(LeakageError, match="'train.002' .* has no label"):
         check_training_pool(folds, meta)
 
 
-def _oof(fold_dir: Path, ids: list[str], kind: str) -> None:
-    fold_dir.mkdir(parents=True, exist_ok=True)
+def _oof(fold_dir: FoldDir, ids: list[str], kind: str) -> None:
+    fold_dir.path.mkdir(parents=True, exist_ok=True)
     if kind == "npz":
-        np.savez(fold_dir / "oof.npz", image_id=np.asarray(ids), prob=np.zeros((len(ids), 2, 2)))
+        np.savez(fold_dir.oof, image_id=np.asarray(ids), prob=np.zeros((len(ids), 2, 2)))
     else:
-        pd.DataFrame({"image_id": ids, "prob": 0.5}).to_csv(fold_dir / "oof.csv", index=False)
+        pd.DataFrame({"image_id": ids, "prob": 0.5}).to_csv(fold_dir.oof, index=False)
 
 
 @pytest.mark.parametrize("kind", ["npz", "csv"])
 def test_oof_row_of_a_trained_image_fails(data_dir: Path, tmp_path: Path, kind: str) -> None:
     folds, _ = frames(data_dir)
-    dirs = {"m": [tmp_path / "m" / f"fold{k}" for k in range(3)]}
+    task = "segment" if kind == "npz" else "gate"
+    dirs = {"m": StageLayout(tmp_path).folds_of(task, "m", range(3))}
     for k, d in enumerate(dirs["m"]):
         _oof(d, folds.loc[folds["fold"] == k, "image_id"].tolist(), kind)
     check_oof_folds(dirs, folds)

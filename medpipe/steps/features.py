@@ -1,0 +1,40 @@
+"""Step ``features``: one row per image of CNN outputs and DICOM metadata, for LightGBM."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medpipe.config import RunConfig
+from medpipe.fusion.features import build_features
+from medpipe.guards import check_training_data
+from medpipe.io.atomic import atomic_write_csv
+from medpipe.layout import GATE, SEGMENT, data_files
+from medpipe.steps.pool import fold_dirs, oof_pool
+
+__all__ = ["run_features"]
+
+log = logging.getLogger(__name__)
+
+
+def run_features(
+    config: Mapping[str, Any], data_dir: str | Path, stage_dir: str | Path, out: str | Path
+) -> pd.DataFrame:
+    cfg = RunConfig(config)
+    seg, gate = fold_dirs(config, stage_dir, SEGMENT), fold_dirs(config, stage_dir, GATE)
+    check_training_data(data_dir, seg, gate)
+    features = build_features(
+        data_files(data_dir)["meta"],
+        oof_pool(data_dir, config),
+        seg,
+        gate,
+        n_components=int(cfg.fusion.get("n_components", 8)),
+        seed=cfg.seed,
+    )
+    atomic_write_csv(features, out)
+    log.info("features: %d rows x %d columns -> %s", len(features), features.shape[1], out)
+    return features

@@ -1,0 +1,35 @@
+"""Step ``fuse``: LightGBM on the features, on the same patient-grouped folds."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medpipe.config import RunConfig
+from medpipe.fusion.lgbm import fuse
+from medpipe.io.atomic import atomic_write_csv
+from medpipe.layout import fusion_files
+from medpipe.steps.pool import oof_pool
+
+__all__ = ["run_fuse"]
+
+
+def run_fuse(
+    config: Mapping[str, Any], features_csv: str | Path, data_dir: str | Path, out_dir: str | Path
+) -> None:
+    cfg = RunConfig(config)
+    out = fusion_files(out_dir)
+    features = pd.read_csv(features_csv, dtype={"image_id": str})
+    folds = oof_pool(data_dir, config)
+    params = {
+        **(cfg.fusion.get("params") or {}),
+        "optuna_trials": int(cfg.fusion.get("optuna_trials", 0)),
+    }
+    oof, test = fuse(
+        features, folds.set_index("image_id")["has_finding"], folds, params, cfg.seed, Path(out_dir)
+    )
+    atomic_write_csv(oof, out["oof"])
+    atomic_write_csv(test, out["test"])

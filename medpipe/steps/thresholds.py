@@ -1,0 +1,110 @@
+"""Step ``thresholds``: ensemble weights and the submission's rule, chosen on out-of-fold predictions."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medpipe.config import RunConfig
+from medpipe.decision.plots import plot_heatmap
+from medpipe.decision.policy import ablation, check_rule
+from medpipe.guards import check_training_data
+from medpipe.inference.ensemble import (
+    blend,
+    load_seg_probs,
+    load_truths,
+    optimise_weights,
+    values_for,
+)
+from medpipe.io.atomic import atomic_write_text
+from medpipe.layout import GATE, SEGMENT, StageLayout, data_files, dumps, read_fused, write_decision
+from medpipe.steps.pool import fold_dirs, gate_mean, oof_pool
+
+__all__ = ["cache_area_scale", "run_thresholds"]
+
+log = logging.getLogger(__name__)
+
+
+def cache_area_scale(data_dir: str | Path, image_size: int) -> float:
+    """Cache pixels per original-image pixel: config areas (``area_grid``) are in original pixels,
+    as the SIIM winners quote them (600-3,500 px at 1024²), so one config means the same region
+    at every cache size. The original size is the median DICOM size of the training images
+    (``meta.csv``; SIIM's are all 1024²)."""
+    path = data_files(data_dir)["meta"]
+    meta = pd.read_csv(path, usecols=["orig_height", "orig_width"])
+    if meta.empty:
+        raise ValueError(f"{path}: no images to take the original size from")
+    height, width = float(meta["orig_height"].median()), float(meta["orig_width"].median())
+    return (image_size / height) * (image_size / width)
+
+
+def run_thresholds(
+    config: Mapping[str, Any], data_dir: str | Path, stage_dir: str | Path
+) -> dict[str, Any]:
+    """Ensemble weights and the submission's rule on OOF; writes thresholds.json, thresholds.png, cv.json."""
+    cfg = RunConfig(config)
+    stage = StageLayout(stage_dir)
+    post = cfg.postprocess
+    area_scale = cache_area_scale(data_dir, cfg.image_size)
+    grids = {
+        "cls_grid": post["cls_grid"],
+        "pixel_grid": post["pixel_grid"],
+        # searched and applied in cache pixels; thresholds.json also keeps the config's unit
+        "area_grid": [float(a) * area_scale for a in post["area_grid"]],
+    }
+    rule = post.get("rule") or "auto"
+    gate = fold_dirs(config, stage_dir, GATE)
+    check_rule(
+        rule, gate=bool(gate), fused=cfg.fusion_enabled
+    )  # before any loading: a config error
+    folds = oof_pool(data_dir, config)
+    seg = fold_dirs(config, stage_dir, SEGMENT)
+    check_training_data(data_dir, seg, gate)
+    ids, probs, _ = load_seg_probs(seg, "oof", folds=folds)
+    truths = load_truths(data_dir, ids, cfg.image_size)
+    p_fused = (
+        values_for(ids, read_fused(stage.fused("oof")), "p_finding") if cfg.fusion_enabled else None
+    )
+    p_gate = values_for(ids, gate_mean(gate, "oof", folds), "p_finding") if gate else None
+    # The rule is chosen on the blend, so the weights come first (gated by LightGBM, if any).
+    if post.get("optimise_weights", True) and len(probs) > 1:
+        weights = optimise_weights(probs, truths, p_finding=p_fused)
+    else:
+        weights = {m: 1.0 / len(probs) for m in probs}
+    prob = blend(probs, weights)
+    fold_of = values_for(ids, folds, "fold").astype(int)
+    cv = ablation(
+        prob,
+        truths,
+        p_gate=p_gate,
+        p_fused=p_fused,
+        model_probs=probs,
+        folds=fold_of,
+        rule=rule,
+        **grids,
+    )
+    best = cv.pop("decision")
+    plot_heatmap(best, stage.heatmap)
+    cv["n_images"] = len(ids)
+    cv["weights"] = weights
+    decision = {k: v for k, v in best.items() if k != "grid"}
+    decision["weights"] = weights
+    # min_area / min_confident_area are cache pixels (what submit applies); these say what they
+    # are in the original image, the unit of the config's area_grid.
+    decision["area_scale"] = area_scale
+    for key in ("min_area", "min_confident_area"):
+        if decision.get(key) is not None:
+            decision[f"{key}_original_px"] = round(float(decision[key]) / area_scale, 3)
+    write_decision(stage.thresholds, decision)
+    atomic_write_text(dumps(cv), stage.cv)
+    log.info(
+        "thresholds: rule %s (chosen by %s) %s",
+        decision["rule"],
+        cv["rule_choice"],
+        {k: decision[k] for k in decision if k not in ("weights", "rule")},
+    )
+    return decision
