@@ -227,7 +227,7 @@ def write_reproduce_doc(
         if inputs.dicom_dir(split).is_dir()
     }
     cv1, cv2 = _read_json(run.cv(1)), _read_json(run.cv(2))
-    retrain = (config.get("stage2") or {}).get("retrain") or {}
+    view = RunConfig(config)
     files = " ".join(shlex.quote(f) for f in config_files)
     args = [a for a in config_args if a]
     stage1_args = " ".join(
@@ -243,7 +243,7 @@ def write_reproduce_doc(
                 [
                     model,
                     task,
-                    "retrained" if retrain.get(model, False) else "kept (stage-1 checkpoints)",
+                    "retrained" if view.retrained(model) else "kept (stage-1 checkpoints)",
                     _cv_of(cv1, task, model),
                     _cv_of(cv2, task, model),
                 ]
@@ -363,8 +363,7 @@ def verify_reproduction(
             out,
             test_split=test_split(2),
         )
-    fusion = (config.get("fusion") or {}).get("enabled", False)
-    if fusion:
+    if RunConfig(config).fusion_enabled:
         run_features(config, data_dir, stage_dir, stage.features)
         run_fuse(config, stage.features, data_dir, stage.fusion_dir)
     run_thresholds(config, data_dir, stage_dir)

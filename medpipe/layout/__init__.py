@@ -6,6 +6,7 @@ else in medpipe joins run-tree paths or parses these files. See docs/architectur
 from medpipe.layout.artifacts import (
     TABLE_DTYPES,
     identify_test_set,
+    read_features,
     read_folds,
     read_fused,
     read_gate_predictions,
@@ -53,6 +54,7 @@ __all__ = [
     "dumps",
     "fusion_files",
     "read_decision",
+    "read_features",
     "read_folds",
     "read_fused",
     "read_gate_predictions",

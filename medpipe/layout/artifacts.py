@@ -26,6 +26,7 @@ __all__ = [
     "read_prediction_ids",
     "read_gate_predictions",
     "write_gate_predictions",
+    "read_features",
     "read_fused",
     "identify_test_set",
 ]
@@ -122,6 +123,11 @@ def write_gate_predictions(
     frame = pd.DataFrame({"image_id": list(image_ids), "prob": prob})
     emb = pd.DataFrame(embeddings, columns=[f"emb_{i}" for i in range(embeddings.shape[1])])
     atomic_write_csv(pd.concat([frame, emb], axis=1), path)
+
+
+def read_features(path: str | Path) -> pd.DataFrame:
+    """The fusion features (rule features): ``image_id, split, fold`` + one column per feature."""
+    return read_table(path, "the fusion features (rule features)", ["image_id", "split", "fold"])
 
 
 def read_fused(path: str | Path) -> pd.DataFrame:

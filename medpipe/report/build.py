@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from medpipe.config import RunConfig
 from medpipe.report.cases import add_cases_section
 from medpipe.report.data_look import add_data_section
 from medpipe.report.decisions import add_decisions_section
@@ -138,7 +139,7 @@ def build_report(
     """
     from tqdm import tqdm
 
-    options = config.get("report") or {}
+    options = RunConfig(config).section("report")
     run = RunFiles(
         config,
         Path(run_dir),

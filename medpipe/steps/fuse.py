@@ -6,12 +6,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from medpipe.config import RunConfig
 from medpipe.fusion.lgbm import fuse
 from medpipe.io.atomic import atomic_write_csv
-from medpipe.layout import fusion_files
+from medpipe.layout import fusion_files, read_features
 from medpipe.steps.pool import oof_pool
 
 __all__ = ["run_fuse"]
@@ -22,7 +20,7 @@ def run_fuse(
 ) -> None:
     cfg = RunConfig(config)
     out = fusion_files(out_dir)
-    features = pd.read_csv(features_csv, dtype={"image_id": str})
+    features = read_features(features_csv)
     folds = oof_pool(data_dir, config)
     params = {
         **(cfg.fusion.get("params") or {}),

@@ -89,12 +89,18 @@ def _edited(module: Path):
 
 
 def test_editing_the_rle_codec_plans_submit(tiny_run):
-    """io/rle.py encodes the submission: the computed code inputs of submit include it."""
+    """io/rle.py encodes the submission (and decodes the labels at ingest): both are planned."""
     with _edited(REPO / "medpipe" / "io" / "rle.py"):
         rules = _planned_rules(snakemake(tiny_run, "submission", "-n"))
-    assert {"submit", "publish_submission"} <= rules
-    assert not {"train_seg", "train_gate", "thresholds", "features"} & rules
+    assert {"submit", "publish_submission", "ingest"} <= rules
     assert "Nothing to be done" in snakemake(tiny_run, "submission", "-n").stdout
+
+
+def test_editing_the_submission_writer_plans_only_submit(tiny_run):
+    with _edited(REPO / "medpipe" / "submission.py"):
+        rules = _planned_rules(snakemake(tiny_run, "submission", "-n"))
+    assert {"submit", "publish_submission"} <= rules
+    assert rules <= {"submit", "publish_submission", "submission"}
 
 
 def test_editing_the_segmentation_builder_plans_the_gate_training(tiny_run):
