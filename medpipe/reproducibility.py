@@ -100,12 +100,20 @@ def hardware() -> dict[str, Any]:
     return info
 
 
+# This project's own distribution. It is installed from the checked-out source, never by name:
+# an unrelated package called "medpipe" exists on the public index, so a lock line naming it
+# would make `pip install -r requirements.lock` fetch a stranger's code.
+PROJECT_DISTRIBUTION = "medpipe"
+
+
 def package_lock() -> str:
-    """``name==version`` of every installed distribution, sorted: a pip-installable lock file."""
+    """``name==version`` of every installed distribution but this project's, sorted: a lock file
+    that pip installs from the index without ever asking it for medpipe (REPRODUCE.md installs
+    medpipe itself from the checkout, ``pip install --no-deps -e .``)."""
     names = {}
     for dist in metadata.distributions():
         name = dist.metadata.get("Name")
-        if name:
+        if name and name.lower().replace("_", "-") != PROJECT_DISTRIBUTION:
             names[name.lower()] = f"{name}=={dist.version}"
     return "\n".join(names[k] for k in sorted(names)) + "\n"
 
