@@ -64,13 +64,13 @@ from medpipe.decision.apply import resize_mask
 from medpipe.decision.morphology import remove_small_components
 from medpipe.io.atomic import atomic_write_csv, atomic_write_text
 from medpipe.metrics import competition_dice
+from medpipe.steps.thresholds import cache_area_scale
 from medpipe.submission import (
     expected_ids_from_dicom_dir,
     score_breakdown,
     validate_submission,
     write_submission,
 )
-from medpipe.steps.thresholds import cache_area_scale
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL_HINT = "pip install -e '.[peer]' (best in a venv of its own)"

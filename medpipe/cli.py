@@ -206,6 +206,29 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("plan")
+def cmd_plan(args: argparse.Namespace) -> int:
+    from medpipe.config import deep_merge
+    from medpipe.plan import DataSize, plan_table
+
+    config = _load(args)
+    if args.data_root:  # plan for another data folder with the same config
+        config = deep_merge(config, {"data": {"root": args.data_root, "synthetic": None}})
+    size = None
+    if args.images:  # a data set you do not have yet, e.g. SIIM's sizes
+        try:
+            counts = {k: int(v) for k, v in (p.split("=") for p in args.images.split(","))}
+        except ValueError:
+            print(
+                f"plan: --images {args.images!r}: expected split=count,... (train=10675,test=1372)",
+                file=sys.stderr,
+            )
+            return 2
+        size = DataSize(counts, args.original_side**2, "--images")
+    print(plan_table(config, size), end="")
+    return 0
+
+
 @command("score")
 def cmd_score(args: argparse.Namespace) -> int:
     from medpipe.submission import expected_ids_from_dicom_dir, score_breakdown
@@ -358,6 +381,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dicom-dir", help="the test DICOM folder: every image must appear exactly once"
     )
+
+    p = add(
+        "plan",
+        "Before a run: images, disk, peak memory and runtime per step, training time per fold.",
+        "medpipe plan --config configs/default.yaml configs/siim.yaml --data-root data/siim",
+    )
+    config_arg(p)
+    p.add_argument("--data-root", help="the SIIM-layout data folder (default: data.root)")
+    p.add_argument(
+        "--images", help="plan for these split sizes instead of the data's: train=10675,test=1372"
+    )
+    p.add_argument("--original-side", type=int, default=1024, help="with --images: DICOM side")
 
     p = add(
         "score",

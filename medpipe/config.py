@@ -148,7 +148,11 @@ def load_config(
 
 
 def model_config(config: Mapping[str, Any], task: str, name: str) -> dict[str, Any]:
-    """The keyword arguments of one model block (``segmentation.models.<name>`` or ``gate.models.<name>``)."""
+    """The keyword arguments of one model block (``segmentation.models.<name>`` or ``gate.models.<name>``).
+
+    A block with ``encoder_weights`` also gets ``_config_key`` (its path) and ``_weights_dir``
+    (the run's ``weights_dir``), which :mod:`medpipe.models.weights` reads.
+    """
     from medpipe.layout import config_section
 
     section = config_section(task)
@@ -156,7 +160,12 @@ def model_config(config: Mapping[str, Any], task: str, name: str) -> dict[str, A
     if name not in models:
         known = ", ".join(sorted(models)) or "none"
         raise ConfigError(f"{section}.models.{name}: no such model in the config (known: {known})")
-    return dict(models[name])
+    block = dict(models[name])
+    if block.get("encoder_weights") is not None:
+        # for medpipe.models.weights: its errors name the key, and it reads the run's weights_dir
+        block["_config_key"] = f"{section}.models.{name}"
+        block["_weights_dir"] = config.get("weights_dir")
+    return block
 
 
 def trained_folds(config: Mapping[str, Any]) -> list[int]:

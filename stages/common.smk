@@ -10,6 +10,7 @@ from medpipe.code_inputs import code_inputs
 from medpipe.config import RunConfig, configfiles_as_typed, write_yaml_atomic
 from medpipe.guards import redact_config
 from medpipe.layout import GATE, SEGMENT, FoldDir, test_split
+from medpipe.plan import data_size, step_needs
 from medpipe.resources import cpu_count
 
 CFG = RunConfig(config)
@@ -23,6 +24,10 @@ STAGE = CFG.stage
 FOLDS = CFG.folds  # all folds, or train_folds for quick iteration
 SEG_MODELS = CFG.model_names(SEGMENT)
 GATE_MODELS = CFG.model_names(GATE)
+# Memory and time each step needs for this config and data (medpipe plan): a cluster gets these
+# as mem_mb / runtime instead of fixed numbers (profiles/slurm sets none); a local run ignores them.
+NEEDS = step_needs(config, data_size(config))
+
 # Wildcard patterns of a stage, a model's fold, and a fold job's name (logs, benchmarks).
 STAGE_DIR = str(LAYOUT.stage_dir("{stage}"))
 FOLD_JOB = LAYOUT.fold_job("{model}", "{fold}")

@@ -62,6 +62,9 @@ rule ingest:
     benchmark:
         path(LAYOUT.benchmark("ingest"))
     threads: HEAVY_THREADS
+    resources:
+        mem_mb=NEEDS["ingest"].request_mb,
+        runtime=NEEDS["ingest"].runtime_min,
     shell:
         "medpipe ingest --dicom-dir {params.train_dicom:q} --split train "
         "--dicom-dir {params.test_dicom:q} --split test --labels {input.labels:q} "
@@ -80,6 +83,9 @@ rule make_folds:
         seed=config["seed"],
     log:
         path(LAYOUT.log("folds")),
+    resources:
+        mem_mb=NEEDS["folds"].request_mb,
+        runtime=NEEDS["folds"].runtime_min,
     shell:
         "medpipe folds --meta {input.meta:q} --n-folds {params.folds} --seed {params.seed} "
         "--out {output:q} > {log:q} 2>&1"

@@ -18,6 +18,9 @@ rule features:
     benchmark:
         stage_benchmark("features")
     threads: HEAVY_THREADS
+    resources:
+        mem_mb=NEEDS["features"].request_mb,
+        runtime=NEEDS["features"].runtime_min,
     shell:
         "medpipe features --config {CONFIG_FILE:q} --data-dir {params.data:q} "
         "--stage-dir {params.stage_dir:q} --out {output:q} > {log:q} 2>&1"
@@ -43,6 +46,9 @@ rule fuse:
     benchmark:
         stage_benchmark("fuse")
     threads: HEAVY_THREADS
+    resources:
+        mem_mb=NEEDS["fuse"].request_mb,
+        runtime=NEEDS["fuse"].runtime_min,
     shell:
         "medpipe fuse --config {CONFIG_FILE:q} --features {input.features:q} --data-dir {params.data:q} "
         "--out-dir {params.out:q} > {log:q} 2>&1"

@@ -26,6 +26,8 @@ rule train_gate:
         fold_benchmark("train_gate")
     threads: model_threads
     resources:
+        mem_mb=NEEDS["train_gate"].request_mb,
+        runtime=NEEDS["train_gate"].runtime_min,
         gpu=1,
         model_jobs=model_job_slot,
     shell:
@@ -54,6 +56,8 @@ rule predict_gate:
         fold_benchmark("predict_gate")
     threads: model_threads
     resources:
+        mem_mb=NEEDS["predict_gate"].request_mb,
+        runtime=NEEDS["predict_gate"].runtime_min,
         gpu=1,
         model_jobs=model_job_slot,
     shell:

@@ -53,6 +53,9 @@ rule report:
     benchmark:
         path(LAYOUT.benchmark("report"))
     threads: 1
+    resources:
+        mem_mb=NEEDS["report"].request_mb,
+        runtime=NEEDS["report"].runtime_min,
     shell:
         "medpipe report --config {CONFIG_FILE:q} --run-dir {RUN:q} --stage {params.stage} "
         "--out {output.html:q} --plots-dir {output.plots:q} --no-progress > {log:q} 2>&1"

@@ -26,6 +26,8 @@ rule train_seg:
         fold_benchmark("train_seg")
     threads: model_threads
     resources:
+        mem_mb=NEEDS["train_seg"].request_mb,
+        runtime=NEEDS["train_seg"].runtime_min,
         gpu=1,
         model_jobs=model_job_slot,
     shell:
@@ -54,6 +56,8 @@ rule predict_seg:
         fold_benchmark("predict_seg")
     threads: model_threads
     resources:
+        mem_mb=NEEDS["predict_seg"].request_mb,
+        runtime=NEEDS["predict_seg"].runtime_min,
         gpu=1,
         model_jobs=model_job_slot,
     shell:

@@ -35,6 +35,9 @@ rule ingest_stage2:
     benchmark:
         path(LAYOUT.benchmark("ingest", stage=2))
     threads: HEAVY_THREADS
+    resources:
+        mem_mb=NEEDS["ingest"].request_mb,
+        runtime=NEEDS["ingest"].runtime_min,
     shell:
         "medpipe ingest --dicom-dir {params.train_dicom:q} --split train "
         "--dicom-dir {params.test_dicom:q} --split test "
@@ -52,6 +55,9 @@ rule make_folds_stage2:
         path(LAYOUT.folds(2)),
     log:
         path(LAYOUT.log("folds", stage=2)),
+    resources:
+        mem_mb=NEEDS["folds"].request_mb,
+        runtime=NEEDS["folds"].runtime_min,
     shell:
         "medpipe stage2-folds --folds {input.folds:q} --meta {input.meta:q} --out {output:q} > {log:q} 2>&1"
 

@@ -26,6 +26,9 @@ rule thresholds:
     benchmark:
         stage_benchmark("thresholds")
     threads: HEAVY_THREADS
+    resources:
+        mem_mb=NEEDS["thresholds"].request_mb,
+        runtime=NEEDS["thresholds"].runtime_min,
     shell:
         "medpipe thresholds --config {CONFIG_FILE:q} --data-dir {params.data:q} "
         "--stage-dir {params.stage_dir:q} > {log:q} 2>&1"
@@ -50,6 +53,9 @@ rule submit:
     benchmark:
         stage_benchmark("submit")
     threads: HEAVY_THREADS
+    resources:
+        mem_mb=NEEDS["submit"].request_mb,
+        runtime=NEEDS["submit"].runtime_min,
     shell:
         "medpipe submit --config {CONFIG_FILE:q} --data-dir {params.data:q} --stage-dir {params.stage_dir:q} "
         "--dicom-dir {params.dicom_dir:q} --out {output:q} > {log:q} 2>&1"

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from medpipe.models.segmentation import INPUT_MEAN, INPUT_STD, build_segment_model
+from medpipe.models.weights import EncoderWeights, resolve_encoder_weights
 
 __all__ = ["Gate", "build_gate", "LOGIT_FROM"]
 
@@ -44,9 +45,13 @@ LOGIT_FROM = ("pool", "mask")  # a classifier head on the pooled features; a U-N
 class _SmpPooled(nn.Module):
     """An smp encoder's deepest feature map, global-average pooled, like timm's ``num_classes=0``."""
 
-    def __init__(self, name: str, in_channels: int, weights: str | None) -> None:
+    def __init__(self, name: str, in_channels: int, weights: EncoderWeights) -> None:
         super().__init__()
-        self.encoder = smp.encoders.get_encoder(name, in_channels=in_channels, weights=weights)
+        with weights.downloading():
+            self.encoder = smp.encoders.get_encoder(
+                name, in_channels=in_channels, weights=weights.download
+            )
+        weights.load_into(self.encoder, in_channels)
         self.num_features = self.encoder.out_channels[-1]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -131,8 +136,9 @@ def build_gate(cfg: Mapping[str, Any]) -> Gate:
     """Build the gate classifier from a model config block.
 
     Keys used: ``encoder`` (timm name, ``tu-`` + timm name, or smp encoder name),
-    ``encoder_weights`` (None = random init; any other value loads pretrained weights, which may
-    download), ``in_channels`` (1 or 3), ``embedding_dim`` (default 64), ``dropout`` (default 0.2),
+    ``encoder_weights`` (None = random init; ``imagenet`` loads pretrained weights, downloaded
+    or from ``weights_dir``; a ``.pth``/``.pt``/``.safetensors`` path is the backbone's state dict,
+    see :mod:`medpipe.models.weights`), ``in_channels`` (1 or 3), ``embedding_dim`` (default 64), ``dropout`` (default 0.2),
     ``global_pool`` (timm pooling: ``avg`` default, ``max`` or ``avgmax`` suit small findings),
     ``logit_from`` (``pool`` default: a classifier head; ``mask``: an smp ``arch`` U-Net, with
     ``arch_kwargs``, whose top pixel logits are the image logit, see the module docstring),
@@ -158,21 +164,23 @@ def build_gate(cfg: Mapping[str, Any]) -> Gate:
             "(a classifier gate has no mask head)"
         )
     name = str(cfg["encoder"])
-    weights = cfg.get("encoder_weights")
     in_channels = int(cfg.get("in_channels", 1))
     timm_name = name.removeprefix("tu-")
     if logit_from == "mask":
         backbone = _UnetPooled(cfg, name, in_channels)
     elif timm.is_model(timm_name):
-        backbone = timm.create_model(
-            timm_name,
-            pretrained=bool(weights),
-            in_chans=in_channels,
-            num_classes=0,
-            global_pool=str(cfg.get("global_pool", "avg")),
-        )
+        weights = resolve_encoder_weights(cfg, "timm", timm_name)
+        with weights.downloading():
+            backbone = timm.create_model(
+                timm_name,
+                pretrained=bool(weights.download),
+                in_chans=in_channels,
+                num_classes=0,
+                global_pool=str(cfg.get("global_pool", "avg")),
+            )
+        weights.load_into(backbone, in_channels)
     elif name in smp.encoders.get_encoder_names():
-        backbone = _SmpPooled(name, in_channels, weights)
+        backbone = _SmpPooled(name, in_channels, resolve_encoder_weights(cfg, "smp", name))
     else:
         raise ValueError(
             f"build_gate: unknown encoder {name!r} (neither a timm model nor an smp encoder)"

@@ -14,6 +14,8 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
+from medpipe.models.weights import resolve_encoder_weights
+
 __all__ = ["SegmentModel", "build_segment_model", "INPUT_MEAN", "INPUT_STD"]
 
 # ImageNet mean/std averaged over RGB: what a pretrained encoder adapted to 1 channel expects.
@@ -47,8 +49,9 @@ def build_segment_model(cfg: Mapping[str, Any]) -> SegmentModel:
     """Build a segmentation model from a model config block.
 
     Keys used: ``arch`` (any ``smp.create_model`` name), ``encoder`` (any smp encoder, ``tu-``
-    names for timm), ``encoder_weights`` (None = random init; weights are only downloaded when
-    asked), ``in_channels`` (1 or 3; the cache is 1-channel and is repeated for 3), ``aux_head``
+    names for timm), ``encoder_weights`` (None = random init; ``imagenet`` downloads, or reads
+    ``weights_dir``; a ``.pth``/``.pt``/``.safetensors`` path is the encoder's state dict, see
+    :mod:`medpipe.models.weights`), ``in_channels`` (1 or 3; the cache is 1-channel and is repeated for 3), ``aux_head``
     (an auxiliary "has finding" classifier on the encoder's deepest features), ``aux_dropout``,
     ``arch_kwargs`` (passed on to smp, e.g. ``decoder_attention_type``).
 
@@ -65,13 +68,16 @@ def build_segment_model(cfg: Mapping[str, Any]) -> SegmentModel:
     in_channels = int(cfg.get("in_channels", 1))
     aux_head = bool(cfg.get("aux_head", False))
     aux_params = {"classes": 1, "dropout": float(cfg.get("aux_dropout", 0.2))} if aux_head else None
-    net = smp.create_model(
-        cfg["arch"],
-        encoder_name=cfg["encoder"],
-        encoder_weights=cfg.get("encoder_weights"),
-        in_channels=in_channels,
-        classes=1,
-        aux_params=aux_params,
-        **dict(cfg.get("arch_kwargs") or {}),
-    )
+    weights = resolve_encoder_weights(cfg, "smp", str(cfg["encoder"]))
+    with weights.downloading():
+        net = smp.create_model(
+            cfg["arch"],
+            encoder_name=cfg["encoder"],
+            encoder_weights=weights.download,
+            in_channels=in_channels,
+            classes=1,
+            aux_params=aux_params,
+            **dict(cfg.get("arch_kwargs") or {}),
+        )
+    weights.load_into(net.encoder, in_channels)
     return SegmentModel(net, in_channels, aux_head)

@@ -1,0 +1,186 @@
+"""Peak memory and wall time of the decision steps at scale, on fabricated fold predictions.
+
+    python bench/scale.py                       # N = 1,000, 4,000, 10,700 at 512² (the issue's table)
+    python bench/scale.py --n 250 500 1000 --size 256 --steps thresholds submit
+
+For each N it writes a run folder (meta, folds, the uint8 mask cache, one segmentation model's
+OOF and test predictions for every fold; findings are discs, probabilities the truth blurred with
+noise), runs each step's real function in a fresh process, and records that process's peak RSS
+(``ru_maxrss``) and wall time beside ``medpipe plan``'s estimate for the same size. Results go to
+``bench/results/scale.json`` as ``{"rows": [{"n", "size", "rule", "peak_rss_mb", "wall_s",
+"plan_mb"}]}``. A size that needs more memory than this machine has is skipped, and said so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from medpipe.layout import RunLayout, cache_file, write_seg_predictions  # noqa: E402
+from medpipe.plan import DataSize, step_needs  # noqa: E402
+from medpipe.resources import available_memory_gb  # noqa: E402
+
+STEPS = ("features", "thresholds", "submit")
+FOLDS = 5
+MODEL = "unet"
+
+
+def config_for(run: Path, size: int) -> dict:
+    config = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())
+    block = next(iter(config["segmentation"]["models"].values()))
+    config.update(run_dir=str(run), folds=FOLDS, image_size=size, seed=0)
+    config["segmentation"]["models"] = {MODEL: block}
+    config["gate"]["models"] = {}
+    config["fusion"]["enabled"] = False
+    config["data"] = {**config["data"], "root": str(run / "no-input"), "synthetic": None}
+    return config
+
+
+def fabricate(run: Path, n: int, n_test: int, size: int, seed: int = 0) -> dict:
+    """A stage-1 run with OOF and test predictions of one segmentation model, fold by fold."""
+    rng = np.random.default_rng(seed)
+    layout = RunLayout(run)
+    data = layout.data_dir(1)
+    data.mkdir(parents=True, exist_ok=True)
+    ids = [f"1.2.{i}" for i in range(n)]
+    test_ids = [f"9.8.{i}" for i in range(n_test)]
+    fold = np.arange(n) % FOLDS
+    positive = rng.random(n) < 0.25
+    meta = pd.DataFrame(
+        {
+            "image_id": ids + test_ids,
+            "split": ["train"] * n + ["test"] * n_test,
+            "patient_key": [f"p{i}" for i in range(n + n_test)],
+            "orig_height": 1024,
+            "orig_width": 1024,
+            "has_finding": list(positive.astype(float)) + [np.nan] * n_test,
+            "cache_index": list(range(n)) + list(range(n_test)),
+        }
+    )
+    meta.to_csv(layout.meta(1), index=False)
+    pd.DataFrame(
+        {
+            "image_id": ids,
+            "patient_key": meta["patient_key"][:n],
+            "has_finding": positive.astype(int),
+            "fold": fold,
+        }
+    ).to_csv(layout.folds(1), index=False)
+    pd.DataFrame(columns=["source", "split", "reason"]).to_csv(layout.quarantine(1), index=False)
+    yy, xx = np.mgrid[:size, :size]
+    masks = np.lib.format.open_memmap(
+        cache_file(data, "train", "masks", size), "w+", np.uint8, (n, size, size)
+    )
+    centres = rng.integers(size // 4, 3 * size // 4, (n, 2))
+    for i in np.flatnonzero(positive):
+        masks[i] = ((yy - centres[i, 0]) ** 2 + (xx - centres[i, 1]) ** 2) <= (size // 12) ** 2
+    masks.flush()
+
+    def probs(rows: np.ndarray, truth: np.ndarray | None) -> np.ndarray:
+        out = np.empty((len(rows), size, size), np.float16)
+        for k in range(len(rows)):
+            noise = rng.random((size, size), dtype=np.float32) * 0.3
+            base = truth[k].astype(np.float32) * 0.6 if truth is not None else 0.0
+            out[k] = np.clip(base + noise, 0, 1)
+        return out
+
+    for f in range(FOLDS):
+        d = layout.fold(1, "segment", MODEL, f)
+        d.path.mkdir(parents=True, exist_ok=True)
+        rows = np.flatnonzero(fold == f)
+        write_seg_predictions(
+            d.oof, [ids[i] for i in rows], probs(rows, masks[rows]), np.full(len(rows), np.nan)
+        )
+        write_seg_predictions(
+            d.test, test_ids, probs(np.arange(n_test), None), np.full(n_test, np.nan)
+        )
+    (run / "config.yaml").write_text(yaml.safe_dump(config_for(run, size)))
+    return config_for(run, size)
+
+
+CHILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+import yaml
+step, run = sys.argv[1], Path(sys.argv[2])
+config = yaml.safe_load((run / "config.yaml").read_text())
+data, stage = run / "data", run / "stage1"
+t0 = time.perf_counter()
+if step == "features":
+    from medpipe.steps.features import run_features
+    run_features(config, data, stage, stage / "fusion" / "features.csv")
+elif step == "thresholds":
+    from medpipe.steps.thresholds import run_thresholds
+    run_thresholds(config, data, stage)
+elif step == "submit":
+    from medpipe.steps.submit import run_submit
+    run_submit(config, data, stage, None, stage / "submission.csv")
+print(json.dumps({"wall_s": time.perf_counter() - t0,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def measure(step: str, run: Path) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, step, str(run)], capture_output=True, text=True, cwd=REPO
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{step} at {run}: failed\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[1000, 4000, 10700])
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--n-test", type=int, default=200)
+    parser.add_argument("--steps", nargs="+", default=list(STEPS), choices=STEPS)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/medpipe-scale"))
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "scale.json")
+    args = parser.parse_args(argv)
+    rows = []
+    for n in args.n:
+        config = config_for(args.work / f"n{n}", args.size)
+        needs = step_needs(
+            config, DataSize({"train": n, "test": args.n_test}, 1024 * 1024, "bench")
+        )
+        biggest = max(needs[s].mem_mb for s in args.steps)
+        if biggest > 0.8 * available_memory_gb() * 1024:
+            print(
+                f"n={n} size={args.size}: skipped, the plan says {biggest} MB (this machine has "
+                f"{available_memory_gb():.0f} GB free)"
+            )
+            continue
+        run = args.work / f"n{n}"
+        t0 = time.perf_counter()
+        fabricate(run, n, args.n_test, args.size)
+        print(f"n={n}: fabricated in {time.perf_counter() - t0:.0f} s")
+        if "submit" in args.steps and "thresholds" not in args.steps:
+            measure("thresholds", run)  # submit applies the decision thresholds writes
+        for step in args.steps:
+            got = measure(step, run)
+            rows.append(
+                {"n": n, "size": args.size, "rule": step, **got, "plan_mb": needs[step].mem_mb}
+            )
+            print(
+                f"  {step:<11} peak {got['peak_rss_mb']:8.0f} MB  plan {needs[step].mem_mb:8d} MB  {got['wall_s']:7.1f} s"
+            )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+    print(f"-> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

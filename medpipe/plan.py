@@ -1,0 +1,261 @@
+"""What a run will need before it starts: images, disk, peak memory per step, training time.
+
+``medpipe plan`` prints it; ``stages/common.smk`` sizes each rule's ``mem_mb`` and ``runtime``
+from the same figures, so a cluster profile asks SLURM for what the config and the data need
+instead of fixed numbers. The memory model is the arrays each step holds at once in today's code
+(see :data:`HELD`), plus a fixed interpreter and library base; ``bench/scale.py`` measures the
+real steps on fabricated predictions and prints the plan's figure beside each measurement.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from medpipe.config import RunConfig
+from medpipe.layout import GATE, SEGMENT, data_files, test_split
+
+__all__ = ["DataSize", "StepNeeds", "data_size", "step_needs", "training_hours", "plan_table"]
+
+MB = 1024**2
+# The RSS of a step before its arrays: interpreter and libraries (torch for model steps, scipy
+# and matplotlib for thresholds), fitted to bench/scale.py's measurements (500-2,000 images, 256²).
+BASE_MB = {
+    "light": 400,
+    "torch": 1200,
+    "features": 300,
+    "thresholds": 850,
+    "submit": 150,
+    "report": 600,
+}
+# Bytes held per cache pixel of every image of the pool, per step (today's code):
+HELD = {
+    # per segmentation model: the fold parts and their sorted concatenation (float16); the
+    # parts are freed before the blend
+    "thresholds_per_model": 2,
+    # once: the float32 blend, the uint8 truths and the boolean masks of one search step
+    "thresholds": 4 + 1,
+    # one fold's maps at a time (float16) and its statistics
+    "features": 2,
+    # the report reads one fold's OOF maps (float16), their blend and the truths
+    "report": 2 + 4 + 1,
+}
+# Measured training throughput (images/s, one process, fp32) at a reference crop side, by
+# encoder and device; other sides scale with the pixel count. Sources: docs/performance.md
+# (bench/train_step.py, bench/fold_trial.py) on the 2-core CPU machines of this project.
+MEASURED_IMAGES_PER_S = {
+    ("tu-regnetx_002", "cpu"): (40.3, 128),
+    ("resnet18", "cpu"): (0.19, 512),
+}
+# A training job's time limit where no throughput of the device was measured (no GPU was lent
+# to this project's sessions yet): 12 hours.
+GPU_TRAIN_ALLOWANCE_MIN = 720
+# The relative cost of encoders without their own figure (ImageNet GFLOPs ratio to resnet18).
+RELATIVE_COST = {"resnet34": 2.0, "resnet50": 2.3, "efficientnet-b0": 0.2}
+
+
+@dataclass(frozen=True)
+class DataSize:
+    """Images per split and their original size (pixels), from meta.csv or the DICOM folders."""
+
+    counts: dict[str, int]
+    original_pixels: int  # median height x width of an image
+    source: str  # "meta.csv" or "DICOM folders (files, not yet read)"
+
+    def n(self, split: str) -> int:
+        return int(self.counts.get(split, 0))
+
+
+# What a cluster job asks for beyond the estimate: the plan matched bench/scale.py within
+# 0.95-1.32x of the measured peak, so 1.3x keeps a job clear of the out-of-memory killer.
+REQUEST_MARGIN = 1.3
+
+
+@dataclass(frozen=True)
+class StepNeeds:
+    step: str
+    mem_mb: int  # the estimated peak RSS
+    runtime_min: int
+    note: str = ""
+
+    @property
+    def request_mb(self) -> int:
+        """What the step's job asks the scheduler for (``mem_mb`` with a margin)."""
+        return int(math.ceil(self.mem_mb * REQUEST_MARGIN))
+
+
+def data_size(config: Mapping[str, Any]) -> DataSize:
+    """Images per split: meta.csv when ingest has run, else the candidate files of the input."""
+    cfg = RunConfig(config)
+    meta = data_files(cfg.layout.data_dir(cfg.stage))["meta"]
+    if meta.is_file():
+        import pandas as pd
+
+        frame = pd.read_csv(meta, usecols=["split", "orig_height", "orig_width"])
+        pixels = int((frame["orig_height"] * frame["orig_width"]).median()) if len(frame) else 0
+        return DataSize(frame["split"].value_counts().to_dict(), pixels, str(meta))
+    from medpipe.io.dicom import dicom_candidates
+
+    counts = {}
+    for split in ("train", "test", "stage2_test"):
+        folder = cfg.inputs.dicom_dir(split)
+        if folder.is_dir():
+            counts[split] = len(dicom_candidates(folder))
+    synthetic = cfg.synthetic
+    if not counts and synthetic:  # not generated yet: the config says how many
+        counts = {
+            "train": int(synthetic.get("n_train", 0)),
+            "test": int(synthetic.get("n_test", 0)),
+            "stage2_test": int(synthetic.get("n_stage2_test", 0)),
+        }
+    side = int((synthetic or {}).get("size", 1024))
+    return DataSize(counts, side * side, "DICOM folders (files counted, not read)")
+
+
+def _mem(base: str, pixels_held: float) -> int:
+    return int(math.ceil(BASE_MB[base] + pixels_held / MB))
+
+
+def step_needs(config: Mapping[str, Any], size: DataSize) -> dict[str, StepNeeds]:
+    """Peak memory (MB) and a runtime allowance (minutes) of each step for this config and data."""
+    cfg = RunConfig(config)
+    s2 = cfg.image_size**2
+    pool = size.n("train") + (size.n("test") if cfg.stage == 2 else 0)
+    n_test = size.n(test_split(cfg.stage))
+    n_seg = max(1, len(cfg.models(SEGMENT)))
+    folds = max(1, len(cfg.folds))
+    per_fold = math.ceil(pool / max(1, int(config.get("folds", folds))))
+    needs = {
+        # decoders hold one original image per worker; the caches are memory-mapped files
+        "ingest": StepNeeds(
+            "ingest", _mem("light", 8 * size.original_pixels * 4), 30 + pool // 200
+        ),
+        "folds": StepNeeds("folds", _mem("light", 0), 10),
+        # the fold's prediction arrays (float32) of its validation rows, then the test split
+        "predict_seg": StepNeeds(
+            "predict_seg",
+            _mem("torch", 4 * s2 * max(per_fold, n_test)),
+            30 + (per_fold + n_test) // 100,
+        ),
+        "predict_gate": StepNeeds(
+            "predict_gate", _mem("torch", 4 * s2 * 64), 30 + (per_fold + n_test) // 200
+        ),
+        "features": StepNeeds(
+            "features", _mem("features", HELD["features"] * s2 * max(per_fold, n_test)), 30
+        ),
+        "fuse": StepNeeds("fuse", _mem("light", 0), 30),
+        "thresholds": StepNeeds(
+            "thresholds",
+            _mem(
+                "thresholds",
+                (HELD["thresholds"] + HELD["thresholds_per_model"] * n_seg) * s2 * pool,
+            ),
+            30 + pool // 100,
+            "holds the OOF maps",
+        ),
+        # the test fold mean (float32), one fold part (float16), masks, and full-size masks
+        "submit": StepNeeds(
+            "submit",
+            _mem("submit", (4 + 2 + 1) * s2 * n_test * n_seg + n_test * size.original_pixels),
+            30,
+        ),
+        "report": StepNeeds("report", _mem("report", HELD["report"] * s2 * per_fold), 30),
+    }
+    on_cpu = str(config.get("device", "auto")) == "cpu"
+    workers = 1 if on_cpu else 8  # loader processes (num_workers: auto on a GPU node)
+    for task in (SEGMENT, GATE):
+        step = "train_seg" if task == SEGMENT else "train_gate"
+        hours = [
+            training_hours(cfg, task, m, per_fold, "cpu" if on_cpu else "gpu")
+            for m in cfg.models(task)
+        ]
+        if hours and all(h is not None for h in hours):
+            runtime, note = max(60, int(60 * max(hours) * 1.5)), "runtime: 1.5x the measured figure"
+        else:
+            runtime, note = (
+                GPU_TRAIN_ALLOWANCE_MIN,
+                "runtime: no measured figure, default allowance",
+            )
+        # each loader worker is a process with torch loaded; batches are small next to them
+        needs[step] = StepNeeds(
+            step, _mem("torch", workers * 600 * MB + 4 * s2 * 64 * 4), runtime, note
+        )
+    return needs
+
+
+def images_per_s(encoder: str, side: int, device: str) -> float | None:
+    """Measured training throughput of an encoder at a crop side, or None when never measured."""
+    if (encoder, device) in MEASURED_IMAGES_PER_S:
+        rate, ref = MEASURED_IMAGES_PER_S[encoder, device]
+        return rate * (ref / side) ** 2
+    if encoder in RELATIVE_COST and ("resnet18", device) in MEASURED_IMAGES_PER_S:
+        rate, ref = MEASURED_IMAGES_PER_S["resnet18", device]
+        return rate * (ref / side) ** 2 / RELATIVE_COST[encoder]
+    return None
+
+
+def training_hours(
+    cfg: RunConfig, task: str, model: str, per_fold: int, device: str
+) -> float | None:
+    """Hours to train one fold of a model (epochs x training images / measured images/s)."""
+    block = cfg.models(task)[model]
+    side = int(block.get("crop_size") or cfg.image_size)
+    rate = images_per_s(str(block.get("encoder", "")), side, device)
+    if rate is None:
+        return None
+    n_train = per_fold * (max(1, int(cfg.raw.get("folds", 1))) - 1)
+    return int(block.get("epochs", 1)) * n_train / rate / 3600
+
+
+def disk_gb(config: Mapping[str, Any], size: DataSize) -> dict[str, float]:
+    """Disk the run writes: the uint8 cache, each segmentation model's predictions, checkpoints."""
+    cfg = RunConfig(config)
+    s2 = cfg.image_size**2
+    n_all = sum(size.counts.values())
+    pool, n_test = size.n("train"), size.n(test_split(cfg.stage))
+    folds = len(cfg.folds)
+    per_model = 2 * s2 * (pool + folds * n_test)  # float16 OOF + every fold's test maps
+    return {
+        "cache": (n_all * s2 + size.n("train") * s2) / 1024**3,
+        "predictions per segmentation model": per_model / 1024**3,
+        "checkpoints (about 100 MB per fold and model)": 0.1
+        * folds
+        * (len(cfg.models(SEGMENT)) + len(cfg.models(GATE))),
+    }
+
+
+def plan_table(config: Mapping[str, Any], size: DataSize | None = None) -> str:
+    """The text ``medpipe plan`` prints (``size``: the data's, unless given)."""
+    cfg = RunConfig(config)
+    size = size or data_size(config)
+    lines = [
+        f"images ({size.source}): " + ", ".join(f"{k} {v}" for k, v in sorted(size.counts.items()))
+    ]
+    lines.append(f"cache {cfg.image_size}², {len(cfg.folds)} trained folds, stage {cfg.stage}")
+    lines.append("")
+    lines.append("disk (GB)")
+    disk = disk_gb(config, size)
+    for what, gb in disk.items():
+        lines.append(f"  {what:<48} {gb:8.2f}")
+    n_seg = len(cfg.models(SEGMENT))
+    total = (
+        disk["cache"] + n_seg * disk["predictions per segmentation model"] + list(disk.values())[2]
+    )
+    lines.append(f"  {'total':<48} {total:8.2f}")
+    lines.append("")
+    lines.append("peak memory per step (MB) and runtime allowance (min)")
+    for need in step_needs(config, size).values():
+        lines.append(f"  {need.step:<14} {need.mem_mb:>8} {need.runtime_min:>6}  {need.note}")
+    lines.append("")
+    lines.append("training time per fold (hours), from measured images/s")
+    pool = size.n("train") + (size.n("test") if cfg.stage == 2 else 0)
+    per_fold = math.ceil(pool / max(1, int(config.get("folds", 1))))
+    for task in (SEGMENT, GATE):
+        for model in cfg.models(task):
+            cpu = training_hours(cfg, task, model, per_fold, "cpu")
+            gpu = training_hours(cfg, task, model, per_fold, "gpu")
+            fmt = lambda h: "not measured" if h is None else f"{h:.2f}"  # noqa: E731
+            lines.append(f"  {task + ' ' + model:<28} CPU {fmt(cpu):>12}   GPU {fmt(gpu):>12}")
+    return "\n".join(lines) + "\n"
