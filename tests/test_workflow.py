@@ -166,3 +166,90 @@ def test_a_quarantined_test_file_that_names_its_image_gets_an_empty_row(stage, t
     rows = pd.read_csv(out, dtype=str).set_index("ImageId")["EncodedPixels"].str.strip()
     assert list(rows.index) == [*sorted(TEST_IDS), "9.8.7.99"]
     assert rows["9.8.7.99"] == "-1" and (rows[TEST_IDS] != "-1").all()
+
+
+def _in_memory(config, run):
+    """Today's answer the way it was computed before streaming: every map held at once."""
+    from medpipe.decision.policy import ablation
+    from medpipe.inference.ensemble import blend, load_seg_probs, load_truths, values_for
+    from medpipe.steps.pool import fold_dirs, oof_pool
+    from medpipe.steps.thresholds import cache_area_scale
+
+    data = run / "data"
+    folds = oof_pool(data, config)
+    ids, probs, _ = load_seg_probs(fold_dirs(config, run / "stage1", "segment"), "oof", folds=folds)
+    truths = load_truths(data, ids, int(config["image_size"]))
+    scale = cache_area_scale(data, int(config["image_size"]))
+    post = config["postprocess"]
+    return (
+        ids,
+        probs,
+        truths,
+        ablation(
+            blend(probs, {m: 1.0 for m in probs}),
+            truths,
+            cls_grid=post["cls_grid"],
+            pixel_grid=post["pixel_grid"],
+            area_grid=[float(a) * scale for a in post["area_grid"]],
+            model_probs=probs,
+            folds=values_for(ids, folds, "fold").astype(int),
+        ),
+    )
+
+
+def test_streamed_oof_maps_are_the_in_memory_ones(stage):
+    """OofMaps yields every OOF image once, fold by fold, with load_seg_probs' values and rows."""
+    from medpipe.inference.ensemble import OofMaps
+    from medpipe.steps.pool import fold_dirs, oof_pool
+
+    config, run = stage
+    ids, probs, truths, _ = _in_memory(config, run)
+    oof = OofMaps(
+        fold_dirs(config, run / "stage1", "segment"),
+        oof_pool(run / "data", config),
+        run / "data",
+        int(config["image_size"]),
+    )
+    assert oof.ids == ids
+    seen = np.zeros(len(ids), dtype=int)
+    for rows, maps, truth in oof.chunks():
+        seen[rows] += 1
+        np.testing.assert_array_equal(maps["unet"], probs["unet"][rows])
+        np.testing.assert_array_equal(truth, truths[rows])
+    assert (seen == 1).all()
+
+
+def test_streamed_thresholds_decide_exactly_as_in_memory(stage):
+    """The decision and every CV figure equal those of the whole-array search."""
+    config, run = stage
+    config = copy.deepcopy(config)
+    config["gate"]["models"] = {}
+    config["fusion"]["enabled"] = False
+    _, _, _, expected = _in_memory(config, run)
+    decision = run_thresholds(config, run / "data", run / "stage1")
+    cv = json.loads((run / "stage1" / "cv.json").read_text())
+    want = json.loads(json.dumps({k: v for k, v in expected.items() if k != "decision"}))
+    assert {k: cv[k] for k in want} == want
+    assert {k: v for k, v in decision.items() if k in expected["decision"] and k != "grid"} == {
+        k: v for k, v in json.loads(json.dumps(expected["decision"])).items() if k != "grid"
+    }
+
+
+def test_streamed_dice_tables_do_not_depend_on_the_chunking():
+    from medpipe.decision.search import dice_tables, dice_tables_streamed
+
+    rng = np.random.default_rng(3)
+    prob = rng.random((9, 16, 16)).astype(np.float16)
+    truth = (rng.random((9, 16, 16)) > 0.7).astype(np.uint8)
+    whole = dice_tables(prob, truth, [0.4, 0.6], [0, 3, 8], [0.5])
+    order = rng.permutation(9)
+    parts = [order[:2], order[2:7], order[7:]]
+    streamed = dice_tables_streamed(
+        ((r, prob[r], truth[r]) for r in parts), 9, [0.4, 0.6], [0, 3, 8], [0.5]
+    )
+    for field in ("dice", "empty_score", "confident"):
+        np.testing.assert_array_equal(getattr(streamed, field), getattr(whole, field))
+    with pytest.raises(ValueError, match="1 images had no chunk"):
+        dice_tables_streamed(
+            ((r, prob[r], truth[r]) for r in parts[:2] + [order[7:8]]), 9, [0.5], [0]
+        )

@@ -13,9 +13,15 @@ from typing import Any
 import numpy as np
 
 from medpipe.decision.apply import check_p_finding
-from medpipe.decision.search import dice_tables, grid_values, public_setting, search_rule
+from medpipe.decision.search import (
+    DiceTables,
+    dice_tables,
+    grid_values,
+    public_setting,
+    search_rule,
+)
 
-__all__ = ["RULES", "check_rule", "ablation"]
+__all__ = ["RULES", "check_rule", "ablation", "ablation_of_tables"]
 
 # Simplest first: a tie goes to the earlier rule.
 RULES = ("seg_only", "seg_area", "seg_gate", "seg_gate_lgbm")
@@ -125,11 +131,52 @@ def ablation(
     truth = np.asarray(truth)
     cls = grid_values(cls_grid, "cls_grid")
     top = grid_values(top_grid if top_grid is not None else cls, "top_grid")
+    if folds is not None and len(folds) != len(prob):
+        raise ValueError(f"ablation: folds has {len(folds)} values for {len(prob)} images")
+    check_rule(rule, gate=p_gate is not None, fused=p_fused is not None)
+    tables = dice_tables(prob, truth, pixel_grid, area_grid, top)
+    model_tables = {
+        name: dice_tables(model_prob, truth, pixel_grid, area_grid, top)
+        for name, model_prob in (model_probs or {}).items()
+    }
+    return ablation_of_tables(
+        tables,
+        model_tables,
+        cls_grid=cls,
+        area_grid=area_grid,
+        p_gate=p_gate,
+        p_fused=p_fused,
+        folds=folds,
+        top_grid=top,
+        confident_area_grid=confident_area_grid,
+        rule=rule,
+    )
+
+
+def ablation_of_tables(
+    tables: DiceTables,
+    model_tables: Mapping[str, DiceTables],
+    *,
+    cls_grid: Sequence[float],
+    area_grid: Sequence[float],
+    p_gate: np.ndarray | None = None,
+    p_fused: np.ndarray | None = None,
+    folds: np.ndarray | None = None,
+    top_grid: Sequence[float] | None = None,
+    confident_area_grid: Sequence[float] | None = None,
+    rule: str = "auto",
+) -> dict[str, Any]:
+    """:func:`ablation` from per-image tables (:func:`~medpipe.decision.search.dice_tables` of
+    the blend, and of each model): what the thresholds step computes by streaming the OOF maps
+    fold by fold, so its memory does not grow with them. ``top_grid`` must be the grid the
+    tables' confident-pixel counts were taken at."""
+    cls = grid_values(cls_grid, "cls_grid")
+    top = grid_values(top_grid if top_grid is not None else cls, "top_grid")
     conf = grid_values(
         confident_area_grid if confident_area_grid is not None else area_grid, "confident_area_grid"
     )
-    n = len(prob)
-    empty = ~truth.reshape(n, -1).any(axis=1)
+    n = len(tables.dice)
+    empty = tables.empty_score.astype(bool)
     out: dict[str, Any] = {
         "n_images": n,
         "n_positive": int((~empty).sum()),
@@ -148,7 +195,6 @@ def ablation(
         if "nested_score" in result:
             nested_store[name] = result["nested_score"]
 
-    tables = dice_tables(prob, truth, pixel_grid, area_grid, top)
     p_of = {"seg_only": None, "seg_area": None}
     if p_gate is not None:
         p_of["seg_gate"] = check_p_finding(p_gate, n, "p_gate")
@@ -182,13 +228,12 @@ def ablation(
     decision = {"rule": rule, **public_setting(results[rule], grids)}
     decision["p_finding_source"] = _P_FINDING_SOURCE.get(rule)
     out["models"], nested["models"] = {}, {}
-    for name, model_prob in (model_probs or {}).items():
-        model_tables = dice_tables(model_prob, truth, pixel_grid, area_grid, top)
+    for name, model_table in model_tables.items():
         out["models"][name], nested["models"][name] = {}, {}
         for variant, mode in (("seg_only", "seg_only"), ("seg_area", "area")):
             record(
                 variant,
-                search_rule(model_tables, mode, None, cls, conf, folds),
+                search_rule(model_table, mode, None, cls, conf, folds),
                 out["models"][name],
                 nested["models"][name],
             )

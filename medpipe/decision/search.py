@@ -12,7 +12,7 @@ the classification rule is a matrix product over the resulting per-image Dice ta
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,14 @@ import numpy as np
 
 from medpipe.decision.morphology import image_chunks, label_images
 
-__all__ = ["DiceTables", "grid_values", "dice_tables", "search_rule", "public_setting"]
+__all__ = [
+    "DiceTables",
+    "grid_values",
+    "dice_tables",
+    "dice_tables_streamed",
+    "search_rule",
+    "public_setting",
+]
 
 _AXES = {
     "fusion": ["cls_threshold", "pixel_threshold", "min_area"],
@@ -82,20 +89,42 @@ def dice_tables(
         )
     if len(prob) == 0:
         raise ValueError("thresholds: no images")
+    chunks = (
+        (np.arange(sl.start, sl.stop), prob[sl], truth[sl])
+        for sl in image_chunks(len(prob), prob[0].size)
+    )
+    return dice_tables_streamed(chunks, len(prob), pixel_grid, area_grid, top_grid)
+
+
+def dice_tables_streamed(
+    chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    n: int,
+    pixel_grid: Sequence[float],
+    area_grid: Sequence[float],
+    top_grid: Sequence[float] = (),
+) -> DiceTables:
+    """:func:`dice_tables` from chunks of images, so the maps never need to be in memory at once.
+
+    Args:
+        chunks: ``(rows, prob, truth)``: the table rows (image positions) of a chunk, its
+            ``(m, S, S)`` probabilities and masks. Every row ``0..n-1`` must come exactly once.
+            Each image's values depend on that image alone, so any chunking gives the same tables.
+    """
     pixel_grid, area_grid = (
         grid_values(pixel_grid, "pixel_grid"),
         grid_values(area_grid, "area_grid"),
     )
     top_grid = [float(v) for v in top_grid]
-    n = len(prob)
     dice = np.empty((n, len(pixel_grid), len(area_grid)))
     confident = np.zeros((n, len(top_grid)), dtype=np.int64)
     empty_score = np.empty(n)
+    filled = np.zeros(n, dtype=np.int64)
     areas = np.asarray(area_grid)
-    for sl in image_chunks(n, prob[0].size):
-        p = np.asarray(prob[sl], dtype=np.float32)
-        g = np.asarray(truth[sl]).astype(bool)
+    for sl, prob, truth in chunks:
+        p = np.asarray(prob, dtype=np.float32)
+        g = np.asarray(truth).astype(bool)
         m = len(p)
+        np.add.at(filled, sl, 1)
         truth_area = g.reshape(m, -1).sum(axis=1)
         empty_score[sl] = truth_area == 0
         for j, top in enumerate(top_grid):
@@ -108,6 +137,11 @@ def dice_tables(
                 pred_area = np.bincount(image, weights=sizes * keep[:, a], minlength=m)
                 pred_inter = np.bincount(image, weights=inter * keep[:, a], minlength=m)
                 dice[sl, k, a] = _dice(pred_inter, pred_area, truth_area)
+    if (filled != 1).any():
+        raise ValueError(
+            f"thresholds: {int((filled == 0).sum())} images had no chunk, "
+            f"{int((filled > 1).sum())} more than one"
+        )
     return DiceTables(dice, empty_score, confident, pixel_grid, area_grid, top_grid)
 
 

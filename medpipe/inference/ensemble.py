@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,19 +19,23 @@ import pandas as pd
 from medpipe.guards import own_fold_rows
 from medpipe.layout import (
     FoldDir,
+    NpyRows,
     cache_file,
     data_files,
     read_gate_predictions,
     read_seg_predictions,
+    seg_prediction_ids,
 )
 
 __all__ = [
+    "OofMaps",
     "load_seg_probs",
     "load_gate_probs",
     "load_truths",
     "values_for",
     "blend",
     "optimise_weights",
+    "optimise_weights_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -143,6 +147,113 @@ def load_seg_probs(
     return [str(i) for i in ids_out], probs, cls_probs
 
 
+class OofMaps:
+    """Every segmentation model's OOF probabilities and the truths, read fold by fold and chunk by
+    chunk: what the thresholds step needs without holding the maps (``load_seg_probs`` and
+    ``load_truths`` hold them all). Rows are in the same sorted-id order as ``load_seg_probs``,
+    and the values are the same, so the decisions are the same; only the memory differs.
+
+    Example:
+        >>> oof = OofMaps(seg_dirs, folds, "runs/default/data", 256)  # doctest: +SKIP
+        >>> for rows, probs, truth in oof.chunks(): ...  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model_dirs: Mapping[str, Sequence[FoldDir]],
+        folds: pd.DataFrame,
+        data_dir: str | Path,
+        image_size: int,
+    ):
+        from medpipe.data.dataset import training_rows
+
+        if not model_dirs:
+            raise ValueError("load_seg_probs: no segmentation models")
+        fold_of = _fold_of(folds)
+        self.models = list(model_dirs)
+        # per model: image id -> (file, row in that file)
+        self._where: dict[str, dict[str, tuple[Path, int]]] = {}
+        order: list[list[str]] = []  # the first model's fold files: the chunks' grouping
+        for model, dirs in model_dirs.items():
+            if not dirs:
+                raise ValueError(f"load_seg_probs: model {model!r} has no fold directories")
+            where: dict[str, tuple[Path, int]] = {}
+            all_ids = []
+            for d in dirs:
+                ids, _ = seg_prediction_ids(d.oof)
+                mine = own_fold_rows(ids, d.fold, fold_of, d.oof)
+                rows = np.flatnonzero(mine)
+                all_ids.append(ids[rows])
+                where.update(
+                    {str(i): (d.oof, int(r)) for i, r in zip(ids[rows], rows, strict=True)}
+                )
+                if model == self.models[0]:
+                    order.append([str(i) for i in ids[rows]])
+            ids = np.concatenate(all_ids) if all_ids else np.array([], dtype=str)
+            _check_unique(ids, f"{model} OOF")
+            if self._where and set(where) != set(self._where[self.models[0]]):
+                only = np.setxor1d(list(where), list(self._where[self.models[0]]))
+                raise ValueError(
+                    f"load_seg_probs: model {model!r} covers different oof images than {self.models[0]!r} ({len(only)} differ, e.g. {only[:3].tolist()})"
+                )
+            self._where[model] = where
+        self.ids = [
+            str(i)
+            for i in np.sort(np.array(list(self._where[self.models[0]]), dtype=str), kind="stable")
+        ]
+        self._position = {image_id: k for k, image_id in enumerate(self.ids)}
+        # each fold's images in table order, so a chunk's rows ascend
+        self._groups = [sorted(group, key=self._position.__getitem__) for group in order]
+        rows = training_rows(data_dir).set_index("image_id")
+        missing = [i for i in self.ids if i not in rows.index]
+        if missing:
+            raise ValueError(
+                f"{data_files(data_dir)['folds']}: {len(missing)} images are not training rows (e.g. {missing[:3]})"
+            )
+        self._truth_at = rows.loc[self.ids, ["split", "cache_index"]]
+        self._data_dir, self.image_size = Path(data_dir), int(image_size)
+        self._readers: dict[Path, NpyRows] = {}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _reader(self, path: Path, member: str | None) -> NpyRows:
+        if path not in self._readers:
+            self._readers[path] = NpyRows(path, member)
+        return self._readers[path]
+
+    def _maps(self, model: str, ids: list[str]) -> np.ndarray:
+        where = [self._where[model][i] for i in ids]
+        out = None
+        for path in dict.fromkeys(p for p, _ in where):
+            pick = [k for k, (p, _) in enumerate(where) if p == path]
+            part = self._reader(path, "prob").rows(np.array([where[k][1] for k in pick]))
+            if out is None:
+                out = np.empty((len(ids), *part.shape[1:]), part.dtype)
+            out[pick] = part
+        return out
+
+    def _truths(self, ids: list[str]) -> np.ndarray:
+        at = self._truth_at.loc[ids]
+        out = np.zeros((len(ids), self.image_size, self.image_size), np.uint8)
+        for split in at["split"].unique():
+            path = cache_file(self._data_dir, split, "masks", self.image_size)
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: mask cache not found")
+            where = np.flatnonzero(at["split"].to_numpy() == split)
+            out[where] = self._reader(path, None).rows(at["cache_index"].to_numpy()[where])
+        return out
+
+    def chunks(self) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]]:
+        """``(rows, {model: float16 (m, S, S)}, truth uint8 (m, S, S))``, fold by fold."""
+        pixels = self.image_size**2
+        for group in self._groups:
+            for sl in _chunks(len(group), pixels):
+                ids = group[sl]
+                rows = np.array([self._position[i] for i in ids], dtype=np.int64)
+                yield rows, {m: self._maps(m, ids) for m in self.models}, self._truths(ids)
+
+
 def load_gate_probs(
     model_dirs: Mapping[str, Sequence[FoldDir]],
     which: str,
@@ -252,29 +363,42 @@ def blend(probs: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.n
     return out
 
 
+Chunks = Callable[[], Iterable[tuple[np.ndarray, Mapping[str, np.ndarray], np.ndarray]]]
+
+
+def _array_chunks(probs: Mapping[str, np.ndarray], truths: np.ndarray) -> Chunks:
+    """In-memory maps as the chunks :class:`OofMaps` streams: ``(rows, {model: maps}, truth)``."""
+    n = len(truths)
+
+    def chunks():
+        for sl in _chunks(n, truths[0].size):
+            yield np.arange(sl.start, sl.stop), {k: v[sl] for k, v in probs.items()}, truths[sl]
+
+    return chunks
+
+
 def _blend_score(
-    probs: Mapping[str, np.ndarray],
+    chunks: Chunks,
+    n: int,
     weights: Mapping[str, float],
-    truths: np.ndarray,
     keep_image: np.ndarray | None,
     pixel_grid: Sequence[float],
 ) -> float:
     """Competition metric of the blend at its best pixel threshold (no min-area filtering)."""
-    names = list(probs)
-    n = len(truths)
     dice = np.zeros((n, len(pixel_grid)))
-    for sl in _chunks(n, truths[0].size):
-        b = blend({k: probs[k][sl] for k in names}, weights)
-        g = np.asarray(truths[sl]).astype(bool).reshape(len(b), -1)
+    empty = np.zeros(n, dtype=bool)
+    for rows, probs, truth in chunks():
+        b = blend(probs, weights)
+        g = np.asarray(truth).astype(bool).reshape(len(b), -1)
         b = b.reshape(len(b), -1)
         truth_area = g.sum(axis=1)
+        empty[rows] = truth_area == 0
         for k, t in enumerate(pixel_grid):
             pred = b > np.float32(t)
             total = pred.sum(axis=1) + truth_area
             inter = (pred & g).sum(axis=1)
-            dice[sl, k] = np.where(total == 0, 1.0, 2.0 * inter / np.maximum(total, 1))
+            dice[rows, k] = np.where(total == 0, 1.0, 2.0 * inter / np.maximum(total, 1))
     if keep_image is not None:
-        empty = truths.reshape(n, -1).max(axis=1) == 0
         dice[~keep_image] = empty[~keep_image, None]
     return float(dice.mean(axis=0).max())
 
@@ -311,6 +435,34 @@ def optimise_weights(
         raise ValueError(
             f"optimise_weights: prob shapes {[probs[n].shape for n in names]} differ from truths {truths.shape}"
         )
+    return optimise_weights_of(
+        _array_chunks(probs, truths),
+        names,
+        len(truths),
+        p_finding=p_finding,
+        cls_threshold=cls_threshold,
+        pixel_grid=pixel_grid,
+        weight_grid=weight_grid,
+        rounds=rounds,
+        margin=margin,
+    )
+
+
+def optimise_weights_of(
+    chunks: Chunks,
+    names: Sequence[str],
+    n_images: int,
+    *,
+    p_finding: np.ndarray | None = None,
+    cls_threshold: float = 0.5,
+    pixel_grid: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7),
+    weight_grid: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+    rounds: int = 2,
+    margin: float = 0.002,
+) -> dict[str, float]:
+    """:func:`optimise_weights` over streamed chunks (``OofMaps.chunks``): each blend scored is
+    one pass over the OOF files, so memory stays one chunk whatever the number of images."""
+    names = list(names)
     equal = {n: 1.0 / len(names) for n in names}
     if len(names) == 1:
         return equal
@@ -321,7 +473,7 @@ def optimise_weights(
         w = _normalised(weights, names)
         key = tuple(round(w[n], 9) for n in names)
         if key not in cache:
-            cache[key] = _blend_score(probs, w, truths, keep, pixel_grid)
+            cache[key] = _blend_score(chunks, n_images, w, keep, pixel_grid)
         return cache[key]
 
     base = score(equal)

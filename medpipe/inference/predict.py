@@ -43,7 +43,10 @@ def load_model(task: Task, ckpt: str | Path, device: torch.device) -> torch.nn.M
         for k, v in state["state_dict"].items()
         if k.startswith("model.")
     }
-    model = task.build_model()
+    # The checkpoint holds every tensor: build without pretrained encoder weights, so prediction
+    # needs no weights file and no network (a Kaggle notebook, a closed hospital network).
+    untrained = get_task(task.name, {**task.cfg, "encoder_weights": None})
+    model = untrained.build_model()
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:

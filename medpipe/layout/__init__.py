@@ -5,6 +5,7 @@ else in medpipe joins run-tree paths or parses these files. See docs/architectur
 
 from medpipe.layout.artifacts import (
     TABLE_DTYPES,
+    NpyRows,
     identify_test_set,
     read_features,
     read_folds,
@@ -15,6 +16,7 @@ from medpipe.layout.artifacts import (
     read_quarantine,
     read_seg_predictions,
     read_table,
+    seg_prediction_ids,
     write_gate_predictions,
     write_seg_predictions,
 )
@@ -38,6 +40,8 @@ from medpipe.layout.paths import (
 
 __all__ = [
     "TABLE_DTYPES",
+    "NpyRows",
+    "seg_prediction_ids",
     "GATE",
     "SEGMENT",
     "TASKS",

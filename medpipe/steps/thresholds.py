@@ -11,15 +11,10 @@ import pandas as pd
 
 from medpipe.config import RunConfig
 from medpipe.decision.plots import plot_heatmap
-from medpipe.decision.policy import ablation, check_rule
+from medpipe.decision.policy import ablation_of_tables, check_rule
+from medpipe.decision.search import dice_tables_streamed
 from medpipe.guards import check_training_data
-from medpipe.inference.ensemble import (
-    blend,
-    load_seg_probs,
-    load_truths,
-    optimise_weights,
-    values_for,
-)
+from medpipe.inference.ensemble import OofMaps, blend, optimise_weights_of, values_for
 from medpipe.io.atomic import atomic_write_text
 from medpipe.layout import GATE, SEGMENT, StageLayout, data_files, dumps, read_fused, write_decision
 from medpipe.steps.pool import fold_dirs, gate_mean, oof_pool
@@ -64,28 +59,43 @@ def run_thresholds(
     folds = oof_pool(data_dir, config)
     seg = fold_dirs(config, stage_dir, SEGMENT)
     check_training_data(data_dir, seg, gate)
-    ids, probs, _ = load_seg_probs(seg, "oof", folds=folds)
-    truths = load_truths(data_dir, ids, cfg.image_size)
+    # The OOF maps are streamed fold by fold and chunk by chunk: the search keeps per-image
+    # statistics (Dice for every pixel threshold x min area, confident-pixel counts), so memory
+    # does not grow with the number of images (bench/scale.py).
+    oof = OofMaps(seg, folds, data_dir, cfg.image_size)
+    ids, models = oof.ids, oof.models
     p_fused = (
         values_for(ids, read_fused(stage.fused("oof")), "p_finding") if cfg.fusion_enabled else None
     )
     p_gate = values_for(ids, gate_mean(gate, "oof", folds), "p_finding") if gate else None
     # The rule is chosen on the blend, so the weights come first (gated by LightGBM, if any).
-    if post.get("optimise_weights", True) and len(probs) > 1:
-        weights = optimise_weights(probs, truths, p_finding=p_fused)
+    if post.get("optimise_weights", True) and len(models) > 1:
+        weights = optimise_weights_of(oof.chunks, models, len(oof), p_finding=p_fused)
     else:
-        weights = {m: 1.0 / len(probs) for m in probs}
-    prob = blend(probs, weights)
+        weights = {m: 1.0 / len(models) for m in models}
+    top = grids["cls_grid"]  # the area rule's top-score grid (ablation's default)
+
+    def tables_of(maps):
+        chunks = ((rows, maps(probs), truth) for rows, probs, truth in oof.chunks())
+        return dice_tables_streamed(chunks, len(oof), grids["pixel_grid"], grids["area_grid"], top)
+
+    tables = tables_of(lambda probs: blend(probs, weights))
+    # one model: its own tables are the blend's (weight 1: the same float32 values)
+    model_tables = (
+        {models[0]: tables}
+        if len(models) == 1
+        else {m: tables_of(lambda probs, m=m: probs[m]) for m in models}
+    )
     fold_of = values_for(ids, folds, "fold").astype(int)
-    cv = ablation(
-        prob,
-        truths,
+    cv = ablation_of_tables(
+        tables,
+        model_tables,
+        cls_grid=grids["cls_grid"],
+        area_grid=grids["area_grid"],
         p_gate=p_gate,
         p_fused=p_fused,
-        model_probs=probs,
         folds=fold_of,
         rule=rule,
-        **grids,
     )
     best = cv.pop("decision")
     plot_heatmap(best, stage.heatmap)

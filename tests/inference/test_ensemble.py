@@ -162,3 +162,21 @@ def test_optimise_weights_falls_back_to_equal_weights() -> None:
     truths, good, _ = _truths_and_models()
     assert optimise_weights({"a": good, "b": good.copy()}, truths) == {"a": 0.5, "b": 0.5}
     assert optimise_weights({"a": good}, truths) == {"a": 1.0}
+
+
+def test_streamed_weight_search_equals_the_in_memory_one() -> None:
+    from medpipe.inference.ensemble import _array_chunks, optimise_weights_of
+
+    truths, good, bad = _truths_and_models()
+    probs = {"good": good, "bad": bad}
+    whole = optimise_weights(probs, truths)
+    # the same maps in three chunks of shuffled rows
+    order = np.random.default_rng(1).permutation(len(truths))
+    parts = np.array_split(order, 3)
+
+    def chunks():
+        for rows in parts:
+            yield rows, {k: v[rows] for k, v in probs.items()}, truths[rows]
+
+    assert optimise_weights_of(chunks, list(probs), len(truths)) == whole
+    assert optimise_weights_of(_array_chunks(probs, truths), list(probs), len(truths)) == whole
