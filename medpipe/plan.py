@@ -20,23 +20,24 @@ from medpipe.layout import GATE, SEGMENT, data_files, test_split
 __all__ = ["DataSize", "StepNeeds", "data_size", "step_needs", "training_hours", "plan_table"]
 
 MB = 1024**2
+CHUNK_PIXELS = 1 << 24  # what the streaming steps hold of the maps at once (decision.morphology)
+TABLE_BYTES_PER_IMAGE = 2048  # thresholds' per-image statistics (Dice per setting, counts)
 # The RSS of a step before its arrays: interpreter and libraries (torch for model steps, scipy
 # and matplotlib for thresholds), fitted to bench/scale.py's measurements (500-2,000 images, 256²).
 BASE_MB = {
     "light": 400,
     "torch": 1200,
     "features": 300,
-    "thresholds": 850,
+    "thresholds": 700,
     "submit": 150,
     "report": 600,
 }
 # Bytes held per cache pixel of every image of the pool, per step (today's code):
 HELD = {
-    # per segmentation model: the fold parts and their sorted concatenation (float16); the
-    # parts are freed before the blend
+    # thresholds streams: one chunk of CHUNK_PIXELS, per model its float16 maps, then the
+    # float32 blend, the uint8 truths, the int32 labels and a boolean mask of one search step
     "thresholds_per_model": 2,
-    # once: the float32 blend, the uint8 truths and the boolean masks of one search step
-    "thresholds": 4 + 1,
+    "thresholds": 4 + 1 + 4 + 1,
     # one fold's maps at a time (float16) and its statistics
     "features": 2,
     # the report reads one fold's OOF maps (float16), their blend and the truths
@@ -150,10 +151,11 @@ def step_needs(config: Mapping[str, Any], size: DataSize) -> dict[str, StepNeeds
             "thresholds",
             _mem(
                 "thresholds",
-                (HELD["thresholds"] + HELD["thresholds_per_model"] * n_seg) * s2 * pool,
+                (HELD["thresholds"] + HELD["thresholds_per_model"] * n_seg) * CHUNK_PIXELS
+                + TABLE_BYTES_PER_IMAGE * pool,
             ),
             30 + pool // 100,
-            "holds the OOF maps",
+            "streams the OOF maps",
         ),
         # the test fold mean (float32), one fold part (float16), masks, and full-size masks
         "submit": StepNeeds(
