@@ -29,6 +29,7 @@ from medpipe.layout import (
 
 __all__ = [
     "OofMaps",
+    "TestMaps",
     "load_seg_probs",
     "load_gate_probs",
     "load_truths",
@@ -252,6 +253,68 @@ class OofMaps:
                 ids = group[sl]
                 rows = np.array([self._position[i] for i in ids], dtype=np.int64)
                 yield rows, {m: self._maps(m, ids) for m in self.models}, self._truths(ids)
+
+
+class TestMaps:
+    """Each segmentation model's test probabilities, the mean over its folds, chunk by chunk in
+    sorted-id order: ``load_seg_probs(..., "test")`` without holding the maps (same values, same
+    arithmetic: float16 fold maps summed in float32, then divided by the number of folds).
+
+    Example:
+        >>> test = TestMaps(seg_dirs)  # doctest: +SKIP
+        >>> for rows, probs in test.chunks(): ...  # doctest: +SKIP
+    """
+
+    def __init__(self, model_dirs: Mapping[str, Sequence[FoldDir]]):
+        if not model_dirs:
+            raise ValueError("load_seg_probs: no segmentation models")
+        self.models = list(model_dirs)
+        self._files: dict[str, list[tuple[NpyRows, np.ndarray]]] = {}
+        ids_out: np.ndarray | None = None
+        shape = None
+        for model, dirs in model_dirs.items():
+            if not dirs:
+                raise ValueError(f"load_seg_probs: model {model!r} has no fold directories")
+            files, ids = [], None
+            for d in dirs:
+                part_ids, _ = seg_prediction_ids(d.test)
+                _check_unique(part_ids, str(d.test))
+                order = np.argsort(part_ids, kind="stable")
+                reader = NpyRows(d.test, "prob")
+                if ids is None:
+                    ids, shape = part_ids[order], shape or reader.shape[1:]
+                elif not np.array_equal(ids, part_ids[order]):
+                    raise ValueError(f"{d.test}: test image ids differ from {dirs[0].test}")
+                if reader.shape[1:] != shape:
+                    raise ValueError(
+                        f"{d.test}: prob shape {reader.shape} differs from the other folds' {shape}"
+                    )
+                files.append((reader, order))
+            if ids_out is None:
+                ids_out = ids
+            elif not np.array_equal(ids_out, ids):
+                only = np.setxor1d(ids_out, ids)
+                raise ValueError(
+                    f"load_seg_probs: model {model!r} covers different test images than {self.models[0]!r} ({len(only)} differ, e.g. {only[:3].tolist()})"
+                )
+            self._files[model] = files
+        self.ids = [str(i) for i in ids_out]
+        self._shape = tuple(shape)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def chunks(self) -> Iterator[tuple[slice, dict[str, np.ndarray]]]:
+        """``(rows, {model: float32 (m, S, S) fold mean})``, in order."""
+        for sl in _chunks(len(self.ids), int(np.prod(self._shape))):
+            out = {}
+            for model, files in self._files.items():
+                mean = np.zeros((sl.stop - sl.start, *self._shape), np.float32)
+                for reader, order in files:
+                    mean += reader.rows(order[sl])
+                mean /= len(files)
+                out[model] = mean
+            yield sl, out
 
 
 def load_gate_probs(

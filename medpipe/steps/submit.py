@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from medpipe.decision.apply import apply_triplet, resize_mask
-from medpipe.inference.ensemble import blend, load_seg_probs, values_for
+from medpipe.inference.ensemble import TestMaps, blend, values_for
 from medpipe.layout import (
     SEGMENT,
     StageLayout,
@@ -59,12 +59,12 @@ def run_submit(
     """
     stage = StageLayout(stage_dir)
     decision = read_decision(stage.thresholds)
-    ids, probs, _ = load_seg_probs(fold_dirs(config, stage_dir, SEGMENT), "test")
-    prob = blend(probs, decision.weights)
-    p = finding_probabilities(config, stage_dir, decision, "test")
-    masks = apply_triplet(
-        prob, None if p is None else values_for(ids, p, "p_finding"), decision.thresholds()
-    )
+    # The test maps stream chunk by chunk (fold means, blend, rule, resize, RLE): memory does not
+    # grow with the number of test images.
+    test = TestMaps(fold_dirs(config, stage_dir, SEGMENT))
+    ids = test.ids
+    found = finding_probabilities(config, stage_dir, decision, "test")
+    p = None if found is None else values_for(ids, found, "p_finding")
     sizes = expected_test_images(data_dir, ids)
     if dicom_dir:
         on_disk = expected_ids_from_dicom_dir(dicom_dir)
@@ -74,8 +74,6 @@ def run_submit(
                 f"{dicom_dir}: holds other images than ingest saw ({len(changed)} differ, e.g. "
                 f"{changed[:3]}): rerun ingest"
             )
-    full = [resize_mask(m, *sizes[i]) for i, m in zip(ids, masks, strict=True)]
-    ids_out, masks_out = list(ids), full
     # Images ingest quarantined still need a row: predict them empty, and say so.
     predicted = set(ids)
     missing = [i for i in sizes if i not in predicted]
@@ -84,14 +82,29 @@ def run_submit(
             "submit: %d test images had no prediction (quarantined at ingest): written empty",
             len(missing),
         )
-        ids_out += missing
-        masks_out += [np.zeros(sizes[i], dtype=bool) for i in missing]
-    write_submission(out, ids_out, masks_out)
+    with_finding = 0
+
+    def masks():
+        nonlocal with_finding
+        for sl, probs in test.chunks():
+            chunk = apply_triplet(
+                blend(probs, decision.weights),
+                None if p is None else p[sl],
+                decision.thresholds(),
+            )
+            for image_id, mask in zip(ids[sl], chunk, strict=True):
+                full = resize_mask(mask, *sizes[image_id])
+                with_finding += bool(full.any())
+                yield full
+        for image_id in missing:
+            yield np.zeros(sizes[image_id], dtype=bool)
+
+    write_submission(out, list(ids) + missing, masks())
     frame = validate_submission(out, expected_ids=sizes.keys(), sizes=sizes)
     log.info(
         "submit: %d images, %d with a finding -> %s",
         len(frame),
-        int(sum(m.any() for m in masks_out)),
+        with_finding,
         out,
     )
     return frame

@@ -180,3 +180,22 @@ def test_streamed_weight_search_equals_the_in_memory_one() -> None:
 
     assert optimise_weights_of(chunks, list(probs), len(truths)) == whole
     assert optimise_weights_of(_array_chunks(probs, truths), list(probs), len(truths)) == whole
+
+
+def test_streamed_test_maps_are_the_in_memory_fold_means(tmp_path: Path) -> None:
+    from medpipe.inference.ensemble import TestMaps
+
+    dirs = {"a": _write_seg(tmp_path, "a", 1), "b": _write_seg(tmp_path, "b", 2)}
+    ids, probs, _ = load_seg_probs(dirs, "test")
+    test = TestMaps(dirs)
+    assert test.ids == ids
+    for rows, maps in test.chunks():
+        for model in dirs:
+            assert maps[model].dtype == np.float32
+            np.testing.assert_array_equal(maps[model], probs[model][rows])
+    other = _write_seg(tmp_path / "other", "c", 1)
+    np.savez(
+        other[1].test, image_id=np.array(["t9", "t0", "t1"]), prob=np.zeros((3, S, S), np.float16)
+    )
+    with pytest.raises(ValueError, match="test image ids differ"):
+        TestMaps({"c": other})
