@@ -38,8 +38,8 @@ HELD = {
     # float32 blend, the uint8 truths, the int32 labels and a boolean mask of one search step
     "thresholds_per_model": 2,
     "thresholds": 4 + 1 + 4 + 1,
-    # one fold's maps at a time (float16) and its statistics
-    "features": 2,
+    # one chunk of maps (float16 read, float32 copy, labels) and per-image statistics
+    "features": 2 + 4 + 4 + 1,
     # the report reads one fold's OOF maps (float16), their blend and the truths
     "report": 2 + 4 + 1,
 }
@@ -143,8 +143,9 @@ def step_needs(config: Mapping[str, Any], size: DataSize) -> dict[str, StepNeeds
         "predict_gate": StepNeeds(
             "predict_gate", _mem("torch", 4 * s2 * 64), 30 + (per_fold + n_test) // 200
         ),
+        # streams one chunk of a fold's maps at a time (plus the embeddings of the gate folds)
         "features": StepNeeds(
-            "features", _mem("features", HELD["features"] * s2 * max(per_fold, n_test)), 30
+            "features", _mem("features", HELD["features"] * CHUNK_PIXELS + 1024 * pool), 30
         ),
         "fuse": StepNeeds("fuse", _mem("light", 0), 30),
         "thresholds": StepNeeds(

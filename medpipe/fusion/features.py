@@ -24,9 +24,15 @@ import pandas as pd
 from scipy.linalg import orthogonal_procrustes
 from sklearn.decomposition import PCA
 
-from medpipe.decision.morphology import label_images
+from medpipe.decision.morphology import image_chunks, label_images
 from medpipe.guards import own_fold_rows
-from medpipe.layout import FoldDir, read_gate_predictions, read_prediction_ids
+from medpipe.layout import (
+    FoldDir,
+    NpyRows,
+    read_gate_predictions,
+    read_prediction_ids,
+    seg_prediction_ids,
+)
 
 __all__ = ["build_features", "seg_statistics", "AREA_LEVELS"]
 
@@ -91,6 +97,15 @@ def _align_order(ids: np.ndarray, test_ids: pd.Index, path: Path) -> np.ndarray:
     return pos
 
 
+def _statistics_of(path: Path, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`seg_statistics` of some rows of a fold's prediction file, read a chunk at a time
+    (each image's statistics are its own, so chunks give the same values as the whole stack)."""
+    reader = NpyRows(path, "prob")
+    chunks = image_chunks(len(rows), reader.row_items) or [slice(0, 0)]
+    parts = [seg_statistics(reader.rows(rows[sl])) for sl in chunks]
+    return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+
+
 def _seg_features(
     model: str, dirs, fold_of: pd.Series, train_ids: pd.Index, test_ids: pd.Index | None
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -99,28 +114,19 @@ def _seg_features(
         path = d.oof
         if not path.is_file():
             raise FileNotFoundError(f"{path}: fold output not found")
-        with np.load(path, allow_pickle=False) as data:
-            ids = data["image_id"].astype(str)
-            mine = own_fold_rows(ids, fold, fold_of, path)
-            stats = seg_statistics(data["prob"][mine])
-            cls = (
-                data["cls_prob"][mine].astype(np.float64)
-                if "cls_prob" in data.files
-                else np.full(mine.sum(), np.nan)
-            )
+        ids, cls_prob = seg_prediction_ids(path)
+        mine = own_fold_rows(ids, fold, fold_of, path)
+        stats = _statistics_of(path, np.flatnonzero(mine))
+        cls = cls_prob[mine].astype(np.float64)
         train_parts.append(pd.DataFrame({**stats, "aux": cls}, index=ids[mine]))
         if test_ids is not None:
             path = d.test
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: fold output not found")
-            with np.load(path, allow_pickle=False) as data:
-                order = _align_order(data["image_id"].astype(str), test_ids, path)
-                stats = seg_statistics(data["prob"][order])
-                cls = (
-                    data["cls_prob"][order].astype(np.float64)
-                    if "cls_prob" in data.files
-                    else np.full(len(order), np.nan)
-                )
+            part_ids, cls_prob = seg_prediction_ids(path)
+            order = _align_order(part_ids, test_ids, path)
+            stats = _statistics_of(path, order)
+            cls = cls_prob[order].astype(np.float64)
             part = pd.DataFrame({**stats, "aux": cls}, index=test_ids)
             test_sum = part if test_sum is None else test_sum + part
             n += 1
