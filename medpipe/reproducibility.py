@@ -144,20 +144,25 @@ def checkpoints_used(
     rows = []
     for task in TASKS:
         for model in cfg.models(task):
+            snapshots = int(cfg.models(task)[model].get("snapshots", 0) or 0) > 0
             for fold in cfg.folds:
-                ckpt = cfg.trained_fold(stage, task, model, fold).checkpoint
-                rows.append(
-                    {
-                        "task": task,
-                        "model": model,
-                        "fold": fold,
-                        "path": str(ckpt.relative_to(run_dir))
-                        if ckpt.is_relative_to(run_dir)
-                        else str(ckpt),
-                        "sha256": sha256_file(ckpt) if ckpt.exists() else "MISSING",
-                    }
-                )
+                trained = cfg.trained_fold(stage, task, model, fold)
+                row = {
+                    "task": task,
+                    "model": model,
+                    "fold": fold,
+                    **_hashed(trained.checkpoint, run_dir),
+                }
+                if snapshots:  # predict averages these, not model.ckpt: they are the weights used
+                    row["snapshots"] = [_hashed(p, run_dir) for p in trained.snapshots()]
+                rows.append(row)
     return rows
+
+
+def _hashed(path: Path, run_dir: str | Path) -> dict[str, str]:
+    run_dir = Path(run_dir)
+    shown = str(path.relative_to(run_dir)) if path.is_relative_to(run_dir) else str(path)
+    return {"path": shown, "sha256": sha256_file(path) if path.exists() else "MISSING"}
 
 
 def rule_wall_times(benchmark_dir: str | Path) -> pd.DataFrame:
@@ -303,7 +308,7 @@ python3 -m venv .venv && .venv/bin/pip install -r {out_md.with_name(lock_name).a
 Ensemble OOF score (the submission's rule): stage 1 {cv1.get("ensemble", "n/a")} ({cv1.get("ensemble_rule", "n/a")}), stage 2 {cv2.get("ensemble", "n/a")} ({cv2.get("ensemble_rule", "n/a")}).
 
 ## Checkpoints used for the stage-2 predictions
-{_table(["task", "model", "fold", "path", "SHA-256"], [[r["task"], r["model"], r["fold"], r["path"], r["sha256"]] for r in ckpts])}
+{_table(["task", "model", "fold", "path", "SHA-256"], [[r["task"], r["model"], r["fold"], h["path"], h["sha256"]] for r in ckpts for h in [r, *r.get("snapshots", [])]])}
 
 ## Wall time per rule (Snakemake benchmark files)
 {_table(["rule", "jobs", "seconds"], [[r.rule, r.jobs, f"{r.seconds:.1f}"] for r in times.itertuples()])}
@@ -349,12 +354,13 @@ def verify_reproduction(
     manifest = json.loads(manifest_path.read_text())
     problems = []
     for row in manifest["checkpoints"]:
-        path = run_dir / row["path"]
-        now = sha256_file(path) if path.exists() else "MISSING"
-        if now != row["sha256"]:
-            problems.append(
-                f"checkpoint {row['path']} differs: recorded {row['sha256'][:12]}, now {now[:12]}"
-            )
+        for hashed in [row, *row.get("snapshots", [])]:
+            path = run_dir / hashed["path"]
+            now = sha256_file(path) if path.exists() else "MISSING"
+            if now != hashed["sha256"]:
+                problems.append(
+                    f"checkpoint {hashed['path']} differs: recorded {hashed['sha256'][:12]}, now {now[:12]}"
+                )
 
     data_dir = run.data_dir(2)
     stage = work.stage(2)

@@ -12,3 +12,26 @@ def test_the_lock_pins_the_environment_but_not_medpipe_itself():
     lines = package_lock().splitlines()
     assert any(line.startswith("numpy==") for line in lines)
     assert not [line for line in lines if line.lower().split("==")[0] == PROJECT_DISTRIBUTION]
+
+
+def test_snapshot_checkpoints_are_hashed_with_their_fold(tmp_path):
+    """With snapshots: K, prediction averages snapshot_<k>.ckpt: those are hashed too."""
+    import yaml
+
+    from medpipe.layout import RunLayout
+    from medpipe.reproducibility import checkpoints_used
+
+    config = yaml.safe_load(open("configs/default.yaml"))
+    config.update(run_dir=str(tmp_path), folds=2, stage=2)
+    config["segmentation"]["models"]["unet_regnetx"]["snapshots"] = 2
+    config["stage2"] = {"retrain": {"unet_regnetx": True}}
+    for fold in (0, 1):
+        d = RunLayout(tmp_path).fold(2, "segment", "unet_regnetx", fold)
+        d.path.mkdir(parents=True)
+        d.checkpoint.write_bytes(b"best")
+        for k in (1, 2):
+            d.snapshot(k).write_bytes(f"snap{k}-{fold}".encode())
+    rows = [r for r in checkpoints_used(config, tmp_path) if r["task"] == "segment"]
+    assert [len(r["snapshots"]) for r in rows] == [2, 2]
+    assert rows[0]["snapshots"][1]["path"].endswith("fold0/snapshot_2.ckpt")
+    assert len({s["sha256"] for r in rows for s in r["snapshots"]}) == 4

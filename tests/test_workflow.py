@@ -253,3 +253,20 @@ def test_streamed_dice_tables_do_not_depend_on_the_chunking():
         dice_tables_streamed(
             ((r, prob[r], truth[r]) for r in parts[:2] + [order[7:8]]), 9, [0.5], [0]
         )
+
+
+def test_cv_json_records_each_gates_oof_auc_for_reproduce_md(stage):
+    from sklearn.metrics import roc_auc_score
+
+    from medpipe.inference.ensemble import load_gate_probs
+    from medpipe.reproducibility import _cv_of
+    from medpipe.steps.pool import fold_dirs, oof_pool
+
+    config, run = stage
+    run_thresholds(config, run / "data", run / "stage1")
+    cv = json.loads((run / "stage1" / "cv.json").read_text())
+    folds = oof_pool(run / "data", config)
+    probs = load_gate_probs(fold_dirs(config, run / "stage1", "gate"), "oof", folds=folds)
+    y = folds.set_index("image_id").loc[probs["image_id"], "has_finding"].to_numpy()
+    assert cv["gates"]["cls"]["auc"] == pytest.approx(roc_auc_score(y, probs["cls"]))
+    assert _cv_of(cv, "gate", "cls").startswith("OOF AUC ")  # was always "n/a"

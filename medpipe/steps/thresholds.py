@@ -37,6 +37,22 @@ def cache_area_scale(data_dir: str | Path, image_size: int) -> float:
     return (image_size / height) * (image_size / width)
 
 
+def gate_aucs(gate: Mapping[str, list], folds: pd.DataFrame) -> dict[str, dict[str, float | None]]:
+    """Each gate model's OOF ROC AUC over the pool (None with a single class): cv.json ``gates``,
+    which REPRODUCE.md quotes before and after stage 2."""
+    from sklearn.metrics import roc_auc_score
+
+    from medpipe.inference.ensemble import load_gate_probs
+
+    frame = load_gate_probs(gate, "oof", folds=folds)
+    y = values_for(frame["image_id"].tolist(), folds, "has_finding").astype(int)
+    out = {}
+    for model in gate:
+        auc = float(roc_auc_score(y, frame[model].to_numpy())) if len(set(y)) == 2 else None
+        out[model] = {"auc": auc}
+    return out
+
+
 def run_thresholds(
     config: Mapping[str, Any], data_dir: str | Path, stage_dir: str | Path
 ) -> dict[str, Any]:
@@ -101,6 +117,8 @@ def run_thresholds(
     plot_heatmap(best, stage.heatmap)
     cv["n_images"] = len(ids)
     cv["weights"] = weights
+    if gate:
+        cv["gates"] = gate_aucs(gate, folds)
     decision = {k: v for k, v in best.items() if k != "grid"}
     decision["weights"] = weights
     # min_area / min_confident_area are cache pixels (what submit applies); these say what they
