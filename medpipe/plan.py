@@ -158,10 +158,11 @@ def step_needs(config: Mapping[str, Any], size: DataSize) -> dict[str, StepNeeds
             30 + pool // 100,
             "streams the OOF maps",
         ),
-        # the test fold mean (float32), one fold part (float16), masks, and full-size masks
+        # streams the test maps: per chunk each model's float32 fold mean, the float16 rows read,
+        # the float32 blend, labels and masks; one full-size mask at a time
         "submit": StepNeeds(
             "submit",
-            _mem("submit", (4 + 2 + 1) * s2 * n_test * n_seg + n_test * size.original_pixels),
+            _mem("submit", (4 * n_seg + 2 + 4 + 4 + 1) * CHUNK_PIXELS + 2 * size.original_pixels),
             30,
         ),
         "report": StepNeeds("report", _mem("report", HELD["report"] * s2 * per_fold), 30),
