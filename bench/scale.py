@@ -6,7 +6,7 @@
 For each N it writes a run folder (meta, folds, the uint8 mask cache, one segmentation model's
 OOF and test predictions for every fold; findings are discs, probabilities the truth blurred with
 noise), runs each step's real function in a fresh process, and records that process's peak RSS
-(``ru_maxrss``) and wall time beside ``medpipe plan``'s estimate for the same size. Results go to
+(``VmHWM``) and wall time beside ``medpipe plan``'s estimate for the same size. Results go to
 ``bench/results/scale.json`` as ``{"rows": [{"n", "size", "rule", "peak_rss_mb", "wall_s",
 "plan_mb"}]}``. A size that needs more memory than this machine has is skipped, and said so.
 """
@@ -110,7 +110,7 @@ def fabricate(run: Path, n: int, n_test: int, size: int, seed: int = 0) -> dict:
 
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 import yaml
 step, run = sys.argv[1], Path(sys.argv[2])
@@ -126,8 +126,10 @@ elif step == "thresholds":
 elif step == "submit":
     from medpipe.steps.submit import run_submit
     run_submit(config, data, stage, None, stage / "submission.csv")
-print(json.dumps({"wall_s": time.perf_counter() - t0,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM, not ru_maxrss: a child's ru_maxrss keeps the high-water mark of the parent it was
+# forked from (Linux carries it across exec), so it would report the fabricating parent's RSS
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"wall_s": time.perf_counter() - t0, "peak_rss_mb": hwm / 1024}))
 """
 
 
