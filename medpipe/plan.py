@@ -23,11 +23,12 @@ MB = 1024**2
 CHUNK_PIXELS = 1 << 24  # what the streaming steps hold of the maps at once (decision.morphology)
 TABLE_BYTES_PER_IMAGE = 2048  # thresholds' per-image statistics (Dice per setting, counts)
 # The RSS of a step before its arrays: interpreter and libraries (torch for model steps, scipy
-# and matplotlib for thresholds), fitted to bench/scale.py's measurements (500-2,000 images, 256²).
+# and matplotlib for thresholds), fitted to bench/scale.py's measurements (1,000-10,700 images,
+# 512²).
 BASE_MB = {
     "light": 400,
     "torch": 1200,
-    "features": 300,
+    "features": 180,
     "thresholds": 700,
     "submit": 150,
     "report": 600,
@@ -69,8 +70,8 @@ class DataSize:
         return int(self.counts.get(split, 0))
 
 
-# What a cluster job asks for beyond the estimate: the plan matched bench/scale.py within
-# 0.95-1.32x of the measured peak, so 1.3x keeps a job clear of the out-of-memory killer.
+# What a cluster job asks for beyond the estimate: the plan is within 0.93-1.23x of the peaks
+# bench/scale.py measured, so 1.3x keeps a job clear of the out-of-memory killer.
 REQUEST_MARGIN = 1.3
 
 
