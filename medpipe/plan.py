@@ -135,10 +135,10 @@ def step_needs(config: Mapping[str, Any], size: DataSize) -> dict[str, StepNeeds
             "ingest", _mem("light", 8 * size.original_pixels * 4), 30 + pool // 200
         ),
         "folds": StepNeeds("folds", _mem("light", 0), 10),
-        # the fold's prediction arrays (float32) of its validation rows, then the test split
+        # the float16 probability maps of the fold's validation rows, then of the test split
         "predict_seg": StepNeeds(
             "predict_seg",
-            _mem("torch", 4 * s2 * max(per_fold, n_test)),
+            _mem("torch", 2 * s2 * max(per_fold, n_test)),
             30 + (per_fold + n_test) // 100,
         ),
         "predict_gate": StepNeeds(
