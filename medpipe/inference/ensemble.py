@@ -12,6 +12,7 @@ import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -467,22 +468,13 @@ def _blend_score(
 
 
 def optimise_weights(
-    probs: Mapping[str, np.ndarray],
-    truths: np.ndarray,
-    *,
-    p_finding: np.ndarray | None = None,
-    cls_threshold: float = 0.5,
-    pixel_grid: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7),
-    weight_grid: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
-    rounds: int = 2,
-    margin: float = 0.002,
+    probs: Mapping[str, np.ndarray], truths: np.ndarray, **search: Any
 ) -> dict[str, float]:
-    """Model weights that maximise the OOF competition metric, by coordinate search.
+    """Model weights that maximise the OOF competition metric, from maps held in memory.
 
-    Each round tries every ``weight_grid`` value for one model at a time (others fixed) and keeps
-    the best; a blend is scored at its best ``pixel_threshold`` and, with ``p_finding``, with
-    images below ``cls_threshold`` predicted empty. Equal weights are returned unless the search
-    beats them by ``margin``.
+    The search itself (coordinate search over ``weight_grid``, blends scored at their best
+    ``pixel_threshold``, images below ``cls_threshold`` of ``p_finding`` empty, equal weights
+    unless beaten by ``margin``) is :func:`optimise_weights_of`, which takes the same keywords.
 
     Returns:
         model name -> weight, summing to 1.
@@ -498,17 +490,7 @@ def optimise_weights(
         raise ValueError(
             f"optimise_weights: prob shapes {[probs[n].shape for n in names]} differ from truths {truths.shape}"
         )
-    return optimise_weights_of(
-        _array_chunks(probs, truths),
-        names,
-        len(truths),
-        p_finding=p_finding,
-        cls_threshold=cls_threshold,
-        pixel_grid=pixel_grid,
-        weight_grid=weight_grid,
-        rounds=rounds,
-        margin=margin,
-    )
+    return optimise_weights_of(_array_chunks(probs, truths), names, len(truths), **search)
 
 
 def optimise_weights_of(
@@ -523,8 +505,15 @@ def optimise_weights_of(
     rounds: int = 2,
     margin: float = 0.002,
 ) -> dict[str, float]:
-    """:func:`optimise_weights` over streamed chunks (``OofMaps.chunks``): each blend scored is
-    one pass over the OOF files, so memory stays one chunk whatever the number of images."""
+    """Model weights that maximise the OOF competition metric, by coordinate search, over
+    streamed chunks (``OofMaps.chunks``): each blend scored is one pass over the OOF files, so
+    memory stays one chunk whatever the number of images.
+
+    Each round tries every ``weight_grid`` value for one model at a time (others fixed) and keeps
+    the best; a blend is scored at its best ``pixel_threshold`` and, with ``p_finding``, with
+    images below ``cls_threshold`` predicted empty. Equal weights are returned unless the search
+    beats them by ``margin``.
+    """
     names = list(names)
     equal = {n: 1.0 / len(names) for n in names}
     if len(names) == 1:

@@ -69,21 +69,10 @@ def read_quarantine(path: str | Path) -> pd.DataFrame:
 def read_seg_predictions(path: str | Path) -> dict[str, np.ndarray]:
     """A segmentation fold's ``oof``/``test`` file: ``image_id``, ``prob`` float16 ``(N, S, S)``
     and ``cls_prob`` float32 ``(N,)`` (NaN when the model has no auxiliary head)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: fold output not found")
+    ids, cls = seg_prediction_ids(path)
     with np.load(path, allow_pickle=False) as data:
-        missing = {"image_id", "prob"} - set(data.files)
-        if missing:
-            raise ValueError(f"{path}: missing arrays {sorted(missing)}")
-        ids = data["image_id"].astype(str)
         prob = data["prob"]
-        cls = (
-            data["cls_prob"].astype(np.float32)
-            if "cls_prob" in data.files
-            else np.full(len(ids), np.nan, np.float32)
-        )
-    if prob.ndim != 3 or len(prob) != len(ids) or len(cls) != len(ids):
+    if prob.ndim != 3 or len(prob) != len(ids):
         raise ValueError(
             f"{path}: prob {prob.shape}, cls_prob {cls.shape} do not match {len(ids)} image ids"
         )
@@ -166,16 +155,17 @@ def seg_prediction_ids(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: fold output not found")
     with np.load(path, allow_pickle=False) as data:
-        if "prob" not in data.files or "image_id" not in data.files:
-            raise ValueError(
-                f"{path}: missing arrays {sorted({'image_id', 'prob'} - set(data.files))}"
-            )
+        missing = {"image_id", "prob"} - set(data.files)
+        if missing:
+            raise ValueError(f"{path}: missing arrays {sorted(missing)}")
         ids = data["image_id"].astype(str)
         cls = (
             data["cls_prob"].astype(np.float32)
             if "cls_prob" in data.files
             else np.full(len(ids), np.nan, np.float32)
         )
+    if len(cls) != len(ids):
+        raise ValueError(f"{path}: cls_prob {cls.shape} does not match {len(ids)} image ids")
     return ids, cls
 
 

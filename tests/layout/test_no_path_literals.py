@@ -79,10 +79,10 @@ def _strings(tree: ast.AST):
             yield node.lineno, node.value
 
 
-def path_literals_in_python(path: Path) -> list[str]:
+def path_literals_in_python(path: Path, root: Path = REPO) -> list[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
     return [
-        f"{path.relative_to(REPO)}:{line}: {text!r}"
+        f"{path.relative_to(root)}:{line}: {text!r}"
         for line, text in _strings(tree)
         if any(token in text for token in TOKENS) or CACHE.search(text)
     ]
@@ -119,10 +119,5 @@ def test_the_scan_finds_a_literal(tmp_path):
     """The scan itself works: an f-string fold folder and a file name are both caught."""
     sample = tmp_path / "sample.py"
     sample.write_text('"""Docs may say oof.npz."""\nx = f"{run}/fold{i}"\ny = run / "cv.json"\n')
-    sample_rel = REPO / "tests" / "layout" / "_sample_tmp.py"
-    sample_rel.write_text(sample.read_text())
-    try:
-        hits = path_literals_in_python(sample_rel)
-    finally:
-        sample_rel.unlink()
+    hits = path_literals_in_python(sample, root=tmp_path)
     assert len(hits) == 2 and "fold{" in hits[0] and "cv.json" in hits[1]
