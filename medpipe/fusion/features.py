@@ -11,6 +11,9 @@ Each fold model embeds in its own space, so before pooling rows of different fol
 model's space is rotated onto fold 0's by orthogonal Procrustes on their embeddings of the
 shared, unlabelled test images. Component signs follow a reference PCA of the test embeddings.
 Test rows average their per-fold projections (fold model ``f``'s embedding through PCA ``f``).
+Each fold's fitted map (Procrustes centre, rotation and scale; PCA mean and oriented
+components) is returned on request (``transforms``), so new images can be projected the same way
+(:func:`fold_mean_embedding_features`, the bundle's ``medpipe infer``).
 """
 
 from __future__ import annotations
@@ -28,13 +31,25 @@ from medpipe.decision.morphology import image_chunks, label_images
 from medpipe.guards import own_fold_rows
 from medpipe.layout import (
     FoldDir,
-    NpyRows,
+    ProbRows,
     read_gate_predictions,
     read_prediction_ids,
     seg_prediction_ids,
 )
 
-__all__ = ["build_features", "seg_statistics", "AREA_LEVELS"]
+__all__ = [
+    "build_features",
+    "seg_statistics",
+    "AREA_LEVELS",
+    "project_embeddings",
+    "fold_mean_embedding_features",
+    "metadata_features",
+    "save_transforms",
+    "load_transforms",
+    "gate_test_features",
+    "seg_test_features",
+    "metadata_features_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +115,7 @@ def _align_order(ids: np.ndarray, test_ids: pd.Index, path: Path) -> np.ndarray:
 def _statistics_of(path: Path, rows: np.ndarray) -> dict[str, np.ndarray]:
     """:func:`seg_statistics` of some rows of a fold's prediction file, read a chunk at a time
     (each image's statistics are its own, so chunks give the same values as the whole stack)."""
-    reader = NpyRows(path, "prob")
+    reader = ProbRows(path)
     chunks = image_chunks(len(rows), reader.row_items) or [slice(0, 0)]
     parts = [seg_statistics(reader.rows(rows[sl])) for sl in chunks]
     return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
@@ -173,20 +188,51 @@ def _orient(components: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
     return components * signs[:, None]
 
 
+def project_embeddings(
+    x: np.ndarray, transform: Mapping[str, np.ndarray], n_components: int
+) -> np.ndarray:
+    """One fold's PCA features ``(N, n_components)`` of embeddings ``x`` (NaN past ``k``): the
+    Procrustes map onto fold 0's space (when ``aligned``), then the fold's PCA."""
+    if bool(transform["aligned"]):
+        x = (x - transform["mu"]) @ transform["rotation"] * float(transform["scale"])
+    pcs = np.full((len(x), n_components), np.nan)
+    k = int(transform["k"])
+    if k >= 1:
+        pcs[:, :k] = (x - transform["mean"]) @ transform["components"].T
+    return pcs
+
+
+def fold_mean_embedding_features(
+    test: Mapping[int, np.ndarray],
+    transforms: Mapping[int, Mapping[str, np.ndarray]],
+    n_components: int,
+) -> np.ndarray:
+    """Test rows' PCA features: the mean over folds (in fold order) of each fold's projection."""
+    total = None
+    for f in sorted(test):
+        pcs = project_embeddings(test[f], transforms[f], n_components)
+        total = pcs if total is None else total + pcs
+    return total / len(test)
+
+
 def _embedding_pcs(
     oof: dict[int, tuple[np.ndarray, np.ndarray]],
     test: dict[int, np.ndarray],
     n_components: int,
     seed: int,
+    transforms: dict[int, dict[str, np.ndarray]] | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray | None]:
-    """PCA features of OOF rows (fitted without the row's fold) and of test rows (fold mean)."""
+    """PCA features of OOF rows (fitted without the row's fold) and of test rows (fold mean);
+    each fold's fitted map goes into ``transforms`` when given."""
     folds = sorted(oof)
     # Rotate every fold model's space onto fold 0's using the shared test images (no labels).
     maps = {}
     ref_fold = folds[0]
     can_align = len(folds) > 1 and len(test) == len(folds) and len(test[ref_fold]) >= 2
     target = test[ref_fold] - test[ref_fold].mean(axis=0) if can_align else None
+    fitted: dict[int, dict[str, np.ndarray]] = {}
     for f in folds:
+        dim = oof[f][1].shape[1]
         if can_align:
             mu = test[f].mean(axis=0)
             centred = test[f] - mu
@@ -194,8 +240,16 @@ def _embedding_pcs(
             norm = float((centred**2).sum())
             s = scale / norm if norm > 0 else 1.0
             maps[f] = lambda x, mu=mu, r=rotation, s=s: (x - mu) @ r * s
+            fitted[f] = {"aligned": np.array(True), "mu": mu, "rotation": rotation}
+            fitted[f]["scale"] = np.array(s, dtype=np.float64)
         else:
             maps[f] = lambda x: x
+            fitted[f] = {
+                "aligned": np.array(False),
+                "mu": np.zeros(dim),
+                "rotation": np.eye(dim),
+                "scale": np.array(1.0),
+            }
     aligned_oof = {f: maps[f](oof[f][1]) for f in folds}
     aligned_test = {f: maps[f](test[f]) for f in test}
     reference = None
@@ -218,10 +272,15 @@ def _embedding_pcs(
         k = min(n_components, fit.shape[0] - 1, fit.shape[1])
         pcs_oof = np.full((len(aligned_oof[f]), n_components), np.nan)
         pcs_test = None
+        dim = aligned_oof[f].shape[1]
+        fitted[f].update(
+            {"k": np.array(max(k, 0)), "mean": np.zeros(dim), "components": np.zeros((0, dim))}
+        )
         if k >= 1:
             pca = PCA(n_components=k, svd_solver="full", random_state=seed).fit(fit)
             ref = reference if reference is not None and len(reference) >= k else None
             comps = _orient(pca.components_, ref)
+            fitted[f].update({"mean": pca.mean_, "components": comps})
             pcs_oof[:, :k] = (aligned_oof[f] - pca.mean_) @ comps.T
             if f in aligned_test:
                 pcs_test = np.full((len(aligned_test[f]), n_components), np.nan)
@@ -232,7 +291,42 @@ def _embedding_pcs(
                 pcs_test = np.full((len(aligned_test[f]), n_components), np.nan)
             test_sum = pcs_test if test_sum is None else test_sum + pcs_test
             n_test += 1
+    if transforms is not None:
+        transforms.update(fitted)
     return pd.concat(train_parts), None if test_sum is None else test_sum / n_test
+
+
+def save_transforms(
+    path: str | Path,
+    transforms: Mapping[str, Mapping[int, Mapping[str, np.ndarray]]],
+    n_components: int,
+) -> None:
+    """Write every gate model's per-fold embedding maps to one ``.npz`` (atomically)."""
+    from medpipe.io.atomic import atomic_path
+
+    arrays: dict[str, np.ndarray] = {"n_components": np.array(int(n_components))}
+    for model, folds in transforms.items():
+        for f, transform in folds.items():
+            for key, value in transform.items():
+                arrays[f"{model}::{int(f)}::{key}"] = np.asarray(value)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)
+
+
+def load_transforms(path: str | Path) -> tuple[dict[str, dict[int, dict[str, np.ndarray]]], int]:
+    """``({model: {fold: transform}}, n_components)`` that :func:`save_transforms` wrote."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: embedding PCA not found (rule features)")
+    out: dict[str, dict[int, dict[str, np.ndarray]]] = {}
+    with np.load(path, allow_pickle=False) as data:
+        n_components = int(data["n_components"])
+        for name in data.files:
+            if name == "n_components":
+                continue
+            model, fold, key = name.split("::")
+            out.setdefault(model, {}).setdefault(int(fold), {})[key] = data[name]
+    return out, n_components
 
 
 def _gate_features(
@@ -243,6 +337,7 @@ def _gate_features(
     test_ids: pd.Index | None,
     n_components: int,
     seed: int,
+    transforms: dict[int, dict[str, np.ndarray]] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     probs, test_probs, oof_emb, test_emb = [], [], {}, {}
     for fold, d in _fold_dirs(dirs):
@@ -279,13 +374,65 @@ def _gate_features(
             raise ValueError(
                 f"features: gate model {model!r}: some folds have no embedding columns"
             )
-        pcs, pcs_test = _embedding_pcs(oof_emb, test_emb, n_components, seed)
+        pcs, pcs_test = _embedding_pcs(oof_emb, test_emb, n_components, seed, transforms)
         names = [f"pc{k}" for k in range(n_components)]
         train = train.join(pcs.set_axis(names, axis=1))
         if test is not None:
             test = test.join(pd.DataFrame(pcs_test, index=test_ids, columns=names))
     rename = {c: f"gate_{model}_{c}" for c in train.columns}
     return train.rename(columns=rename), None if test is None else test.rename(columns=rename)
+
+
+def gate_test_features(
+    model: str,
+    dirs: Sequence[FoldDir],
+    test_ids: pd.Index,
+    transforms: Mapping[int, Mapping[str, np.ndarray]] | None,
+    n_components: int,
+) -> pd.DataFrame:
+    """A gate model's features of new test images from its folds' ``test`` tables, with the
+    embedding maps the features step fitted: the test rows :func:`build_features` gives."""
+    probs, emb = [], {}
+    for fold, d in _fold_dirs(dirs):
+        frame = _read_gate(d.test)
+        frame = frame.iloc[_align_order(frame.index.to_numpy(), test_ids, d.test)]
+        probs.append(frame["prob"].to_numpy(np.float64))
+        cols = _emb_columns(frame)
+        if cols and transforms:
+            emb[fold] = frame[cols].to_numpy(np.float64)
+    test = pd.DataFrame({"prob": np.mean(probs, axis=0)}, index=test_ids)
+    if emb and n_components > 0:
+        names = [f"pc{k}" for k in range(n_components)]
+        pcs = fold_mean_embedding_features(emb, transforms, n_components)
+        test = test.join(pd.DataFrame(pcs, index=test_ids, columns=names))
+    return test.rename(columns={c: f"gate_{model}_{c}" for c in test.columns})
+
+
+def seg_test_features(
+    model: str, folds: Sequence[tuple[dict[str, np.ndarray], np.ndarray]], test_ids: pd.Index
+) -> pd.DataFrame:
+    """A segmentation model's test features from each fold's ``(seg_statistics, cls_prob)`` of
+    the stored maps, summed in fold order and divided by the number of folds, as
+    :func:`build_features` does."""
+    total = None
+    for stats, cls_prob in folds:
+        part = pd.DataFrame({**stats, "aux": cls_prob.astype(np.float64)}, index=test_ids)
+        total = part if total is None else total + part
+    test = total / len(folds)
+    return test.rename(columns={c: f"seg_{model}_{c}" for c in test.columns})
+
+
+def metadata_features_for(meta: pd.DataFrame | str | Path, test_ids: pd.Index) -> pd.DataFrame:
+    """``age, sex_male, view_ap`` of ``test_ids`` from a meta table, as :func:`build_features`
+    reads it."""
+    split = (
+        _frame(meta, "image metadata")
+        .pipe(lambda m: m.assign(image_id=m["image_id"].astype(str)))
+        .drop_duplicates("image_id")
+        .set_index("image_id")
+        .reindex(test_ids)
+    )
+    return pd.DataFrame(metadata_features(split), index=test_ids)
 
 
 def _test_ids(seg_dirs, gate_dirs) -> pd.Index | None:
@@ -304,6 +451,7 @@ def build_features(
     gate_dirs: Mapping[str, Sequence[FoldDir]],
     n_components: int = 8,
     seed: int = 0,
+    transforms: dict[str, dict[int, dict[str, np.ndarray]]] | None = None,
 ) -> pd.DataFrame:
     """One row per image: model outputs (OOF for training rows, fold mean for test) + metadata.
 
@@ -313,7 +461,8 @@ def build_features(
     ``seg_<m>_ncomp`` (components at 0.5) and ``seg_<m>_aux`` (aux-head probability, when the
     model has one), and ``age``, ``sex_male`` (M 1, F 0), ``view_ap`` (AP 1, PA 0), NaN unknown.
     Training rows are the rows of ``folds``; test rows are the images of the fold outputs'
-    ``test`` files. Test labels are never read.
+    ``test`` files. Test labels are never read. ``transforms``, when given, receives per gate
+    model each fold's fitted embedding map (:func:`save_transforms` writes it).
 
     Example:
         >>> run = RunLayout("runs/default")  # doctest: +SKIP
@@ -364,26 +513,39 @@ def build_features(
     )
     blocks = []
     for model, dirs in gate_dirs.items():
-        train, test = _gate_features(model, dirs, fold_of, train_ids, test_ids, n_components, seed)
+        fitted = {} if transforms is not None else None
+        train, test = _gate_features(
+            model, dirs, fold_of, train_ids, test_ids, n_components, seed, fitted
+        )
+        if transforms is not None and fitted:
+            transforms[model] = fitted
         blocks.append(train if test is None else pd.concat([train, test]))
     for model, dirs in seg_dirs.items():
         train, test = _seg_features(model, dirs, fold_of, train_ids, test_ids)
         blocks.append(train if test is None else pd.concat([train, test]))
     for block in blocks:
         out = out.join(block.loc[block.index.intersection(index)])
-    out["age"] = (
-        pd.to_numeric(split["age"], errors="coerce").to_numpy() if "age" in split else np.nan
-    )
+    for column, values in metadata_features(split).items():
+        out[column] = values
+    return out.reset_index(drop=True)
+
+
+def metadata_features(split: pd.DataFrame) -> dict[str, np.ndarray]:
+    """``age``, ``sex_male`` (M 1, F 0) and ``view_ap`` (AP 1, PA 0), NaN unknown, of meta rows."""
+    index = split.index
+    age = pd.to_numeric(split["age"], errors="coerce").to_numpy() if "age" in split else np.nan
     sex = (
         split["sex"].astype(str).str.strip().str.upper()
         if "sex" in split
         else pd.Series("", index=index)
     )
-    out["sex_male"] = sex.map({"M": 1.0, "F": 0.0}).to_numpy(dtype=np.float64)
     view = (
         split["view"].astype(str).str.strip().str.upper()
         if "view" in split
         else pd.Series("", index=index)
     )
-    out["view_ap"] = view.map({"AP": 1.0, "PA": 0.0}).to_numpy(dtype=np.float64)
-    return out.reset_index(drop=True)
+    return {
+        "age": age,
+        "sex_male": sex.map({"M": 1.0, "F": 0.0}).to_numpy(dtype=np.float64),
+        "view_ap": view.map({"AP": 1.0, "PA": 0.0}).to_numpy(dtype=np.float64),
+    }

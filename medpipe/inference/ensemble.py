@@ -21,6 +21,7 @@ from medpipe.guards import own_fold_rows
 from medpipe.layout import (
     FoldDir,
     NpyRows,
+    ProbRows,
     cache_file,
     data_files,
     read_gate_predictions,
@@ -214,14 +215,14 @@ class OofMaps:
             )
         self._truth_at = rows.loc[self.ids, ["split", "cache_index"]]
         self._data_dir, self.image_size = Path(data_dir), int(image_size)
-        self._readers: dict[Path, NpyRows] = {}
+        self._readers: dict[Path, NpyRows | ProbRows] = {}
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def _reader(self, path: Path, member: str | None) -> NpyRows:
+    def _reader(self, path: Path, member: str | None) -> NpyRows | ProbRows:
         if path not in self._readers:
-            self._readers[path] = NpyRows(path, member)
+            self._readers[path] = ProbRows(path) if member == "prob" else NpyRows(path, member)
         return self._readers[path]
 
     def _maps(self, model: str, ids: list[str]) -> np.ndarray:
@@ -270,7 +271,7 @@ class TestMaps:
         if not model_dirs:
             raise ValueError("load_seg_probs: no segmentation models")
         self.models = list(model_dirs)
-        self._files: dict[str, list[tuple[NpyRows, np.ndarray]]] = {}
+        self._files: dict[str, list[tuple[ProbRows, np.ndarray]]] = {}
         ids_out: np.ndarray | None = None
         shape = None
         for model, dirs in model_dirs.items():
@@ -281,7 +282,7 @@ class TestMaps:
                 part_ids, _ = seg_prediction_ids(d.test)
                 _check_unique(part_ids, str(d.test))
                 order = np.argsort(part_ids, kind="stable")
-                reader = NpyRows(d.test, "prob")
+                reader = ProbRows(d.test)
                 if ids is None:
                     ids, shape = part_ids[order], shape or reader.shape[1:]
                 elif not np.array_equal(ids, part_ids[order]):

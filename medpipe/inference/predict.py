@@ -1,6 +1,7 @@
 """``predict_fold``: out-of-fold and test probabilities of one trained fold model.
 
-Segmentation writes ``oof.npz`` / ``test.npz`` (``image_id``, ``prob`` float16 ``(N, S, S)``,
+Segmentation writes ``oof.npz`` / ``test.npz`` (``image_id``, ``prob`` ``(N, S, S)`` stored as
+uint8 levels by :func:`medpipe.layout.write_seg_predictions` and read back as float16,
 ``cls_prob`` float32 ``N``, NaN without an aux head); the gate writes ``oof.csv`` / ``test.csv``
 (``image_id, prob, emb_0 … emb_{d-1}``). OOF rows are the fold's validation rows of
 ``folds.csv``, so across folds every training image gets exactly one OOF prediction per model.

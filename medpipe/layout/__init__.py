@@ -6,6 +6,7 @@ else in medpipe joins run-tree paths or parses these files. See docs/architectur
 from medpipe.layout.artifacts import (
     TABLE_DTYPES,
     NpyRows,
+    ProbRows,
     identify_test_set,
     read_features,
     read_folds,
@@ -17,6 +18,7 @@ from medpipe.layout.artifacts import (
     read_seg_predictions,
     read_table,
     seg_prediction_ids,
+    stored_probabilities,
     write_gate_predictions,
     write_seg_predictions,
 )
@@ -41,7 +43,9 @@ from medpipe.layout.paths import (
 __all__ = [
     "TABLE_DTYPES",
     "NpyRows",
+    "ProbRows",
     "seg_prediction_ids",
+    "stored_probabilities",
     "GATE",
     "SEGMENT",
     "TASKS",

@@ -7,6 +7,7 @@ is read back the same way by fusion, thresholds, submit and the report.
 
 from __future__ import annotations
 
+import io
 import struct
 import zipfile
 from collections.abc import Iterable
@@ -25,6 +26,9 @@ __all__ = [
     "read_quarantine",
     "read_seg_predictions",
     "write_seg_predictions",
+    "quantise_probabilities",
+    "stored_probabilities",
+    "ProbRows",
     "NpyRows",
     "seg_prediction_ids",
     "read_prediction_ids",
@@ -66,29 +70,136 @@ def read_quarantine(path: str | Path) -> pd.DataFrame:
     return read_table(path, "the quarantine list (rule ingest)", ["source", "reason"])
 
 
+# Segmentation maps are stored as uint8 levels: p -> round(255 p). Read back as level / 255 in
+# float16, off by at most 1/510 from the float16 maps predict computed. One deflated member per
+# image: a U-Net's maps are mostly near zero, so they shrink far below the 1 byte per pixel any
+# raw (memory-mappable) layout needs, which could not meet the 3 GB per model and stage SIIM
+# needs (12k stage-2 OOF images at 512² are 3.2 GB raw); and each image is still read alone.
+PROB_LEVELS = 255
+_LEVEL_VALUES = (np.arange(PROB_LEVELS + 1, dtype=np.float32) / PROB_LEVELS).astype(np.float16)
+_PROB_MEMBER = "prob_{:06d}.npy"
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so the same maps give the same bytes
+
+
+def quantise_probabilities(prob: np.ndarray) -> np.ndarray:
+    """Probabilities in [0, 1] as the uint8 levels the prediction files store."""
+    scaled = np.asarray(prob, dtype=np.float32) * PROB_LEVELS
+    return np.clip(np.rint(scaled), 0, PROB_LEVELS).astype(np.uint8)
+
+
+def stored_probabilities(prob: np.ndarray) -> np.ndarray:
+    """What a reader of a prediction file gets back for ``prob``: float16 ``level / 255``.
+
+    Anything that must match a run's decisions without going through the files (the bundle's
+    ``medpipe infer``) puts its maps through this round trip.
+    """
+    return _LEVEL_VALUES[quantise_probabilities(prob)]
+
+
 def read_seg_predictions(path: str | Path) -> dict[str, np.ndarray]:
     """A segmentation fold's ``oof``/``test`` file: ``image_id``, ``prob`` float16 ``(N, S, S)``
     and ``cls_prob`` float32 ``(N,)`` (NaN when the model has no auxiliary head)."""
     ids, cls = seg_prediction_ids(path)
-    with np.load(path, allow_pickle=False) as data:
-        prob = data["prob"]
-    if prob.ndim != 3 or len(prob) != len(ids):
+    reader = ProbRows(path)
+    if len(reader) != len(ids):
         raise ValueError(
-            f"{path}: prob {prob.shape}, cls_prob {cls.shape} do not match {len(ids)} image ids"
+            f"{path}: prob {reader.shape}, cls_prob {cls.shape} do not match {len(ids)} image ids"
         )
-    return {"image_id": ids, "prob": prob, "cls_prob": cls}
+    return {"image_id": ids, "prob": reader.rows(np.arange(len(ids))), "cls_prob": cls}
 
 
 def write_seg_predictions(
     path: str | Path, image_ids: Iterable[str], prob: np.ndarray, cls_prob: np.ndarray
 ) -> None:
-    with atomic_path(path) as tmp:
-        np.savez(
-            tmp,
-            image_id=np.asarray(list(image_ids), dtype=str),
-            prob=prob.astype(np.float16, copy=False),
-            cls_prob=cls_prob.astype(np.float32, copy=False),
-        )
+    """Write a fold's maps (any float dtype, values in [0, 1]) as uint8 levels, one deflated
+    member per image; the file is a valid ``.npz`` (``np.load`` lists every member)."""
+    ids = np.asarray(list(image_ids), dtype=str)
+    prob = np.asarray(prob)
+    if prob.ndim != 3 or len(prob) != len(ids):
+        raise ValueError(f"{path}: prob {prob.shape} does not match {len(ids)} image ids")
+    small = {
+        "image_id": ids,
+        "cls_prob": np.asarray(cls_prob, dtype=np.float32),
+        "prob_shape": np.asarray(prob.shape, dtype=np.int64),
+        "prob_levels": np.asarray(PROB_LEVELS, dtype=np.int64),
+    }
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", allowZip64=True) as archive:
+        for name, array in small.items():
+            _write_member(archive, f"{name}.npy", array, zipfile.ZIP_STORED)
+        for k in range(len(prob)):
+            levels = quantise_probabilities(prob[k])
+            _write_member(archive, _PROB_MEMBER.format(k), levels, zipfile.ZIP_DEFLATED)
+
+
+def _write_member(archive: zipfile.ZipFile, name: str, array: np.ndarray, compress: int) -> None:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+    info.compress_type = compress
+    archive.writestr(info, buffer.getvalue(), compresslevel=1)
+
+
+class ProbRows:
+    """The probability maps of a segmentation prediction file, read image by image as float16.
+
+    Reads the uint8-level files :func:`write_seg_predictions` writes, and the float16 ``prob``
+    array of files written before (through :class:`NpyRows`), with the same interface.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: fold output not found")
+        try:
+            archive = zipfile.ZipFile(self.path)
+        except (zipfile.BadZipFile, OSError) as error:
+            raise ValueError(f"{self.path}: not a readable prediction file ({error})") from None
+        with archive:
+            names = set(archive.namelist())
+            self._legacy = NpyRows(self.path, "prob") if "prob.npy" in names else None
+            if self._legacy is None:
+                if "prob_shape.npy" not in names:
+                    raise ValueError(f"{self.path}: no probability maps (prob) in the file")
+                shape = _read_member(archive, "prob_shape.npy", self.path)
+                levels = int(_read_member(archive, "prob_levels.npy", self.path).ravel()[0])
+                if levels != PROB_LEVELS:
+                    raise ValueError(
+                        f"{self.path}: maps stored in {levels} levels; this medpipe reads {PROB_LEVELS}"
+                    )
+        if self._legacy is not None:
+            self.shape = self._legacy.shape
+        else:
+            self.shape = tuple(int(v) for v in shape)
+        self.dtype = np.dtype(np.float16)
+        self.row_items = int(np.prod(self.shape[1:], dtype=np.int64))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def rows(self, index: np.ndarray) -> np.ndarray:
+        """The maps of rows ``index`` (any order), float16 ``(len(index), S, S)``."""
+        index = np.asarray(index, dtype=np.int64)
+        if self._legacy is not None:
+            return self._legacy.rows(index)
+        out = np.empty((len(index), *self.shape[1:]), np.uint8)
+        with zipfile.ZipFile(self.path) as archive:
+            for k, row in enumerate(index):
+                if not 0 <= row < self.shape[0]:
+                    raise IndexError(f"{self.path}: row {int(row)} of {self.shape[0]}")
+                out[k] = _read_member(archive, _PROB_MEMBER.format(int(row)), self.path)
+        return _LEVEL_VALUES[out]
+
+
+def _read_member(archive: zipfile.ZipFile, name: str, path: Path) -> np.ndarray:
+    try:
+        with archive.open(name) as handle:
+            return np.lib.format.read_array(handle, allow_pickle=False)
+    except KeyError:
+        raise ValueError(
+            f"{path}: {name} is missing (the file is truncated or not medpipe's)"
+        ) from None
+    except (zipfile.BadZipFile, ValueError, EOFError) as error:
+        raise ValueError(f"{path}: {name} cannot be read ({error})") from None
 
 
 class NpyRows:
@@ -154,8 +265,16 @@ def seg_prediction_ids(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: fold output not found")
-    with np.load(path, allow_pickle=False) as data:
-        missing = {"image_id", "prob"} - set(data.files)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+        raise ValueError(
+            f"{path}: not a readable prediction file ({error}); rerun its predict rule"
+        ) from None
+    with data:
+        missing = {"image_id"} - set(data.files)
+        if not {"prob", "prob_shape"} & set(data.files):
+            missing.add("prob")
         if missing:
             raise ValueError(f"{path}: missing arrays {sorted(missing)}")
         ids = data["image_id"].astype(str)

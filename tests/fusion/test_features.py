@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import ortho_group
 
 from medpipe.fusion.features import build_features, seg_statistics
-from medpipe.layout import StageLayout
+from medpipe.layout import StageLayout, read_seg_predictions, write_seg_predictions
 
 S = 12
 K = 4
@@ -101,9 +101,9 @@ def test_a_training_image_without_oof_value_is_an_error(tmp_path: Path) -> None:
     seg, gate = _write_fold_outputs(tmp_path, folds, test)
     lost = folds["image_id"].iloc[0]
     path = seg["unet"][folds["fold"].iloc[0]].oof
-    data = dict(np.load(path))
+    data = read_seg_predictions(path)
     keep = data["image_id"] != lost
-    np.savez(path, **{k: v[keep] for k, v in data.items()})
+    write_seg_predictions(path, data["image_id"][keep], data["prob"][keep], data["cls_prob"][keep])
     with pytest.raises(ValueError, match="no OOF value"):
         build_features(meta, folds, seg, gate)
 

@@ -10,6 +10,7 @@ import pytest
 
 from medpipe.cli import main
 from medpipe.io.nifti import read_nifti
+from medpipe.layout import read_seg_predictions
 from medpipe.report.export import export_masks
 from tests.report.fake_run import N_TEST, N_TRAIN, SIZE
 
@@ -21,9 +22,9 @@ def test_oof_export_writes_prob_mask_truth_and_image_with_the_dicom_spacing(fake
     row = index.set_index("image_id").loc["1.2.3.0"]
     prob, spacing = read_nifti(tmp_path / "nii" / row["prob_file"])
     assert spacing == pytest.approx((0.168 * 1024 / SIZE,) * 2)
-    with np.load(run_dir / "stage1/segment/unet/fold0/oof.npz") as oof:
-        k = list(oof["image_id"]).index("1.2.3.0")
-        np.testing.assert_allclose(prob, oof["prob"][k].astype(np.float32), atol=1e-3)
+    oof = read_seg_predictions(run_dir / "stage1/segment/unet/fold0/oof.npz")
+    k = list(oof["image_id"]).index("1.2.3.0")
+    np.testing.assert_allclose(prob, oof["prob"][k].astype(np.float32), atol=1e-3)
     mask, _ = read_nifti(tmp_path / "nii" / row["mask_file"])
     assert np.array_equal(mask.astype(bool), prob > 0.5)  # thresholds.json: pixel 0.5, fused p 0.9
     truth, _ = read_nifti(tmp_path / "nii" / row["truth_file"])
