@@ -4,11 +4,14 @@
     python bench/scale.py --n 250 500 1000 --size 256 --steps thresholds submit
 
 For each N it writes a run folder (meta, folds, the uint8 mask cache, one segmentation model's
-OOF and test predictions for every fold; findings are discs, probabilities the truth blurred with
-noise), runs each step's real function in a fresh process, and records that process's peak RSS
-(``VmHWM``) and wall time beside ``medpipe plan``'s estimate for the same size. Results go to
-``bench/results/scale.json`` as ``{"rows": [{"n", "size", "rule", "peak_rss_mb", "wall_s",
-"plan_mb"}]}``. A size that needs more memory than this machine has is skipped, and said so.
+OOF and test predictions for every fold; findings are discs, probabilities smooth maps like a
+U-Net's: the truth blurred, a faint smooth background, a false blob now and then), runs each
+step's real function in a fresh process (``report`` is the report's cases section, the one that
+reads the maps), and records that process's peak RSS (``VmHWM``) and wall time beside
+``medpipe plan``'s estimate for the same size. It also measures the prediction files' bytes per
+image and scales them to SIIM's counts. Results go to ``bench/results/scale.json`` as
+``{"rows": [{"n", "size", "rule", "peak_rss_mb", "wall_s", "plan_mb"}], "disk": [...]}``. A size
+that needs more memory than this machine has is skipped, and said so.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from medpipe.layout import RunLayout, cache_file, write_seg_predictions  # noqa:
 from medpipe.plan import DataSize, step_needs  # noqa: E402
 from medpipe.resources import available_memory_gb  # noqa: E402
 
-STEPS = ("features", "thresholds", "submit")
+STEPS = ("features", "thresholds", "submit", "report")
+# SIIM-ACR's image counts (stage-1 train and test; stage 2 trains on both, tests on 3,205)
+SIIM_STAGES = {1: (10675, 1372), 2: (12047, 3205)}
 FOLDS = 5
 MODEL = "unet"
 
@@ -86,13 +91,27 @@ def fabricate(run: Path, n: int, n_test: int, size: int, seed: int = 0) -> dict:
     for i in np.flatnonzero(positive):
         masks[i] = ((yy - centres[i, 0]) ** 2 + (xx - centres[i, 1]) ** 2) <= (size // 12) ** 2
     masks.flush()
+    # the images the report's galleries show (their pixels do not matter here)
+    images = np.lib.format.open_memmap(
+        cache_file(data, "train", "images", size), "w+", np.uint8, (n, size, size)
+    )
+    images.flush()
+    del images
+
+    from scipy.ndimage import gaussian_filter, zoom
 
     def probs(rows: np.ndarray, truth: np.ndarray | None) -> np.ndarray:
+        """Sigmoid-output-like maps: smooth, near zero away from findings."""
         out = np.empty((len(rows), size, size), np.float16)
         for k in range(len(rows)):
-            noise = rng.random((size, size), dtype=np.float32) * 0.3
-            base = truth[k].astype(np.float32) * 0.6 if truth is not None else 0.0
-            out[k] = np.clip(base + noise, 0, 1)
+            field = zoom(rng.random((8, 8), dtype=np.float32), size / 8, order=1) * 0.02
+            if truth is not None and truth[k].any():
+                field += gaussian_filter(truth[k].astype(np.float32), size / 96) * 0.85
+            if rng.random() < 0.1:  # a false blob
+                cy, cx = rng.integers(size // 8, 7 * size // 8, 2)
+                field[cy - size // 32 : cy + size // 32, cx - size // 32 : cx + size // 32] += 0.4
+                field = gaussian_filter(field, 2)
+            out[k] = np.clip(field, 0, 1)
         return out
 
     for f in range(FOLDS):
@@ -126,6 +145,16 @@ elif step == "thresholds":
 elif step == "submit":
     from medpipe.steps.submit import run_submit
     run_submit(config, data, stage, None, stage / "submission.csv")
+elif step == "report":
+    from medpipe.report.cases import add_cases_section
+    from medpipe.report.html import Section
+    from medpipe.report.run import RunFiles
+    plots = run / "reports"
+    plots.mkdir(exist_ok=True)
+    section = Section("cases")
+    add_cases_section(RunFiles(config, run, 1, plots), section)
+    if any("Not available" in block for block in section.blocks):
+        raise SystemExit("report: " + " ".join(b for b in section.blocks if "Not available" in b))
 # VmHWM, not ru_maxrss: a child's ru_maxrss keeps the high-water mark of the parent it was
 # forked from (Linux carries it across exec), so it would report the fabricating parent's RSS
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
@@ -142,6 +171,28 @@ def measure(step: str, run: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def prediction_bytes(run: Path) -> dict:
+    """Bytes per image of the model's OOF and test files, as written (uint8 levels, deflated)."""
+    layout = RunLayout(run)
+    oof = sum(layout.fold(1, "segment", MODEL, f).oof.stat().st_size for f in range(FOLDS))
+    test = sum(layout.fold(1, "segment", MODEL, f).test.stat().st_size for f in range(FOLDS))
+    meta = pd.read_csv(layout.meta(1))
+    n, n_test = int((meta["split"] == "train").sum()), int((meta["split"] == "test").sum())
+    return {"oof_bytes_per_image": oof / n, "test_bytes_per_image": test / (FOLDS * n_test)}
+
+
+def siim_disk(per_image: dict) -> list[dict]:
+    """Disk per segmentation model and stage at SIIM's counts, from measured bytes per image."""
+    rows = []
+    for stage, (pool, n_test) in SIIM_STAGES.items():
+        total = (
+            pool * per_image["oof_bytes_per_image"]
+            + FOLDS * n_test * per_image["test_bytes_per_image"]
+        )
+        rows.append({"stage": stage, "oof_images": pool, "test_images": n_test, "gb": total / 1e9})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, nargs="+", default=[1000, 4000, 10700])
@@ -151,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/medpipe-scale"))
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "scale.json")
     args = parser.parse_args(argv)
-    rows = []
+    rows, disk = [], []
     for n in args.n:
         config = config_for(args.work / f"n{n}", args.size)
         needs = step_needs(
@@ -168,7 +219,15 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         fabricate(run, n, args.n_test, args.size)
         print(f"n={n}: fabricated in {time.perf_counter() - t0:.0f} s")
-        if "submit" in args.steps and "thresholds" not in args.steps:
+        per_image = prediction_bytes(run)
+        for row in siim_disk(per_image):
+            disk.append({"n": n, "size": args.size, **per_image, **row})
+            print(
+                f"  disk at SIIM stage {row['stage']} ({row['oof_images']} OOF + {FOLDS} x "
+                f"{row['test_images']} test maps): {row['gb']:.2f} GB per segmentation model "
+                f"({per_image['oof_bytes_per_image'] / args.size**2:.3f} bytes per pixel)"
+            )
+        if {"submit", "report"} & set(args.steps) and "thresholds" not in args.steps:
             measure("thresholds", run)  # submit applies the decision thresholds writes
         for step in args.steps:
             got = measure(step, run)
@@ -179,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {step:<11} peak {got['peak_rss_mb']:8.0f} MB  plan {needs[step].mem_mb:8d} MB  {got['wall_s']:7.1f} s"
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+    args.out.write_text(json.dumps({"rows": rows, "disk": disk}, indent=2) + "\n")
     print(f"-> {args.out}")
     return 0
 

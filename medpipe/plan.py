@@ -41,8 +41,10 @@ HELD = {
     "thresholds": 4 + 1 + 4 + 1,
     # one chunk of maps (float16 read, float32 copy, labels) and per-image statistics
     "features": 2 + 4 + 4 + 1,
-    # the report reads one fold's OOF maps (float16), their blend and the truths
-    "report": 2 + 4 + 1,
+    # the report streams one chunk: per model its float16 maps, their float32 blend, the truths
+    # (uint8 read, boolean copy), the boolean masks and the int32 labels of the rule
+    "report": 4 + 1 + 1 + 1 + 4,
+    "report_per_model": 2,
 }
 # Measured training throughput (images/s, one process, fp32) at a reference crop side, by
 # encoder and device; other sides scale with the pixel count. Sources: docs/performance.md
@@ -166,7 +168,12 @@ def step_needs(config: Mapping[str, Any], size: DataSize) -> dict[str, StepNeeds
             _mem("submit", (4 * n_seg + 2 + 4 + 4 + 1) * CHUNK_PIXELS + 2 * size.original_pixels),
             30,
         ),
-        "report": StepNeeds("report", _mem("report", HELD["report"] * s2 * per_fold), 30),
+        "report": StepNeeds(
+            "report",
+            _mem("report", (HELD["report"] + HELD["report_per_model"] * n_seg) * CHUNK_PIXELS),
+            30,
+            "streams the OOF maps",
+        ),
     }
     on_cpu = str(config.get("device", "auto")) == "cpu"
     workers = 1 if on_cpu else 8  # loader processes (num_workers: auto on a GPU node)

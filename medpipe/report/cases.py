@@ -1,7 +1,7 @@
 """The "cases" section: where the final rule is right and wrong, image by image, out of fold.
 
 The rule is the submission's own (ensemble weights and thresholds from ``thresholds.json``),
-applied to the OOF probabilities one fold at a time, so memory stays at one fold's worth even
+applied to the OOF probabilities one chunk at a time, so memory stays at one chunk's worth even
 on the full SIIM set. Only the few images each gallery shows are kept.
 """
 
@@ -34,7 +34,7 @@ def classify(pred_area: np.ndarray, truth_area: np.ndarray) -> np.ndarray:
 
 @dataclass
 class FoldPrediction:
-    """One fold's OOF images under the final rule."""
+    """A chunk of one fold's OOF images under the final rule."""
 
     ids: list[str]
     prob: np.ndarray
@@ -44,9 +44,11 @@ class FoldPrediction:
 
 
 def fold_predictions(run: RunFiles):
-    """Yield a :class:`FoldPrediction` per fold: blended OOF probability, final mask, truth, dice."""
+    """Yield a :class:`FoldPrediction` per chunk of OOF images, fold by fold: blended OOF
+    probability, final mask, truth, dice. The maps stream through :class:`OofMaps`, so memory
+    is one chunk's worth, whatever the number of images."""
     from medpipe.decision.apply import apply_triplet
-    from medpipe.inference.ensemble import blend, load_seg_probs, load_truths, values_for
+    from medpipe.inference.ensemble import OofMaps, blend, values_for
     from medpipe.metrics import dice_per_image
     from medpipe.steps.pool import finding_probabilities
 
@@ -57,25 +59,24 @@ def fold_predictions(run: RunFiles):
     if not seg:
         raise Unavailable("no segmentation model in the config")
     # Only the trained folds have OOF predictions (train_folds may pick a subset).
-    for k in range(len(next(iter(seg.values())))):
-        dirs = {m: [d[k]] for m, d in seg.items()}
-        for d in dirs.values():
-            run.need(d[0].oof, "OOF probabilities (rule predict_seg)")
-        i = next(iter(dirs.values()))[0].fold
-        ids, probs, _ = load_seg_probs(dirs, "oof", folds=folds)
-        if not ids:
-            continue
-        weights = decision.weights or {m: 1.0 for m in probs}
+    for dirs in seg.values():
+        for d in dirs:
+            run.need(d.oof, "OOF probabilities (rule predict_seg)")
+    oof = OofMaps(seg, folds, run.data_dir, run.size)
+    fold_of = folds.drop_duplicates("image_id").set_index("image_id")["fold"]
+    weights = decision.weights or dict.fromkeys(oof.models, 1.0)
+    for rows, probs, truth in oof.chunks():
+        ids = [oof.ids[r] for r in rows]
         prob = blend(probs, {m: w for m, w in weights.items() if m in probs})
         p = values_for(ids, found, "p_finding") if found is not None else None
         pred = apply_triplet(prob, p, decision.thresholds())
-        truth = load_truths(run.data_dir, ids, run.size).astype(bool)
+        truth = truth.astype(bool)
         pred_area = pred.reshape(len(ids), -1).sum(axis=1)
         truth_area = truth.reshape(len(ids), -1).sum(axis=1)
         scores = pd.DataFrame(
             {
                 "image_id": ids,
-                "fold": i,
+                "fold": fold_of.loc[ids].to_numpy(),
                 "kind": classify(pred_area, truth_area),
                 "dice": dice_per_image(pred, truth),
                 "pred_area": pred_area,

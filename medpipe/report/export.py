@@ -26,17 +26,20 @@ log = logging.getLogger(__name__)
 
 
 def _test_predictions(run: RunFiles) -> Iterator[tuple[list[str], np.ndarray, np.ndarray, None]]:
+    """The test maps chunk by chunk (:class:`TestMaps`, the fold means submit blends)."""
     from medpipe.decision.apply import apply_triplet
-    from medpipe.inference.ensemble import blend, load_seg_probs, values_for
+    from medpipe.inference.ensemble import TestMaps, blend, values_for
     from medpipe.steps.pool import finding_probabilities
 
     decision = run.decision()
-    ids, probs, _ = load_seg_probs(run.fold_dirs("segment"), "test")
-    weights = decision.weights or {m: 1.0 for m in probs}
-    prob = blend(probs, {m: w for m, w in weights.items() if m in probs})
+    test = TestMaps(run.fold_dirs("segment"))
+    weights = decision.weights or dict.fromkeys(test.models, 1.0)
     found = finding_probabilities(run.config, run.stage_dir(), decision, "test")
-    p = None if found is None else values_for(ids, found, "p_finding")
-    yield ids, prob, apply_triplet(prob, p, decision.thresholds()), None
+    for sl, probs in test.chunks():
+        ids = test.ids[sl]
+        prob = blend(probs, {m: w for m, w in weights.items() if m in probs})
+        p = None if found is None else values_for(ids, found, "p_finding")
+        yield ids, prob, apply_triplet(prob, p, decision.thresholds()), None
 
 
 def _oof_predictions(
