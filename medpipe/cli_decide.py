@@ -9,6 +9,7 @@ import argparse
 import json
 import shutil
 import sys
+from pathlib import Path
 
 from medpipe.layout import InputLayout, RunLayout
 
@@ -107,16 +108,33 @@ def cmd_reproduce_doc(args: argparse.Namespace) -> int:
 def cmd_verify_reproduction(args: argparse.Namespace) -> int:
     import tempfile
 
-    from medpipe.reproducibility import verify_reproduction
+    from medpipe.config import load_config
+    from medpipe.layout import RunLayout
+    from medpipe.reproducibility import verify_reproduction, verify_retrain
 
+    own = RunLayout(args.run_dir).resolved_config
+    config_files = args.config or [str(own)]
+    if not Path(config_files[0]).is_file():
+        print(f"verify-reproduction: {config_files[0]} not found; pass --config", file=sys.stderr)
+        return 2
+    config = load_config(config_files)
     with tempfile.TemporaryDirectory(prefix="medpipe-verify-") as work:
-        problems = verify_reproduction(_load(args), args.run_dir, args.work_dir or work)
+        work_dir = Path(args.work_dir or work)
+        problems = verify_reproduction(config, args.run_dir, work_dir)
+        if args.retrain is not None:
+            problems += verify_retrain(
+                config, args.run_dir, args.retrain, work_dir / "retrain", args.threads
+            )
     if problems:
         print("verify-reproduction: MISMATCH", file=sys.stderr)
         for line in problems:
             print(f"  {line}", file=sys.stderr)
         return 1
     print("verify-reproduction: OK: the rebuilt stage-2 submission matches the recorded SHA-256")
+    if args.retrain is not None:
+        print(
+            f"verify-reproduction: OK: fold {args.retrain} retrained on CPU has the recorded weights"
+        )
     return 0
 
 
@@ -156,8 +174,21 @@ def register(add, config_arg, command) -> None:
         f"medpipe verify-reproduction {RUN_EXAMPLE.run_dir} --config {RUN_EXAMPLE.resolved_config}",
     )
     p.add_argument("run_dir")
-    config_arg(p)
+    p.add_argument(
+        "--config", nargs="+", help="YAML config file(s) (default: the run's config.resolved.yaml)"
+    )
     p.add_argument("--work-dir", help="keep the rebuilt files here (default: a temporary folder)")
+    p.add_argument(
+        "--retrain",
+        type=int,
+        metavar="FOLD",
+        help="also retrain this fold of every retrained model on CPU and compare weight hashes",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads for --retrain (default: those the fold recorded in metrics.json)",
+    )
     command("verify-reproduction")(cmd_verify_reproduction)
 
     example_dirs = f"--data-dir {RUN_EXAMPLE.data_dir(1)} --stage-dir {RUN_EXAMPLE.stage_dir(1)}"

@@ -377,6 +377,8 @@ def train_fold(
             "accelerator": accelerator,
             "precision": precision,
             "num_workers": workers,
+            # the weights depend on it (reduction order): verify-reproduction --retrain reuses it
+            "torch_threads": torch.get_num_threads(),
             **{k: performance[k] for k in sorted(performance)},
             "seconds": time.perf_counter() - started,
         }

@@ -123,3 +123,43 @@ def test_verify_reproduction_matches_then_fails_loudly_on_an_altered_checkpoint(
         os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert bad.returncode == 1
     assert "stage1/gate/gate_regnetx/fold0/model.ckpt" in bad.stderr
+
+
+def test_verify_retrain_of_one_fold_gives_the_recorded_weights(stage2_run):
+    """`--retrain 0` trains fold 0 of the retrained model again on CPU, with the run's own
+    resolved config as the default, and finds the same tensors."""
+    run = stage2_run / "runs/tiny"
+    cmd = [sys.executable, "-m", "medpipe.cli", "verify-reproduction", str(run), "--retrain", "0"]
+    ok = subprocess.run(cmd, cwd=stage2_run, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "fold 0 retrained on CPU has the recorded weights" in ok.stdout
+
+
+def test_verify_retrain_names_the_fold_whose_weights_differ(stage2_run, tmp_path, monkeypatch):
+    import torch
+
+    from medpipe.config import load_config
+    from medpipe.reproducibility import verify_retrain, weights_sha256
+
+    copy = tmp_path / "run"
+    shutil.copytree(stage2_run / "runs/tiny", copy)
+    ckpt = copy / "stage2/segment/unet_regnetx/fold0/model.ckpt"
+    before = weights_sha256(ckpt)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state["optimizer_states"] = []  # not weights: the hash must not change
+    torch.save(state, ckpt)
+    assert weights_sha256(ckpt) == before
+    name = next(k for k, v in state["state_dict"].items() if v.is_floating_point())
+    state["state_dict"][name] = state["state_dict"][name] + 1e-3
+    torch.save(state, ckpt)
+    assert weights_sha256(ckpt) != before
+    monkeypatch.chdir(stage2_run)
+    config = load_config([str(copy / "config.resolved.yaml")])
+    problems = verify_retrain(config, copy, 0, tmp_path / "work")
+    assert len(problems) == 1, problems
+    assert "segment unet_regnetx fold 0" in problems[0]
+    assert "stage2/segment/unet_regnetx/fold0/model.ckpt" in problems[0]
+    assert verify_retrain({**config, "deterministic": False}, copy, 0, tmp_path / "w2")[
+        0
+    ].startswith("--retrain needs deterministic: true")
+    assert "trained folds" in verify_retrain(config, copy, 7, tmp_path / "w3")[0]
