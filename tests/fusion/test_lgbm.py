@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -107,12 +107,10 @@ def test_inner_split_groups_patients() -> None:
     assert 0.1 < len(stop) / len(groups) < 0.35 and labels[stop].any()
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("optuna") is not None, reason="optuna installed: tuning runs instead"
-)
 def test_optuna_trials_without_optuna_are_skipped_with_a_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setitem(sys.modules, "optuna", None)  # as without the [tune] extra
     features, folds = _synthetic(n_train=100, n_test=10)
     with caplog.at_level(logging.WARNING, logger="medpipe.fusion.lgbm"):
         oof, _ = fuse(
