@@ -422,6 +422,9 @@ def _add_later_commands(add, config_arg) -> None:
     from medpipe import cli_report
 
     cli_report.register(add, config_arg, command)
+    from medpipe import cli_bundle
+
+    cli_bundle.register(add, command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,9 @@
 For each outer fold the booster trains on the other folds' rows. Early stopping needs a
 validation set, and the outer fold must stay unseen (its rows get the OOF prediction), so the
 training rows are split again by patient into a fitting part and an early-stopping part.
-Test predictions are the mean over the fold boosters.
+Test predictions are the mean over the fold boosters. Each fold's booster is saved in
+LightGBM's text format (``booster_fold<f>.txt``, truncated at its best iteration) with an index
+(``boosters.json``), so the bundle's ``medpipe infer`` predicts new images without refitting.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
-from medpipe.io.atomic import atomic_path, atomic_write_csv
-from medpipe.layout import fusion_files
+from medpipe.io.atomic import atomic_path, atomic_write_csv, atomic_write_text
+from medpipe.layout import dumps, fusion_files
+from medpipe.layout.paths import booster_file
 
-__all__ = ["fuse", "inner_split", "feature_columns", "ID_COLUMNS"]
+__all__ = ["fuse", "inner_split", "feature_columns", "ID_COLUMNS", "predict_test", "load_boosters"]
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +162,40 @@ def _write_importance(importance: pd.DataFrame, out_dir: Path) -> None:
     plt.close(fig)
 
 
+def _save_booster(booster, best: int, fold: int, out_dir: Path) -> None:
+    with atomic_path(booster_file(out_dir, fold)) as tmp:
+        booster.save_model(str(tmp), num_iteration=best)
+
+
+def load_boosters(fusion_dir: str | Path) -> tuple[list[str], list[tuple[int, Any, int]]]:
+    """``(feature columns, [(fold, booster, best iteration)])`` that :func:`fuse` saved."""
+    import json
+
+    import lightgbm as lgb
+
+    index_path = fusion_files(fusion_dir)["boosters"]
+    if not index_path.is_file():
+        raise FileNotFoundError(f"{index_path}: LightGBM boosters' index not found (rule fuse)")
+    index = json.loads(index_path.read_text())
+    boosters = []
+    for entry in index["folds"]:
+        path = Path(fusion_dir) / entry["file"]
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: LightGBM booster of fold {entry['fold']} not found")
+        boosters.append(
+            (int(entry["fold"]), lgb.Booster(model_file=str(path)), int(entry["best_iteration"]))
+        )
+    return list(index["features"]), boosters
+
+
+def predict_test(boosters: list[tuple[int, Any, int]], x_test: np.ndarray) -> np.ndarray:
+    """Test p(finding): the mean over the fold boosters, summed in fold order as :func:`fuse` does."""
+    test_pred = np.zeros(len(x_test))
+    for _, booster, best in boosters:
+        test_pred += booster.predict(x_test, num_iteration=best) / len(boosters)
+    return test_pred
+
+
 def fuse(
     features: pd.DataFrame,
     labels: pd.Series,
@@ -178,7 +215,8 @@ def fuse(
             (50), ``num_threads`` (default ``os.cpu_count()``), ``inner_fraction`` (0.2) and
             ``optuna_trials`` (0; tuning needs optuna installed, else it is skipped).
         seed: seeds LightGBM, the inner split and Optuna.
-        out_dir: receives ``feature_importance.csv`` and ``feature_importance.png``.
+        out_dir: receives ``feature_importance.csv``, ``feature_importance.png``, each fold's
+            booster (``booster_fold<f>.txt``) and their index ``boosters.json``.
 
     Returns:
         ``(oof, test)`` frames with columns ``image_id, p_finding``.
@@ -233,6 +271,8 @@ def fuse(
     unique_folds = np.unique(fold)
     if len(unique_folds) < 2:
         raise ValueError(f"fuse: need at least 2 folds, features have {unique_folds.tolist()}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    saved = []
     for f in unique_folds:
         outer = np.flatnonzero(fold != f)
         fit, stop = inner_split(groups[outer], y[outer], seed + int(f), fraction)
@@ -255,6 +295,14 @@ def fuse(
             lgb, booster_params, x_train[fit], y[fit], x_train[stop], y[stop], rounds, patience
         )
         best = booster.best_iteration or rounds
+        _save_booster(booster, best, int(f), out_dir)
+        saved.append(
+            {
+                "fold": int(f),
+                "file": booster_file(out_dir, int(f)).name,
+                "best_iteration": int(best),
+            }
+        )
         valid = fold == f
         oof[valid] = booster.predict(x_train[valid], num_iteration=best)
         if len(test):
@@ -279,8 +327,11 @@ def fuse(
             "split_mean": np.mean(splits, axis=0),
         }
     ).sort_values("gain_mean", ascending=False, kind="stable")
-    out_dir.mkdir(parents=True, exist_ok=True)
     _write_importance(importance.reset_index(drop=True), out_dir)
+    atomic_write_text(
+        dumps({"features": cols, "n_folds": len(unique_folds), "folds": saved}),
+        fusion_files(out_dir)["boosters"],
+    )
     return (
         pd.DataFrame({"image_id": ids.to_numpy(), "p_finding": oof}),
         pd.DataFrame({"image_id": test["image_id"].astype(str).to_numpy(), "p_finding": test_pred}),

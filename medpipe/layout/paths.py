@@ -31,6 +31,7 @@ __all__ = [
     "cache_file",
     "data_files",
     "fusion_files",
+    "booster_file",
 ]
 
 SEGMENT, GATE = "segment", "gate"
@@ -72,7 +73,9 @@ def data_files(data_dir: str | Path) -> dict[str, Path]:
 
 
 def fusion_files(fusion_dir: str | Path) -> dict[str, Path]:
-    """The files of a fusion folder: features, LightGBM's OOF and test p(finding), importance."""
+    """The files of a fusion folder: features, LightGBM's OOF and test p(finding), importance,
+    the fitted embedding PCA (``pca``) and the boosters' index (``boosters``: feature columns,
+    folds, best iterations; each fold's booster is :func:`booster_file`)."""
     d = Path(fusion_dir)
     return {
         "features": d / "features.csv",
@@ -80,7 +83,14 @@ def fusion_files(fusion_dir: str | Path) -> dict[str, Path]:
         "test": d / "test.csv",
         "importance": d / "feature_importance.csv",
         "importance_png": d / "feature_importance.png",
+        "pca": d / "embedding_pca.npz",
+        "boosters": d / "boosters.json",
     }
+
+
+def booster_file(fusion_dir: str | Path, fold: int) -> Path:
+    """One outer fold's LightGBM booster, in LightGBM's native text format."""
+    return Path(fusion_dir) / f"booster_fold{int(fold)}.txt"
 
 
 @dataclass(frozen=True)

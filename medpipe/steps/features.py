@@ -1,4 +1,7 @@
-"""Step ``features``: one row per image of CNN outputs and DICOM metadata, for LightGBM."""
+"""Step ``features``: one row per image of CNN outputs and DICOM metadata, for LightGBM.
+
+Beside the table it saves the fitted embedding PCA (``embedding_pca.npz`` in the fusion
+folder), so the bundle projects new images' embeddings as the test rows were projected."""
 
 from __future__ import annotations
 
@@ -10,10 +13,10 @@ from typing import Any
 import pandas as pd
 
 from medpipe.config import RunConfig
-from medpipe.fusion.features import build_features
+from medpipe.fusion.features import build_features, save_transforms
 from medpipe.guards import check_training_data
 from medpipe.io.atomic import atomic_write_csv
-from medpipe.layout import GATE, SEGMENT, data_files
+from medpipe.layout import GATE, SEGMENT, data_files, fusion_files
 from medpipe.steps.pool import fold_dirs, oof_pool
 
 __all__ = ["run_features"]
@@ -27,14 +30,18 @@ def run_features(
     cfg = RunConfig(config)
     seg, gate = fold_dirs(config, stage_dir, SEGMENT), fold_dirs(config, stage_dir, GATE)
     check_training_data(data_dir, seg, gate)
+    n_components = int(cfg.fusion.get("n_components", 8))
+    transforms: dict = {}
     features = build_features(
         data_files(data_dir)["meta"],
         oof_pool(data_dir, config),
         seg,
         gate,
-        n_components=int(cfg.fusion.get("n_components", 8)),
+        n_components=n_components,
         seed=cfg.seed,
+        transforms=transforms,
     )
+    save_transforms(fusion_files(Path(out).parent)["pca"], transforms, n_components)
     atomic_write_csv(features, out)
     log.info("features: %d rows x %d columns -> %s", len(features), features.shape[1], out)
     return features

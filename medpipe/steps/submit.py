@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from medpipe.decision.apply import apply_triplet, resize_mask
 from medpipe.inference.ensemble import TestMaps, blend, values_for
 from medpipe.layout import (
     SEGMENT,
+    Decision,
     StageLayout,
     data_files,
     identify_test_set,
@@ -24,7 +25,7 @@ from medpipe.layout import (
 from medpipe.steps.pool import finding_probabilities, fold_dirs
 from medpipe.submission import expected_ids_from_dicom_dir, validate_submission, write_submission
 
-__all__ = ["run_submit", "expected_test_images"]
+__all__ = ["run_submit", "expected_test_images", "decided_masks", "write_decided_submission"]
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def run_submit(
     # The test maps stream chunk by chunk (fold means, blend, rule, resize, RLE): memory does not
     # grow with the number of test images.
     test = TestMaps(fold_dirs(config, stage_dir, SEGMENT))
-    ids = test.ids
+    ids = list(test.ids)
     found = finding_probabilities(config, stage_dir, decision, "test")
     p = None if found is None else values_for(ids, found, "p_finding")
     sizes = expected_test_images(data_dir, ids)
@@ -74,6 +75,40 @@ def run_submit(
                 f"{dicom_dir}: holds other images than ingest saw ({len(changed)} differ, e.g. "
                 f"{changed[:3]}): rerun ingest"
             )
+    frame, _ = write_decided_submission(out, ids, test.chunks(), p, decision, sizes)
+    return frame
+
+
+def decided_masks(
+    probs: Mapping[str, np.ndarray],
+    p_finding: np.ndarray | None,
+    decision: Decision,
+    ids: Iterable[str],
+    sizes: Mapping[str, tuple[int, int]],
+) -> Iterator[np.ndarray]:
+    """One chunk's submission masks at DICOM size, one at a time: the models' fold-mean maps
+    blended with the decision's weights, the rule applied at cache size, each mask resized to
+    its image (lazily, so a chunk never holds its full-size masks)."""
+    chunk = apply_triplet(blend(probs, decision.weights), p_finding, decision.thresholds())
+    for image_id, mask in zip(ids, chunk, strict=True):
+        yield resize_mask(mask, *sizes[image_id])
+
+
+def write_decided_submission(
+    out: str | Path,
+    ids: list[str],
+    chunks: Iterable[tuple[slice, Mapping[str, np.ndarray]]],
+    p_finding: np.ndarray | None,
+    decision: Decision,
+    sizes: Mapping[str, tuple[int, int]],
+) -> tuple[pd.DataFrame, dict[str, bool]]:
+    """Apply ``decision`` chunk by chunk (``(rows of ids, {model: fold-mean maps})``), write the
+    submission (rows in ``ids`` order, then the test images without a prediction, empty) and
+    validate it. Returns the validated frame and, per image, whether its mask has a finding.
+
+    ``submit`` and the bundle's ``medpipe infer`` both write through here, so the same
+    probabilities give the same bytes.
+    """
     # Images ingest quarantined still need a row: predict them empty, and say so.
     predicted = set(ids)
     missing = [i for i in sizes if i not in predicted]
@@ -82,21 +117,19 @@ def run_submit(
             "submit: %d test images had no prediction (quarantined at ingest): written empty",
             len(missing),
         )
-    with_finding = 0
+    found: dict[str, bool] = {}
 
     def masks():
-        nonlocal with_finding
-        for sl, probs in test.chunks():
-            chunk = apply_triplet(
-                blend(probs, decision.weights),
-                None if p is None else p[sl],
-                decision.thresholds(),
-            )
-            for image_id, mask in zip(ids[sl], chunk, strict=True):
-                full = resize_mask(mask, *sizes[image_id])
-                with_finding += bool(full.any())
+        for sl, probs in chunks:
+            chunk_ids = ids[sl]
+            p = None if p_finding is None else p_finding[sl]
+            for image_id, full in zip(
+                chunk_ids, decided_masks(probs, p, decision, chunk_ids, sizes), strict=True
+            ):
+                found[image_id] = bool(full.any())
                 yield full
         for image_id in missing:
+            found[image_id] = False
             yield np.zeros(sizes[image_id], dtype=bool)
 
     write_submission(out, list(ids) + missing, masks())
@@ -104,7 +137,7 @@ def run_submit(
     log.info(
         "submit: %d images, %d with a finding -> %s",
         len(frame),
-        with_finding,
+        sum(found.values()),
         out,
     )
-    return frame
+    return frame, found

@@ -1,0 +1,333 @@
+"""``medpipe export``: a trained run as a self-contained bundle folder, and its zip.
+
+The bundle holds what ``medpipe infer`` needs and nothing of the patients: each fold's weights
+(only the network's tensors, from the checkpoints ``predict`` used), the preprocessing spec, the
+decision as the run wrote it, the LightGBM boosters and embedding PCA when the rule uses them, the
+versions, a self-test made from synthetic films, a model card with counts only, and a SHA-256
+manifest. It is built in a temporary folder beside ``out`` and renamed into place, so a killed
+export never leaves a bundle that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Mapping, Sequence
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medpipe import __version__
+from medpipe.bundle import BUNDLE_FORMAT
+from medpipe.bundle.card import model_card
+from medpipe.bundle.layout import BundleLayout
+from medpipe.bundle.manifest import write_manifest
+from medpipe.io.atomic import atomic_path, atomic_write_text
+from medpipe.layout import GATE, SEGMENT, RunLayout, fusion_files, read_decision
+from medpipe.layout.paths import booster_file
+
+__all__ = ["export_bundle", "preprocessing_spec", "PINNED_PACKAGES"]
+
+log = logging.getLogger("medpipe.export")
+
+# The packages whose versions change what infer computes (recorded in metadata.json).
+PINNED_PACKAGES = (
+    "torch",
+    "torchvision",
+    "segmentation-models-pytorch",
+    "timm",
+    "numpy",
+    "pandas",
+    "scipy",
+    "pydicom",
+    "pylibjpeg",
+    "pylibjpeg-libjpeg",
+    "Pillow",
+    "lightgbm",
+    "scikit-learn",
+    "nibabel",
+)
+_SELFTEST_IMAGES = 4
+_SELFTEST_SIDE = 256
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=False) + "\n"
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version(), "medpipe": __version__}
+    for name in PINNED_PACKAGES:
+        try:
+            found[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def preprocessing_spec(image_size: int) -> dict[str, Any]:
+    """What happens to a DICOM file before the network sees it (ingest's and the dataset's)."""
+    from medpipe.io.dicom import PERCENTILES
+    from medpipe.models.segmentation import INPUT_MEAN, INPUT_STD
+
+    return {
+        "reader": "medpipe.io.dicom.read_dicom (ingest's reader and quarantine)",
+        "walk": "every regular file below the folder, hidden files skipped, DICOMDIR quarantined",
+        "decode": "8-bit JPEG Baseline by Pillow (draft scaling to the cache size); everything "
+        "else by pydicom's handlers (pylibjpeg, openjpeg, RLE, pyjpegls)",
+        "modality_lut": "RescaleSlope / RescaleIntercept applied (8-bit images without one keep "
+        "their stored values)",
+        "windowing": "WindowCenter/WindowWidth or the VOI LUT to uint8; images wider than 8 bits "
+        f"without one: the {PERCENTILES[0]}-{PERCENTILES[1]} percentile window",
+        "photometric": "MONOCHROME1 inverted (bone bright); colour (RGB, YBR, palette) and "
+        "multi-frame files quarantined",
+        "resize": f"straight to {image_size}x{image_size} (non-square films stretched), Pillow "
+        "BOX when shrinking, BILINEAR when enlarging",
+        "cache": {"dtype": "uint8", "shape": [image_size, image_size]},
+        "normalisation": {
+            "scale": "float32 = uint8 / 255, one channel",
+            "network_input_mean": INPUT_MEAN,
+            "network_input_std": INPUT_STD,
+            "note": "the mean/std standardisation is inside the network (its first layer)",
+        },
+        "output": "sigmoid probabilities at cache size; masks resized back to the DICOM size "
+        "(nearest) before RLE",
+    }
+
+
+def _model_block(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A model's config block as infer builds it: no run-local keys, no pretrained weights."""
+    block = {k: v for k, v in config.items() if not str(k).startswith("_")}
+    block["encoder_weights"] = None  # the fold weights hold every tensor
+    return block
+
+
+def _save_weights(ckpt: Path, dest: Path) -> None:
+    """The network's tensors of a training checkpoint (no optimiser state), in the checkpoint's
+    own key form, so :func:`medpipe.inference.predict.load_model` reads it unchanged."""
+    import torch
+
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"{ckpt}: checkpoint not found (train the fold first)")
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    if "state_dict" not in state:
+        raise ValueError(f"{ckpt}: not a training checkpoint (no state_dict)")
+    weights = {k: v for k, v in state["state_dict"].items() if k.startswith("model.")}
+    with atomic_path(dest) as tmp:
+        torch.save({"state_dict": weights}, tmp)
+
+
+def _copy(src: Path, dest: Path, what: str) -> None:
+    if not src.is_file():
+        raise FileNotFoundError(f"{src}: {what} not found")
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def _models(run: RunLayout, cfg, stage: int, tasks: Sequence[str], layout: BundleLayout) -> dict:
+    from medpipe.config import model_config
+    from medpipe.inference.predict import checkpoints_to_average
+
+    out: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        out[task] = {}
+        for name in cfg.models(task):
+            block = model_config(cfg.raw, task, name)
+            folds = []
+            for fold in cfg.folds:
+                trained = cfg.trained_fold(stage, task, name, fold)
+                ckpts = checkpoints_to_average(trained.checkpoint, block)
+                weights = []
+                for k, ckpt in enumerate(ckpts):
+                    dest = layout.weights(task, name, fold, k)
+                    _save_weights(ckpt, dest)
+                    weights.append(layout.relative(dest))
+                folds.append({"fold": int(fold), "weights": weights})
+            out[task][name] = {"config": _model_block(block), "folds": folds}
+    return out
+
+
+def _fusion(stage_dir: Path, layout: BundleLayout) -> dict[str, Any]:
+    fusion_dir = stage_dir / "fusion"
+    files = fusion_files(fusion_dir)
+    hint = "rerun the features and fuse rules (snakemake submission -R features)"
+    if not files["boosters"].is_file() or not files["pca"].is_file():
+        raise FileNotFoundError(
+            f"{fusion_dir}: the LightGBM boosters or the embedding PCA were not saved by this run: {hint}"
+        )
+    index = json.loads(files["boosters"].read_text())
+    dest = fusion_files(layout.fusion_dir)
+    _copy(files["boosters"], dest["boosters"], "boosters' index")
+    _copy(files["pca"], dest["pca"], "embedding PCA")
+    for entry in index["folds"]:
+        _copy(
+            booster_file(fusion_dir, entry["fold"]),
+            booster_file(layout.fusion_dir, entry["fold"]),
+            f"booster of fold {entry['fold']}",
+        )
+    return {"dir": layout.relative(layout.fusion_dir), "features": index["features"]}
+
+
+def _metadata(spec: Mapping[str, Any], decision, versions_: Mapping[str, str]) -> dict:
+    """MONAI Bundle ``configs/metadata.json`` (its required keys, and the data format)."""
+    size = int(spec["image_size"])
+    return {
+        "schema": "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/"
+        "0.8.1/meta_schema_20220324.json",
+        "version": __version__,
+        "changelog": {__version__: "exported by medpipe export"},
+        "monai_version": "not required",
+        "pytorch_version": versions_.get("torch", ""),
+        "numpy_version": versions_.get("numpy", ""),
+        "optional_packages_version": {
+            k: v for k, v in versions_.items() if k not in ("torch", "numpy", "python")
+        },
+        "name": "medpipe pneumothorax segmentation ensemble",
+        "task": "Pneumothorax segmentation of chest radiographs (SIIM-ACR format)",
+        "description": "Fold ensemble of U-Net segmenters"
+        + (" with classifier gates" if decision.uses_gate else "")
+        + f"; decision rule {decision.rule}. Run with `medpipe infer --bundle DIR`.",
+        "authors": "medpipe",
+        "copyright": "see LICENSE",
+        "data_source": "trained on the run's training split (see docs/README.md)",
+        "data_type": "dicom",
+        "intended_use": "research and competition use only; not a medical device",
+        "network_data_format": {
+            "inputs": {
+                "image": {
+                    "type": "image",
+                    "format": "magnitude",
+                    "modality": "DX/CR",
+                    "num_channels": 1,
+                    "spatial_shape": [size, size],
+                    "dtype": "float32",
+                    "value_range": [0, 1],
+                    "is_patch_data": False,
+                    "channel_def": {"0": "image"},
+                }
+            },
+            "outputs": {
+                "pred": {
+                    "type": "image",
+                    "format": "segmentation",
+                    "num_channels": 1,
+                    "spatial_shape": [size, size],
+                    "dtype": "float32",
+                    "value_range": [0, 1],
+                    "is_patch_data": False,
+                    "channel_def": {"0": "pneumothorax probability"},
+                }
+            },
+        },
+        "medpipe": {"bundle_format": BUNDLE_FORMAT, "versions": dict(versions_)},
+    }
+
+
+def _license() -> str:
+    return (
+        "MIT License (medpipe). The weights were trained on the data of the exporting run; its\n"
+        "licence terms (for SIIM-ACR: the competition's data use rules) apply to their use.\n"
+    )
+
+
+def _zip(folder: Path, dest: Path) -> None:
+    with atomic_path(dest) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            archive.write(path, (Path(folder.name) / path.relative_to(folder)).as_posix())
+
+
+def export_bundle(
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    with_fusion: bool = False,
+    formats: Sequence[str] = (),
+    selftest: bool = True,
+) -> Path:
+    """Write the bundle of ``run_dir`` (its current stage) to ``out`` and ``out.zip``.
+
+    Args:
+        run_dir: a finished run (its ``config.resolved.yaml``, decision and fold weights).
+        out: the bundle folder; replaced if it exists.
+        with_fusion: also carry the gates and LightGBM when the decision does not use them.
+        formats: deployment copies of each fold network (``torchscript``, ``onnx``).
+        selftest: write the synthetic reference inputs and their outputs.
+
+    Example:
+        >>> export_bundle("runs/default", "bundles/default")  # doctest: +SKIP
+    """
+    from medpipe.config import RunConfig
+
+    run = RunLayout(run_dir)
+    out = Path(out)
+    if not run.resolved_config.is_file():
+        raise FileNotFoundError(
+            f"{run.resolved_config}: not a finished run folder (no resolved config)"
+        )
+    raw = yaml.safe_load(run.resolved_config.read_text())
+    raw["run_dir"] = str(run.run_dir)  # where the run is now, not where it was made
+    cfg = RunConfig(raw)
+    stage = cfg.stage
+    stage_layout = run.stage(stage)
+    decision = read_decision(stage_layout.thresholds)
+    uses_lgbm = decision.rule == "seg_gate_lgbm" or (with_fusion and cfg.fusion_enabled)
+    tasks = [SEGMENT] + ([GATE] if (decision.uses_gate or uses_lgbm) and cfg.models(GATE) else [])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
+    try:
+        layout = BundleLayout(building)
+        spec: dict[str, Any] = {
+            "bundle_format": BUNDLE_FORMAT,
+            "medpipe_version": __version__,
+            "stage": stage,
+            "image_size": cfg.image_size,
+            "folds": list(cfg.folds),
+            "precision": raw.get("precision", "auto"),
+            "preprocessing": preprocessing_spec(cfg.image_size),
+            "models": _models(run, cfg, stage, tasks, layout),
+            "fusion": _fusion(stage_layout.dir, layout) if uses_lgbm else None,
+        }
+        _copy(stage_layout.thresholds, layout.decision, "the decision (rule thresholds)")
+        if stage_layout.cv.is_file():
+            _copy(stage_layout.cv, layout.cv, "the CV summary")
+        found_versions = versions()
+        spec["versions"] = found_versions
+        atomic_write_text(_dumps(spec), layout.inference)
+        atomic_write_text(_dumps(_metadata(spec, decision, found_versions)), layout.metadata)
+        atomic_write_text(_license(), layout.license)
+        if formats:
+            from medpipe.bundle.formats import export_formats
+
+            export_formats(layout, spec, formats)
+        if selftest:
+            from medpipe.bundle.selftest import write_reference
+
+            write_reference(layout, n_images=_SELFTEST_IMAGES, side=_SELFTEST_SIDE)
+        atomic_write_text(model_card(run, cfg, stage, decision, spec, layout), layout.card)
+        write_manifest(building, layout.manifest)
+        building.chmod(0o755)  # mkdtemp's folder is private; a bundle is meant to be shared
+        _replace_folder(building, out)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    _zip(out, Path(f"{out}.zip"))
+    log.info("export: %s (and %s.zip)", out, out)
+    return out
+
+
+def _replace_folder(new: Path, dest: Path) -> None:
+    """Move ``new`` to ``dest``; an old ``dest`` is moved aside first and removed after."""
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old{os.getpid()}")
+        os.replace(dest, old)
+    os.replace(new, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

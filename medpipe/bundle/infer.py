@@ -1,0 +1,530 @@
+"""``medpipe infer``: a bundle's fold ensemble on any DICOM folder, without the training stack.
+
+Every step is the run's own code, so on the run's own test folder the submission is the run's,
+byte for byte (on CPU):
+
+- the folder is read by ingest itself (same walk, reader, quarantine, resize) into a temporary
+  cache, so the network sees the pixels the run's cache held;
+- each fold predicts with :func:`medpipe.inference.predict.predict_rows` (same batches, same
+  TTA), and its maps go through :func:`medpipe.layout.stored_probabilities`, what the run's
+  ``submit`` read back from the fold's file; the fold mean is a float32 sum in fold order,
+  divided by the number of folds, as :class:`medpipe.inference.ensemble.TestMaps` does;
+- gate outputs are written and read back with the run's table writer and reader (the CSV text
+  is part of the arithmetic), LightGBM's features are the features step's test-row code, with the
+  embedding PCA and boosters the run saved;
+- the decision is applied and written by :func:`medpipe.steps.submit.write_decided_submission`.
+
+Nothing imports Snakemake, Lightning, MONAI or Optuna; LightGBM only when the rule needs it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medpipe import __version__
+from medpipe.bundle import BUNDLE_FORMAT
+from medpipe.bundle.layout import BundleLayout
+from medpipe.io.atomic import atomic_write_csv
+from medpipe.layout import GATE, SEGMENT, Decision, StageLayout, read_decision
+
+__all__ = ["Bundle", "BundleError", "ModelSpec", "run_infer", "InferResult"]
+
+log = logging.getLogger("medpipe.infer")
+
+# Rows of the image table per prediction call: a multiple of the batch size keeps the batches
+# the run's predict step made (and the memory of one call bounded).
+_CHUNK_IMAGES = 512
+_DECISION_CHUNK = 256
+
+
+class BundleError(ValueError):
+    """The bundle cannot be used as it is: the message names the file and what to do."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One network of the ensemble: its task, name, config block and each fold's weight files."""
+
+    task: str
+    name: str
+    config: dict[str, Any]
+    folds: list[tuple[int, list[Path]]]
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.config.get("batch_size", 16))
+
+    @property
+    def hflip(self) -> bool:
+        return bool(self.config.get("tta_hflip", False))
+
+
+class Bundle:
+    """A bundle folder, read and checked: its spec, models, decision and fusion files.
+
+    Example:
+        >>> bundle = Bundle("bundles/tiny")  # doctest: +SKIP
+        >>> bundle.decision.rule, [m.name for m in bundle.models(SEGMENT)]  # doctest: +SKIP
+    """
+
+    def __init__(self, root: str | Path):
+        self.layout = BundleLayout(root)
+        self.root = self.layout.root
+        path = self.layout.inference
+        if not self.root.is_dir():
+            raise BundleError(f"{self.root}: bundle folder not found (medpipe export writes one)")
+        if not path.is_file():
+            raise BundleError(f"{path}: not a medpipe bundle (configs/inference.json missing)")
+        try:
+            self.spec = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise BundleError(f"{path}: not valid JSON ({err})") from err
+        found = self.spec.get("bundle_format")
+        if found != BUNDLE_FORMAT:
+            raise BundleError(
+                f"{path}: bundle format {found} written by medpipe "
+                f"{self.spec.get('medpipe_version', '?')}; this medpipe {__version__} reads format "
+                f"{BUNDLE_FORMAT}: export the run again with this medpipe, or install medpipe "
+                f"{self.spec.get('medpipe_version', '?')} to use it"
+            )
+        self.decision: Decision = read_decision(self.layout.decision)
+        self.image_size = int(self.spec["image_size"])
+        self._models = {
+            task: [
+                ModelSpec(
+                    task,
+                    name,
+                    dict(entry["config"]),
+                    [
+                        (int(f["fold"]), [self.layout.resolve(w) for w in f["weights"]])
+                        for f in entry["folds"]
+                    ],
+                )
+                for name, entry in (self.spec["models"].get(task) or {}).items()
+            ]
+            for task in (SEGMENT, GATE)
+        }
+        if not self._models[SEGMENT]:
+            raise BundleError(f"{path}: no segmentation model")
+        if self.decision.uses_gate and self.decision.rule == "seg_gate" and not self._models[GATE]:
+            raise BundleError(f"{path}: rule seg_gate needs gate models, the bundle has none")
+        if self.uses_lgbm and not self.spec.get("fusion"):
+            raise BundleError(f"{path}: rule seg_gate_lgbm needs the LightGBM files (fusion)")
+        self.check_weights()
+
+    def models(self, task: str) -> list[ModelSpec]:
+        return self._models[task]
+
+    @property
+    def uses_lgbm(self) -> bool:
+        return self.decision.rule == "seg_gate_lgbm"
+
+    @property
+    def needs_gate(self) -> bool:
+        return self.decision.uses_gate
+
+    def check_weights(self) -> None:
+        """Every weight file the ensemble needs is there (else one error naming them)."""
+        tasks = (SEGMENT, GATE) if self.needs_gate else (SEGMENT,)
+        missing = [
+            self.layout.relative(w)
+            for task in tasks
+            for spec in self._models[task]
+            for _, weights in spec.folds
+            for w in weights
+            if not w.is_file()
+        ]
+        if missing:
+            raise BundleError(
+                f"{self.root}: {len(missing)} weights file(s) missing: {', '.join(missing)} "
+                "(copy the whole bundle, or export it again)"
+            )
+
+
+@dataclass
+class InferResult:
+    submission: Path
+    probabilities: Path
+    quarantine: Path
+    n_images: int
+    n_quarantined: int
+    n_with_finding: int
+
+
+def default_outputs(out: str | Path) -> tuple[Path, Path]:
+    """Where the per-image probabilities and the quarantine list go beside a submission."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.probabilities.csv"), out.with_name(
+        f"{out.stem}.quarantined.csv"
+    )
+
+
+def _device(name: str):
+    from medpipe.training.runtime import resolve_accelerator, torch_device
+
+    accelerator = resolve_accelerator({"device": name})
+    return accelerator, torch_device(accelerator)
+
+
+def _chunks(n: int, step: int) -> list[slice]:
+    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
+
+
+def _predict(
+    spec: ModelSpec,
+    data_dir: Path,
+    rows: pd.DataFrame,
+    image_size: int,
+    device,
+    precision: str,
+    num_workers: int,
+    bar,
+) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """Each fold's outputs on every row (the fold's snapshots averaged), fold by fold."""
+    from medpipe.data.dataset import XrayDataset
+    from medpipe.inference.predict import load_model, predict_rows
+    from medpipe.training.tasks import get_task
+
+    task = get_task(spec.task, spec.config)
+    step = spec.batch_size * max(1, _CHUNK_IMAGES // spec.batch_size)
+    for fold, weights in spec.folds:
+        models = [load_model(task, w, device) for w in weights]
+        parts: list[dict[str, np.ndarray]] = []
+        for sl in _chunks(len(rows), step):
+            dataset = XrayDataset(data_dir, rows.iloc[sl].reset_index(drop=True), image_size)
+            parts.append(
+                predict_rows(
+                    task,
+                    models,
+                    dataset,
+                    batch_size=spec.batch_size,
+                    device=device,
+                    precision=precision,
+                    num_workers=num_workers,
+                    hflip=spec.hflip,
+                )
+            )
+            bar.update(sl.stop - sl.start)
+        yield fold, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _ingest(dicom_dir: Path, data_dir: Path, size: int, workers: int, quarantine_out: Path):
+    from medpipe.data.ingest import IngestError, ingest
+    from medpipe.layout import data_files, read_quarantine
+
+    try:
+        ingest([("test", dicom_dir)], data_dir, size, workers=workers)
+    except IngestError as err:
+        files = data_files(data_dir)
+        count = 0
+        if files["quarantine"].is_file():
+            quarantined = read_quarantine(files["quarantine"])
+            count = len(quarantined)
+            atomic_write_csv(quarantined[["source", "reason"]], quarantine_out)
+        raise BundleError(
+            f"{dicom_dir}: no readable DICOM image ({count} files quarantined, reasons in "
+            f"{quarantine_out})"
+            if count
+            else f"{dicom_dir}: no readable DICOM image ({err})"
+        ) from None
+
+
+def run_infer(
+    bundle: Bundle | str | Path,
+    dicom_dir: str | Path,
+    out: str | Path,
+    *,
+    probabilities: str | Path | None = None,
+    quarantine: str | Path | None = None,
+    nifti_dir: str | Path | None = None,
+    device: str = "auto",
+    workers: int | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+) -> InferResult:
+    """Predict every readable image below ``dicom_dir`` with the bundle's ensemble and decision.
+
+    Writes ``out`` (the SIIM submission: one row per image, quarantined files that still named
+    an image included, empty), ``probabilities`` (``image_id, p_finding, max_prob, has_finding,
+    quarantined``) and ``quarantine`` (``source, reason``); with ``nifti_dir``, each image's
+    mask at DICOM size as ``<image_id>_mask.nii.gz``. All writes are atomic. ``threads`` sets
+    torch's CPU threads for the call: the run's predict jobs used ``cores //
+    performance.parallel_jobs`` (1 for the default config on 2 cores), and a network's float
+    sums can differ in the last bit with another count.
+
+    Example:
+        >>> run_infer("bundles/tiny", "data/new-films", "submission.csv")  # doctest: +SKIP
+    """
+    import torch
+
+    bundle = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
+    dicom_dir, out = Path(dicom_dir), Path(out)
+    if threads is not None and threads < 1:
+        raise ValueError(f"infer: threads {threads}: expected 1 or more")
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    try:
+        return _run(
+            bundle, dicom_dir, out, probabilities, quarantine, nifti_dir, device, workers, progress
+        )
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run(
+    bundle: Bundle,
+    dicom_dir: Path,
+    out: Path,
+    probabilities: str | Path | None,
+    quarantine: str | Path | None,
+    nifti_dir: str | Path | None,
+    device: str,
+    workers: int | None,
+    progress: bool,
+) -> InferResult:
+    from tqdm.auto import tqdm
+
+    from medpipe.data.dataset import split_rows
+    from medpipe.layout import data_files, read_meta, read_quarantine, stored_probabilities
+    from medpipe.resources import cpu_count
+    from medpipe.steps.submit import expected_test_images, write_decided_submission
+    from medpipe.training.runtime import resolve_num_workers, resolve_precision
+
+    if not dicom_dir.is_dir():
+        raise FileNotFoundError(f"{dicom_dir}: DICOM folder not found")
+    default_p, default_q = default_outputs(out)
+    probabilities = Path(probabilities or default_p)
+    quarantine = Path(quarantine or default_q)
+    accelerator, torch_dev = _device(device)
+    precision = resolve_precision({"precision": bundle.spec.get("precision", "auto")}, accelerator)
+    num_workers = resolve_num_workers({}, accelerator)
+    size = bundle.image_size
+    with tempfile.TemporaryDirectory(prefix="medpipe-infer-") as tmp:
+        data_dir = Path(tmp) / "data"
+        _ingest(dicom_dir, data_dir, size, workers or cpu_count(), quarantine)
+        files = data_files(data_dir)
+        rows = split_rows(data_dir, "test")
+        meta_ids = rows["image_id"].astype(str).to_numpy()
+        order = np.argsort(meta_ids, kind="stable")
+        ids = [str(i) for i in meta_ids[order]]
+        n = len(ids)
+        specs = bundle.models(SEGMENT) + (bundle.models(GATE) if bundle.needs_gate else [])
+        jobs = sum(len(s.folds) for s in specs)
+        bar = tqdm(total=n * jobs, desc="infer", unit="img", disable=not progress, mininterval=1.0)
+        means: dict[str, np.ndarray] = {}
+        seg_folds: dict[str, list[tuple[dict[str, np.ndarray], np.ndarray]]] = {}
+        with bar:
+            for spec in bundle.models(SEGMENT):
+                total = np.zeros((n, size, size), np.float32)
+                seg_folds[spec.name] = []
+                for _, out_fold in _predict(
+                    spec, data_dir, rows, size, torch_dev, precision, num_workers, bar
+                ):
+                    stored = stored_probabilities(out_fold["prob"])
+                    total += stored
+                    if bundle.uses_lgbm:
+                        seg_folds[spec.name].append(
+                            (_statistics(stored[order]), out_fold["cls_prob"][order])
+                        )
+                    del stored
+                mean = total[order]
+                del total
+                mean /= len(spec.folds)
+                means[spec.name] = mean
+            stage = StageLayout(Path(tmp) / "stage")
+            gate_dirs = {}
+            if bundle.needs_gate:
+                gate_dirs = _predict_gates(
+                    bundle, stage, data_dir, rows, meta_ids, torch_dev, precision, num_workers, bar
+                )
+        p_finding = _finding_probabilities(bundle, ids, gate_dirs, seg_folds, files["meta"])
+        sizes = expected_test_images(data_dir, ids)
+        quarantined = read_quarantine(files["quarantine"])
+        meta = read_meta(files["meta"])
+
+        def chunks():
+            for sl in _chunks(n, _DECISION_CHUNK):
+                yield sl, {m: v[sl] for m, v in means.items()}
+
+        _, found = write_decided_submission(out, ids, chunks(), p_finding, bundle.decision, sizes)
+        atomic_write_csv(quarantined[["source", "reason"]], quarantine)
+        _write_probabilities(probabilities, bundle, ids, means, p_finding, found, sizes)
+        if nifti_dir is not None:
+            _write_nifti(Path(nifti_dir), bundle, ids, means, p_finding, sizes, meta)
+    result = InferResult(
+        submission=out,
+        probabilities=probabilities,
+        quarantine=quarantine,
+        n_images=n,
+        n_quarantined=len(quarantined),
+        n_with_finding=int(sum(found.values())),
+    )
+    log.info(
+        "infer: %d images (%d with a finding), %d quarantined -> %s",
+        n,
+        result.n_with_finding,
+        result.n_quarantined,
+        out,
+    )
+    return result
+
+
+def _statistics(prob: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`~medpipe.fusion.features.seg_statistics` of stored maps, a chunk at a time."""
+    from medpipe.fusion.features import seg_statistics
+
+    parts = [seg_statistics(prob[sl]) for sl in _chunks(len(prob), _DECISION_CHUNK)] or [
+        seg_statistics(prob[:0])
+    ]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _predict_gates(
+    bundle: Bundle,
+    stage: StageLayout,
+    data_dir: Path,
+    rows: pd.DataFrame,
+    meta_ids: np.ndarray,
+    device,
+    precision: str,
+    num_workers: int,
+    bar,
+) -> dict[str, list]:
+    """Each gate fold's ``test`` table, written by the run's writer into a scratch stage folder."""
+    from medpipe.layout import write_gate_predictions
+
+    dirs: dict[str, list] = {}
+    for spec in bundle.models(GATE):
+        dirs[spec.name] = []
+        for fold, out_fold in _predict(
+            spec, data_dir, rows, bundle.image_size, device, precision, num_workers, bar
+        ):
+            fold_dir = stage.fold(GATE, spec.name, fold)
+            write_gate_predictions(fold_dir.test, meta_ids, out_fold["prob"], out_fold["emb"])
+            dirs[spec.name].append(fold_dir)
+    return dirs
+
+
+def _finding_probabilities(
+    bundle: Bundle,
+    ids: list[str],
+    gate_dirs: Mapping[str, list],
+    seg_folds: Mapping[str, list],
+    meta_path: Path,
+) -> np.ndarray | None:
+    """The p(finding) the rule thresholds, in ``ids`` order (None for rules without one)."""
+    from medpipe.inference.ensemble import values_for
+
+    if bundle.decision.rule == "seg_gate":
+        from medpipe.steps.pool import gate_mean
+
+        return values_for(ids, gate_mean(gate_dirs, "test", None), "p_finding")
+    if not bundle.uses_lgbm:
+        return None
+    return lgbm_probabilities(bundle, ids, gate_dirs, seg_folds, meta_path)
+
+
+def lgbm_probabilities(
+    bundle: Bundle,
+    ids: list[str],
+    gate_dirs: Mapping[str, list],
+    seg_folds: Mapping[str, list],
+    meta_path: Path,
+) -> np.ndarray:
+    """LightGBM's p(finding): the features step's test rows, the saved boosters' fold mean."""
+    from medpipe.fusion.features import (
+        gate_test_features,
+        load_transforms,
+        metadata_features_for,
+        seg_test_features,
+    )
+    from medpipe.fusion.lgbm import load_boosters, predict_test
+    from medpipe.layout import fusion_files
+
+    fusion_dir = bundle.layout.fusion_dir
+    transforms, n_components = load_transforms(fusion_files(fusion_dir)["pca"])
+    columns, boosters = load_boosters(fusion_dir)
+    test_ids = pd.Index(ids)
+    blocks = [
+        gate_test_features(m, dirs, test_ids, transforms.get(m), n_components)
+        for m, dirs in gate_dirs.items()
+    ]
+    blocks += [seg_test_features(m, folds, test_ids) for m, folds in seg_folds.items()]
+    blocks.append(metadata_features_for(meta_path, test_ids))
+    features = pd.concat(blocks, axis=1)
+    missing = [c for c in columns if c not in features.columns]
+    if missing:
+        raise BundleError(
+            f"{fusion_files(fusion_dir)['boosters']}: the boosters need features {missing} that "
+            "the bundle's models do not give"
+        )
+    return predict_test(boosters, features[columns].to_numpy(np.float64))
+
+
+def _write_probabilities(
+    path: Path,
+    bundle: Bundle,
+    ids: list[str],
+    means: Mapping[str, np.ndarray],
+    p_finding: np.ndarray | None,
+    found: Mapping[str, bool],
+    sizes: Mapping[str, tuple[int, int]],
+) -> None:
+    from medpipe.inference.ensemble import blend
+
+    max_prob = np.empty(len(ids))
+    for sl in _chunks(len(ids), _DECISION_CHUNK):
+        blended = blend({m: v[sl] for m, v in means.items()}, bundle.decision.weights)
+        max_prob[sl] = blended.reshape(len(blended), -1).max(axis=1) if len(blended) else []
+    extra = [i for i in sizes if i not in set(ids)]
+    frame = pd.DataFrame(
+        {
+            "image_id": ids + extra,
+            "p_finding": np.concatenate(
+                [
+                    np.full(len(ids), np.nan) if p_finding is None else p_finding,
+                    np.full(len(extra), np.nan),
+                ]
+            ),
+            "max_prob": np.concatenate([max_prob, np.full(len(extra), np.nan)]),
+            "has_finding": [int(found[i]) for i in ids + extra],
+            "quarantined": [0] * len(ids) + [1] * len(extra),
+        }
+    )
+    atomic_write_csv(frame, path)
+
+
+def _write_nifti(
+    out_dir: Path,
+    bundle: Bundle,
+    ids: list[str],
+    means: Mapping[str, np.ndarray],
+    p_finding: np.ndarray | None,
+    sizes: Mapping[str, tuple[int, int]],
+    meta: pd.DataFrame,
+) -> None:
+    """Each predicted image's mask at DICOM size, with its pixel spacing (``<id>_mask.nii.gz``)."""
+    from medpipe.io.nifti import write_nifti
+    from medpipe.steps.submit import decided_masks
+
+    spacing = meta.drop_duplicates("image_id").set_index("image_id")["spacing"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for sl in _chunks(len(ids), _DECISION_CHUNK):
+        probs = {m: v[sl] for m, v in means.items()}
+        p = None if p_finding is None else p_finding[sl]
+        for image_id, mask in zip(
+            ids[sl], decided_masks(probs, p, bundle.decision, ids[sl], sizes), strict=True
+        ):
+            mm = float(spacing.get(image_id, np.nan))
+            mm = mm if np.isfinite(mm) and mm > 0 else 1.0
+            write_nifti(out_dir / f"{image_id}_mask.nii.gz", mask, (mm, mm))

@@ -1,0 +1,95 @@
+"""Where every file of a bundle lives (the bundle's one owner of its paths, MONAI Bundle shape).
+
+```
+<bundle>/
+├── configs/metadata.json     MONAI Bundle metadata: versions, network_data_format
+├── configs/inference.json    what infer runs: preprocessing, models, folds, weights, TTA
+├── configs/decision.json     the run's decision (rule, triplet, ensemble weights), as written
+├── configs/cv_summary.json   the run's CV summary
+├── models/<task>/<model>/fold_<i>/weights_<k>.pt    each fold's weights (k: snapshots)
+├── fusion/                   LightGBM boosters (native text), their index, the embedding PCA
+├── selftest/dicom/           synthetic reference inputs (no patient data)
+├── selftest/reference/       their expected outputs (rle.csv, probabilities.csv)
+├── docs/README.md            the model card
+├── LICENSE
+└── manifest.json             SHA-256 and size of every other file
+```
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["BundleLayout"]
+
+
+class BundleLayout:
+    """Paths below a bundle folder; ``relative`` turns one into the form the configs record."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"BundleLayout({str(self.root)!r})"
+
+    def relative(self, path: Path) -> str:
+        return Path(path).relative_to(self.root).as_posix()
+
+    def resolve(self, relative: str) -> Path:
+        return self.root / relative
+
+    @property
+    def configs(self) -> Path:
+        return self.root / "configs"
+
+    @property
+    def metadata(self) -> Path:
+        return self.configs / "metadata.json"
+
+    @property
+    def inference(self) -> Path:
+        return self.configs / "inference.json"
+
+    @property
+    def decision(self) -> Path:
+        return self.configs / "decision.json"
+
+    @property
+    def cv(self) -> Path:
+        return self.configs / "cv_summary.json"
+
+    def weights(self, task: str, model: str, fold: int, k: int) -> Path:
+        return self.root / "models" / task / model / f"fold_{int(fold)}" / f"weights_{int(k)}.pt"
+
+    def exported(self, task: str, model: str, fold: int, fmt: str) -> Path:
+        """A deployment copy of a fold's network: ``torchscript`` (.pt) or ``onnx``."""
+        suffix = {"torchscript": "torchscript.pt", "onnx": "onnx"}[fmt]
+        return self.root / "models" / task / model / f"fold_{int(fold)}" / f"network.{suffix}"
+
+    @property
+    def fusion_dir(self) -> Path:
+        return self.root / "fusion"
+
+    @property
+    def selftest_dicom(self) -> Path:
+        return self.root / "selftest" / "dicom"
+
+    @property
+    def reference_rle(self) -> Path:
+        return self.root / "selftest" / "reference" / "rle.csv"
+
+    @property
+    def reference_probabilities(self) -> Path:
+        return self.root / "selftest" / "reference" / "probabilities.csv"
+
+    @property
+    def card(self) -> Path:
+        return self.root / "docs" / "README.md"
+
+    @property
+    def license(self) -> Path:
+        return self.root / "LICENSE"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
