@@ -59,6 +59,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
         nifti_dir=args.nifti,
         device=args.device,
         threads=args.threads,
+        runtime=args.runtime,
         progress=not args.no_progress,
     )
     print(
@@ -110,6 +111,12 @@ def register(add, command) -> None:
         type=int,
         help="torch CPU threads (byte identity with a run: its predict jobs' count, "
         "cores // performance.parallel_jobs)",
+    )
+    p.add_argument(
+        "--runtime",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="onnx: the bundle's ONNX files with onnxruntime on CPU (export --format onnx)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(

@@ -257,7 +257,8 @@ def export_bundle(
         run_dir: a finished run (its ``config.resolved.yaml``, decision and fold weights).
         out: the bundle folder; replaced if it exists.
         with_fusion: also carry the gates and LightGBM when the decision does not use them.
-        formats: deployment copies of each fold network (``torchscript``, ``onnx``).
+        formats: deployment copies of each fold network (``torchscript``, ``onnx``), each
+            checked against PyTorch on the self-test images (which they then need).
         selftest: write the synthetic reference inputs and their outputs.
 
     Example:
@@ -302,14 +303,16 @@ def export_bundle(
         atomic_write_text(_dumps(spec), layout.inference)
         atomic_write_text(_dumps(_metadata(spec, decision, found_versions)), layout.metadata)
         atomic_write_text(_license(), layout.license)
-        if formats:
-            from medpipe.bundle.formats import export_formats
-
-            export_formats(layout, spec, formats)
-        if selftest:
+        if selftest or formats:
             from medpipe.bundle.selftest import write_reference
 
             write_reference(layout, n_images=_SELFTEST_IMAGES, side=_SELFTEST_SIDE)
+        if formats:
+            from medpipe.bundle.formats import export_formats, network_inputs
+
+            inputs = network_inputs(layout.selftest_dicom, cfg.image_size)
+            spec["formats"] = export_formats(layout, spec, formats, inputs)
+            atomic_write_text(_dumps(spec), layout.inference)
         atomic_write_text(model_card(run, cfg, stage, decision, spec, layout), layout.card)
         write_manifest(building, layout.manifest)
         building.chmod(0o755)  # mkdtemp's folder is private; a bundle is meant to be shared

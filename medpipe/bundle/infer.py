@@ -188,6 +188,7 @@ def _predict(
     precision: str,
     num_workers: int,
     bar,
+    runtime: str = "torch",
 ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     """Each fold's outputs on every row (the fold's snapshots averaged), fold by fold."""
     from medpipe.data.dataset import XrayDataset
@@ -197,24 +198,81 @@ def _predict(
     task = get_task(spec.task, spec.config)
     step = spec.batch_size * max(1, _CHUNK_IMAGES // spec.batch_size)
     for fold, weights in spec.folds:
-        models = [load_model(task, w, device) for w in weights]
+        if runtime == "onnx":
+            models = [_onnx_session(w) for w in weights]
+        else:
+            models = [load_model(task, w, device) for w in weights]
         parts: list[dict[str, np.ndarray]] = []
         for sl in _chunks(len(rows), step):
             dataset = XrayDataset(data_dir, rows.iloc[sl].reset_index(drop=True), image_size)
-            parts.append(
-                predict_rows(
-                    task,
-                    models,
-                    dataset,
-                    batch_size=spec.batch_size,
-                    device=device,
-                    precision=precision,
-                    num_workers=num_workers,
-                    hflip=spec.hflip,
+            if runtime == "onnx":
+                parts.append(_onnx_rows(spec, models, dataset))
+            else:
+                parts.append(
+                    predict_rows(
+                        task,
+                        models,
+                        dataset,
+                        batch_size=spec.batch_size,
+                        device=device,
+                        precision=precision,
+                        num_workers=num_workers,
+                        hflip=spec.hflip,
+                    )
                 )
-            )
             bar.update(sl.stop - sl.start)
         yield fold, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _onnx_session(weights: Path):
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise BundleError(
+            "infer --runtime onnx needs onnxruntime: pip install 'medpipe[onnx]'"
+        ) from err
+    path = BundleLayout(weights.parent).exported_beside(weights, "onnx")
+    if not path.is_file():
+        raise BundleError(f"{path}: no ONNX file (export the run with --format onnx)")
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _onnx_rows(spec: ModelSpec, sessions: list, dataset) -> dict[str, np.ndarray]:
+    """:func:`~medpipe.inference.predict.predict_rows` with onnxruntime sessions of the
+    networks with their sigmoid heads (:mod:`medpipe.bundle.formats`): same batches, TTA and
+    snapshot mean."""
+    import torch
+
+    from medpipe.bundle.formats import OUTPUTS
+    from medpipe.data.dataset import make_loader
+    from medpipe.inference.tta import hflip_tta
+
+    names = OUTPUTS[spec.task]
+
+    def predictor(session):
+        def predict(x):
+            outputs = session.run(list(names), {"image": x.numpy()})
+            return {n: torch.from_numpy(o) for n, o in zip(names, outputs, strict=True)}
+
+        return predict
+
+    results: dict[str, np.ndarray] = {}
+    start = 0
+    for batch in make_loader(dataset, spec.batch_size, num_workers=0, cuda=False):
+        images = batch["image"].contiguous()
+        total: dict[str, torch.Tensor] = {}
+        for session in sessions:
+            for key, value in hflip_tta(predictor(session), images, spec.hflip).items():
+                total[key] = total.get(key, 0) + value.float()
+        n = len(images)
+        for key, value in total.items():
+            value = (value / len(sessions)).numpy()
+            if key not in results:
+                dtype = np.float16 if value.ndim >= 3 else np.float32
+                results[key] = np.empty((len(dataset), *value.shape[1:]), dtype=dtype)
+            results[key][start : start + n] = value
+        start += n
+    return results
 
 
 def _ingest(dicom_dir: Path, data_dir: Path, size: int, workers: int, quarantine_out: Path):
@@ -249,6 +307,7 @@ def run_infer(
     device: str = "auto",
     workers: int | None = None,
     threads: int | None = None,
+    runtime: str = "torch",
     progress: bool = True,
 ) -> InferResult:
     """Predict every readable image below ``dicom_dir`` with the bundle's ensemble and decision.
@@ -256,7 +315,9 @@ def run_infer(
     Writes ``out`` (the SIIM submission: one row per image, quarantined files that still named
     an image included, empty), ``probabilities`` (``image_id, p_finding, max_prob, has_finding,
     quarantined``) and ``quarantine`` (``source, reason``); with ``nifti_dir``, each image's
-    mask at DICOM size as ``<image_id>_mask.nii.gz``. All writes are atomic. ``threads`` sets
+    mask at DICOM size as ``<image_id>_mask.nii.gz``. All writes are atomic. ``runtime``
+    ``onnx`` predicts with the bundle's ONNX files on CPU (onnxruntime; within the export's
+    stated tolerance of PyTorch, not byte for byte). ``threads`` sets
     torch's CPU threads for the call: the run's predict jobs used ``cores //
     performance.parallel_jobs`` (1 for the default config on 2 cores), and a network's float
     sums can differ in the last bit with another count.
@@ -268,6 +329,10 @@ def run_infer(
 
     bundle = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
     dicom_dir, out = Path(dicom_dir), Path(out)
+    if runtime not in ("torch", "onnx"):
+        raise ValueError(f"infer: runtime {runtime!r}: expected torch or onnx")
+    if runtime == "onnx":
+        device = "cpu"
     if threads is not None and threads < 1:
         raise ValueError(f"infer: threads {threads}: expected 1 or more")
     previous_threads = torch.get_num_threads()
@@ -275,7 +340,16 @@ def run_infer(
         torch.set_num_threads(int(threads))
     try:
         return _run(
-            bundle, dicom_dir, out, probabilities, quarantine, nifti_dir, device, workers, progress
+            bundle,
+            dicom_dir,
+            out,
+            probabilities,
+            quarantine,
+            nifti_dir,
+            device,
+            workers,
+            progress,
+            runtime,
         )
     finally:
         torch.set_num_threads(previous_threads)
@@ -291,6 +365,7 @@ def _run(
     device: str,
     workers: int | None,
     progress: bool,
+    runtime: str,
 ) -> InferResult:
     from tqdm.auto import tqdm
 
@@ -328,7 +403,7 @@ def _run(
                 total = np.zeros((n, size, size), np.float32)
                 seg_folds[spec.name] = []
                 for _, out_fold in _predict(
-                    spec, data_dir, rows, size, torch_dev, precision, num_workers, bar
+                    spec, data_dir, rows, size, torch_dev, precision, num_workers, bar, runtime
                 ):
                     stored = stored_probabilities(out_fold["prob"])
                     total += stored
@@ -345,7 +420,16 @@ def _run(
             gate_dirs = {}
             if bundle.needs_gate:
                 gate_dirs = _predict_gates(
-                    bundle, stage, data_dir, rows, meta_ids, torch_dev, precision, num_workers, bar
+                    bundle,
+                    stage,
+                    data_dir,
+                    rows,
+                    meta_ids,
+                    torch_dev,
+                    precision,
+                    num_workers,
+                    bar,
+                    runtime,
                 )
         p_finding = _finding_probabilities(bundle, ids, gate_dirs, seg_folds, files["meta"])
         sizes = expected_test_images(data_dir, ids)
@@ -399,6 +483,7 @@ def _predict_gates(
     precision: str,
     num_workers: int,
     bar,
+    runtime: str,
 ) -> dict[str, list]:
     """Each gate fold's ``test`` table, written by the run's writer into a scratch stage folder."""
     from medpipe.layout import write_gate_predictions
@@ -407,7 +492,7 @@ def _predict_gates(
     for spec in bundle.models(GATE):
         dirs[spec.name] = []
         for fold, out_fold in _predict(
-            spec, data_dir, rows, bundle.image_size, device, precision, num_workers, bar
+            spec, data_dir, rows, bundle.image_size, device, precision, num_workers, bar, runtime
         ):
             fold_dir = stage.fold(GATE, spec.name, fold)
             write_gate_predictions(fold_dir.test, meta_ids, out_fold["prob"], out_fold["emb"])

@@ -7,6 +7,7 @@
 ├── configs/decision.json     the run's decision (rule, triplet, ensemble weights), as written
 ├── configs/cv_summary.json   the run's CV summary
 ├── models/<task>/<model>/fold_<i>/weights_<k>.pt    each fold's weights (k: snapshots)
+│                                   network_<k>.{torchscript.pt,onnx}  with --format
 ├── fusion/                   LightGBM boosters (native text), their index, the embedding PCA
 ├── selftest/dicom/           synthetic reference inputs (no patient data)
 ├── selftest/reference/       their expected outputs (rle.csv, probabilities.csv)
@@ -61,10 +62,17 @@ class BundleLayout:
     def weights(self, task: str, model: str, fold: int, k: int) -> Path:
         return self.root / "models" / task / model / f"fold_{int(fold)}" / f"weights_{int(k)}.pt"
 
-    def exported(self, task: str, model: str, fold: int, fmt: str) -> Path:
-        """A deployment copy of a fold's network: ``torchscript`` (.pt) or ``onnx``."""
+    def exported(self, task: str, model: str, fold: int, k: int, fmt: str) -> Path:
+        """A deployment copy of weights ``k`` of a fold: ``torchscript`` (.pt) or ``onnx``."""
         suffix = {"torchscript": "torchscript.pt", "onnx": "onnx"}[fmt]
-        return self.root / "models" / task / model / f"fold_{int(fold)}" / f"network.{suffix}"
+        name = f"network_{int(k)}.{suffix}"
+        return self.root / "models" / task / model / f"fold_{int(fold)}" / name
+
+    def exported_beside(self, weights: Path, fmt: str) -> Path:
+        """The deployment copy of the weights file ``weights`` (same fold, same ``k``)."""
+        k = int(Path(weights).stem.rpartition("_")[2])
+        suffix = {"torchscript": "torchscript.pt", "onnx": "onnx"}[fmt]
+        return Path(weights).with_name(f"network_{k}.{suffix}")
 
     @property
     def fusion_dir(self) -> Path:

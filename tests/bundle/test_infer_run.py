@@ -22,6 +22,7 @@ import yaml
 from medpipe.bundle.infer import Bundle, BundleError, run_infer
 from medpipe.bundle.layout import BundleLayout
 from medpipe.inference import ensemble
+from medpipe.io.nifti import read_nifti
 from medpipe.layout import SEGMENT, RunLayout, read_fused
 from medpipe.steps.pool import fold_dirs, gate_mean
 from medpipe.steps.submit import run_submit
@@ -71,8 +72,19 @@ def test_infer_fold_means_are_the_runs_stored_maps(bundle, run_dir, test_dicoms,
             for sl, probs in test.chunks()
         ]
     )
-    result = _infer(bundle, test_dicoms, tmp_path / "submission.csv")
+    result = run_infer(
+        bundle,
+        test_dicoms,
+        tmp_path / "submission.csv",
+        device="cpu",
+        threads=1,
+        progress=False,
+        nifti_dir=tmp_path / "nifti",
+    )
     got = pd.read_csv(result.probabilities, dtype={"image_id": str}).set_index("image_id")
+    masks = sorted((tmp_path / "nifti").glob("*_mask.nii.gz"))
+    assert len(masks) == len(test.ids)
+    assert read_nifti(masks[0])[0].shape == (256, 256)  # the DICOM size, not the cache's
     assert got.index[: len(test.ids)].tolist() == test.ids
     assert np.array_equal(got["max_prob"].to_numpy()[: len(test.ids)], expected.astype(np.float64))
     assert expected.max() > 0  # not a vacuous comparison
@@ -211,3 +223,39 @@ def test_clear_errors_and_nothing_half_written(bundle, tmp_path):
     assert not out.exists()
     quarantined = pd.read_csv(out.with_name("submission.quarantined.csv"))
     assert quarantined["source"].tolist() == ["report.txt"]
+
+
+def test_deployment_formats_match_pytorch_and_onnx_infers(run_dir, test_dicoms, tmp_path):
+    """TorchScript and ONNX copies are checked at export; infer runs from the ONNX files."""
+    import torch
+
+    from medpipe.bundle.export import export_bundle
+    from medpipe.bundle.formats import TOLERANCE
+
+    formats = ["torchscript"]
+    if _has("onnxruntime") and _has("onnxscript"):
+        formats.append("onnx")
+    bundle = export_bundle(run_dir, tmp_path / "fmt", formats=formats)
+    spec = json.loads(BundleLayout(bundle).inference.read_text())
+    for fmt in formats:
+        assert spec["formats"][fmt]["tolerance"] == TOLERANCE
+        assert spec["formats"][fmt]["max_difference"] <= TOLERANCE
+        assert len(spec["formats"][fmt]["files"]) == 2  # one per fold
+    scripted = torch.jit.load(str(bundle / spec["formats"]["torchscript"]["files"][0]))
+    prob, cls_prob = scripted(torch.rand(3, 1, 64, 64))  # another batch size than the check's
+    assert prob.shape == (3, 64, 64) and cls_prob.shape == (3,)
+    if "onnx" not in formats:
+        pytest.skip("onnxruntime not installed: pip install 'medpipe[onnx]'")
+    torch_run = _infer(bundle, test_dicoms, tmp_path / "torch.csv")
+    onnx_run = run_infer(
+        bundle, test_dicoms, tmp_path / "onnx.csv", runtime="onnx", threads=1, progress=False
+    )
+    a = pd.read_csv(torch_run.probabilities)["max_prob"].to_numpy()
+    b = pd.read_csv(onnx_run.probabilities)["max_prob"].to_numpy()
+    assert np.abs(a - b).max() <= 1 / 255  # one stored level at most
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
