@@ -120,6 +120,29 @@ class Bundle:
         if self.uses_lgbm and not self.spec.get("fusion"):
             raise BundleError(f"{path}: rule seg_gate_lgbm needs the LightGBM files (fusion)")
         self.check_weights()
+        self._warn_on_versions()
+
+    def _warn_on_versions(self) -> None:
+        """Other versions than the export's still run, but the bytes are promised only with them."""
+        from importlib import metadata
+
+        differ = []
+        for name, wanted in (self.spec.get("versions") or {}).items():
+            if name in ("python", "medpipe"):
+                continue
+            try:
+                found = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                continue
+            if found != wanted:
+                differ.append(f"{name} {found} (bundle: {wanted})")
+        if differ:
+            log.warning(
+                "infer: %s: other package versions than the export's: %s; outputs may differ "
+                "slightly from the run's",
+                self.root,
+                ", ".join(differ),
+            )
 
     def models(self, task: str) -> list[ModelSpec]:
         return self._models[task]
@@ -143,11 +166,24 @@ class Bundle:
             for w in weights
             if not w.is_file()
         ]
+        if self.uses_lgbm:
+            missing += [self.layout.relative(p) for p in self._fusion_files() if not p.is_file()]
         if missing:
             raise BundleError(
                 f"{self.root}: {len(missing)} weights file(s) missing: {', '.join(missing)} "
                 "(copy the whole bundle, or export it again)"
             )
+
+    def _fusion_files(self) -> list[Path]:
+        from medpipe.layout import fusion_files
+        from medpipe.layout.paths import booster_file
+
+        files = fusion_files(self.layout.fusion_dir)
+        paths = [files["boosters"], files["pca"]]
+        if files["boosters"].is_file():
+            index = json.loads(files["boosters"].read_text())
+            paths += [booster_file(self.layout.fusion_dir, f["fold"]) for f in index["folds"]]
+        return paths
 
 
 @dataclass

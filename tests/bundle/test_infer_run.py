@@ -214,6 +214,13 @@ def test_clear_errors_and_nothing_half_written(bundle, tmp_path):
     with pytest.raises(BundleError, match="models/segment/unet_regnetx/fold_0/weights_0.pt"):
         Bundle(gone)
 
+    lgbm = {**Bundle(bundle).decision.fields, "rule": "seg_gate_lgbm", "mode": "fusion"}
+    lgbm["cls_threshold"] = 0.5
+    no_booster = _with_decision(bundle, tmp_path / "no_booster", lgbm)
+    (no_booster / "fusion" / "booster_fold1.txt").unlink()
+    with pytest.raises(BundleError, match="fusion/booster_fold1.txt"):
+        Bundle(no_booster)
+
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "report.txt").write_text("not a DICOM file")
