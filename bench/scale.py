@@ -30,6 +30,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from medpipe.fusion.statistics import seg_statistics  # noqa: E402
 from medpipe.layout import RunLayout, cache_file, write_seg_predictions  # noqa: E402
 from medpipe.plan import DataSize, step_needs  # noqa: E402
 from medpipe.resources import available_memory_gb  # noqa: E402
@@ -118,12 +119,15 @@ def fabricate(run: Path, n: int, n_test: int, size: int, seed: int = 0) -> dict:
         d = layout.fold(1, "segment", MODEL, f)
         d.path.mkdir(parents=True, exist_ok=True)
         rows = np.flatnonzero(fold == f)
+        # as predict writes them: with the fusion statistics of the maps before quantisation
+        oof = probs(rows, masks[rows])
         write_seg_predictions(
-            d.oof, [ids[i] for i in rows], probs(rows, masks[rows]), np.full(len(rows), np.nan)
+            d.oof, [ids[i] for i in rows], oof, np.full(len(rows), np.nan), seg_statistics(oof)
         )
-        write_seg_predictions(
-            d.test, test_ids, probs(np.arange(n_test), None), np.full(n_test, np.nan)
-        )
+        del oof
+        test = probs(np.arange(n_test), None)
+        write_seg_predictions(d.test, test_ids, test, np.full(n_test, np.nan), seg_statistics(test))
+        del test
     (run / "config.yaml").write_text(yaml.safe_dump(config_for(run, size)))
     return config_for(run, size)
 

@@ -175,7 +175,7 @@ def register(add, config_arg, command) -> None:
     )
     p.add_argument("run_dir")
     p.add_argument(
-        "--config", nargs="+", help="YAML config file(s) (default: the run's config.resolved.yaml)"
+        "--config", nargs="+", help="YAML config file(s) (default: the run's own resolved config)"
     )
     p.add_argument("--work-dir", help="keep the rebuilt files here (default: a temporary folder)")
     p.add_argument(
@@ -187,7 +187,7 @@ def register(add, config_arg, command) -> None:
     p.add_argument(
         "--threads",
         type=int,
-        help="torch threads for --retrain (default: those the fold recorded in metrics.json)",
+        help="torch threads for --retrain (default: those the fold's training recorded)",
     )
     command("verify-reproduction")(cmd_verify_reproduction)
 

@@ -46,6 +46,10 @@ HELD = {
     "report": 4 + 1 + 1 + 1 + 4,
     "report_per_model": 2,
 }
+# Disk per pixel of a stored probability map (uint8 levels, deflated per image). Measured: 0.067
+# on the default run's trained U-Net maps (256²), 0.159 on bench/scale.py's fabricated maps at
+# 128²; a model early in training gives noisier, less compressible maps, hence the round-up.
+STORED_BYTES_PER_PIXEL = 0.2
 # Measured training throughput (images/s, one process, fp32) at a reference crop side, by
 # encoder and device; other sides scale with the pixel count. Sources: docs/performance.md
 # (bench/train_step.py, bench/fold_trial.py) on the 2-core CPU machines of this project.
@@ -228,7 +232,8 @@ def disk_gb(config: Mapping[str, Any], size: DataSize) -> dict[str, float]:
     n_all = sum(size.counts.values())
     pool, n_test = size.n("train"), size.n(test_split(cfg.stage))
     folds = len(cfg.folds)
-    per_model = 2 * s2 * (pool + folds * n_test)  # float16 OOF + every fold's test maps
+    # OOF + every fold's test maps, uint8 levels deflated per image (layout.write_seg_predictions)
+    per_model = STORED_BYTES_PER_PIXEL * s2 * (pool + folds * n_test)
     return {
         "cache": (n_all * s2 + size.n("train") * s2) / 1024**3,
         "predictions per segmentation model": per_model / 1024**3,

@@ -27,13 +27,15 @@ import pandas as pd
 from scipy.linalg import orthogonal_procrustes
 from sklearn.decomposition import PCA
 
-from medpipe.decision.morphology import image_chunks, label_images
+from medpipe.decision.morphology import image_chunks
+from medpipe.fusion.statistics import AREA_LEVELS, STATISTICS, seg_statistics
 from medpipe.guards import own_fold_rows
 from medpipe.layout import (
     FoldDir,
     ProbRows,
     read_gate_predictions,
     read_prediction_ids,
+    read_seg_statistics,
     seg_prediction_ids,
 )
 
@@ -53,9 +55,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-AREA_LEVELS = (0.3, 0.5, 0.7, 0.9)
-_CHUNK_PIXELS = 1 << 24
-
 
 def _frame(value: pd.DataFrame | str | Path, name: str) -> pd.DataFrame:
     if isinstance(value, pd.DataFrame):
@@ -69,30 +68,6 @@ def _frame(value: pd.DataFrame | str | Path, name: str) -> pd.DataFrame:
         keep_default_na=False,
         na_values=[""],
     )
-
-
-def seg_statistics(prob: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-image summaries of probability maps ``(N, S, S)``: max, pixels above each level in
-    :data:`AREA_LEVELS`, and 8-connected components at 0.5.
-
-    Example:
-        >>> seg_statistics(np.full((1, 2, 2), 0.6, np.float16))["area_p50"].tolist()
-        [4.0]
-    """
-    n = len(prob)
-    out = {"max": np.zeros(n), "ncomp": np.zeros(n)}
-    out.update({f"area_p{round(level * 100)}": np.zeros(n) for level in AREA_LEVELS})
-    step = max(1, _CHUNK_PIXELS // max(1, prob[0].size if n else 1))
-    for start in range(0, n, step):
-        sl = slice(start, min(start + step, n))
-        p = np.asarray(prob[sl], dtype=np.float32)
-        flat = p.reshape(len(p), -1)
-        out["max"][sl] = flat.max(axis=1)
-        for level in AREA_LEVELS:
-            out[f"area_p{round(level * 100)}"][sl] = (flat > np.float32(level)).sum(axis=1)
-        _, _, image = label_images(p > np.float32(0.5))
-        out["ncomp"][sl] = np.bincount(image, minlength=len(p))
-    return out
 
 
 def _fold_dirs(dirs: Sequence[FoldDir]) -> list[tuple[int, FoldDir]]:
@@ -113,8 +88,16 @@ def _align_order(ids: np.ndarray, test_ids: pd.Index, path: Path) -> np.ndarray:
 
 
 def _statistics_of(path: Path, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """:func:`seg_statistics` of some rows of a fold's prediction file, read a chunk at a time
-    (each image's statistics are its own, so chunks give the same values as the whole stack)."""
+    """:func:`seg_statistics` of some rows of a fold's prediction file: those predict stored
+    (computed on the maps before they were quantised), else computed from the stored maps a
+    chunk at a time (each image's statistics are its own, so chunks give the same values)."""
+    stored = read_seg_statistics(path, rows)
+    if stored is not None and list(stored) == STATISTICS:
+        return stored
+    if stored is not None:
+        log.warning(
+            "%s: stored statistics %s are not today's; computed from the maps", path, list(stored)
+        )
     reader = ProbRows(path)
     chunks = image_chunks(len(rows), reader.row_items) or [slice(0, 0)]
     parts = [seg_statistics(reader.rows(rows[sl])) for sl in chunks]

@@ -113,7 +113,11 @@ def _write(
 ) -> None:
     path = FoldDir(task.name, "", 0, out_dir).predictions(name)
     if task.name == SEGMENT:
-        write_seg_predictions(path, image_ids, results["prob"], results["cls_prob"])
+        from medpipe.fusion.statistics import seg_statistics
+
+        # the fusion features come from the float16 maps, before the file quantises them
+        stats = seg_statistics(results["prob"])
+        write_seg_predictions(path, image_ids, results["prob"], results["cls_prob"], stats)
     else:
         write_gate_predictions(path, image_ids, results["prob"], results["emb"])
 

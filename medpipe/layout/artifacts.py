@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import struct
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ __all__ = [
     "write_seg_predictions",
     "quantise_probabilities",
     "stored_probabilities",
+    "read_seg_statistics",
     "ProbRows",
     "NpyRows",
     "seg_prediction_ids",
@@ -109,10 +110,19 @@ def read_seg_predictions(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def write_seg_predictions(
-    path: str | Path, image_ids: Iterable[str], prob: np.ndarray, cls_prob: np.ndarray
+    path: str | Path,
+    image_ids: Iterable[str],
+    prob: np.ndarray,
+    cls_prob: np.ndarray,
+    statistics: Mapping[str, np.ndarray] | None = None,
 ) -> None:
     """Write a fold's maps (any float dtype, values in [0, 1]) as uint8 levels, one deflated
-    member per image; the file is a valid ``.npz`` (``np.load`` lists every member)."""
+    member per image; the file is a valid ``.npz`` (``np.load`` lists every member).
+
+    ``statistics`` (name -> ``(N,)``) are per-image summaries computed by the caller from the
+    maps *before* quantisation (the fusion features: ``medpipe.fusion.features.seg_statistics``),
+    stored as ``stat_names`` + ``stats`` so fusion reads them instead of the maps.
+    """
     ids = np.asarray(list(image_ids), dtype=str)
     prob = np.asarray(prob)
     if prob.ndim != 3 or len(prob) != len(ids):
@@ -123,6 +133,12 @@ def write_seg_predictions(
         "prob_shape": np.asarray(prob.shape, dtype=np.int64),
         "prob_levels": np.asarray(PROB_LEVELS, dtype=np.int64),
     }
+    if statistics:
+        names = list(statistics)
+        table = np.stack([np.asarray(statistics[k], np.float64) for k in names], axis=1)
+        if table.shape[0] != len(ids):
+            raise ValueError(f"{path}: statistics have {table.shape[0]} rows, not {len(ids)}")
+        small.update(stat_names=np.asarray(names, dtype=str), stats=table)
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", allowZip64=True) as archive:
         for name, array in small.items():
             _write_member(archive, f"{name}.npy", array, zipfile.ZIP_STORED)
@@ -137,6 +153,17 @@ def _write_member(archive: zipfile.ZipFile, name: str, array: np.ndarray, compre
     info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
     info.compress_type = compress
     archive.writestr(info, buffer.getvalue(), compresslevel=1)
+
+
+def read_seg_statistics(path: str | Path, rows: np.ndarray) -> dict[str, np.ndarray] | None:
+    """The per-image statistics stored with a prediction file (rows ``rows``), or None when the
+    file has none (an earlier medpipe, or a writer that gave none)."""
+    with np.load(path, allow_pickle=False) as data:
+        if "stats" not in data.files or "stat_names" not in data.files:
+            return None
+        names, table = data["stat_names"].astype(str), data["stats"]
+    table = table[np.asarray(rows, dtype=np.int64)]
+    return {name: table[:, k].copy() for k, name in enumerate(names)}
 
 
 class ProbRows:

@@ -83,3 +83,35 @@ def test_a_truncated_file_names_itself(tmp_path):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(ValueError, match=r"oof\.npz"):
         read_seg_predictions(path)
+
+
+def test_statistics_of_the_unquantised_maps_travel_with_the_file(tmp_path):
+    from medpipe.fusion.features import _statistics_of
+    from medpipe.fusion.statistics import STATISTICS, seg_statistics
+    from medpipe.layout import read_seg_statistics
+
+    prob = np.full((3, 8, 8), 0.4995, np.float16)  # above 0.499, at level 127: 0.498 stored
+    stats = seg_statistics(prob)
+    path = tmp_path / "oof.npz"
+    write_seg_predictions(path, ["a", "b", "c"], prob, np.zeros(3), stats)
+    back = read_seg_statistics(path, np.array([2, 0]))
+    assert list(back) == STATISTICS
+    np.testing.assert_array_equal(back["max"], stats["max"][[2, 0]])
+    # fusion reads the stored statistics: the maps' own (quantised) max would differ
+    assert _statistics_of(path, np.array([0]))["max"][0] == np.float32(prob[0, 0, 0])
+    assert ProbRows(path).rows(np.array([0])).max() != prob.max()
+
+
+def test_a_file_without_statistics_falls_back_to_the_maps(tmp_path):
+    from medpipe.fusion.features import _statistics_of
+    from medpipe.fusion.statistics import seg_statistics
+    from medpipe.layout import read_seg_statistics
+
+    prob = _smooth_maps(4, 16)
+    path = tmp_path / "test.npz"
+    write_seg_predictions(path, list("abcd"), prob, np.zeros(4))
+    assert read_seg_statistics(path, np.arange(4)) is None
+    got = _statistics_of(path, np.arange(4))
+    want = seg_statistics(stored_probabilities(prob))
+    for key, value in want.items():
+        np.testing.assert_array_equal(got[key], value)
