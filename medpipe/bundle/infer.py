@@ -445,7 +445,8 @@ def _run(
                     total += stored
                     if bundle.uses_lgbm:
                         seg_folds[spec.name].append(
-                            (_statistics(stored[order]), out_fold["cls_prob"][order])
+                            # as predict: from the maps before quantisation
+                            (_statistics(out_fold["prob"][order]), out_fold["cls_prob"][order])
                         )
                     del stored
                 mean = total[order]
@@ -500,7 +501,8 @@ def _run(
 
 
 def _statistics(prob: np.ndarray) -> dict[str, np.ndarray]:
-    """:func:`~medpipe.fusion.features.seg_statistics` of stored maps, a chunk at a time."""
+    """:func:`~medpipe.fusion.features.seg_statistics` of one fold's maps, a chunk at a time
+    (predict computes them from the float16 maps before the file quantises them: so does this)."""
     from medpipe.fusion.features import seg_statistics
 
     parts = [seg_statistics(prob[sl]) for sl in _chunks(len(prob), _DECISION_CHUNK)] or [
