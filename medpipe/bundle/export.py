@@ -303,6 +303,8 @@ def export_bundle(
         atomic_write_text(_dumps(spec), layout.inference)
         atomic_write_text(_dumps(_metadata(spec, decision, found_versions)), layout.metadata)
         atomic_write_text(_license(), layout.license)
+        pinned = [f"{k}=={v}" for k, v in found_versions.items() if k != "python"]
+        atomic_write_text("\n".join(pinned) + "\n", layout.requirements)
         if selftest or formats:
             from medpipe.bundle.selftest import write_reference
 

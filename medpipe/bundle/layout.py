@@ -6,6 +6,7 @@
 ├── configs/inference.json    what infer runs: preprocessing, models, folds, weights, TTA
 ├── configs/decision.json     the run's decision (rule, triplet, ensemble weights), as written
 ├── configs/cv_summary.json   the run's CV summary
+├── configs/requirements.txt  the exporting environment's versions (name==version)
 ├── models/<task>/<model>/fold_<i>/weights_<k>.pt    each fold's weights (k: snapshots)
 │                                   network_<k>.{torchscript.pt,onnx}  with --format
 ├── fusion/                   LightGBM boosters (native text), their index, the embedding PCA
@@ -54,6 +55,11 @@ class BundleLayout:
     @property
     def decision(self) -> Path:
         return self.configs / "decision.json"
+
+    @property
+    def requirements(self) -> Path:
+        """``name==version`` of the packages the export ran with (pip install -r)."""
+        return self.configs / "requirements.txt"
 
     @property
     def cv(self) -> Path:

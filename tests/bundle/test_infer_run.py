@@ -165,6 +165,8 @@ def test_export_writes_a_monai_style_bundle_without_patient_ids(bundle, run_dir)
     image = metadata["network_data_format"]["inputs"]["image"]
     assert image["num_channels"] == 1 and image["spatial_shape"] == [64, 64]
     assert metadata["pytorch_version"] and metadata["numpy_version"]
+    pins = layout.requirements.read_text().split()
+    assert f"torch=={metadata['pytorch_version']}" in pins
     assert sorted(p.name for p in (bundle / "models").iterdir()) == ["gate", "segment"]
     listed = json.loads(layout.manifest.read_text())["files"]
     on_disk = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()} - {
