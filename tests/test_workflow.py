@@ -270,3 +270,35 @@ def test_cv_json_records_each_gates_oof_auc_for_reproduce_md(stage):
     y = folds.set_index("image_id").loc[probs["image_id"], "has_finding"].to_numpy()
     assert cv["gates"]["cls"]["auc"] == pytest.approx(roc_auc_score(y, probs["cls"]))
     assert _cv_of(cv, "gate", "cls").startswith("OOF AUC ")  # was always "n/a"
+
+
+def test_the_nested_cv_chooses_each_folds_ensemble_weights_without_that_fold(stage):
+    """A second U-Net, noise on fold 0 and perfect on fold 1 (where the first misses two
+    images): the weights that score fold 0 are chosen on fold 1 (and favour it), those that
+    score fold 1 on fold 0 (and shun it)."""
+    from medpipe.layout import read_folds, write_seg_predictions
+
+    config, run = stage
+    config = copy.deepcopy(config)
+    config["segmentation"]["models"]["unet2"] = dict(config["segmentation"]["models"]["unet"])
+    masks = np.load(run / "data" / "train_masks_32.npy")
+    folds = read_folds(run / "data" / "folds.csv")
+    rng = np.random.default_rng(5)
+    for f in (0, 1):
+        own = (folds["fold"] == f).to_numpy()
+        good = masks[own] * 0.9 if f == 1 else rng.random(masks[own].shape)
+        d = run / "stage1" / "segment" / "unet2" / f"fold{f}"
+        d.mkdir(parents=True)
+        ids = folds["image_id"].to_numpy()[own]
+        write_seg_predictions(d / "oof.npz", ids, good, np.full(own.sum(), np.nan))
+        write_seg_predictions(
+            d / "test.npz", TEST_IDS, np.full((6, 32, 32), 0.1), np.full(6, np.nan)
+        )
+    run_thresholds(config, run / "data", run / "stage1")
+    cv = json.loads((run / "stage1" / "cv.json").read_text())
+    by_fold = cv["weights_by_fold"]
+    assert set(by_fold) == {"0", "1"}
+    assert by_fold["0"]["unet2"] > by_fold["0"]["unet"]  # chosen on fold 1: unet2 is perfect
+    assert by_fold["1"]["unet2"] < by_fold["1"]["unet"]  # chosen on fold 0: unet2 is noise
+    assert by_fold["0"] != cv["weights"] or by_fold["1"] != cv["weights"]
+    assert 0 <= cv["nested"]["ensemble"] <= 1

@@ -153,6 +153,28 @@ def ablation(
     )
 
 
+def _nest_weights(
+    result: dict[str, Any],
+    fold_tables: Mapping[int, DiceTables],
+    folds: np.ndarray,
+    name: str,
+    p: np.ndarray | None,
+    cls: Sequence[float],
+    conf: Sequence[float],
+) -> dict[str, Any]:
+    """``result`` with its nested score re-made from each outer fold's own blend."""
+    folds = np.asarray(folds)
+    missing = sorted(set(np.unique(folds).tolist()) - set(fold_tables))
+    if missing:
+        raise ValueError(f"ablation: fold_tables lacks the tables of folds {missing}")
+    per_image = np.zeros(len(folds))
+    for k, tables_k in fold_tables.items():
+        mine = folds == k
+        nested_k = search_rule(tables_k, _RULE_MODE[name], p, cls, conf, folds)
+        per_image[mine] = nested_k["_nested_per_image"][mine]
+    return {**result, "nested_score": float(per_image.mean()), "_nested_per_image": per_image}
+
+
 def ablation_of_tables(
     tables: DiceTables,
     model_tables: Mapping[str, DiceTables],
@@ -165,11 +187,17 @@ def ablation_of_tables(
     top_grid: Sequence[float] | None = None,
     confident_area_grid: Sequence[float] | None = None,
     rule: str = "auto",
+    fold_tables: Mapping[int, DiceTables] | None = None,
 ) -> dict[str, Any]:
     """:func:`ablation` from per-image tables (:func:`~medpipe.decision.search.dice_tables` of
     the blend, and of each model): what the thresholds step computes by streaming the OOF maps
     fold by fold, so its memory does not grow with them. ``top_grid`` must be the grid the
-    tables' confident-pixel counts were taken at."""
+    tables' confident-pixel counts were taken at.
+
+    ``fold_tables`` (outer fold -> tables of the blend whose weights were chosen without that
+    fold) nests the ensemble weights too: fold ``k``'s images are scored with its own blend and
+    the setting chosen on the other folds of that blend, so neither the weights nor the
+    thresholds that score an image have seen it."""
     cls = grid_values(cls_grid, "cls_grid")
     top = grid_values(top_grid if top_grid is not None else cls, "top_grid")
     conf = grid_values(
@@ -203,6 +231,8 @@ def ablation_of_tables(
     results = {}
     for name, p in p_of.items():
         results[name] = search_rule(tables, _RULE_MODE[name], p, cls, conf, folds)
+        if fold_tables and folds is not None:
+            results[name] = _nest_weights(results[name], fold_tables, folds, name, p, cls, conf)
         record(name, results[name], out, nested)
         triplets[name] = {
             k: v for k, v in results[name].items() if not k.startswith("_") and k != "nested_score"

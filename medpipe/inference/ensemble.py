@@ -442,14 +442,15 @@ def _array_chunks(probs: Mapping[str, np.ndarray], truths: np.ndarray) -> Chunks
     return chunks
 
 
-def _blend_score(
+def _blend_dice(
     chunks: Chunks,
     n: int,
     weights: Mapping[str, float],
     keep_image: np.ndarray | None,
     pixel_grid: Sequence[float],
-) -> float:
-    """Competition metric of the blend at its best pixel threshold (no min-area filtering)."""
+) -> np.ndarray:
+    """Per-image Dice of the blend at each pixel threshold ``(n, len(pixel_grid))`` (no
+    min-area filtering; images below the gate empty): one pass over the chunks."""
     dice = np.zeros((n, len(pixel_grid)))
     empty = np.zeros(n, dtype=bool)
     for rows, probs, truth in chunks():
@@ -465,7 +466,7 @@ def _blend_score(
             dice[rows, k] = np.where(total == 0, 1.0, 2.0 * inter / np.maximum(total, 1))
     if keep_image is not None:
         dice[~keep_image] = empty[~keep_image, None]
-    return float(dice.mean(axis=0).max())
+    return dice
 
 
 def optimise_weights(
@@ -505,6 +506,8 @@ def optimise_weights_of(
     weight_grid: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
     rounds: int = 2,
     margin: float = 0.002,
+    select: np.ndarray | None = None,
+    cache: dict | None = None,
 ) -> dict[str, float]:
     """Model weights that maximise the OOF competition metric, by coordinate search, over
     streamed chunks (``OofMaps.chunks``): each blend scored is one pass over the OOF files, so
@@ -513,21 +516,29 @@ def optimise_weights_of(
     Each round tries every ``weight_grid`` value for one model at a time (others fixed) and keeps
     the best; a blend is scored at its best ``pixel_threshold`` and, with ``p_finding``, with
     images below ``cls_threshold`` predicted empty. Equal weights are returned unless the search
-    beats them by ``margin``.
+    beats them by ``margin``. ``select`` (a boolean per image) scores only those images: the
+    nested CV chooses each outer fold's weights on the other folds. Searches that pass the same
+    ``cache`` (and the same chunks, ``p_finding`` and grids) share the blends' per-image Dice, so
+    the searches of every fold cost about the passes of one.
     """
     names = list(names)
     equal = {n: 1.0 / len(names) for n in names}
     if len(names) == 1:
         return equal
     keep = None if p_finding is None else np.asarray(p_finding, dtype=np.float64) >= cls_threshold
-    cache: dict[tuple[float, ...], float] = {}
+    cache = {} if cache is None else cache
+    chosen_rows = np.ones(n_images, bool) if select is None else np.asarray(select, bool)
+    if len(chosen_rows) != n_images or not chosen_rows.any():
+        raise ValueError(f"optimise_weights: select must mark some of the {n_images} images")
+    scored: set[tuple[float, ...]] = set()
 
     def score(weights: Mapping[str, float]) -> float:
         w = _normalised(weights, names)
         key = tuple(round(w[n], 9) for n in names)
         if key not in cache:
-            cache[key] = _blend_score(chunks, n_images, w, keep, pixel_grid)
-        return cache[key]
+            cache[key] = _blend_dice(chunks, n_images, w, keep, pixel_grid)
+        scored.add(key)
+        return float(cache[key][chosen_rows].mean(axis=0).max())
 
     base = score(equal)
     current = {n: max(weight_grid) for n in names}
@@ -545,11 +556,12 @@ def optimise_weights_of(
             break
     chosen = _normalised(current, names)
     log.info(
-        "optimise_weights: equal %.4f, best %.4f with %s (%d blends scored)",
+        "optimise_weights: equal %.4f, best %.4f with %s (%d blends scored, %d images)",
         base,
         best,
         chosen,
-        len(cache),
+        len(scored),
+        int(chosen_rows.sum()),
     )
     if best < base + margin:
         return equal

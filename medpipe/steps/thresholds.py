@@ -84,9 +84,18 @@ def run_thresholds(
         values_for(ids, read_fused(stage.fused("oof")), "p_finding") if cfg.fusion_enabled else None
     )
     p_gate = values_for(ids, gate_mean(gate, "oof", folds), "p_finding") if gate else None
+    fold_of = values_for(ids, folds, "fold").astype(int)
     # The rule is chosen on the blend, so the weights come first (gated by LightGBM, if any).
+    # The nested CV chooses them again for each outer fold on the other folds only; the
+    # searches share their blends' per-image Dice (one pass per blend, whatever the folds).
+    fold_weights: dict[int, dict[str, float]] = {}
     if post.get("optimise_weights", True) and len(models) > 1:
-        weights = optimise_weights_of(oof.chunks, models, len(oof), p_finding=p_fused)
+        shared: dict = {}
+        weights = optimise_weights_of(oof.chunks, models, len(oof), p_finding=p_fused, cache=shared)
+        for k in sorted(set(fold_of.tolist())):
+            fold_weights[k] = optimise_weights_of(
+                oof.chunks, models, len(oof), p_finding=p_fused, select=fold_of != k, cache=shared
+            )
     else:
         weights = {m: 1.0 / len(models) for m in models}
     top = grids["cls_grid"]  # the area rule's top-score grid (ablation's default)
@@ -96,13 +105,20 @@ def run_thresholds(
         return dice_tables_streamed(chunks, len(oof), grids["pixel_grid"], grids["area_grid"], top)
 
     tables = tables_of(lambda probs: blend(probs, weights))
+    # each outer fold's blend: one more pass per distinct set of weights
+    by_weights = {tuple(sorted(weights.items())): tables}
+    fold_tables = {}
+    for k, w in fold_weights.items():
+        key = tuple(sorted(w.items()))
+        if key not in by_weights:
+            by_weights[key] = tables_of(lambda probs, w=w: blend(probs, w))
+        fold_tables[k] = by_weights[key]
     # one model: its own tables are the blend's (weight 1: the same float32 values)
     model_tables = (
         {models[0]: tables}
         if len(models) == 1
         else {m: tables_of(lambda probs, m=m: probs[m]) for m in models}
     )
-    fold_of = values_for(ids, folds, "fold").astype(int)
     cv = ablation_of_tables(
         tables,
         model_tables,
@@ -112,11 +128,14 @@ def run_thresholds(
         p_fused=p_fused,
         folds=fold_of,
         rule=rule,
+        fold_tables=fold_tables or None,
     )
     best = cv.pop("decision")
     plot_heatmap(best, stage.heatmap)
     cv["n_images"] = len(ids)
     cv["weights"] = weights
+    if fold_weights:  # the nested scores' weights, each chosen without its outer fold
+        cv["weights_by_fold"] = {str(k): w for k, w in fold_weights.items()}
     if gate:
         cv["gates"] = gate_aucs(gate, folds)
     decision = {k: v for k, v in best.items() if k != "grid"}

@@ -199,3 +199,35 @@ def test_streamed_test_maps_are_the_in_memory_fold_means(tmp_path: Path) -> None
     )
     with pytest.raises(ValueError, match="test image ids differ"):
         TestMaps({"c": other})
+
+
+def test_a_weight_search_on_selected_images_ignores_the_others() -> None:
+    """``select``: the nested CV's search for one outer fold never looks at that fold."""
+    from medpipe.inference.ensemble import _array_chunks, optimise_weights_of
+
+    truths, good, bad = _truths_and_models()
+    select = np.arange(len(truths)) < 30
+    probs = {"good": good, "bad": bad}
+    chosen = optimise_weights_of(_array_chunks(probs, truths), ["good", "bad"], 40, select=select)
+    # swap the two models on the unselected images only: the choice must not move
+    swapped = {"good": good.copy(), "bad": bad.copy()}
+    swapped["good"][~select], swapped["bad"][~select] = bad[~select], good[~select]
+    cache: dict = {}
+    again = optimise_weights_of(
+        _array_chunks(swapped, truths), ["good", "bad"], 40, select=select, cache=cache
+    )
+    assert again == chosen and chosen["good"] > chosen["bad"]
+    # the cache holds every scored blend's per-image Dice: a second search reuses them
+    passes = []
+    chunks = _array_chunks(swapped, truths)
+
+    def counted():
+        passes.append(1)
+        yield from chunks()
+
+    optimise_weights_of(counted, ["good", "bad"], 40, select=select, cache=cache)
+    assert passes == []
+    with pytest.raises(ValueError, match="select must mark"):
+        optimise_weights_of(
+            _array_chunks(probs, truths), ["good", "bad"], 40, select=~np.ones(40, bool)
+        )
