@@ -105,6 +105,18 @@ def cmd_reproduce_doc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_choose_variants(args: argparse.Namespace) -> int:
+    from medpipe.steps.variants import choose_variants
+
+    choice = choose_variants(_load(args), args.data_dir, args.stage_dir)
+    for model, row in choice.items():
+        print(
+            f"choose-variants: {model}: retrained {row['retrained']['cv']:.4f}, kept "
+            f"{row['kept']['cv']:.4f} ({row['kept']['measure']}) -> {row['choice']}"
+        )
+    return 0
+
+
 def cmd_verify_reproduction(args: argparse.Namespace) -> int:
     import tempfile
 
@@ -149,6 +161,17 @@ def register(add, config_arg, command) -> None:
     p.add_argument("--meta", required=True)
     p.add_argument("--out", required=True)
     command("stage2-folds")(cmd_stage2_folds)
+
+    p = add(
+        "choose-variants",
+        "Stage 2, retrain: auto: keep per model the retrained or the stage-1 weights, by CV.",
+        f"medpipe choose-variants --config {RUN_EXAMPLE.resolved_config} "
+        f"--data-dir {RUN_EXAMPLE.data_dir(2)} --stage-dir {RUN_EXAMPLE.stage_dir(2)}",
+    )
+    config_arg(p)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--stage-dir", required=True)
+    command("choose-variants")(cmd_choose_variants)
 
     p = add(
         "reproduce-doc",

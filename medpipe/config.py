@@ -28,7 +28,19 @@ __all__ = [
     "configfiles_as_typed",
     "write_yaml_atomic",
     "drop_removed_models",
+    "KEPT",
+    "base_model",
 ]
+
+# Stage 2 with ``retrain: auto``: the kept variant of a model (its stage-1 weights predicting the
+# stage-2 folds) is the model ``<name>@kept``, beside the retrained ``<name>``.
+KEPT = "@kept"
+
+
+def base_model(name: str) -> str:
+    """The config block a model variant (``<name>@kept``, ``<name>@pl1``) comes from."""
+    return str(name).split("@", 1)[0]
+
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "configs" / "schema.yaml"
 
@@ -157,6 +169,7 @@ def model_config(config: Mapping[str, Any], task: str, name: str) -> dict[str, A
 
     section = config_section(task)
     models = config.get(section, {}).get("models", {}) or {}
+    name = base_model(name)
     if name not in models:
         known = ", ".join(sorted(models)) or "none"
         raise ConfigError(f"{section}.models.{name}: no such model in the config (known: {known})")
@@ -318,14 +331,38 @@ class RunConfig:
     def postprocess(self) -> Mapping[str, Any]:
         return self.section("postprocess")
 
+    def retrain_setting(self, model: str) -> bool | str:
+        """Stage 2's ``retrain.<model>``: ``True``, ``False`` or ``"auto"``."""
+        value = (self.section("stage2").get("retrain") or {}).get(base_model(model), False)
+        return "auto" if value == "auto" else bool(value)
+
     def retrained(self, model: str) -> bool:
-        """Stage 2: whether ``model`` is trained again on the released labels."""
-        return bool((self.section("stage2").get("retrain") or {}).get(model, False))
+        """Stage 2: whether ``model`` is trained again on the released labels (``auto`` trains
+        it too; its ``@kept`` variant is the stage-1 weights)."""
+        return not str(model).endswith(KEPT) and bool(self.retrain_setting(model))
+
+    def auto_models(self, task: str) -> list[str]:
+        """Stage 2's models with ``retrain: auto``: both variants predict, the CV chooses."""
+        if self.stage != 2:
+            return []
+        return [m for m in self.models(task) if self.retrain_setting(m) == "auto"]
 
     def fold_dirs(self, stage: int, task: str) -> dict[str, list]:
         """``{model: [FoldDir]}`` of a task's trained folds in a stage, in config order."""
         return {m: self.layout.folds_of(stage, task, m, self.folds) for m in self.models(task)}
 
+    def variant_dirs(self, stage: int, task: str) -> dict[str, list]:
+        """:meth:`fold_dirs` plus, in stage 2, each ``auto`` model's ``@kept`` variant: every
+        prediction the stage makes (the DAG's inputs; the steps read the chosen variant)."""
+        dirs = self.fold_dirs(stage, task)
+        if int(stage) == 2:
+            for m in self.auto_models(task):
+                dirs[m + KEPT] = self.layout.folds_of(stage, task, m + KEPT, self.folds)
+        return dirs
+
     def trained_fold(self, stage: int, task: str, model: str, fold: int):
         """The fold whose weights ``stage`` predicts with (stage 2 keeps stage 1's unless retrained)."""
-        return self.layout.trained_fold(stage, task, model, fold, self.retrained(model))
+        retrained = self.retrained(model)
+        return self.layout.trained_fold(
+            stage, task, model if retrained else base_model(model), fold, retrained
+        )

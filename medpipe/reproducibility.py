@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -22,10 +23,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from medpipe.config import RunConfig
+from medpipe.config import KEPT, RunConfig
 from medpipe.guards import redact_config
 from medpipe.io.atomic import atomic_write_text
-from medpipe.layout import TASKS, InputLayout, RunLayout, test_split
+from medpipe.layout import TASKS, InputLayout, RunLayout, read_retrain_choice, test_split
 
 __all__ = [
     "sha256_file",
@@ -143,15 +144,17 @@ def checkpoints_used(
 ) -> list[dict[str, Any]]:
     """Every fold checkpoint a stage predicts with: its own where retrained, stage 1's where kept."""
     cfg = RunConfig({**config, "run_dir": str(run_dir)})
+    chosen = _chosen_variants(cfg, run_dir) if stage == 2 else {}
     rows = []
     for task in TASKS:
         for model in cfg.models(task):
             snapshots = int(cfg.models(task)[model].get("snapshots", 0) or 0) > 0
+            name = chosen.get(model, model)  # retrain: auto: the variant the stage kept
             for fold in cfg.folds:
-                trained = cfg.trained_fold(stage, task, model, fold)
+                trained = cfg.trained_fold(stage, task, name, fold)
                 row = {
                     "task": task,
-                    "model": model,
+                    "model": name,
                     "fold": fold,
                     **_hashed(trained.checkpoint, run_dir),
                 }
@@ -159,6 +162,28 @@ def checkpoints_used(
                     row["snapshots"] = [_hashed(p, run_dir) for p in trained.snapshots()]
                 rows.append(row)
     return rows
+
+
+def _chosen_variants(cfg: RunConfig, run_dir: str | Path) -> dict[str, str]:
+    """``retrain: auto`` models whose stage-1 weights were kept -> their ``@kept`` variant."""
+    path = RunLayout(run_dir).stage(2).retrain_choice
+    if not any(cfg.auto_models(t) for t in TASKS) or not path.is_file():
+        return {}
+    return {m: m + KEPT for m, row in read_retrain_choice(path).items() if row["choice"] == "kept"}
+
+
+def _decision_text(view: RunConfig, model: str, choice: Mapping[str, Any]) -> str:
+    setting = view.retrain_setting(model)
+    if setting != "auto":
+        return "retrained" if setting else "kept (stage-1 checkpoints)"
+    row = choice.get(model)
+    if row is None:
+        return "auto: not chosen yet"
+    kept = "kept (stage-1 checkpoints)" if row["choice"] == "kept" else "retrained"
+    return (
+        f"auto: {kept}; retrained {row['retrained']['cv']:.4f} vs kept {row['kept']['cv']:.4f} "
+        f"({row['kept']['measure']}, the same stage-2 validation images)"
+    )
 
 
 def _hashed(path: Path, run_dir: str | Path) -> dict[str, str]:
@@ -252,13 +277,15 @@ def write_reproduce_doc(
     cfg_yaml = yaml.safe_dump(redact_config(config), sort_keys=True)  # no salt in reports
 
     decisions = []
+    choice_path = run.stage(2).retrain_choice
+    choice = read_retrain_choice(choice_path) if choice_path.is_file() else {}
     for task in TASKS:
         for model in RunConfig(config).models(task):
             decisions.append(
                 [
                     model,
                     task,
-                    "retrained" if view.retrained(model) else "kept (stage-1 checkpoints)",
+                    _decision_text(view, model, choice),
                     _cv_of(cv1, task, model),
                     _cv_of(cv2, task, model),
                 ]
@@ -368,6 +395,9 @@ def verify_reproduction(
     data_dir = run.data_dir(2)
     stage = work.stage(2)
     stage_dir = stage.dir
+    if run.stage(2).retrain_choice.is_file():  # retrain: auto: the same variants are read
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run.stage(2).retrain_choice, stage.retrain_choice)
     for row in manifest["checkpoints"]:
         out = stage.fold_dir(row["task"], row["model"], int(row["fold"]))
         predict_fold(

@@ -7,7 +7,7 @@ import os
 import sys
 
 from medpipe.code_inputs import code_inputs
-from medpipe.config import RunConfig, configfiles_as_typed, write_yaml_atomic
+from medpipe.config import KEPT, RunConfig, base_model, configfiles_as_typed, write_yaml_atomic
 from medpipe.guards import redact_config
 from medpipe.layout import GATE, SEGMENT, FoldDir, test_split
 from medpipe.plan import data_size, step_needs
@@ -100,7 +100,7 @@ def path(p):
 
 wildcard_constraints:
     fold=r"\d+",
-    model=r"[A-Za-z0-9_-]+",
+    model=r"[A-Za-z0-9_-]+(@[a-z0-9]+)?",  # a variant: <model>@kept (stage 2, retrain: auto)
     stage=r"[12]",
 
 
@@ -114,7 +114,7 @@ def training_inputs(wildcards):
 
 
 def model_block(task):
-    return lambda wildcards: CFG.models(task)[wildcards.model]
+    return lambda wildcards: CFG.models(task)[base_model(wildcards.model)]
 
 
 def fold_dir(task):
@@ -133,12 +133,27 @@ def trained_checkpoint(task):
 
 
 def fold_predictions(stage, which, tasks=(SEGMENT, GATE)):
-    """Every model x fold prediction file (``oof`` or ``test``) of a stage."""
-    return [
+    """Every model x fold prediction file (``oof`` or ``test``) of a stage: with ``retrain:
+    auto`` both variants and the choice between them (the steps read the chosen one)."""
+    files = [
         path(d.predictions(which))
         for task in tasks
-        for dirs in CFG.fold_dirs(int(stage), task).values()
+        for dirs in CFG.variant_dirs(int(stage), task).values()
         for d in dirs
+    ]
+    if int(stage) == 2 and any(CFG.auto_models(t) for t in tasks):
+        files.append(path(LAYOUT.stage(2).retrain_choice))
+    return files
+
+
+def variant_oof(wildcards):
+    """The OOF predictions of both variants of every ``retrain: auto`` model (stage 2)."""
+    return [
+        path(d.predictions("oof"))
+        for task in (SEGMENT, GATE)
+        for m in CFG.auto_models(task)
+        for name in (m, m + KEPT)
+        for d in LAYOUT.folds_of(2, task, name, FOLDS)
     ]
 
 

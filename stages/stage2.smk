@@ -62,6 +62,29 @@ rule make_folds_stage2:
         "medpipe stage2-folds --folds {input.folds:q} --meta {input.meta:q} --out {output:q} > {log:q} 2>&1"
 
 
+rule choose_variants:
+    """retrain: auto: per model, the retrained or the stage-1 weights, whichever CV is better."""
+    input:
+        meta=path(LAYOUT.meta(2)),
+        folds=path(LAYOUT.folds(2)),
+        oof=variant_oof,
+        code=code("medpipe.steps.variants"),
+    output:
+        path(LAYOUT.stage(2).retrain_choice),
+    params:
+        retrain=CFG.section("stage2").get("retrain", {}),
+        data=data_dir(2),
+        stage_dir=path(LAYOUT.stage(2).dir),
+    log:
+        path(LAYOUT.log("choose_variants", stage=2)),
+    resources:
+        mem_mb=NEEDS["thresholds"].request_mb,
+        runtime=NEEDS["thresholds"].runtime_min,
+    shell:
+        "medpipe choose-variants --config {CONFIG_FILE:q} --data-dir {params.data:q} "
+        "--stage-dir {params.stage_dir:q} > {log:q} 2>&1"
+
+
 rule reproduce_doc:
     """REPRODUCE.md: hardware, versions, git state, hashes, retrain decisions, wall times."""
     input:

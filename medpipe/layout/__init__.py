@@ -15,12 +15,14 @@ from medpipe.layout.artifacts import (
     read_meta,
     read_prediction_ids,
     read_quarantine,
+    read_retrain_choice,
     read_seg_predictions,
     read_seg_statistics,
     read_table,
     seg_prediction_ids,
     stored_probabilities,
     write_gate_predictions,
+    write_retrain_choice,
     write_seg_predictions,
 )
 from medpipe.layout.decision import Decision, dumps, read_decision, write_decision
@@ -70,6 +72,8 @@ __all__ = [
     "read_meta",
     "read_prediction_ids",
     "read_quarantine",
+    "read_retrain_choice",
+    "write_retrain_choice",
     "read_seg_predictions",
     "read_seg_statistics",
     "read_table",

@@ -38,6 +38,8 @@ __all__ = [
     "read_features",
     "read_fused",
     "identify_test_set",
+    "read_retrain_choice",
+    "write_retrain_choice",
 ]
 
 # The id-like columns of every medpipe table: strings, whatever they look like.
@@ -379,3 +381,30 @@ def identify_test_set(
         ):
             sizes.setdefault(str(i), (int(h), int(w)))
     return sizes
+
+
+def write_retrain_choice(path: str | Path, choice: Mapping[str, Mapping]) -> None:
+    """``{model: {"task", "retrained": {...}, "kept": {...}, "choice": "retrained"|"kept"}}``."""
+    import json
+
+    from medpipe.io.atomic import atomic_write_text
+
+    atomic_write_text(json.dumps(dict(choice), indent=2, sort_keys=True) + "\n", path)
+
+
+def read_retrain_choice(path: str | Path) -> dict[str, dict]:
+    """The stage-2 variant choice of each ``retrain: auto`` model (rule choose_variants)."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the retrain choice (rule choose_variants) is not there")
+    choice = json.loads(path.read_text())
+    bad = {
+        m: c.get("choice")
+        for m, c in choice.items()
+        if c.get("choice") not in ("retrained", "kept")
+    }
+    if bad:
+        raise ValueError(f"{path}: choice must be retrained or kept, not {bad}")
+    return choice

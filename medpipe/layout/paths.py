@@ -221,6 +221,11 @@ class StageLayout:
         return self.dir / "cv.json"
 
     @property
+    def retrain_choice(self) -> Path:
+        """Stage 2, ``retrain: auto``: each such model's two CVs and the variant kept."""
+        return self.dir / "retrain_choice.json"
+
+    @property
     def submission(self) -> Path:
         return self.dir / "submission.csv"
 

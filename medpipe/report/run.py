@@ -85,7 +85,10 @@ class RunFiles:
         return self.view.model_names(task)
 
     def fold_dirs(self, task: str, stage: int | None = None) -> dict[str, list[FoldDir]]:
-        return self.view.fold_dirs(self.stage if stage is None else stage, task)
+        """The folds the stage's decisions read (with ``retrain: auto``, the chosen variant)."""
+        from medpipe.steps.pool import fold_dirs
+
+        return fold_dirs(self.config, self.stage_dir(stage), task)
 
     def training_dirs(self, task: str, stage: int | None = None) -> dict[str, list[FoldDir]]:
         """Where each model's folds were trained (``metrics.json``, ``log.csv``): a model kept in

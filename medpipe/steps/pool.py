@@ -8,8 +8,17 @@ from typing import Any
 
 import pandas as pd
 
-from medpipe.config import RunConfig
-from medpipe.layout import GATE, Decision, FoldDir, StageLayout, data_files, read_folds, read_fused
+from medpipe.config import KEPT, RunConfig
+from medpipe.layout import (
+    GATE,
+    Decision,
+    FoldDir,
+    StageLayout,
+    data_files,
+    read_folds,
+    read_fused,
+    read_retrain_choice,
+)
 
 __all__ = ["fold_dirs", "oof_pool", "gate_mean", "finding_probabilities"]
 
@@ -17,10 +26,25 @@ __all__ = ["fold_dirs", "oof_pool", "gate_mean", "finding_probabilities"]
 def fold_dirs(
     config: Mapping[str, Any], stage_dir: str | Path, task: str
 ) -> dict[str, list[FoldDir]]:
-    """``{model: [FoldDir]}`` of one task's trained folds in the stage folder ``stage_dir``."""
+    """``{model: [FoldDir]}`` of one task's trained folds in the stage folder ``stage_dir``.
+
+    A ``retrain: auto`` model whose ``@kept`` variant predicted in this stage folder is read
+    from the variant ``retrain_choice.json`` kept (rule choose_variants), under its own name.
+    """
     cfg = RunConfig(config)
     stage = StageLayout(stage_dir)
-    return {m: stage.folds_of(task, m, cfg.folds) for m in cfg.models(task)}
+    dirs = {m: stage.folds_of(task, m, cfg.folds) for m in cfg.models(task)}
+    auto = [m for m in cfg.auto_models(task) if stage.model_dir(task, m + KEPT).is_dir()]
+    if auto:
+        choice = read_retrain_choice(stage.retrain_choice)
+        for m in auto:
+            if m not in choice:
+                raise ValueError(
+                    f"{stage.retrain_choice}: no choice for {m}: rerun choose_variants"
+                )
+            if choice[m]["choice"] == "kept":
+                dirs[m] = stage.folds_of(task, m + KEPT, cfg.folds)
+    return dirs
 
 
 def oof_pool(data_dir: str | Path, config: Mapping[str, Any]) -> pd.DataFrame:

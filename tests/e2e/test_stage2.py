@@ -163,3 +163,32 @@ def test_verify_retrain_names_the_fold_whose_weights_differ(stage2_run, tmp_path
         0
     ].startswith("--retrain needs deterministic: true")
     assert "trained folds" in verify_retrain(config, copy, 7, tmp_path / "w3")[0]
+
+
+def test_retrain_auto_keeps_the_variant_with_the_better_stage2_cv(stage2_run):
+    """configs/stage2.yaml: unet_regnetx is `auto`: both variants predicted the same stage-2
+    folds, the choice follows their CVs, and thresholds, the manifest and REPRODUCE.md use it."""
+    from medpipe.config import load_config
+    from medpipe.layout import RunLayout
+    from medpipe.steps.variants import variant_cv
+
+    run = stage2_run / "runs/tiny"
+    stage = run / "stage2"
+    choice = json.loads((stage / "retrain_choice.json").read_text())
+    row = choice["unet_regnetx"]
+    expected = "kept" if row["kept"]["cv"] > row["retrained"]["cv"] else "retrained"
+    assert row["choice"] == expected
+    config = load_config([str(run / "config.resolved.yaml")])
+    layout = RunLayout(run)
+    for variant, name in (("retrained", "unet_regnetx"), ("kept", "unet_regnetx@kept")):
+        dirs = layout.folds_of(2, "segment", name, [0, 1])
+        assert all(d.oof.is_file() and d.test.is_file() for d in dirs)
+        again = variant_cv(config, layout.data_dir(2), "segment", dirs)
+        assert again["cv"] == pytest.approx(row[variant]["cv"])
+    cv2 = json.loads((stage / "cv.json").read_text())
+    assert cv2["models"]["unet_regnetx"]["seg_only"] == pytest.approx(row[expected]["oof"])
+    manifest = json.loads((stage / "reproduce.json").read_text())
+    used = {r["model"] for r in manifest["checkpoints"] if r["task"] == "segment"}
+    assert used == {"unet_regnetx@kept" if expected == "kept" else "unet_regnetx"}
+    doc = (stage / "REPRODUCE.md").read_text()
+    assert f"retrained {row['retrained']['cv']:.4f} vs kept {row['kept']['cv']:.4f}" in doc
