@@ -16,7 +16,14 @@ from medpipe.report.figures import new_figure, tile_grid
 from medpipe.report.html import Section, figure_png
 from medpipe.report.run import RunFiles, Unavailable, guarded
 
-__all__ = ["classify", "FoldPrediction", "fold_predictions", "pick_cases", "add_cases_section"]
+__all__ = [
+    "classify",
+    "FoldPrediction",
+    "fold_predictions",
+    "pick_cases",
+    "hold_picks",
+    "add_cases_section",
+]
 
 KINDS = {
     "best_tp": "true positives, best dice",
@@ -101,6 +108,16 @@ def pick_cases(scores: pd.DataFrame, n: int) -> dict[str, pd.DataFrame]:
     }
 
 
+def hold_picks(held: pd.DataFrame, scores: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The rows of ``held`` and ``scores`` that some gallery of :func:`pick_cases` picks.
+
+    Folded over chunks of scores it ends with rows whose picks are those of all the scores.
+    """
+    pool = pd.concat([held, scores], ignore_index=True)
+    wanted = {i for rows in pick_cases(pool, n).values() for i in rows["image_id"]}
+    return pool[pool["image_id"].isin(wanted)].reset_index(drop=True)
+
+
 def _images(run: RunFiles, ids: list[str]) -> dict[str, np.ndarray]:
     from medpipe.data.cache import open_images
     from medpipe.data.dataset import training_rows
@@ -144,19 +161,26 @@ def _scatter(run: RunFiles, section: Section, scores: pd.DataFrame) -> None:
 
 
 def _cases(run: RunFiles, section: Section, n: int) -> None:
+    # The galleries' picks, kept as a running selection: after each chunk only the images that
+    # the picks of (held so far + this chunk) name stay held, so memory is a few dozen maps
+    # whatever the number of chunks. An image dropped once can never be picked later: each
+    # gallery ranks by one score, and n held images already outrank it.
     kept: dict[str, dict] = {}
+    held = pd.DataFrame()
     all_scores = []
     for fp in fold_predictions(run):
         all_scores.append(fp.scores)
+        held = hold_picks(held, fp.scores, n)
+        wanted = set(held["image_id"])
         index = {i: k for k, i in enumerate(fp.ids)}
-        for rows in pick_cases(fp.scores, n).values():
-            for image_id in rows["image_id"]:
-                k = index[image_id]
-                kept[image_id] = {
-                    "prob": fp.prob[k].copy(),
-                    "pred": fp.pred[k].copy(),
-                    "truth": fp.truth[k].copy(),
-                }
+        for image_id in wanted - set(kept):
+            k = index[image_id]
+            kept[image_id] = {
+                "prob": fp.prob[k].copy(),
+                "pred": fp.pred[k].copy(),
+                "truth": fp.truth[k].copy(),
+            }
+        kept = {i: v for i, v in kept.items() if i in wanted}
     if not all_scores:
         raise Unavailable("no OOF images")
     scores = pd.concat(all_scores, ignore_index=True)
@@ -171,7 +195,7 @@ def _cases(run: RunFiles, section: Section, n: int) -> None:
     )
     section.table(summary.rename(columns={"mean_dice": "mean dice"}))
     _scatter(run, section, scores)
-    picks = pick_cases(scores, n)
+    picks = pick_cases(held, n)  # the same rows as pick_cases(scores, n), from what is held
     images = _images(run, [i for rows in picks.values() for i in rows["image_id"]])
     for kind, rows in picks.items():
         section.heading(KINDS[kind])

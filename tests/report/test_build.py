@@ -113,6 +113,34 @@ def test_classify_and_pick_cases():
     assert picks["fn"]["image_id"].tolist() == ["f"]
 
 
+def test_picks_held_chunk_by_chunk_are_the_picks_of_all_images():
+    """The report keeps only the held picks' maps between chunks: it must lose no pick."""
+    from medpipe.report.cases import hold_picks
+
+    rng = np.random.default_rng(4)
+    for trial in range(20):
+        n_images = int(rng.integers(5, 300))
+        truth = rng.integers(0, 3, n_images) * rng.integers(1, 500, n_images)
+        pred = rng.integers(0, 3, n_images) * rng.integers(1, 500, n_images)
+        scores = pd.DataFrame(
+            {
+                "image_id": [f"{trial}.{k:04d}" for k in rng.permutation(n_images)],
+                "kind": classify(pred, truth),
+                "dice": np.round(rng.random(n_images), 2),  # ties happen
+                "pred_area": pred,
+                "truth_area": truth,
+                "max_prob": np.round(rng.random(n_images), 1),
+            }
+        )
+        held = pd.DataFrame()
+        for chunk in np.array_split(np.arange(n_images), int(rng.integers(1, 12))):
+            held = hold_picks(held, scores.iloc[chunk], 3)
+        assert len(held) <= 4 * 3
+        want, got = pick_cases(scores, 3), pick_cases(held, 3)
+        for kind in want:
+            assert got[kind]["image_id"].tolist() == want[kind]["image_id"].tolist(), kind
+
+
 def test_calibration_bins_of_a_calibrated_classifier_sit_on_the_diagonal():
     rng = np.random.default_rng(0)
     p = rng.random(20000)
