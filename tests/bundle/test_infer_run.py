@@ -234,6 +234,7 @@ def test_clear_errors_and_nothing_half_written(bundle, tmp_path):
     assert quarantined["source"].tolist() == ["report.txt"]
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 def test_deployment_formats_match_pytorch_and_onnx_infers(run_dir, test_dicoms, tmp_path):
     """TorchScript and ONNX copies are checked at export; infer runs from the ONNX files."""
     import torch
