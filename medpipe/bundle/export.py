@@ -132,24 +132,28 @@ def _copy(src: Path, dest: Path, what: str) -> None:
 
 
 def _models(run: RunLayout, cfg, stage: int, tasks: Sequence[str], layout: BundleLayout) -> dict:
+    """Each model's config block and fold weights: the weights of the folds whose predictions the
+    stage's submit read (:func:`medpipe.steps.pool.fold_dirs`: in stage 2, a ``retrain: auto``
+    model's kept variant has stage 1's weights)."""
     from medpipe.config import model_config
     from medpipe.inference.predict import checkpoints_to_average
+    from medpipe.steps.pool import fold_dirs
 
     out: dict[str, dict[str, Any]] = {}
     for task in tasks:
         out[task] = {}
-        for name in cfg.models(task):
+        for name, predicted in fold_dirs(cfg.raw, run.stage_dir(stage), task).items():
             block = model_config(cfg.raw, task, name)
             folds = []
-            for fold in cfg.folds:
-                trained = cfg.trained_fold(stage, task, name, fold)
+            for fold_dir in predicted:
+                trained = cfg.trained_fold(stage, task, fold_dir.model, fold_dir.fold)
                 ckpts = checkpoints_to_average(trained.checkpoint, block)
                 weights = []
                 for k, ckpt in enumerate(ckpts):
-                    dest = layout.weights(task, name, fold, k)
+                    dest = layout.weights(task, name, fold_dir.fold, k)
                     _save_weights(ckpt, dest)
                     weights.append(layout.relative(dest))
-                folds.append({"fold": int(fold), "weights": weights})
+                folds.append({"fold": int(fold_dir.fold), "weights": weights})
             out[task][name] = {"config": _model_block(block), "folds": folds}
     return out
 
