@@ -40,3 +40,12 @@ def bundle(run_dir, tmp_path_factory) -> Path:
     from medpipe.bundle.export import export_bundle
 
     return export_bundle(run_dir, tmp_path_factory.mktemp("bundle") / "tiny", with_fusion=True)
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """The stage-2 bundle test moves the shared tiny run on to stage 2 (stage2_run): run it after
+    every other test of the session, so none of them sees stage 2 before it expects it."""
+    here = Path(__file__).resolve().parent / "test_stage2.py"
+    late = [item for item in items if Path(str(item.fspath)).resolve() == here]
+    if late:
+        items[:] = [item for item in items if item not in late] + late
