@@ -225,8 +225,9 @@ def _predict(
     num_workers: int,
     bar,
     runtime: str = "torch",
-) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-    """Each fold's outputs on every row (the fold's snapshots averaged), fold by fold."""
+) -> Iterator[tuple[int, slice, dict[str, np.ndarray]]]:
+    """``(fold, rows, outputs)``: each fold's outputs (its snapshots averaged), fold by fold and
+    a chunk of rows at a time, in row order."""
     from medpipe.data.dataset import XrayDataset
     from medpipe.inference.predict import load_model, predict_rows
     from medpipe.training.tasks import get_task
@@ -238,26 +239,23 @@ def _predict(
             models = [_onnx_session(w) for w in weights]
         else:
             models = [load_model(task, w, device) for w in weights]
-        parts: list[dict[str, np.ndarray]] = []
         for sl in _chunks(len(rows), step):
             dataset = XrayDataset(data_dir, rows.iloc[sl].reset_index(drop=True), image_size)
             if runtime == "onnx":
-                parts.append(_onnx_rows(spec, models, dataset))
+                outputs = _onnx_rows(spec, models, dataset)
             else:
-                parts.append(
-                    predict_rows(
-                        task,
-                        models,
-                        dataset,
-                        batch_size=spec.batch_size,
-                        device=device,
-                        precision=precision,
-                        num_workers=num_workers,
-                        hflip=spec.hflip,
-                    )
+                outputs = predict_rows(
+                    task,
+                    models,
+                    dataset,
+                    batch_size=spec.batch_size,
+                    device=device,
+                    precision=precision,
+                    num_workers=num_workers,
+                    hflip=spec.hflip,
                 )
             bar.update(sl.stop - sl.start)
-        yield fold, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            yield fold, sl, outputs
 
 
 def _onnx_session(weights: Path):
@@ -435,24 +433,31 @@ def _run(
         means: dict[str, np.ndarray] = {}
         seg_folds: dict[str, list[tuple[dict[str, np.ndarray], np.ndarray]]] = {}
         with bar:
+            # each image's fold mean is summed straight into its sorted position (the order
+            # submit reads the maps in): one float32 map per image and model is all that is held
+            position = np.empty(n, dtype=np.int64)
+            position[order] = np.arange(n)
             for spec in bundle.models(SEGMENT):
                 total = np.zeros((n, size, size), np.float32)
-                seg_folds[spec.name] = []
-                for _, out_fold in _predict(
+                stats: dict[int, list] = {}
+                for fold, sl, outputs in _predict(
                     spec, data_dir, rows, size, torch_dev, precision, num_workers, bar, runtime
                 ):
-                    stored = stored_probabilities(out_fold["prob"])
-                    total += stored
+                    total[position[sl]] += stored_probabilities(outputs["prob"])
                     if bundle.uses_lgbm:
-                        seg_folds[spec.name].append(
-                            # as predict: from the maps before quantisation
-                            (_statistics(out_fold["prob"][order]), out_fold["cls_prob"][order])
+                        # as predict: from the maps before quantisation
+                        stats.setdefault(fold, []).append(
+                            (_statistics(outputs["prob"]), outputs["cls_prob"])
                         )
-                    del stored
-                mean = total[order]
-                del total
-                mean /= len(spec.folds)
-                means[spec.name] = mean
+                total /= len(spec.folds)
+                means[spec.name] = total
+                seg_folds[spec.name] = [
+                    (
+                        {k: np.concatenate([p[0][k] for p in parts])[order] for k in parts[0][0]},
+                        np.concatenate([p[1] for p in parts])[order],
+                    )
+                    for parts in stats.values()  # in fold order, as predicted
+                ]
             stage = StageLayout(Path(tmp) / "stage")
             gate_dirs = {}
             if bundle.needs_gate:
@@ -529,11 +534,16 @@ def _predict_gates(
     dirs: dict[str, list] = {}
     for spec in bundle.models(GATE):
         dirs[spec.name] = []
-        for fold, out_fold in _predict(
+        parts: dict[int, list[dict[str, np.ndarray]]] = {}
+        for fold, _, outputs in _predict(
             spec, data_dir, rows, bundle.image_size, device, precision, num_workers, bar, runtime
         ):
+            parts.setdefault(fold, []).append(outputs)
+        for fold, _ in spec.folds:
             fold_dir = stage.fold(GATE, spec.name, fold)
-            write_gate_predictions(fold_dir.test, meta_ids, out_fold["prob"], out_fold["emb"])
+            prob = np.concatenate([p["prob"] for p in parts[fold]])
+            emb = np.concatenate([p["emb"] for p in parts[fold]])
+            write_gate_predictions(fold_dir.test, meta_ids, prob, emb)
             dirs[spec.name].append(fold_dir)
     return dirs
 
