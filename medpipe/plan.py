@@ -31,7 +31,7 @@ BASE_MB = {
     "features": 180,
     "thresholds": 700,
     "submit": 150,
-    "report": 600,
+    "report": 800,
 }
 # Bytes held per cache pixel of every image of the pool, per step (today's code):
 HELD = {
