@@ -439,15 +439,12 @@ def weights_sha256(ckpt: str | Path) -> str:
     """
     import torch
 
-    ckpt = Path(ckpt)
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"{ckpt}: checkpoint not found")
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    if "state_dict" not in state:
-        raise ValueError(f"{ckpt}: not a Lightning checkpoint (no state_dict)")
+    from medpipe.inference.predict import checkpoint_state
+
+    weights = checkpoint_state(ckpt)
     digest = hashlib.sha256()
-    for name in sorted(state["state_dict"]):
-        tensor = state["state_dict"][name].detach().cpu().contiguous()
+    for name in sorted(weights):
+        tensor = weights[name].detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()

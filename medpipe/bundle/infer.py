@@ -279,7 +279,7 @@ def _onnx_rows(spec: ModelSpec, sessions: list, dataset) -> dict[str, np.ndarray
 
     from medpipe.bundle.formats import OUTPUTS
     from medpipe.data.dataset import make_loader
-    from medpipe.inference.tta import hflip_tta
+    from medpipe.inference.predict import average_rows
 
     names = OUTPUTS[spec.task]
 
@@ -290,23 +290,8 @@ def _onnx_rows(spec: ModelSpec, sessions: list, dataset) -> dict[str, np.ndarray
 
         return predict
 
-    results: dict[str, np.ndarray] = {}
-    start = 0
-    for batch in make_loader(dataset, spec.batch_size, num_workers=0, cuda=False):
-        images = batch["image"].contiguous()
-        total: dict[str, torch.Tensor] = {}
-        for session in sessions:
-            for key, value in hflip_tta(predictor(session), images, spec.hflip).items():
-                total[key] = total.get(key, 0) + value.float()
-        n = len(images)
-        for key, value in total.items():
-            value = (value / len(sessions)).numpy()
-            if key not in results:
-                dtype = np.float16 if value.ndim >= 3 else np.float32
-                results[key] = np.empty((len(dataset), *value.shape[1:]), dtype=dtype)
-            results[key][start : start + n] = value
-        start += n
-    return results
+    loader = make_loader(dataset, spec.batch_size, num_workers=0, cuda=False)
+    return average_rows(loader, [predictor(s) for s in sessions], len(dataset), hflip=spec.hflip)
 
 
 def _ingest(dicom_dir: Path, data_dir: Path, size: int, workers: int, quarantine_out: Path):

@@ -41,7 +41,6 @@ class SelfTestReport:
 def write_reference(layout: BundleLayout, *, n_images: int = 4, side: int = 256) -> None:
     """Draw ``n_images`` synthetic films into ``selftest/dicom`` and store what infer makes of
     them in ``selftest/reference``."""
-    from medpipe.bundle.infer import run_infer
     from medpipe.data.synthetic import TEST_DIR, generate
 
     with tempfile.TemporaryDirectory(prefix="medpipe-selftest-") as tmp:
@@ -51,15 +50,7 @@ def write_reference(layout: BundleLayout, *, n_images: int = 4, side: int = 256)
             with atomic_path(layout.selftest_dicom / path.relative_to(source)) as dest:
                 shutil.copyfile(path, dest)
         out = Path(tmp) / "out" / "rle.csv"
-        result = run_infer(
-            layout.root,
-            layout.selftest_dicom,
-            out,
-            device="cpu",
-            progress=False,
-            workers=1,
-            threads=1,
-        )
+        result = _reference_run(layout, out)
         for src, dest in (
             (result.submission, layout.reference_rle),
             (result.probabilities, layout.reference_probabilities),
@@ -68,23 +59,24 @@ def write_reference(layout: BundleLayout, *, n_images: int = 4, side: int = 256)
                 shutil.copyfile(src, target)
 
 
+def _reference_run(layout, out: Path):
+    """The bundle on its self-test films, the one way reference outputs are made and checked:
+    CPU, one worker, one torch thread (exact bytes need the same thread count)."""
+    from medpipe.bundle.infer import run_infer
+
+    return run_infer(
+        layout.root, layout.selftest_dicom, out, device="cpu", progress=False, workers=1, threads=1
+    )
+
+
 def run_selftest(bundle_dir: str | Path) -> SelfTestReport:
     """Check every file against the manifest, then reproduce the reference outputs on CPU."""
-    from medpipe.bundle.infer import run_infer
 
     layout = BundleLayout(bundle_dir)
     checked = check_manifest(layout.root, layout.manifest)
     with tempfile.TemporaryDirectory(prefix="medpipe-selftest-") as tmp:
         out = Path(tmp) / "rle.csv"
-        result = run_infer(
-            layout.root,
-            layout.selftest_dicom,
-            out,
-            device="cpu",
-            progress=False,
-            workers=1,
-            threads=1,
-        )
+        result = _reference_run(layout, out)
         expected = pd.read_csv(layout.reference_rle, dtype=str, keep_default_na=False)
         got = pd.read_csv(result.submission, dtype=str, keep_default_na=False)
         merged = expected.merge(got, on="ImageId", how="outer", suffixes=("_expected", "_got"))

@@ -31,17 +31,23 @@ from medpipe.training.tasks import Task, get_task
 __all__ = ["predict_fold", "load_model", "checkpoints_to_average", "predict_rows"]
 
 
-def load_model(task: Task, ckpt: str | Path, device: torch.device) -> torch.nn.Module:
-    """Build the task's model and load the weights of a ``train_fold`` checkpoint (eval mode)."""
+def checkpoint_state(ckpt: str | Path) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` of a ``train_fold`` checkpoint (tensors only, on the CPU)."""
     ckpt = Path(ckpt)
     if not ckpt.is_file():
         raise FileNotFoundError(f"{ckpt}: checkpoint not found")
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     if "state_dict" not in state:
         raise ValueError(f"{ckpt}: not a Lightning checkpoint (no state_dict)")
+    return state["state_dict"]
+
+
+def load_model(task: Task, ckpt: str | Path, device: torch.device) -> torch.nn.Module:
+    """Build the task's model and load the weights of a ``train_fold`` checkpoint (eval mode)."""
+    ckpt = Path(ckpt)
     weights = {
         k.removeprefix("model."): v
-        for k, v in state["state_dict"].items()
+        for k, v in checkpoint_state(ckpt).items()
         if k.startswith("model.")
     }
     # The checkpoint holds every tensor: build without pretrained encoder weights, so prediction
@@ -87,22 +93,43 @@ def predict_rows(
         if device.type == "cuda" and "mixed" in precision
         else contextlib.nullcontext()
     )
+    predictors = [lambda x, m=model: task.probabilities(m(x)) for model in models]
+    return average_rows(
+        loader, predictors, len(dataset), hflip=hflip, device=device, autocast=autocast
+    )
+
+
+def average_rows(
+    loader,
+    predictors: list,
+    n_rows: int,
+    *,
+    hflip: bool,
+    device: torch.device | None = None,
+    autocast=None,
+) -> dict[str, np.ndarray]:
+    """Every row's outputs, the mean over ``predictors`` (each ``images -> {name: tensor}``) and
+    the hflip TTA, batch by batch: maps as float16 ``(N, S, S)``, the rest float32. One loop for
+    PyTorch modules (:func:`predict_rows`) and the bundle's ONNX sessions, so both average the
+    same way."""
+    autocast = autocast or contextlib.nullcontext()
     results: dict[str, np.ndarray] = {}
     start = 0
     for batch in loader:
-        images = batch["image"].to(device, non_blocking=True)
+        images = batch["image"]
+        images = images.to(device, non_blocking=True) if device is not None else images.contiguous()
         total: dict[str, torch.Tensor] = {}
-        for model in models:
+        for predict in predictors:
             with autocast:
-                out = hflip_tta(lambda x, m=model: task.probabilities(m(x)), images, hflip)
+                out = hflip_tta(predict, images, hflip)
             for key, value in out.items():
                 total[key] = total.get(key, 0) + value.float()
         n = len(images)
         for key, value in total.items():
-            value = (value / len(models)).cpu().numpy()
+            value = (value / len(predictors)).cpu().numpy()
             if key not in results:
                 dtype = np.float16 if value.ndim >= 3 else np.float32
-                results[key] = np.empty((len(dataset), *value.shape[1:]), dtype=dtype)
+                results[key] = np.empty((n_rows, *value.shape[1:]), dtype=dtype)
             results[key][start : start + n] = value
         start += n
     return results
