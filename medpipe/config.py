@@ -29,7 +29,10 @@ __all__ = [
     "write_yaml_atomic",
     "drop_removed_models",
     "KEPT",
+    "PSEUDO",
     "base_model",
+    "pseudo_variant",
+    "pseudo_round",
 ]
 
 # Stage 2 with ``retrain: auto``: the kept variant of a model (its stage-1 weights predicting the
@@ -40,6 +43,28 @@ KEPT = "@kept"
 def base_model(name: str) -> str:
     """The config block a model variant (``<name>@kept``, ``<name>@pl1``) comes from."""
     return str(name).split("@", 1)[0]
+
+
+# pseudo_label: round k of a segmentation model trains the variant ``<name>@pl<k>`` on the
+# training folds plus the test images its round k-1 (``<name>`` itself for k = 1) labelled.
+PSEUDO = "@pl"
+
+
+def pseudo_variant(model: str, k: int) -> str:
+    """``<model>@pl<k>``; round 0 is the model itself."""
+    return base_model(model) if int(k) == 0 else f"{base_model(model)}{PSEUDO}{int(k)}"
+
+
+def pseudo_round(name: str) -> int:
+    """The pseudo-label round of a model name: 0 for a plain model (or ``@kept``).
+
+    Example:
+        >>> pseudo_round("unet@pl2"), pseudo_round("unet"), pseudo_round("unet@kept")
+        (2, 0, 0)
+    """
+    _, _, variant = str(name).partition("@")
+    tail = variant[len(PSEUDO) - 1 :]
+    return int(tail) if variant.startswith(PSEUDO[1:]) and tail.isdigit() else 0
 
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "configs" / "schema.yaml"
@@ -331,6 +356,38 @@ class RunConfig:
     def postprocess(self) -> Mapping[str, Any]:
         return self.section("postprocess")
 
+    @property
+    def pseudo_label(self) -> Mapping[str, Any]:
+        """The ``pseudo_label`` block, ``{}`` when absent (no pseudo-labelled variants)."""
+        return self.section("pseudo_label")
+
+    def pseudo_models(self) -> list[str]:
+        """The segmentation models that get ``@pl<k>`` variants, in config order."""
+        chosen = list(self.pseudo_label.get("models") or [])
+        known = self.models("segment")
+        unknown = [m for m in chosen if m not in known]
+        if unknown:
+            raise ConfigError(
+                f"pseudo_label.models: {unknown} are not segmentation models "
+                f"(known: {', '.join(known) or 'none'})"
+            )
+        return [m for m in known if m in chosen]
+
+    def pseudo_rounds(self) -> int:
+        return int(self.pseudo_label.get("rounds", 1)) if self.pseudo_models() else 0
+
+    def trained_models(self, task: str) -> list[str]:
+        """Every model a stage predicts with: the config's models, each followed by its
+        pseudo-labelled variants ``@pl1..@plK`` (segmentation). They sit side by side in the
+        weights, the ablation, cv.json and the report."""
+        names: list[str] = []
+        pseudo = self.pseudo_models() if task == "segment" else []
+        for m in self.models(task):
+            names.append(m)
+            if m in pseudo:
+                names += [pseudo_variant(m, k) for k in range(1, self.pseudo_rounds() + 1)]
+        return names
+
     def retrain_setting(self, model: str) -> bool | str:
         """Stage 2's ``retrain.<model>``: ``True``, ``False`` or ``"auto"``."""
         value = (self.section("stage2").get("retrain") or {}).get(base_model(model), False)
@@ -349,7 +406,9 @@ class RunConfig:
 
     def fold_dirs(self, stage: int, task: str) -> dict[str, list]:
         """``{model: [FoldDir]}`` of a task's trained folds in a stage, in config order."""
-        return {m: self.layout.folds_of(stage, task, m, self.folds) for m in self.models(task)}
+        return {
+            m: self.layout.folds_of(stage, task, m, self.folds) for m in self.trained_models(task)
+        }
 
     def variant_dirs(self, stage: int, task: str) -> dict[str, list]:
         """:meth:`fold_dirs` plus, in stage 2, each ``auto`` model's ``@kept`` variant: every
@@ -363,6 +422,5 @@ class RunConfig:
     def trained_fold(self, stage: int, task: str, model: str, fold: int):
         """The fold whose weights ``stage`` predicts with (stage 2 keeps stage 1's unless retrained)."""
         retrained = self.retrained(model)
-        return self.layout.trained_fold(
-            stage, task, model if retrained else base_model(model), fold, retrained
-        )
+        own = model if retrained else str(model).removesuffix(KEPT)
+        return self.layout.trained_fold(stage, task, own, fold, retrained)

@@ -162,6 +162,25 @@ class FoldDir:
     def test(self) -> Path:
         return self.predictions("test")
 
+    @property
+    def pseudo_dir(self) -> Path:
+        """A ``@pl<k>`` variant's pseudo-labelled images: a small cache of its own."""
+        return self.path / "pseudo"
+
+    def pseudo_cache(self, kind: str, size: int) -> Path:
+        """``kind`` = ``images`` or ``masks``: uint8 ``(N, size, size)``, rows of ``pseudo_rows``."""
+        return self.pseudo_dir / f"pseudo_{kind}_{int(size)}.npy"
+
+    @property
+    def pseudo_rows(self) -> Path:
+        """One row per pseudo-labelled image: id, whether it is a pseudo finding, confidence."""
+        return self.pseudo_dir / "rows.csv"
+
+    @property
+    def pseudo_provenance(self) -> Path:
+        """Which model and fold made the labels, from which files: the guards check it."""
+        return self.pseudo_dir / "provenance.json"
+
 
 class StageLayout:
     """One competition stage's folder: its models' fold folders and its decisions.

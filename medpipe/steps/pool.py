@@ -33,7 +33,7 @@ def fold_dirs(
     """
     cfg = RunConfig(config)
     stage = StageLayout(stage_dir)
-    dirs = {m: stage.folds_of(task, m, cfg.folds) for m in cfg.models(task)}
+    dirs = {m: stage.folds_of(task, m, cfg.folds) for m in cfg.trained_models(task)}
     auto = [m for m in cfg.auto_models(task) if stage.model_dir(task, m + KEPT).is_dir()]
     if auto:
         choice = read_retrain_choice(stage.retrain_choice)
