@@ -388,6 +388,27 @@ class RunConfig:
                 names += [pseudo_variant(m, k) for k in range(1, self.pseudo_rounds() + 1)]
         return names
 
+    def external(self, task: str | None = None) -> dict[str, Mapping[str, Any]]:
+        """``ensemble.external``'s sources ``{name: {path, kind}}`` in config order: of one task
+        (``segment``: kind ``maps``, ``gate``: kind ``p_finding``), or all when ``task`` is None.
+        A name must be wildcard-safe and differ from every model's (docs/ensemble.md)."""
+        import re
+
+        sources = self.section("ensemble").get("external") or {}
+        models = {m for t in ("segment", "gate") for m in self.models(t)}
+        for name in sources:
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", str(name)):
+                raise ConfigError(
+                    f"ensemble.external.{name}: a source name is letters, digits, _ and - only"
+                )
+            if name in models:
+                raise ConfigError(
+                    f"ensemble.external.{name}: the name of a model in the config; "
+                    "give the source a name of its own"
+                )
+        kind = {"segment": "maps", "gate": "p_finding", None: None}[task]
+        return {n: b for n, b in sources.items() if kind is None or b["kind"] == kind}
+
     def retrain_setting(self, model: str) -> bool | str:
         """Stage 2's ``retrain.<model>``: ``True``, ``False`` or ``"auto"``."""
         value = (self.section("stage2").get("retrain") or {}).get(base_model(model), False)
@@ -405,10 +426,14 @@ class RunConfig:
         return [m for m in self.models(task) if self.retrain_setting(m) == "auto"]
 
     def fold_dirs(self, stage: int, task: str) -> dict[str, list]:
-        """``{model: [FoldDir]}`` of a task's trained folds in a stage, in config order."""
-        return {
+        """``{model: [FoldDir]}`` of a task's trained folds in a stage, in config order, then
+        the task's ``ensemble.external`` sources (their imported folds, rule import_external)."""
+        dirs = {
             m: self.layout.folds_of(stage, task, m, self.folds) for m in self.trained_models(task)
         }
+        for name in self.external(task):
+            dirs[name] = self.layout.external_folds(stage, name, task, self.folds)
+        return dirs
 
     def variant_dirs(self, stage: int, task: str) -> dict[str, list]:
         """:meth:`fold_dirs` plus, in stage 2, each ``auto`` model's ``@kept`` variant: every
