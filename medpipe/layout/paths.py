@@ -208,6 +208,37 @@ class StageLayout:
     def folds_of(self, task: str, model: str, folds: list[int]) -> list[FoldDir]:
         return [self.fold(task, model, f) for f in folds]
 
+    # -- ensemble.external: a teammate's predictions, imported into medpipe's fold layout
+    def external_dir(self, name: str) -> Path:
+        """An external source's imported folds (rule import_external): a folder of its own, so
+        a source never collides with a trained model's rules."""
+        return self.dir / "external" / name
+
+    def external_fold_dir(self, name: str, fold: Fold) -> Path:
+        return self.external_dir(name) / f"fold{fold}"
+
+    def external_folds(self, name: str, task: str, folds: list[int]) -> list[FoldDir]:
+        """A source's imported folds, read like a trained model's: task ``segment`` for maps
+        (``oof.npz``, ``test.npz``), ``gate`` for p(finding) (``oof.csv``, ``test.csv``)."""
+        config_section(task)  # refuses an unknown task
+        return [FoldDir(task, name, int(f), self.external_fold_dir(name, int(f))) for f in folds]
+
+    def external_pattern(self, name: str, fold: Fold, which: str) -> Path:
+        """Rule import_external's output pattern of one fold's ``oof`` or ``test`` file:
+        ``{ext}`` is the wildcard of its extension, the one :meth:`FoldDir.predictions` gives
+        the source's task (``npz`` for maps, ``csv`` for p(finding))."""
+        if which not in ("oof", "test"):
+            raise ValueError(f"external_pattern: which must be 'oof' or 'test', not {which!r}")
+        return self.external_fold_dir(name, fold) / f"{which}.{{ext}}"
+
+    @staticmethod
+    def external_source(task: str, path: str | Path) -> FoldDir:
+        """A source folder as a teammate hands it over (docs/ensemble.md): shaped like one fold
+        folder, so ``predictions("oof")`` is its ``oof.npz`` (maps) or ``oof.csv`` (p(finding));
+        its fold is -1: it holds every fold."""
+        config_section(task)
+        return FoldDir(task, Path(path).name, -1, Path(path))
+
     @property
     def fusion_dir(self) -> Path:
         return self.dir / "fusion"
@@ -308,6 +339,12 @@ class RunLayout:
         """Where a fold's weights are: stage 2 reuses stage 1's unless the model is retrained."""
         own = int(stage) == 1 or retrained
         return self.fold(int(stage) if own else 1, task, model, fold)
+
+    def external_dir(self, stage: Stage, name: str) -> Path:
+        return self.stage(stage).external_dir(name)
+
+    def external_folds(self, stage: Stage, name: str, task: str, folds: list[int]) -> list[FoldDir]:
+        return self.stage(stage).external_folds(name, task, folds)
 
     def fusion_dir(self, stage: Stage) -> Path:
         return self.stage(stage).fusion_dir
