@@ -105,6 +105,18 @@ def cmd_reproduce_doc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pseudo_label(args: argparse.Namespace) -> int:
+    from medpipe.steps.pseudo import label_fold
+
+    made = label_fold(_load(args), args.data_dir, args.stage_dir, args.model, args.fold)
+    print(
+        f"pseudo-label: {args.model} fold {args.fold}: {made['n_finding']} findings and "
+        f"{made['n_empty']} empty of {made['n_images']} {made['split']} images, labelled by "
+        + ", ".join(f"{m['model']} fold {m['fold']}" for m in made["made_by"].values())
+    )
+    return 0
+
+
 def cmd_choose_variants(args: argparse.Namespace) -> int:
     from medpipe.steps.variants import choose_variants
 
@@ -161,6 +173,20 @@ def register(add, config_arg, command) -> None:
     p.add_argument("--meta", required=True)
     p.add_argument("--out", required=True)
     command("stage2-folds")(cmd_stage2_folds)
+
+    p = add(
+        "pseudo-label",
+        "Pseudo-labels of one fold of <model>@pl<k>: the confident test images, labelled by "
+        "that fold's own models.",
+        f"medpipe pseudo-label --config {RUN_EXAMPLE.resolved_config} --model unet_regnetx@pl1 "
+        f"--fold 0 --data-dir {RUN_EXAMPLE.data_dir(1)} --stage-dir {RUN_EXAMPLE.stage_dir(1)}",
+    )
+    config_arg(p)
+    p.add_argument("--model", required=True, help="the variant to label for: <model>@pl<k>")
+    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--stage-dir", required=True)
+    command("pseudo-label")(cmd_pseudo_label)
 
     p = add(
         "choose-variants",

@@ -11,6 +11,9 @@ inflating ``cv.json``:
   of the split the stage predicts (the test set in stage 1).
 - :func:`check_oof_folds`: each fold's OOF file holds only that fold's validation images, so the
   OOF used for fusion and thresholds comes from models that never trained on those images.
+- :func:`check_pseudo_labels`: a pseudo-labelled variant's fold trains only on labels made by
+  that same fold's models (which never trained on its validation images), and only on images
+  outside the training pool.
 
 :func:`redact_config` removes the pseudonymisation salt before a config is written anywhere.
 """
@@ -37,6 +40,7 @@ __all__ = [
     "check_training_pool",
     "check_oof_folds",
     "check_training_data",
+    "check_pseudo_labels",
     "redact_config",
 ]
 
@@ -167,6 +171,59 @@ def check_oof_folds(fold_dirs: Mapping[str, Iterable[FoldDir]], folds: pd.DataFr
                     f"{path}: model {model} fold {d.fold} scored image {wrong[0]!r}, which is "
                     f"{trained}: that model trained on it ({len(wrong)} such rows)"
                 )
+
+
+def check_pseudo_labels(
+    fold_dir: FoldDir, provenance: Mapping[str, Any], pseudo_ids: Iterable[str], folds: pd.DataFrame
+) -> None:
+    """Raise unless ``fold_dir``'s (``<model>@pl<k>`` fold ``f``) pseudo-labels are honest.
+
+    Honest means: made for this variant and fold, by round ``k - 1`` of the same model and the
+    gate *of the same fold ``f``* (a fold-``g`` model trained on fold ``f``'s validation labels,
+    and its pseudo-labels would carry them into the model that scores fold ``f``), and of images
+    that are not in the training pool (``folds``): no validation image gets a second, made-up label.
+
+    Example:
+        >>> check_pseudo_labels(FoldDir("segment", "u@pl1", 0, Path(".")),
+        ...     {"model": "u@pl1", "fold": 0, "made_by": {"segment": {"model": "u", "fold": 1}}},
+        ...     [], pd.DataFrame({"image_id": [], "fold": []}))
+        Traceback (most recent call last):
+        ...
+        medpipe.guards.LeakageError: pseudo/provenance.json: fold 0 of u@pl1 would train on pseudo-labels made by u fold 1, which trained on fold 0's validation images; only fold 0's own models may label for it
+    """
+    from medpipe.config import pseudo_round, pseudo_variant
+
+    where = fold_dir.pseudo_provenance
+    if (
+        provenance.get("model") != fold_dir.model
+        or int(provenance.get("fold", -1)) != fold_dir.fold
+    ):
+        raise LeakageError(
+            f"{where}: made for {provenance.get('model')} fold {provenance.get('fold')}, "
+            f"not {fold_dir.model} fold {fold_dir.fold}: rerun its pseudo_label rule"
+        )
+    previous = pseudo_variant(fold_dir.model, pseudo_round(fold_dir.model) - 1)
+    for task, source in (provenance.get("made_by") or {}).items():
+        if int(source.get("fold", -1)) != fold_dir.fold:
+            raise LeakageError(
+                f"{where}: fold {fold_dir.fold} of {fold_dir.model} would train on pseudo-labels "
+                f"made by {source.get('model')} fold {source.get('fold')}, which trained on fold "
+                f"{fold_dir.fold}'s validation images; only fold {fold_dir.fold}'s own models may "
+                "label for it"
+            )
+        if task == "segment" and source.get("model") != previous:
+            raise LeakageError(
+                f"{where}: {fold_dir.model} is labelled by {previous}, not {source.get('model')}"
+            )
+    if "segment" not in (provenance.get("made_by") or {}):
+        raise LeakageError(f"{where}: no segmentation model is named as the labeller")
+    pool = set(folds["image_id"].astype(str))
+    seen = [i for i in map(str, pseudo_ids) if i in pool]
+    if seen:
+        raise LeakageError(
+            f"{where}: image {seen[0]!r} is pseudo-labelled but is in the training pool "
+            f"({len(seen)} such images): it has a real label, and may be a validation image"
+        )
 
 
 def redact_config(config: Mapping[str, Any]) -> dict[str, Any]:

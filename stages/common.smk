@@ -7,7 +7,14 @@ import os
 import sys
 
 from medpipe.code_inputs import code_inputs
-from medpipe.config import KEPT, RunConfig, base_model, configfiles_as_typed, write_yaml_atomic
+from medpipe.config import (
+    KEPT,
+    RunConfig,
+    base_model,
+    configfiles_as_typed,
+    pseudo_round,
+    write_yaml_atomic,
+)
 from medpipe.guards import redact_config
 from medpipe.layout import GATE, SEGMENT, FoldDir, test_split
 from medpipe.plan import data_size, step_needs
@@ -100,7 +107,7 @@ def path(p):
 
 wildcard_constraints:
     fold=r"\d+",
-    model=r"[A-Za-z0-9_-]+(@[a-z0-9]+)?",  # a variant: <model>@kept (stage 2, retrain: auto)
+    model=r"[A-Za-z0-9_-]+(@[a-z0-9]+)?",  # a variant: <model>@kept (retrain: auto), <model>@pl<k>
     stage=r"[12]",
 
 
@@ -125,6 +132,39 @@ def fold_dir(task):
 def fold_file(task, what):
     """A file of a task's fold folder as a rule pattern (``what``: a FoldDir attribute)."""
     return path(getattr(FoldDir(task, "{model}", 0, Path(fold_dir(task))), what))
+
+
+def pseudo_outputs():
+    """The files of a ``@pl<k>`` fold's pseudo-labels, as rule patterns."""
+    d = FoldDir(SEGMENT, "{model}", 0, Path(fold_dir(SEGMENT)))
+    return {
+        "pseudo_rows": path(d.pseudo_rows),
+        "pseudo_provenance": path(d.pseudo_provenance),
+        "pseudo_images": path(d.pseudo_cache("images", SIZE)),
+        "pseudo_masks": path(d.pseudo_cache("masks", SIZE)),
+    }
+
+
+def pseudo_files(wildcards):
+    """A ``@pl<k>`` variant's pseudo-labels (rule pseudo_label), which its training reads;
+    nothing for a plain model."""
+    if pseudo_round(wildcards.model) < 1:
+        return {}
+    return {k: v.format(**wildcards) for k, v in pseudo_outputs().items()}
+
+
+def pseudo_weight(wildcards):
+    """The slice of pseudo_label a variant's training depends on (the draw share)."""
+    return CFG.pseudo_label.get("weight") if pseudo_round(wildcards.model) else None
+
+
+def pseudo_sources(wildcards):
+    """The test predictions that label a ``@pl<k>`` fold: round k-1 of the same fold (and the
+    finding gate's same fold); steps.pseudo.label_sources is the one rule."""
+    from medpipe.steps.pseudo import label_sources
+
+    sources = label_sources(config, LAYOUT.stage_dir(wildcards.stage), wildcards.model, int(wildcards.fold))
+    return {f"{task}_test": path(d.test) for task, d in sources.items()}
 
 
 def trained_checkpoint(task):

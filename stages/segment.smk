@@ -5,6 +5,7 @@ rule train_seg:
     """Train one segmentation model on one fold (resumes from last.ckpt after a crash)."""
     input:
         unpack(training_inputs),
+        unpack(pseudo_files),
         code=code("medpipe.training.fit"),
     output:
         ckpt=fold_file(SEGMENT, "checkpoint"),
@@ -18,6 +19,7 @@ rule train_seg:
     params:
         model=model_block(SEGMENT),
         run=TRAIN_GLOBALS,
+        pseudo_weight=pseudo_weight,
         data=lambda w: data_dir(w.stage),
         out=fold_dir(SEGMENT),
     log:
@@ -64,3 +66,28 @@ rule predict_seg:
         "medpipe predict --task segment --config {CONFIG_FILE:q} --model {wildcards.model} --threads {threads} "
         "--fold {wildcards.fold} --data-dir {params.data:q} --ckpt {input.ckpt:q} --out {params.out:q} "
         "--test-split {params.test_split} > {log:q} 2>&1"
+
+
+rule pseudo_label:
+    """A <model>@pl<k> fold's pseudo-labels: the confident test images, labelled by round k-1's
+    model of the same fold (and the same fold of pseudo_label.finding's gate)."""
+    input:
+        unpack(training_inputs),
+        unpack(pseudo_sources),
+        code=code("medpipe.steps.pseudo"),
+    output:
+        **pseudo_outputs(),
+    params:
+        pseudo={k: v for k, v in CFG.pseudo_label.items() if k != "weight"},
+        data=lambda w: data_dir(w.stage),
+        stage_dir=STAGE_DIR,
+    wildcard_constraints:
+        model=r"[A-Za-z0-9_-]+@pl\d+",
+    log:
+        fold_log("pseudo_label"),
+    resources:
+        mem_mb=NEEDS["features"].request_mb,
+        runtime=NEEDS["features"].runtime_min,
+    shell:
+        "medpipe pseudo-label --config {CONFIG_FILE:q} --model {wildcards.model} --fold {wildcards.fold} "
+        "--data-dir {params.data:q} --stage-dir {params.stage_dir:q} > {log:q} 2>&1"

@@ -1,13 +1,15 @@
 """Datasets over the uint8 tensor cache, and the positive-oversampling sampler.
 
 Rows are located through ``meta.csv`` (``split``, ``cache_index``), so one dataset can draw from
-several split caches (stage 2 trains on ``train`` and labelled ``test`` rows). The caches are
-memory-mapped lazily in each worker and never copied whole.
+several split caches (stage 2 trains on ``train`` and labelled ``test`` rows; a ``@pl<k>``
+variant adds its own ``pseudo`` cache). The caches are memory-mapped lazily in each worker and
+never copied whole.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import re
 import signal
@@ -21,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from medpipe.layout import cache_file, data_files, read_folds, read_meta
+from medpipe.layout import PSEUDO_SPLIT, FoldDir, cache_file, data_files, read_folds, read_meta
 
 __all__ = [
     "LOADER_TIMEOUT_S",
@@ -29,6 +31,8 @@ __all__ = [
     "explain_worker_death",
     "XrayDataset",
     "PositiveFractionSampler",
+    "PseudoLabelSampler",
+    "pseudo_label_rows",
     "training_rows",
     "fold_rows",
     "split_rows",
@@ -202,8 +206,11 @@ class XrayDataset(Dataset):
         *,
         masks: bool = False,
         transform: Any = None,
+        caches: dict[str, Path] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        # split -> the folder of its cache when it is not data_dir (the ``pseudo`` split)
+        self.caches = {str(k): Path(v) for k, v in (caches or {}).items()}
         self.image_size = int(image_size)
         self.masks = masks
         self.transform = transform
@@ -220,14 +227,17 @@ class XrayDataset(Dataset):
                 array = self._array(split, kind)
                 if limit >= len(array):
                     raise ValueError(
-                        f"{cache_file(data_dir, split, kind, image_size)}: has {len(array)} rows, {data_files(data_dir)['meta']} asks for row {limit}"
+                        f"{self._path(split, kind)}: has {len(array)} rows, {data_files(data_dir)['meta']} asks for row {limit}"
                     )
         self._arrays = {}  # reopen lazily in each worker rather than pickling open maps
+
+    def _path(self, split: str, kind: str) -> Path:
+        return cache_file(self.caches.get(split, self.data_dir), split, kind, self.image_size)
 
     def _array(self, split: str, kind: str) -> np.ndarray:
         key = (split, kind)
         if key not in self._arrays:
-            path = cache_file(self.data_dir, split, kind, self.image_size)
+            path = self._path(split, kind)
             if not path.is_file():
                 raise FileNotFoundError(
                     f"{path}: cache not found (ingest writes it; is image_size {self.image_size} right?)"
@@ -348,6 +358,84 @@ class PositiveFractionSampler(Sampler):
 
     def __len__(self) -> int:
         return math.ceil(self.num_samples / self._world()[1])
+
+
+class PseudoLabelSampler(PositiveFractionSampler):
+    """:class:`PositiveFractionSampler`'s draw of the labelled rows plus, each epoch, a share
+    ``weight`` of the pseudo-labelled rows ``pseudo`` (row numbers of the same dataset).
+
+    ``weight`` is the pseudo rows' weight as an expectation: at 0.5 each pseudo image is drawn
+    every other epoch on average, so over training it adds half a labelled image's gradient.
+    Drawing rather than scaling the loss keeps the losses as MONAI defines them (batch Dice has
+    no per-sample weight) and costs no steps on images that count little. The labelled draw is
+    exactly the plain sampler's: with no pseudo rows the batches are the plain model's.
+
+    Example:
+        >>> s = PseudoLabelSampler([1, 0], [2, 3, 4, 5], weight=0.5, pos_frac=None, epochs=1, seed=0)
+        >>> s.set_epoch(0); len(s), sorted(r for r, _ in s)[:2]
+        (4, [0, 1])
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[float] | np.ndarray,
+        pseudo: Sequence[int] | np.ndarray,
+        *,
+        weight: float,
+        pos_frac: Sequence[float] | None,
+        epochs: int,
+        seed: int,
+    ) -> None:
+        super().__init__(labels, pos_frac=pos_frac, epochs=epochs, seed=seed)
+        self.pseudo = np.asarray(pseudo, dtype=np.int64)
+        self.n_pseudo = round(float(weight) * len(self.pseudo)) if len(self.pseudo) else 0
+
+    def _draw(self) -> tuple[np.ndarray, np.ndarray]:
+        rows, seeds = super()._draw()
+        if not self.n_pseudo:
+            return rows, seeds
+        rng = np.random.default_rng([self.seed, self.epoch, 1])
+        passes = math.ceil(self.n_pseudo / len(self.pseudo))
+        extra = np.concatenate([rng.permutation(self.pseudo) for _ in range(passes)])
+        extra = extra[: self.n_pseudo]
+        # pseudo rows go into random slots; the labelled rows keep their order between them
+        slots = np.zeros(len(rows) + len(extra), dtype=bool)
+        slots[rng.choice(len(slots), len(extra), replace=False)] = True
+        mixed_rows, mixed_seeds = np.empty(len(slots), np.int64), np.empty(len(slots), np.int64)
+        mixed_rows[~slots], mixed_rows[slots] = rows, extra
+        mixed_seeds[~slots] = seeds
+        mixed_seeds[slots] = rng.integers(0, 2**31 - 1, size=len(extra))
+        return mixed_rows, mixed_seeds
+
+    def __len__(self) -> int:
+        return math.ceil((self.num_samples + self.n_pseudo) / self._world()[1])
+
+
+def pseudo_label_rows(fold_dir: FoldDir, data_dir: str | Path) -> pd.DataFrame | None:
+    """A ``@pl<k>`` variant's pseudo-labelled training rows (``split`` = ``pseudo``), after
+    :func:`medpipe.guards.check_pseudo_labels`; None for a plain model.
+
+    Example:
+        >>> rows = pseudo_label_rows(FoldDir("segment", "unet@pl1", 0, out_dir), data_dir)  # doctest: +SKIP
+    """
+    from medpipe.config import pseudo_round
+    from medpipe.guards import check_pseudo_labels
+
+    if fold_dir.task != "segment" or pseudo_round(fold_dir.model) < 1:
+        return None
+    for path in (fold_dir.pseudo_rows, fold_dir.pseudo_provenance):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not found; the pseudo_label rule writes it")
+    rows = pd.read_csv(fold_dir.pseudo_rows, dtype={"image_id": str})
+    provenance = json.loads(fold_dir.pseudo_provenance.read_text())
+    folds = read_folds(data_files(data_dir)["folds"], ["image_id", "fold"])
+    check_pseudo_labels(fold_dir, provenance, rows["image_id"], folds)
+    if (rows["split"] != PSEUDO_SPLIT).any():
+        raise ValueError(f"{fold_dir.pseudo_rows}: every row must be of split {PSEUDO_SPLIT!r}")
+    rows["cache_index"] = rows["cache_index"].astype(np.int64)
+    rows["has_finding"] = rows["has_finding"].astype(np.float32)
+    rows["fold"] = -1  # trains this fold's model only; never an OOF row
+    return rows
 
 
 def make_loader(

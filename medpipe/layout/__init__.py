@@ -29,6 +29,7 @@ from medpipe.layout.decision import Decision, dumps, read_decision, write_decisi
 from medpipe.layout.paths import (
     GATE,
     PREDICT_RULE,
+    PSEUDO_SPLIT,
     SEGMENT,
     TASKS,
     TRAIN_RULE,
@@ -59,6 +60,7 @@ __all__ = [
     "InputLayout",
     "RunLayout",
     "StageLayout",
+    "PSEUDO_SPLIT",
     "cache_file",
     "config_section",
     "data_files",

@@ -61,6 +61,10 @@ def test_split(stage: int) -> str:
     return "test" if int(stage) == 1 else "stage2_test"
 
 
+# The split name of pseudo-labelled training rows: their cache is the variant's own (FoldDir.pseudo_dir).
+PSEUDO_SPLIT = "pseudo"
+
+
 def cache_file(data_dir: str | Path, split: str, kind: str, size: int | str) -> Path:
     """One split's uint8 tensor cache: ``<split>_<kind>_<S>.npy`` (kind ``images`` or ``masks``)."""
     return Path(data_dir) / f"{split}_{kind}_{size}.npy"
@@ -169,7 +173,7 @@ class FoldDir:
 
     def pseudo_cache(self, kind: str, size: int) -> Path:
         """``kind`` = ``images`` or ``masks``: uint8 ``(N, size, size)``, rows of ``pseudo_rows``."""
-        return self.pseudo_dir / f"pseudo_{kind}_{int(size)}.npy"
+        return cache_file(self.pseudo_dir, PSEUDO_SPLIT, kind, int(size))
 
     @property
     def pseudo_rows(self) -> Path:

@@ -14,22 +14,27 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
+import pandas as pd
 import torch
 from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger
 
+from medpipe.config import RunConfig
 from medpipe.data.dataset import (
     PositiveFractionSampler,
+    PseudoLabelSampler,
     XrayDataset,
     explain_worker_death,
     fold_rows,
     make_loader,
+    pseudo_label_rows,
     training_finding_prior,
 )
 from medpipe.data.transforms import build_train_transforms
 from medpipe.io.atomic import atomic_write_text, remove_stale_temps
-from medpipe.layout import FoldDir, RunLayout, data_files
+from medpipe.layout import PSEUDO_SPLIT, FoldDir, RunLayout, data_files
 from medpipe.training.callbacks import AtomicCheckpointIO, ProgressWriter, SnapshotCheckpoint
 from medpipe.training.module import FoldModule
 from medpipe.training.runtime import (
@@ -92,12 +97,13 @@ def _loggers(
     return loggers
 
 
-def data_fingerprint(data_dir: Path) -> str:
-    """SHA-256 of ``folds.csv`` and ``meta.csv``: a re-ingest or new folds must not resume old weights."""
+def data_fingerprint(data_dir: Path, *extra: Path) -> str:
+    """SHA-256 of ``folds.csv`` and ``meta.csv`` (and ``extra`` files: a ``@pl<k>`` variant's
+    pseudo-label rows): a re-ingest, new folds or new pseudo-labels must not resume old weights."""
     digest = hashlib.sha256()
     files = data_files(data_dir)
-    for name in ("folds", "meta"):
-        digest.update(files[name].read_bytes())
+    for path in (files["folds"], files["meta"], *extra):
+        digest.update(Path(path).read_bytes())
     return digest.hexdigest()
 
 
@@ -260,10 +266,15 @@ def train_fold(
     train_rows, val_rows = fold_rows(data_dir, fold)
     crop_size = model_cfg.get("crop_size")
     prior = training_finding_prior(data_dir, train_rows, image_size) if crop_size else None
+    n_labelled = len(train_rows)
+    pseudo = pseudo_label_rows(here, data_dir)  # a @pl<k> variant's rows, after the guard
+    if pseudo is not None:
+        train_rows = pd.concat([train_rows, pseudo.reindex(columns=train_rows.columns)], ignore_index=True)
     train_set = XrayDataset(
         data_dir,
         train_rows,
         image_size,
+        caches={PSEUDO_SPLIT: here.pseudo_dir} if pseudo is not None else None,
         masks=spec.needs_masks,
         # augment_on: gpu leaves the workers only the crop and the uint8 -> float copy
         # (FoldModule augments the batch).
@@ -276,12 +287,22 @@ def train_fold(
         ),
     )
     val_set = XrayDataset(data_dir, val_rows, image_size, masks=spec.needs_masks)
-    sampler = PositiveFractionSampler(
-        train_rows["has_finding"].to_numpy(),
-        pos_frac=model_cfg.get("pos_frac"),
-        epochs=epochs,
-        seed=seed,
-    )
+    if pseudo is None:
+        sampler = PositiveFractionSampler(
+            train_rows["has_finding"].to_numpy(),
+            pos_frac=model_cfg.get("pos_frac"),
+            epochs=epochs,
+            seed=seed,
+        )
+    else:
+        sampler = PseudoLabelSampler(
+            train_rows["has_finding"].to_numpy()[:n_labelled],
+            np.arange(n_labelled, len(train_rows)),
+            weight=float(RunConfig(run_cfg).pseudo_label.get("weight", 0.5)),
+            pos_frac=model_cfg.get("pos_frac"),
+            epochs=epochs,
+            seed=seed,
+        )
     # BatchNorm cannot train on a batch of one: drop the ragged last batch when there is a full one.
     train_loader = make_loader(
         train_set,
@@ -318,7 +339,7 @@ def train_fold(
         enable_version_counter=False,
     )
     last = here.last_checkpoint
-    fingerprint = data_fingerprint(data_dir)
+    fingerprint = data_fingerprint(data_dir, *([here.pseudo_rows] if pseudo is not None else []))
     # Every rank decides from the files as they are before fit; rank 0 rewrites the stamp only
     # once all ranks have joined (ResumeStamp), so the ranks cannot decide differently.
     resume = _resumable(last, hparams, fingerprint, epochs, spec.monitor)
@@ -369,6 +390,15 @@ def train_fold(
     metrics.update(
         {
             "n_train": len(train_set),
+            **(
+                {
+                    "n_pseudo": len(pseudo),
+                    "n_pseudo_finding": int((pseudo["has_finding"] > 0.5).sum()),
+                    "pseudo_per_epoch": sampler.n_pseudo,
+                }
+                if pseudo is not None
+                else {}
+            ),
             "n_val": len(val_set),
             "steps_per_epoch": steps_per_epoch,
             "world_size": trainer.world_size,

@@ -1,0 +1,287 @@
+"""Step ``pseudo_label``: one fold's confident test images, labelled by that fold's own models.
+
+Winning SIIM teams labelled the test images with a trained model, kept the confident ones and
+trained again. Round ``k`` of a segmentation model trains the variant ``<model>@pl<k>``; for
+its fold ``f`` this step labels the stage's test split with round ``k - 1``'s fold-``f`` model
+(``<model>`` itself for round 1) and, when ``pseudo_label.finding`` names a gate, that gate's
+fold-``f`` p(finding). Only fold ``f``'s own models label for fold ``f``: they trained on the
+same training folds as the new model and never on fold ``f``'s validation images, so no label
+of a validation image reaches the model that scores it (a fold-``g`` model trained on fold
+``f``'s labels, and its pseudo-labels would carry them). ``provenance.json`` records who made
+the labels; :func:`medpipe.guards.check_pseudo_labels` refuses to train on any other.
+
+Confidence, per image:
+
+- p(finding) at most ``negative_below``: a pseudo-negative (an empty mask);
+- p(finding) at least ``positive_above``, with a mask (pixels at least ``pixel_threshold``) of
+  at least ``min_area`` original-image pixels and a mean probability inside it of at least
+  ``min_pixel_confidence``: a pseudo-finding, with that mask;
+- anything else is left out.
+
+The selected images and masks are written as a small uint8 cache of their own (the
+``pseudo`` split, :attr:`~medpipe.layout.FoldDir.pseudo_dir`), so training reads them like any
+split, and nothing grows with the test set but that cache: the maps are read in chunks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medpipe.config import ConfigError, RunConfig, base_model, pseudo_round, pseudo_variant
+from medpipe.io.atomic import atomic_path, atomic_write_csv, atomic_write_text
+from medpipe.layout import (
+    GATE,
+    PSEUDO_SPLIT,
+    SEGMENT,
+    FoldDir,
+    ProbRows,
+    StageLayout,
+    cache_file,
+    read_gate_predictions,
+    read_prediction_ids,
+    test_split,
+)
+
+__all__ = ["PseudoSettings", "confident_images", "label_fold", "label_sources"]
+
+log = logging.getLogger(__name__)
+
+CHUNK_IMAGES = 64  # maps read at once: 64 x 512² float16 = 32 MB
+
+
+@dataclass(frozen=True)
+class PseudoSettings:
+    """The ``pseudo_label`` block with its defaults (``min_area`` in original-image pixels)."""
+
+    rounds: int = 1
+    finding: str | None = None
+    negative_below: float = 0.1
+    positive_above: float = 0.8
+    pixel_threshold: float = 0.5
+    min_pixel_confidence: float = 0.7
+    min_area: float = 300.0
+    weight: float = 0.5
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any]) -> PseudoSettings:
+        cfg = RunConfig(config)
+        block = {k: v for k, v in cfg.pseudo_label.items() if k in cls.__dataclass_fields__}
+        settings = cls(**block)
+        if settings.negative_below >= settings.positive_above:
+            raise ConfigError(
+                f"pseudo_label: negative_below ({settings.negative_below}) must be below "
+                f"positive_above ({settings.positive_above})"
+            )
+        if settings.finding is not None and settings.finding not in cfg.models(GATE):
+            known = ", ".join(cfg.models(GATE)) or "none"
+            raise ConfigError(
+                f"pseudo_label.finding: {settings.finding!r} is not a gate model (known: {known})"
+            )
+        return settings
+
+
+def label_sources(
+    config: Mapping[str, Any], stage_dir: str | Path, model: str, fold: int
+) -> dict[str, FoldDir]:
+    """The fold folders whose test predictions label ``model`` (``<name>@pl<k>``) fold ``fold``:
+    ``segment`` (round k-1 of the same fold) and, with ``finding`` set, ``gate`` (same fold)."""
+    k = pseudo_round(model)
+    if k < 1:
+        raise ValueError(f"{model}: not a pseudo-labelled variant (<model>@pl<k>)")
+    cfg, stage = RunConfig(config), StageLayout(stage_dir)
+    if base_model(model) not in cfg.pseudo_models():
+        raise ConfigError(f"pseudo_label.models: {base_model(model)} is not listed")
+    if k > cfg.pseudo_rounds():
+        raise ConfigError(f"{model}: pseudo_label.rounds is {cfg.pseudo_rounds()}")
+    sources = {SEGMENT: stage.fold(SEGMENT, pseudo_variant(model, k - 1), fold)}
+    finding = PseudoSettings.of(config).finding
+    if finding is not None:
+        sources[GATE] = stage.fold(GATE, finding, fold)
+    return sources
+
+
+def confident_images(
+    maps: ProbRows,
+    p_finding: np.ndarray | None,
+    settings: PseudoSettings,
+    min_area_px: float,
+) -> pd.DataFrame:
+    """One row per image of ``maps``: ``row, p_finding, mask_area, mask_confidence, label``
+    (``label``: 1 a pseudo-finding, 0 a pseudo-negative, -1 left out).
+
+    Without ``p_finding`` the map's top pixel probability stands for it.
+
+    Example:
+        >>> table = confident_images(ProbRows("test.npz"), None, PseudoSettings(), 18.75)  # doctest: +SKIP
+        >>> int((table["label"] >= 0).sum())  # doctest: +SKIP
+    """
+    n = len(maps)
+    top, area, confidence = (np.zeros(n, np.float64) for _ in range(3))
+    for start in range(0, n, CHUNK_IMAGES):
+        rows = np.arange(start, min(start + CHUNK_IMAGES, n))
+        prob = maps.rows(rows).astype(np.float32)
+        mask = prob >= settings.pixel_threshold
+        top[rows] = prob.reshape(len(rows), -1).max(axis=1)
+        area[rows] = mask.reshape(len(rows), -1).sum(axis=1)
+        inside = (prob * mask).reshape(len(rows), -1).sum(axis=1)
+        confidence[rows] = np.divide(
+            inside, area[rows], out=np.zeros(len(rows)), where=area[rows] > 0
+        )
+    p = top if p_finding is None else np.asarray(p_finding, np.float64)
+    if len(p) != n:
+        raise ValueError(f"p(finding) has {len(p)} values for {n} maps")
+    positive = (
+        (p >= settings.positive_above)
+        & (area >= max(min_area_px, 1.0))
+        & (confidence >= settings.min_pixel_confidence)
+    )
+    negative = p <= settings.negative_below
+    label = np.where(positive, 1, np.where(negative, 0, -1))
+    return pd.DataFrame(
+        {
+            "row": np.arange(n),
+            "p_finding": p,
+            "mask_area": area,
+            "mask_confidence": confidence,
+            "label": label,
+        }
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _finding_probabilities(gate: FoldDir | None, image_ids: np.ndarray) -> np.ndarray | None:
+    if gate is None:
+        return None
+    frame = read_gate_predictions(gate.test).set_index("image_id")
+    missing = [i for i in image_ids if i not in frame.index]
+    if missing:
+        raise ValueError(
+            f"{gate.test}: no p(finding) for test image {missing[0]!r} "
+            f"({len(missing)} missing): rerun its predict rule"
+        )
+    return frame.loc[list(image_ids), "prob"].to_numpy(np.float64)
+
+
+def label_fold(
+    config: Mapping[str, Any], data_dir: str | Path, stage_dir: str | Path, model: str, fold: int
+) -> dict[str, Any]:
+    """Write ``model``'s (``<name>@pl<k>``) fold-``fold`` pseudo-labels: the ``pseudo`` cache
+    (images + masks), ``rows.csv`` and ``provenance.json``; returns the provenance.
+
+    Example:
+        >>> label_fold(config, "runs/default/data", "runs/default/stage1", "unet_regnetx@pl1", 0)  # doctest: +SKIP
+    """
+    from medpipe.steps.thresholds import cache_area_scale
+
+    cfg, stage = RunConfig(config), StageLayout(stage_dir)
+    settings = PseudoSettings.of(config)
+    sources = label_sources(config, stage_dir, model, fold)
+    seg, gate = sources[SEGMENT], sources.get(GATE)
+    ids = read_prediction_ids(seg.test)
+    maps = ProbRows(seg.test)
+    size = cfg.image_size
+    if maps.shape[1:] != (size, size):
+        raise ValueError(f"{seg.test}: maps are {maps.shape[1:]}, the cache is {size}²")
+    split = test_split(cfg.stage)
+    from medpipe.data.dataset import split_rows
+
+    test_rows = split_rows(data_dir, split).set_index("image_id")
+    unknown = [i for i in ids if i not in test_rows.index]
+    if unknown:
+        raise ValueError(f"{seg.test}: image {unknown[0]!r} is not in split {split!r} of meta.csv")
+    min_area_px = settings.min_area * cache_area_scale(data_dir, size)
+    table = confident_images(maps, _finding_probabilities(gate, ids), settings, min_area_px)
+    table.insert(0, "image_id", ids)
+    chosen = table[table["label"] >= 0].reset_index(drop=True)
+
+    out = stage.fold(SEGMENT, model, fold)
+    out.pseudo_dir.mkdir(parents=True, exist_ok=True)
+    source_images = np.load(cache_file(data_dir, split, "images", size), mmap_mode="r")
+    if len(chosen):
+        index = test_rows.loc[chosen["image_id"], "cache_index"].to_numpy(np.int64)
+        _write_cache(out, source_images, index, maps, chosen, settings.pixel_threshold)
+    else:  # nothing confident: an empty cache (a memory map cannot be empty)
+        for kind in ("images", "masks"):
+            with atomic_path(out.pseudo_cache(kind, size)) as tmp:
+                np.save(tmp, np.zeros((0, size, size), np.uint8))
+    rows = pd.DataFrame(
+        {
+            "image_id": chosen["image_id"],
+            "split": PSEUDO_SPLIT,
+            "cache_index": np.arange(len(chosen)),
+            "has_finding": chosen["label"].astype(float),
+            "p_finding": chosen["p_finding"].round(6),
+            "mask_confidence": chosen["mask_confidence"].round(6),
+        }
+    )
+    atomic_write_csv(rows, out.pseudo_rows)
+    provenance = {
+        "model": model,
+        "fold": int(fold),
+        "round": pseudo_round(model),
+        "stage": cfg.stage,
+        "split": split,
+        "n_images": int(len(table)),
+        "n_finding": int((chosen["label"] == 1).sum()),
+        "n_empty": int((chosen["label"] == 0).sum()),
+        "made_by": {
+            task: {"model": d.model, "fold": d.fold, "file": d.test.name, "sha256": _sha256(d.test)}
+            for task, d in sources.items()
+        },
+        "settings": asdict(settings),
+    }
+    atomic_write_text(json.dumps(provenance, indent=2) + "\n", out.pseudo_provenance)
+    log.info(
+        "%s fold %d: %d of %d test images pseudo-labelled (%d findings, %d empty)",
+        model,
+        fold,
+        len(chosen),
+        len(table),
+        provenance["n_finding"],
+        provenance["n_empty"],
+    )
+    return provenance
+
+
+def _write_cache(
+    out: FoldDir,
+    source_images: np.ndarray,
+    cache_index: np.ndarray,
+    maps: ProbRows,
+    chosen: pd.DataFrame,
+    pixel_threshold: float,
+) -> None:
+    """The chosen images and their pseudo masks, chunk by chunk into memory-mapped files."""
+    size = source_images.shape[1]
+    shape = (len(chosen), size, size)
+    map_rows, positive = chosen["row"].to_numpy(), chosen["label"].to_numpy() == 1
+    with (
+        atomic_path(out.pseudo_cache("images", size)) as tmp_images,
+        atomic_path(out.pseudo_cache("masks", size)) as tmp_masks,
+    ):
+        images = np.lib.format.open_memmap(tmp_images, "w+", np.uint8, shape)
+        masks = np.lib.format.open_memmap(tmp_masks, "w+", np.uint8, shape)
+        for start in range(0, len(chosen), CHUNK_IMAGES):
+            part = slice(start, start + CHUNK_IMAGES)
+            images[part] = source_images[cache_index[part]]
+            prob = maps.rows(map_rows[part]).astype(np.float32)
+            masks[part] = (prob >= pixel_threshold) & positive[part, None, None]
+        images.flush()
+        masks.flush()
+        del images, masks
