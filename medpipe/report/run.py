@@ -82,7 +82,8 @@ class RunFiles:
         return self.view.fusion_enabled
 
     def models(self, task: str) -> list[str]:
-        return self.view.model_names(task)
+        """The models the stage trained: the config's, each with its ``@pl<k>`` variants."""
+        return self.view.trained_models(task)
 
     def fold_dirs(self, task: str, stage: int | None = None) -> dict[str, list[FoldDir]]:
         """The folds the stage's decisions read (with ``retrain: auto``, the chosen variant)."""
