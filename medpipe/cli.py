@@ -425,6 +425,9 @@ def _add_later_commands(add, config_arg) -> None:
     from medpipe import cli_bundle
 
     cli_bundle.register(add, command)
+    from medpipe import cli_external
+
+    cli_external.register(add, config_arg, command)
 
 
 def main(argv: list[str] | None = None) -> int:

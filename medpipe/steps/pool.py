@@ -30,6 +30,8 @@ def fold_dirs(
 
     A ``retrain: auto`` model whose ``@kept`` variant predicted in this stage folder is read
     from the variant ``retrain_choice.json`` kept (rule choose_variants), under its own name.
+    The task's ``ensemble.external`` sources follow the trained models: their imported folds
+    (rule import_external) read like a trained model's (docs/ensemble.md).
     """
     cfg = RunConfig(config)
     stage = StageLayout(stage_dir)
@@ -44,6 +46,8 @@ def fold_dirs(
                 )
             if choice[m]["choice"] == "kept":
                 dirs[m] = stage.folds_of(task, m + KEPT, cfg.folds)
+    for name in cfg.external(task):
+        dirs[name] = stage.external_folds(name, task, cfg.folds)
     return dirs
 
 
