@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from medpipe.config import RunConfig
+from medpipe.config import RunConfig, base_model
 from medpipe.layout import GATE, SEGMENT, data_files, test_split
 
 __all__ = ["DataSize", "StepNeeds", "data_size", "step_needs", "training_hours", "plan_table"]
@@ -132,7 +132,7 @@ def step_needs(config: Mapping[str, Any], size: DataSize) -> dict[str, StepNeeds
     s2 = cfg.image_size**2
     pool = size.n("train") + (size.n("test") if cfg.stage == 2 else 0)
     n_test = size.n(test_split(cfg.stage))
-    n_seg = max(1, len(cfg.models(SEGMENT)))
+    n_seg = max(1, len(cfg.trained_models(SEGMENT)))
     folds = max(1, len(cfg.folds))
     per_fold = math.ceil(pool / max(1, int(config.get("folds", folds))))
     needs = {
@@ -185,7 +185,7 @@ def step_needs(config: Mapping[str, Any], size: DataSize) -> dict[str, StepNeeds
         step = "train_seg" if task == SEGMENT else "train_gate"
         hours = [
             training_hours(cfg, task, m, per_fold, "cpu" if on_cpu else "gpu")
-            for m in cfg.models(task)
+            for m in cfg.trained_models(task)
         ]
         if hours and all(h is not None for h in hours):
             runtime, note = max(60, int(60 * max(hours) * 1.5)), "runtime: 1.5x the measured figure"
@@ -216,7 +216,7 @@ def training_hours(
     cfg: RunConfig, task: str, model: str, per_fold: int, device: str
 ) -> float | None:
     """Hours to train one fold of a model (epochs x training images / measured images/s)."""
-    block = cfg.models(task)[model]
+    block = cfg.models(task)[base_model(model)]
     side = int(block.get("crop_size") or cfg.image_size)
     rate = images_per_s(str(block.get("encoder", "")), side, device)
     if rate is None:
@@ -239,7 +239,7 @@ def disk_gb(config: Mapping[str, Any], size: DataSize) -> dict[str, float]:
         "predictions per segmentation model": per_model / 1024**3,
         "checkpoints (about 100 MB per fold and model)": 0.1
         * folds
-        * (len(cfg.models(SEGMENT)) + len(cfg.models(GATE))),
+        * (len(cfg.trained_models(SEGMENT)) + len(cfg.trained_models(GATE))),
     }
 
 
@@ -256,7 +256,7 @@ def plan_table(config: Mapping[str, Any], size: DataSize | None = None) -> str:
     disk = disk_gb(config, size)
     for what, gb in disk.items():
         lines.append(f"  {what:<48} {gb:8.2f}")
-    n_seg = len(cfg.models(SEGMENT))
+    n_seg = len(cfg.trained_models(SEGMENT))
     total = (
         disk["cache"] + n_seg * disk["predictions per segmentation model"] + list(disk.values())[2]
     )
@@ -270,7 +270,7 @@ def plan_table(config: Mapping[str, Any], size: DataSize | None = None) -> str:
     pool = size.n("train") + (size.n("test") if cfg.stage == 2 else 0)
     per_fold = math.ceil(pool / max(1, int(config.get("folds", 1))))
     for task in (SEGMENT, GATE):
-        for model in cfg.models(task):
+        for model in cfg.trained_models(task):
             cpu = training_hours(cfg, task, model, per_fold, "cpu")
             gpu = training_hours(cfg, task, model, per_fold, "gpu")
             fmt = lambda h: "not measured" if h is None else f"{h:.2f}"  # noqa: E731
