@@ -147,8 +147,8 @@ def checkpoints_used(
     chosen = _chosen_variants(cfg, run_dir) if stage == 2 else {}
     rows = []
     for task in TASKS:
-        for model in cfg.models(task):
-            snapshots = int(cfg.models(task)[model].get("snapshots", 0) or 0) > 0
+        for model in cfg.trained_models(task):
+            snapshots = int(cfg.model(task, model).get("snapshots", 0) or 0) > 0
             name = chosen.get(model, model)  # retrain: auto: the variant the stage kept
             for fold in cfg.folds:
                 trained = cfg.trained_fold(stage, task, name, fold)
@@ -280,7 +280,7 @@ def write_reproduce_doc(
     choice_path = run.stage(2).retrain_choice
     choice = read_retrain_choice(choice_path) if choice_path.is_file() else {}
     for task in TASKS:
-        for model in RunConfig(config).models(task):
+        for model in RunConfig(config).trained_models(task):
             decisions.append(
                 [
                     model,
@@ -480,7 +480,7 @@ def verify_retrain(
             "--retrain needs deterministic: true in the run's config (it is false): "
             "retrained weights could not be expected to match"
         ]
-    chosen = [(t, m) for t in TASKS for m in cfg.models(t) if cfg.retrained(m)]
+    chosen = [(t, m) for t in TASKS for m in cfg.trained_models(t) if cfg.retrained(m)]
     if not chosen:
         return ["stage 2 retrained no model (stage2.retrain): there is nothing to retrain"]
     problems = []
@@ -488,6 +488,8 @@ def verify_retrain(
     for task, model in chosen:
         recorded = cfg.trained_fold(2, task, model, fold)
         retrained = work.stage(2).fold(task, model, fold)
+        if recorded.pseudo_dir.is_dir():  # a @pl<k> variant trains on its recorded labels
+            shutil.copytree(recorded.pseudo_dir, retrained.pseudo_dir, dirs_exist_ok=True)
         recorded_metrics = _read_json(recorded.metrics)
         torch.set_num_threads(int(threads or recorded_metrics.get("torch_threads") or 1))
         train_fold(
