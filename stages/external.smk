@@ -41,9 +41,9 @@ rule import_external:
         name=r"[A-Za-z0-9_-]+",
         ext=r"npz|csv",
     log:
-        path(LAYOUT.log("import_external", "{name}", stage="{stage}")),
+        path(LAYOUT.log("import_external", "{name}_{ext}", stage="{stage}")),
     benchmark:
-        path(LAYOUT.benchmark("import_external", "{name}", stage="{stage}"))
+        path(LAYOUT.benchmark("import_external", "{name}_{ext}", stage="{stage}"))
     threads: 1
     shell:
         "medpipe import-external --config {CONFIG_FILE:q} --name {wildcards.name:q} "

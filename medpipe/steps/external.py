@@ -75,6 +75,11 @@ def source_files(block: Mapping[str, Any], stage: int | str) -> dict[str, Path]:
 
 
 # ---------------------------------------------------------------- reading a source
+def _said(value) -> str:
+    """A value as an error message quotes it: ``'1.2.3'``, ``1.5`` (never ``np.str_(...)``)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def _fail(path: Path, problem: str) -> ExternalSourceError:
     return ExternalSourceError(f"{path}: {problem} ({_DOC})")
 
@@ -159,7 +164,10 @@ def _read_small(path: Path, name: str, required: bool = True) -> np.ndarray | No
     except ValueError as err:
         if isinstance(err, ExternalSourceError):
             raise
-        raise _fail(path, f"array {name!r} cannot be read without pickle ({err})") from None
+        raise _fail(
+            path,
+            f"array {name!r} needs pickle to load: save ids as str (np.asarray(ids, dtype=str))",
+        ) from None
 
 
 def _check_range(maps: _MapArray, ids: np.ndarray) -> None:
@@ -172,7 +180,7 @@ def _check_range(maps: _MapArray, ids: np.ndarray) -> None:
             value = part[row - start][bad[row - start]][0]
             raise _fail(
                 maps.path,
-                f"image {ids[row]!r} has probability {value!r}: values must lie in [0, 1]",
+                f"image {_said(ids[row])} has probability {_said(value)}: values must lie in [0, 1]",
             )
 
 
@@ -185,7 +193,7 @@ def _check_ids(path: Path, ids: np.ndarray) -> np.ndarray:
     if (counts > 1).any():
         dup = uniq[counts > 1][np.argmin(first[counts > 1])]
         raise _fail(
-            path, f"image {dup!r} appears {counts[uniq == dup][0]} times: one row per image"
+            path, f"image {_said(dup)} appears {counts[uniq == dup][0]} times: one row per image"
         )
     return ids
 
@@ -198,7 +206,7 @@ def _check_oof(path: Path, ids: np.ndarray, fold: np.ndarray, pool: pd.DataFrame
     if len(unknown):
         raise _fail(
             path,
-            f"image {ids[unknown[0]]!r} is not in folds.csv (the training pool; "
+            f"image {_said(ids[unknown[0]])} is not in folds.csv (the training pool; "
             f"{len(unknown)} such images): OOF rows are training images",
         )
     wrong = np.flatnonzero(theirs.astype(int) != fold)
@@ -206,7 +214,7 @@ def _check_oof(path: Path, ids: np.ndarray, fold: np.ndarray, pool: pd.DataFrame
         k = wrong[0]
         raise _fail(
             path,
-            f"image {ids[k]!r} is in fold {int(fold[k])} here but in fold {int(theirs[k])} in "
+            f"image {_said(ids[k])} is in fold {int(fold[k])} here but in fold {int(theirs[k])} in "
             f"folds.csv ({len(wrong)} such images): predict with medpipe's folds.csv",
         )
     return fold
@@ -215,7 +223,7 @@ def _check_oof(path: Path, ids: np.ndarray, fold: np.ndarray, pool: pd.DataFrame
 def _check_coverage(path: Path, ids: np.ndarray, expected: pd.Index, what: str) -> None:
     missing = expected.difference(pd.Index(ids))
     if len(missing):
-        raise _fail(path, f"{len(missing)} {what} have no row (first: {sorted(missing)[0]!r})")
+        raise _fail(path, f"{len(missing)} {what} have no row (first: {_said(sorted(missing)[0])})")
 
 
 def _as_int(path: Path, values, column: str) -> np.ndarray:
@@ -254,7 +262,7 @@ def _check_test(path: Path, ids: np.ndarray, test: pd.Index, split: str) -> None
     if len(extra):
         raise _fail(
             path,
-            f"image {sorted(extra)[0]!r} is not a {split!r} image of meta.csv ({len(extra)} such "
+            f"image {_said(sorted(extra)[0])} is not a {split!r} image of meta.csv ({len(extra)} such "
             "images): the test rows are this stage's test split",
         )
     _check_coverage(path, ids, test, f"{split!r} images of meta.csv")
@@ -310,8 +318,8 @@ def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
     if len(bad):
         raise _fail(
             path,
-            f"image {frame['image_id'].iloc[bad[0]]!r} has p_finding "
-            f"{frame['p_finding'].iloc[bad[0]]!r}: values must lie in [0, 1]",
+            f"image {_said(frame['image_id'].iloc[bad[0]])} has p_finding "
+            f"{_said(frame['p_finding'].iloc[bad[0]])}: values must lie in [0, 1]",
         )
     return frame.assign(image_id=frame["image_id"].str.strip(), p_finding=p)
 
@@ -333,7 +341,7 @@ def _check_p_finding(checked: _Checked, folds, pool: pd.Index, test: pd.Index, s
         dup = keys.duplicated()
         if dup.any():
             row = frame[dup].iloc[0]
-            raise _fail(path, f"image {row['image_id']!r} has two rows for fold {row['fold']}")
+            raise _fail(path, f"image {_said(row['image_id'])} has two rows for fold {row['fold']}")
         frame = frame.groupby("image_id", sort=False, as_index=False)["p_finding"].mean()
     ids = _check_ids(path, frame["image_id"].to_numpy())
     _check_test(path, ids, test, split)

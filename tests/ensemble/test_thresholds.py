@@ -1,0 +1,45 @@
+"""An imported source takes part in the decisions: its weight, its ablation row, the gate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from medpipe.layout import read_decision
+from medpipe.steps.external import import_external
+from medpipe.steps.thresholds import run_thresholds
+from tests.ensemble import teammate
+from tests.ensemble.conftest import OWN, add_source, write_own_model
+
+
+@pytest.fixture
+def decided(stage):
+    """medpipe's (shifted, so worse) model, the teammate's 96² maps and its logistic p(finding)."""
+    write_own_model(stage["data_dir"], stage["stage_dir"], [0, 1, 2])
+    teammate.write_maps(stage["root"] / "team", stage["data_dir"], side=96)
+    teammate.write_p_finding(stage["root"] / "team_p", stage["data_dir"])
+    add_source(stage, "team", "maps", stage["root"] / "team")
+    add_source(stage, "team_p", "p_finding", stage["root"] / "team_p")
+    for name in ("team", "team_p"):
+        import_external(stage["config"], name, stage["data_dir"], stage["stage_dir"], "test")
+    run_thresholds(stage["config"], stage["data_dir"], stage["stage_dir"])
+    cv = json.loads((stage["stage_dir"] / "cv.json").read_text())
+    return stage, cv
+
+
+def test_the_weight_search_and_the_ablation_take_the_external_maps(decided):
+    stage, cv = decided
+    assert set(cv["weights"]) == {OWN, "team"}
+    # the teammate's maps find the findings where ours are shifted: the search prefers them
+    assert cv["weights"]["team"] > cv["weights"][OWN]
+    assert cv["models"]["team"]["seg_only"] > cv["models"][OWN]["seg_only"]
+    assert set(cv["nested"]["models"]) == {OWN, "team"}
+    assert all(set(w) == {OWN, "team"} for w in cv["weights_by_fold"].values())
+    assert read_decision(stage["stage_dir"] / "thresholds.json").weights == cv["weights"]
+
+
+def test_the_external_p_finding_is_a_gate_of_the_ablation(decided):
+    _, cv = decided
+    assert "seg_gate" in cv and "seg_gate" in cv["nested"]
+    assert set(cv["gates"]) == {"team_p"} and cv["gates"]["team_p"]["auc"] > 0.9
