@@ -44,6 +44,7 @@ def _overview(run: RunFiles, section: Section) -> None:
         ["trained folds", ", ".join(map(str, cfg.get("train_folds") or [])) or "all"],
         ["segmentation models", ", ".join(run.models("segment")) or "none"],
         ["gate models", ", ".join(run.models("gate")) or "none"],
+        ["external sources", _external(run)],
         ["LightGBM fusion", "on" if run.fusion_enabled else "off"],
         ["OOF images", cv.get("n_images", "n/a")],
         ["OOF score, submission rule", _score(cv.get("ensemble"))],
@@ -61,6 +62,14 @@ def _overview(run: RunFiles, section: Section) -> None:
         "Images are named by their DICOM SOP instance UID only; no patient name, patient ID or "
         "patient key appears in this report."
     )
+
+
+def _external(run: RunFiles) -> str:
+    """``ensemble.external``'s sources: a teammate's predictions, imported (docs/ensemble.md)."""
+    sources = [
+        f"{n} ({b['kind']})" for t in ("segment", "gate") for n, b in run.external(t).items()
+    ]
+    return ", ".join(sources) or "none"
 
 
 def _margin(score: Any, base: Any) -> str:

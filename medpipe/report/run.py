@@ -96,10 +96,16 @@ class RunFiles:
         stage 2 predicts into stage 2's folders but was trained, and logged, in stage 1's."""
         stage = self.stage if stage is None else stage
         view = self.view
+        external = view.external(task)  # a teammate's predictions: no training here
         return {
             model: [view.trained_fold(stage, task, model, d.fold) for d in dirs]
             for model, dirs in self.fold_dirs(task, stage).items()
+            if model not in external
         }
+
+    def external(self, task: str) -> dict[str, Mapping[str, Any]]:
+        """The task's ``ensemble.external`` sources (docs/ensemble.md): imported, not trained."""
+        return self.view.external(task)
 
     def need(self, path: Path, what: str) -> Path:
         """``path`` if it exists, else :class:`Unavailable` naming it and the rule that makes it."""

@@ -146,6 +146,13 @@ def _cv_table(run: RunFiles, section: Section) -> None:
         )
     for model in run.models("gate"):
         rows.append(["gate", model, "ROC AUC", gate_auc(run, model), None])
+    for model in run.external("segment"):  # a teammate's maps, in the blend like ours
+        own = (cv.get("models") or {}).get(model, {})
+        nested = ((cv.get("nested") or {}).get("models") or {}).get(model, {})
+        row = [own.get("seg_only"), nested.get("seg_only")]
+        rows.append(["segmentation (external)", model, "competition dice", *row])
+    for model in run.external("gate"):
+        rows.append(["gate (external)", model, "ROC AUC", gate_auc(run, model), None])
     rows.append(
         [
             "ensemble",
@@ -219,6 +226,12 @@ def add_training_section(run: RunFiles, section: Section) -> None:
     for task in ("segment", "gate"):
         for model, dirs in run.training_dirs(task).items():
             guarded(section, _learning_curves, run, section, task, model, dirs)
+        for model, block in run.external(task).items():
+            section.note(
+                f"{_task_label(task).capitalize()} source {model} is external ({block['kind']} "
+                f"from {block['path']}, ensemble.external): its predictions were imported, "
+                "so it has no learning curves; it is in the CV table, the weights and the ablation."
+            )
     section.heading("Cross-validation")
     guarded(section, _cv_table, run, section)
     section.heading("Ablation against the all-empty baseline")

@@ -48,7 +48,8 @@ def stage(tmp_path) -> dict:
     """``data_dir``, ``stage_dir``, ``config`` (sources added by the test), ``root``."""
     data_dir = tiny_data.write_data_dir(tmp_path / "run" / "data", n_train=36, n_test=6, folds=3)
     meta = pd.read_csv(data_dir / "meta.csv")
-    meta.assign(orig_height=256, orig_width=256).to_csv(data_dir / "meta.csv", index=False)
+    meta = meta.assign(orig_height=256, orig_width=256, age=50.0, sex="M", view="PA")
+    meta.to_csv(data_dir / "meta.csv", index=False)
     config = {
         "run_dir": str(tmp_path / "run"),
         "folds": 3,

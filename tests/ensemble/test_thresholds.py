@@ -43,3 +43,16 @@ def test_the_external_p_finding_is_a_gate_of_the_ablation(decided):
     _, cv = decided
     assert "seg_gate" in cv and "seg_gate" in cv["nested"]
     assert set(cv["gates"]) == {"team_p"} and cv["gates"]["team_p"]["auc"] > 0.9
+
+
+def test_the_report_lists_the_sources_as_external(decided):
+    from medpipe.report.build import build_report
+
+    stage, cv = decided
+    config = {**stage["config"], "stage": 1}
+    out = build_report(config, config["run_dir"], stage["root"] / "report.html", progress=False)
+    html = out.read_text()
+    assert "external sources" in html and "team (maps), team_p (p_finding)" in html
+    assert "segmentation (external)" in html and "gate (external)" in html
+    assert "source team is external" in html and "no learning curves" in html
+    assert "team: no learning curve in its fold folders" not in html  # not a missing log
