@@ -279,6 +279,12 @@ def export_bundle(
     raw = yaml.safe_load(run.resolved_config.read_text())
     raw["run_dir"] = str(run.run_dir)  # where the run is now, not where it was made
     cfg = RunConfig(raw)
+    if cfg.external():
+        raise ValueError(
+            f"{run.resolved_config}: ensemble.external ({', '.join(cfg.external())}) holds a "
+            "teammate's predictions, not a model a bundle can carry; export a run without "
+            "external sources (docs/ensemble.md)"
+        )
     stage = cfg.stage
     stage_layout = run.stage(stage)
     decision = read_decision(stage_layout.thresholds)

@@ -56,3 +56,20 @@ def test_the_report_lists_the_sources_as_external(decided):
     assert "segmentation (external)" in html and "gate (external)" in html
     assert "source team is external" in html and "no learning curves" in html
     assert "team: no learning curve in its fold folders" not in html  # not a missing log
+
+
+def test_export_refuses_a_run_with_external_sources(decided):
+    """A bundle carries medpipe's weights; a teammate's predictions are no model to carry."""
+    import yaml
+
+    from medpipe.bundle.export import export_bundle
+    from medpipe.layout import RunLayout
+
+    stage, _ = decided
+    run = RunLayout(stage["config"]["run_dir"])
+    run.resolved_config.write_text(yaml.safe_dump({**stage["config"], "stage": 1}))
+    with pytest.raises(
+        ValueError, match=r"config\.resolved\.yaml: ensemble\.external \(team, team_p\)"
+    ):
+        export_bundle(run.run_dir, stage["root"] / "bundle", selftest=False)
+    assert not (stage["root"] / "bundle").exists()
