@@ -33,7 +33,7 @@ def register(add, config_arg, command) -> None:
     p = add(
         "import-external",
         "Check a teammate's OOF and test predictions (ensemble.external.<name>) against the "
-        "stage's meta.csv and folds.csv and write them as medpipe fold files.",
+        "stage's images and folds and write them as medpipe fold files (docs/ensemble.md).",
         f"medpipe import-external --config {RUN_EXAMPLE.resolved_config} --name team_unet "
         f"--data-dir {RUN_EXAMPLE.data_dir(1)} --stage-dir {RUN_EXAMPLE.stage_dir(1)} "
         "--stage 1 --test-split test",

@@ -35,6 +35,7 @@ __all__ = [
     "package_lock",
     "git_state",
     "checkpoints_used",
+    "external_sources",
     "rule_wall_times",
     "write_reproduce_doc",
     "verify_reproduction",
@@ -186,6 +187,22 @@ def _decision_text(view: RunConfig, model: str, choice: Mapping[str, Any]) -> st
     )
 
 
+def external_sources(config: Mapping[str, Any], run_dir: str | Path) -> list[dict[str, Any]]:
+    """The SHA-256 of every ``ensemble.external`` source file each stage imported
+    (docs/ensemble.md): a teammate's predictions are inputs no checkpoint rebuilds."""
+    from medpipe.steps.external import source_files
+
+    rows = []
+    for name, block in RunConfig(config).external().items():
+        for stage in (1, 2):
+            files = source_files(block, stage).values()
+            rows += [
+                {"name": name, "kind": block["kind"], "stage": stage, **_hashed(p, run_dir)}
+                for p in files
+            ]
+    return rows
+
+
 def _hashed(path: Path, run_dir: str | Path) -> dict[str, str]:
     run_dir = Path(run_dir)
     shown = str(path.relative_to(run_dir)) if path.is_relative_to(run_dir) else str(path)
@@ -332,6 +349,9 @@ python3 -m venv .venv && .venv/bin/pip install -r {out_md.with_name(lock_name).a
 ## Inputs
 {_table(["input", "SHA-256", "files"], [[p.name, sha256_file(p) if p.exists() else "MISSING", 1] for p in labels] + [[f"{name}/ (sorted path + size list)", digest, n] for name, (digest, n) in listings.items()])}
 
+## External sources (ensemble.external: a teammate's predictions, docs/ensemble.md)
+{_table(["source", "kind", "stage", "file", "SHA-256"], [[r["name"], r["kind"], r["stage"], r["path"], r["sha256"]] for r in external_sources(config, run_dir)]) if RunConfig(config).external() else "None."}
+
 ## Retrain decisions (CV before = stage 1, after = stage 2)
 {_table(["model", "task", "stage 2", "CV stage 1", "CV stage 2"], decisions)}
 
@@ -352,6 +372,7 @@ Ensemble OOF score (the submission's rule): stage 1 {cv1.get("ensemble", "n/a")}
         "submission": str(submission.relative_to(run_dir)),
         "submission_sha256": sha256_file(submission) if submission.exists() else None,
         "checkpoints": ckpts,
+        "external": external_sources(config, run_dir),
         "git": git,
     }
     atomic_write_text(

@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 KIND_TASK = {"maps": SEGMENT, "p_finding": GATE}
 _CHUNK_PIXELS = 1 << 24
 _DOC = "docs/ensemble.md"
+# the data folder's tables, as the messages name them
+_META, _FOLDS = (data_files(".")[k].name for k in ("meta", "folds"))
 
 
 class ExternalSourceError(ValueError):
@@ -206,7 +208,7 @@ def _check_oof(path: Path, ids: np.ndarray, fold: np.ndarray, pool: pd.DataFrame
     if len(unknown):
         raise _fail(
             path,
-            f"image {_said(ids[unknown[0]])} is not in folds.csv (the training pool; "
+            f"image {_said(ids[unknown[0]])} is not in {_FOLDS} (the training pool; "
             f"{len(unknown)} such images): OOF rows are training images",
         )
     wrong = np.flatnonzero(theirs.astype(int) != fold)
@@ -215,7 +217,7 @@ def _check_oof(path: Path, ids: np.ndarray, fold: np.ndarray, pool: pd.DataFrame
         raise _fail(
             path,
             f"image {_said(ids[k])} is in fold {int(fold[k])} here but in fold {int(theirs[k])} in "
-            f"folds.csv ({len(wrong)} such images): predict with medpipe's folds.csv",
+            f"{_FOLDS} ({len(wrong)} such images): predict with medpipe's {_FOLDS}",
         )
     return fold
 
@@ -262,10 +264,10 @@ def _check_test(path: Path, ids: np.ndarray, test: pd.Index, split: str) -> None
     if len(extra):
         raise _fail(
             path,
-            f"image {_said(sorted(extra)[0])} is not a {split!r} image of meta.csv ({len(extra)} such "
+            f"image {_said(sorted(extra)[0])} is not a {split!r} image of {_META} ({len(extra)} such "
             "images): the test rows are this stage's test split",
         )
-    _check_coverage(path, ids, test, f"{split!r} images of meta.csv")
+    _check_coverage(path, ids, test, f"{split!r} images of {_META}")
 
 
 def _check_maps(checked: _Checked, folds, pool: pd.Index, test: pd.Index, split: str) -> None:
@@ -283,7 +285,7 @@ def _check_maps(checked: _Checked, folds, pool: pd.Index, test: pd.Index, split:
             if fold.shape != ids.shape:
                 raise _fail(path, f"fold has {fold.size} values but image_id {len(ids)} ids")
             checked.oof_fold = _check_oof(path, ids, fold, folds)
-            _check_coverage(path, ids, pool, "images of the trained folds in folds.csv")
+            _check_coverage(path, ids, pool, f"images of the trained folds in {_FOLDS}")
             checked.oof_ids = ids
         else:
             _check_test(path, ids, test, split)
@@ -330,7 +332,7 @@ def _check_p_finding(checked: _Checked, folds, pool: pd.Index, test: pd.Index, s
     ids = _check_ids(path, frame["image_id"].to_numpy())
     fold = _as_int(path, frame["fold"].to_numpy(), "fold")
     checked.oof_fold = _check_oof(path, ids, fold, folds)
-    _check_coverage(path, ids, pool, "images of the trained folds in folds.csv")
+    _check_coverage(path, ids, pool, f"images of the trained folds in {_FOLDS}")
     checked.oof_ids, checked.p["oof"] = ids, frame["p_finding"].to_numpy()
 
     path = checked.files["test"]

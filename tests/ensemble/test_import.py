@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -138,3 +140,20 @@ def test_a_stage_placeholder_in_the_path_picks_the_stage_folder(stage):
     files = source_files({"path": "team/stage{stage}", "kind": "p_finding"}, 2)
     assert files["oof"].as_posix() == "team/stage2/oof.csv"
     assert pd.Series([str(p) for p in files.values()]).str.endswith(".csv").all()
+
+
+def test_the_reproduction_manifest_hashes_the_source_files(stage):
+    from medpipe.reproducibility import external_sources, sha256_file
+
+    source = stage["root"] / "team_p"
+    teammate.write_p_finding(source / "stage1", stage["data_dir"])
+    add_source(stage, "team_p", "p_finding", source / "stage{stage}")
+    rows = external_sources(stage["config"], stage["config"]["run_dir"])
+    assert [(r["stage"], Path(r["path"]).name) for r in rows] == [
+        (1, "oof.csv"),
+        (1, "test.csv"),
+        (2, "oof.csv"),
+        (2, "test.csv"),
+    ]
+    assert rows[0]["sha256"] == sha256_file(source / "stage1" / "oof.csv")
+    assert rows[2]["sha256"] == "MISSING"  # no stage-2 predictions handed over yet
