@@ -46,6 +46,7 @@ from medpipe.layout import (
     ProbRows,
     StageLayout,
     cache_file,
+    data_files,
     read_gate_predictions,
     read_prediction_ids,
     test_split,
@@ -204,7 +205,8 @@ def label_fold(
     test_rows = split_rows(data_dir, split).set_index("image_id")
     unknown = [i for i in ids if i not in test_rows.index]
     if unknown:
-        raise ValueError(f"{seg.test}: image {unknown[0]!r} is not in split {split!r} of meta.csv")
+        meta = data_files(data_dir)["meta"]
+        raise ValueError(f"{seg.test}: image {unknown[0]!r} is not in split {split!r} of {meta}")
     min_area_px = settings.min_area * cache_area_scale(data_dir, size)
     table = confident_images(maps, _finding_probabilities(gate, ids), settings, min_area_px)
     table.insert(0, "image_id", ids)
