@@ -45,6 +45,9 @@ rule import_external:
     benchmark:
         path(LAYOUT.benchmark("import_external", "{name}_{ext}", stage="{stage}"))
     threads: 1
+    resources:  # one fold's maps at cache size, as predict holds them
+        mem_mb=NEEDS["predict_seg"].request_mb,
+        runtime=NEEDS["predict_seg"].runtime_min,
     shell:
         "medpipe import-external --config {CONFIG_FILE:q} --name {wildcards.name:q} "
         "--data-dir {params.data:q} --stage-dir {params.stage_dir:q} --stage {wildcards.stage} "
