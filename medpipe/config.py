@@ -143,11 +143,23 @@ def validate(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH) -
 
 
 def drop_removed_models(config: dict[str, Any]) -> dict[str, Any]:
-    """Remove model blocks set to ``null``: that is how an overlay drops a model of the base config."""
+    """Remove model blocks set to ``null``: that is how an overlay drops a model of the base config.
+
+    What names a removed model goes with it: its ``stage2.retrain`` entry, its place in
+    ``pseudo_label.models``, and ``pseudo_label.finding`` (the top pixel probability decides).
+    """
+    removed: set[str] = set()
     for section in ("segmentation", "gate"):
         models = (config.get(section) or {}).get("models")
         if isinstance(models, dict):
+            removed |= {k for k, v in models.items() if v is None}
             config[section]["models"] = {k: v for k, v in models.items() if v is not None}
+    pseudo = config.get("pseudo_label")
+    if isinstance(pseudo, dict):
+        if isinstance(pseudo.get("models"), list):
+            pseudo["models"] = [m for m in pseudo["models"] if m not in removed]
+        if pseudo.get("finding") in removed:
+            pseudo["finding"] = None
     for name, _value in list(((config.get("stage2") or {}).get("retrain") or {}).items()):
         known = set((config.get("segmentation") or {}).get("models") or {}) | set(
             (config.get("gate") or {}).get("models") or {}

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medpipe.config import SCHEMA_PATH, ConfigError, load_config, trained_folds
+from medpipe.config import (
+    SCHEMA_PATH,
+    ConfigError,
+    RunConfig,
+    drop_removed_models,
+    load_config,
+    trained_folds,
+)
 from medpipe.training.runtime import PERFORMANCE_DEFAULTS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,7 +147,8 @@ def _planned_model_threads(tmp_path: Path, overlay_text: str) -> tuple[set[int],
     plan = proc.stdout + proc.stderr
     assert proc.returncode == 0, plan[-3000:]
     commands = [line for line in plan.splitlines() if re.search(r"medpipe (train-|predict)", line)]
-    assert len(commands) == 12  # (train + predict) x (segmentation + gate) x 3 folds
+    # (train + predict) x (U-Net, its @pl1 variant, gate) x 3 folds
+    assert len(commands) == 18
     threads = {int(re.search(r"--threads (\d+)", line).group(1)) for line in commands}
     return threads, plan
 
@@ -153,7 +161,7 @@ def test_model_jobs_share_the_real_cores(tmp_path):
     cores = min(8, cpu_count())
     threads, plan = _planned_model_threads(tmp_path, "data: {root: synth}\n")
     assert threads == {max(1, cores // 2)}  # the default runs two side by side
-    assert plan.count("model_jobs=1") == 12
+    assert plan.count("model_jobs=1") == 18
     alone, _ = _planned_model_threads(
         tmp_path, "data: {root: synth}\nperformance: {parallel_jobs: 1}\n"
     )
@@ -252,3 +260,27 @@ def test_keys_the_code_reads_are_accepted():
     config = load_config(REPO / "configs/default.yaml", overrides)
     assert config["segmentation"]["models"]["unet_regnetx"]["arch_kwargs"]
     assert config["gate"]["models"]["gate_regnetx"]["dropout"] == 0.1
+
+
+def test_a_removed_model_leaves_the_pseudo_label_block_too():
+    """An overlay that drops the default U-Net and gate (siim.yaml's way) must not leave
+    pseudo_label naming them; what it names of its own models is kept."""
+    config = load_config([REPO / "configs/default.yaml"])
+    assert RunConfig(config).trained_models("segment") == ["unet_regnetx", "unet_regnetx@pl1"]
+    config["segmentation"]["models"] = {"unet_regnetx": None, "other": {"encoder": "resnet18"}}
+    config["gate"]["models"] = {"gate_regnetx": None}
+    config["pseudo_label"]["models"] = ["unet_regnetx", "other"]
+    drop_removed_models(config)
+    assert config["pseudo_label"]["models"] == ["other"]
+    assert config["pseudo_label"]["finding"] is None  # the top pixel probability decides
+    assert RunConfig(config).trained_models("segment") == ["other", "other@pl1"]
+    siim = load_config([REPO / "configs/default.yaml", REPO / "configs/siim.yaml"])
+    assert RunConfig(siim).trained_models("segment") == ["unet_r34", "unet_r34@pl1"]
+    assert siim["pseudo_label"]["finding"] == "cls_r34"
+
+
+def test_an_unknown_pseudo_label_model_is_named():
+    config = load_config([REPO / "configs/default.yaml"])
+    config["pseudo_label"]["models"] = ["unet_regentx"]
+    with pytest.raises(ConfigError, match=r"pseudo_label.models: \['unet_regentx'\] are not"):
+        RunConfig(config).trained_models("segment")

@@ -51,12 +51,61 @@ def _planned_rules(proc) -> set[str]:
     return rules
 
 
+def _planned_jobs(proc) -> set[tuple[str, str]]:
+    """``(rule, model)`` of every job `snakemake -n` plans (model "" for a job without one)."""
+    jobs, rule = set(), None
+    for line in (proc.stdout + proc.stderr).splitlines():
+        line = line.strip()
+        if line.startswith(("rule ", "localrule ")) and line.endswith(":"):
+            rule = line.split()[1].rstrip(":")
+            jobs.add((rule, ""))
+        elif line.startswith("wildcards:") and rule is not None:
+            fields = dict(f.split("=", 1) for f in line[len("wildcards:") :].split(", "))
+            jobs.discard((rule, ""))
+            jobs.add((rule, fields.get("model", "").strip()))
+    return jobs
+
+
 def test_editing_one_model_block_reruns_only_that_model(tiny_run, tmp_path):
     overlay = tmp_path / "gate-epochs.yaml"
     overlay.write_text("gate:\n  models:\n    gate_regnetx: {epochs: 2}\n")
-    rules = _planned_rules(snakemake(tiny_run, "submission", "-n", configfiles=(overlay,)))
+    proc = snakemake(tiny_run, "submission", "-n", configfiles=(overlay,))
+    rules = _planned_rules(proc)
     assert {"train_gate", "predict_gate"} <= rules
-    assert not {"train_seg", "predict_seg", "ingest", "make_folds"} & rules
+    assert not {"ingest", "make_folds"} & rules
+    # the gate labels the pseudo-labels: only the @pl1 variant retrains, never the plain U-Net
+    seg_jobs = {(r, m) for r, m in _planned_jobs(proc) if r in ("train_seg", "predict_seg")}
+    assert seg_jobs == {("train_seg", "unet_regnetx@pl1"), ("predict_seg", "unet_regnetx@pl1")}
+
+
+def test_the_pseudo_labelled_variant_sits_beside_its_model(tiny_run):
+    stage = tiny_run / "runs/tiny/stage1"
+    variant = stage / "segment" / "unet_regnetx@pl1"
+    for fold in (0, 1):
+        made = json.loads((variant / f"fold{fold}/pseudo/provenance.json").read_text())
+        # labelled by the same fold's U-Net and gate, which never saw this fold's images
+        assert made["made_by"]["segment"] == {
+            **made["made_by"]["segment"],
+            "model": "unet_regnetx",
+            "fold": fold,
+        }
+        assert made["made_by"]["gate"] == {
+            **made["made_by"]["gate"],
+            "model": "gate_regnetx",
+            "fold": fold,
+        }
+        rows = pd.read_csv(variant / f"fold{fold}/pseudo/rows.csv")
+        metrics = json.loads((variant / f"fold{fold}/metrics.json").read_text())
+        assert metrics["n_pseudo"] == len(rows) == made["n_finding"] + made["n_empty"]
+        test_ids = set(
+            pd.read_csv(tiny_run / "runs/tiny/data/meta.csv").query("split == 'test'")["image_id"]
+        )
+        assert set(rows["image_id"]) <= test_ids
+    cv = json.loads((stage / "cv.json").read_text())
+    for name in ("unet_regnetx", "unet_regnetx@pl1"):
+        assert name in cv["models"] and name in cv["nested"]["models"]
+        assert name in cv["weights"]
+        assert all(name in w for w in cv["weights_by_fold"].values())
 
 
 def test_editing_postprocess_reruns_only_thresholds_and_submit(tiny_run, tmp_path):
