@@ -31,7 +31,10 @@ def test_snapshot_checkpoints_are_hashed_with_their_fold(tmp_path):
         d.checkpoint.write_bytes(b"best")
         for k in (1, 2):
             d.snapshot(k).write_bytes(f"snap{k}-{fold}".encode())
-    rows = [r for r in checkpoints_used(config, tmp_path) if r["task"] == "segment"]
+    used = checkpoints_used(config, tmp_path)
+    rows = [r for r in used if r["model"] == "unet_regnetx"]
     assert [len(r["snapshots"]) for r in rows] == [2, 2]
+    # its pseudo-labelled variant predicts with its own weights, which are listed too
+    assert [r["fold"] for r in used if r["model"] == "unet_regnetx@pl1"] == [0, 1]
     assert rows[0]["snapshots"][1]["path"].endswith("fold0/snapshot_2.ckpt")
     assert len({s["sha256"] for r in rows for s in r["snapshots"]}) == 4

@@ -42,6 +42,7 @@ def _config(run: Path, *, gate: bool, fusion: bool, stage2: bool) -> dict:
     config["segmentation"]["models"] = {"unet": seg_block}
     config["gate"]["models"] = {"cls": gate_block} if gate else {}
     config["fusion"]["enabled"] = fusion
+    config["pseudo_label"] = {"models": []}  # no @pl variants in the fabricated run
     config["stage2"] = {"retrain": {"unet": True, "cls": False}}
     # never the repository's own data/synthetic (its hidden labels would score this fake run)
     config["data"] = {**config["data"], "root": str(run.parent / "no-synthetic-data")}
