@@ -189,6 +189,24 @@ def test_retrain_auto_keeps_the_variant_with_the_better_stage2_cv(stage2_run):
     assert cv2["models"]["unet_regnetx"]["seg_only"] == pytest.approx(row[expected]["oof"])
     manifest = json.loads((stage / "reproduce.json").read_text())
     used = {r["model"] for r in manifest["checkpoints"] if r["task"] == "segment"}
-    assert used == {"unet_regnetx@kept" if expected == "kept" else "unet_regnetx"}
+    chosen = "unet_regnetx@kept" if expected == "kept" else "unet_regnetx"
+    assert used == {chosen, "unet_regnetx@pl1"}  # the pseudo-labelled variant: always its own
     doc = (stage / "REPRODUCE.md").read_text()
     assert f"retrained {row['retrained']['cv']:.4f} vs kept {row['kept']['cv']:.4f}" in doc
+
+
+def test_stage2_pseudo_labels_the_stage2_test_set_with_the_stage2_models(stage2_run):
+    """The @pl1 variant is retrained with the U-Net: its stage-2 labels come from the stage-2
+    folds' own models, of the new test set (the stage-1 test images now have real labels)."""
+    stage = stage2_run / "runs/tiny/stage2"
+    meta = pd.read_csv(stage2_run / "runs/tiny/stage2/data/meta.csv", dtype={"image_id": str})
+    stage2_test = set(meta.loc[meta["split"] == "stage2_test", "image_id"])
+    for fold in (0, 1):
+        pseudo = stage / "segment/unet_regnetx@pl1" / f"fold{fold}/pseudo"
+        made = json.loads((pseudo / "provenance.json").read_text())
+        assert made["stage"] == 2 and made["split"] == "stage2_test"
+        assert made["made_by"]["segment"]["model"] == "unet_regnetx"
+        assert {m["fold"] for m in made["made_by"].values()} == {fold}
+        rows = pd.read_csv(pseudo / "rows.csv", dtype={"image_id": str})
+        assert set(rows["image_id"]) <= stage2_test
+        assert (stage / "segment/unet_regnetx@pl1" / f"fold{fold}/model.ckpt").is_file()
