@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from medpipe.config import KEPT, RunConfig
+from medpipe.config import KEPT, RunConfig, base_model, pseudo_round
 from medpipe.guards import redact_config
 from medpipe.io.atomic import atomic_write_text
 from medpipe.layout import TASKS, InputLayout, RunLayout, read_retrain_choice, test_split
@@ -175,6 +175,8 @@ def _chosen_variants(cfg: RunConfig, run_dir: str | Path) -> dict[str, str]:
 
 def _decision_text(view: RunConfig, model: str, choice: Mapping[str, Any]) -> str:
     setting = view.retrain_setting(model)
+    if setting == "auto" and pseudo_round(model):  # a @pl<k> variant has no @kept of its own
+        return f"retrained with {base_model(model)} (pseudo-labelled variant, docs/stage2.md)"
     if setting != "auto":
         return "retrained" if setting else "kept (stage-1 checkpoints)"
     row = choice.get(model)

@@ -202,3 +202,17 @@ def test_the_pseudo_draw_keeps_the_labelled_draw_and_adds_a_share_of_pseudo_rows
         assert len(extra) == 3 == len(set(extra)) and len(mixed) == len(b) == 11
         drawn.update(extra)
     assert len(drawn) > 3  # another share each epoch
+
+
+def test_reproduce_doc_says_a_variant_is_retrained_with_its_auto_model(tmp_path):
+    """retrain: auto chooses between a model and its @kept variant; its @pl<k> variant has
+    none of its own and is retrained with it (REPRODUCE.md's decision column)."""
+    from medpipe.reproducibility import _decision_text
+
+    config = {**_config(tmp_path / "run"), "stage": 2, "stage2": {"retrain": {"m": "auto"}}}
+    view = RunConfig(config)
+    assert _decision_text(view, "m@pl1", {}) == (
+        "retrained with m (pseudo-labelled variant, docs/stage2.md)"
+    )
+    assert _decision_text(view, "m", {}) == "auto: not chosen yet"
+    assert view.retrained("m@pl1") and view.auto_models(SEGMENT) == ["m"]
