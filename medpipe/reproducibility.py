@@ -26,6 +26,7 @@ import yaml
 from medpipe.config import KEPT, RunConfig, base_model, pseudo_round
 from medpipe.guards import redact_config
 from medpipe.io.atomic import atomic_write_text
+from medpipe.io.hashing import sha256_file
 from medpipe.layout import TASKS, InputLayout, RunLayout, read_retrain_choice, test_split
 
 __all__ = [
@@ -42,14 +43,6 @@ __all__ = [
     "weights_sha256",
     "verify_retrain",
 ]
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sha256_listing(root: str | Path) -> tuple[str, int]:

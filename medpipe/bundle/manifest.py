@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from medpipe.io.atomic import atomic_write_text
+from medpipe.io.hashing import sha256_file
 
 __all__ = ["sha256_of", "write_manifest", "check_manifest", "ManifestError"]
 
@@ -15,12 +15,7 @@ class ManifestError(ValueError):
     """A bundle file is missing, altered or unlisted; the message names each one."""
 
 
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+sha256_of = sha256_file  # the project's one file hasher (medpipe.io.hashing)
 
 
 def _files(root: Path, manifest: Path) -> list[Path]:

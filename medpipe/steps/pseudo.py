@@ -25,7 +25,6 @@ split, and nothing grows with the test set but that cache: the maps are read in 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Mapping
@@ -38,6 +37,7 @@ import pandas as pd
 
 from medpipe.config import ConfigError, RunConfig, base_model, pseudo_round, pseudo_variant
 from medpipe.io.atomic import atomic_path, atomic_write_csv, atomic_write_text
+from medpipe.io.hashing import sha256_file
 from medpipe.layout import (
     GATE,
     PSEUDO_SPLIT,
@@ -158,14 +158,6 @@ def confident_images(
     )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _finding_probabilities(gate: FoldDir | None, image_ids: np.ndarray) -> np.ndarray | None:
     if gate is None:
         return None
@@ -243,7 +235,12 @@ def label_fold(
         "n_finding": int((chosen["label"] == 1).sum()),
         "n_empty": int((chosen["label"] == 0).sum()),
         "made_by": {
-            task: {"model": d.model, "fold": d.fold, "file": d.test.name, "sha256": _sha256(d.test)}
+            task: {
+                "model": d.model,
+                "fold": d.fold,
+                "file": d.test.name,
+                "sha256": sha256_file(d.test),
+            }
             for task, d in sources.items()
         },
         "settings": asdict(settings),
