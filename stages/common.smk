@@ -42,11 +42,15 @@ FOLD_JOB = LAYOUT.fold_job("{model}", "{fold}")
 # Rules call `medpipe`: find it beside this Python even when the venv is not activated.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
-# The merged config every command reads. Rewritten only when its content changes; it is not an
-# input of any rule: reruns come from each rule's declared config slice (params). The salt is
-# redacted: only ingest needs it, and it gets it as a flag.
+# The merged config every command reads. It is written when jobs are about to run (onstart), never
+# by a dry run, `--lint` or a report: reading the workflow must not change a finished run's
+# record. It is not an input of any rule: reruns come from each rule's declared config slice
+# (params). The salt is redacted: only ingest needs it, and it gets it from the environment.
 CONFIG_FILE = str(LAYOUT.resolved_config)
-write_yaml_atomic(redact_config(config), CONFIG_FILE)
+
+
+onstart:
+    write_yaml_atomic(redact_config(config), CONFIG_FILE)
 
 # Ingest gets the salt through the environment, never on a command line (which Snakemake prints,
 # stores in .snakemake/ and shows in `ps`). Its rules declare only a digest as params, so a new

@@ -130,6 +130,12 @@ class FoldDir:
         return [found[k] for k in sorted(found)]
 
     @property
+    def trained_config(self) -> Path:
+        """The whole (salt-redacted) config these weights were trained with: a run's record, which
+        export reads instead of today's config (a later dry run or overlay cannot rewrite it)."""
+        return self.path / "config.yaml"
+
+    @property
     def resume_stamp(self) -> Path:
         """The data fingerprint ``last.ckpt`` belongs to (a resume on other data is refused)."""
         return self.path / "resume.json"

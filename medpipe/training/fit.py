@@ -21,7 +21,7 @@ from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnv
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger
 
-from medpipe.config import RunConfig
+from medpipe.config import RunConfig, write_yaml_atomic
 from medpipe.data.dataset import (
     PositiveFractionSampler,
     PseudoLabelSampler,
@@ -33,6 +33,7 @@ from medpipe.data.dataset import (
     training_finding_prior,
 )
 from medpipe.data.transforms import build_train_transforms
+from medpipe.guards import redact_config
 from medpipe.io.atomic import atomic_write_text, remove_stale_temps
 from medpipe.layout import PSEUDO_SPLIT, FoldDir, RunLayout, data_files
 from medpipe.training.callbacks import AtomicCheckpointIO, ProgressWriter, SnapshotCheckpoint
@@ -416,4 +417,5 @@ def train_fold(
     if trainer.is_global_zero:
         ProgressWriter(here, spec.monitor).write(history)
         atomic_write_text(json.dumps(_json_safe(metrics), indent=2) + "\n", here.metrics)
+        write_yaml_atomic(redact_config(run_cfg), here.trained_config, only_if_changed=False)
     return metrics
