@@ -29,6 +29,7 @@ __all__ = [
     "expected_ids_from_dicom_dir",
     "score_breakdown",
     "score_submission",
+    "original_sizes",
 ]
 
 log = logging.getLogger(__name__)
@@ -234,6 +235,18 @@ def expected_ids_from_dicom_dir(dicom_dir: str | Path) -> dict[str, tuple[int, i
     if skipped:
         log.info("%s: %d files without a readable DICOM image header skipped", root, skipped)
     return sizes
+
+
+def original_sizes(meta: pd.DataFrame) -> dict[str, tuple[int, int]]:
+    """``image_id -> (rows, cols)`` of the original images of ``meta.csv``'s test splits (SIIM's
+    1024² when meta has no size columns): the size a submission's RLE is written at."""
+    if not {"orig_height", "orig_width"} <= set(meta.columns):
+        return {}
+    test = meta[meta["split"] != "train"]
+    return {
+        str(i): (int(h), int(w))
+        for i, h, w in zip(test["image_id"], test["orig_height"], test["orig_width"], strict=True)
+    }
 
 
 def score_submission(

@@ -6,6 +6,7 @@ import hashlib
 import os
 import sys
 
+from medpipe import runlock
 from medpipe.code_inputs import code_inputs
 from medpipe.config import (
     KEPT,
@@ -19,6 +20,8 @@ from medpipe.guards import redact_config
 from medpipe.layout import GATE, SEGMENT, FoldDir, test_split
 from medpipe.plan import data_size, step_needs
 from medpipe.resources import cpu_count
+from medpipe.console import CONSOLE_FD, CONSOLE_FD_ENV
+from medpipe.run_summary import finished_run_lines
 
 CFG = RunConfig(config)
 LAYOUT = CFG.layout
@@ -51,6 +54,29 @@ CONFIG_FILE = str(LAYOUT.resolved_config)
 
 onstart:
     write_yaml_atomic(redact_config(config), CONFIG_FILE)
+    runlock.claim()
+
+
+onsuccess:
+    runlock.release()
+    print("\n".join(finished_run_lines(CFG)), file=sys.stderr)
+
+
+onerror:
+    runlock.release()
+
+
+# A run killed with kill -9 leaves Snakemake's lock behind: release it when its holder is gone
+# (medpipe.runlock), before Snakemake checks it, so rerunning the same command resumes.
+if not workflow.remote_exec:
+    _lock_note = runlock.release_stale_lock()
+    if _lock_note:
+        print(_lock_note, file=sys.stderr)
+
+# Each job's few console lines (an epoch, a resume) go to descriptor 3, opened on Snakemake's
+# stderr before the rule's own redirection sends everything else to its log (medpipe.console).
+shell.prefix(f"set -euo pipefail; exec {CONSOLE_FD}>&2; ")
+os.environ[CONSOLE_FD_ENV] = str(CONSOLE_FD)
 
 # Ingest gets the salt through the environment, never on a command line (which Snakemake prints,
 # stores in .snakemake/ and shows in `ps`). Its rules declare only a digest as params, so a new

@@ -92,7 +92,7 @@ def _margins(cv: Mapping[str, Any]) -> list[list[Any]]:
 def _test_rows(run: RunFiles, submission: Path) -> list[list[Any]]:
     """The submission scored on the test labels, where they exist (the synthetic set's hidden
     answers, or ``report.test_labels``)."""
-    from medpipe.submission import score_breakdown
+    from medpipe.submission import original_sizes, score_breakdown
 
     labels = run.test_labels()
     if labels is None:
@@ -100,16 +100,7 @@ def _test_rows(run: RunFiles, submission: Path) -> list[list[Any]]:
     if not labels.is_file():
         return [["test score", f"{labels}: not found"]]
     meta = run.read_csv(run.layout.meta(run.stage), "image metadata (rule ingest)")
-    sizes = {}
-    if {"orig_height", "orig_width"} <= set(meta.columns):  # else SIIM's 1024²
-        test = meta[meta["split"] != "train"]
-        sizes = {
-            str(i): (int(h), int(w))
-            for i, h, w in zip(
-                test["image_id"], test["orig_height"], test["orig_width"], strict=True
-            )
-        }
-    parts = score_breakdown(submission, labels, sizes=sizes)
+    parts = score_breakdown(submission, labels, sizes=original_sizes(meta))
     return [
         ["test score (labels: " + labels.name + ")", _margin(parts["score"], parts["all_empty"])],
         [

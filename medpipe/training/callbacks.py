@@ -11,10 +11,18 @@ import pandas as pd
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from medpipe.console import say
 from medpipe.io.atomic import atomic_path, atomic_write_csv
 from medpipe.layout import FoldDir
 
-__all__ = ["AtomicCheckpointIO", "SnapshotCheckpoint", "ProgressWriter", "plot_progress"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "SnapshotCheckpoint",
+    "ProgressWriter",
+    "ConsoleEpochLine",
+    "plot_progress",
+    "epoch_line",
+]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -97,3 +105,36 @@ class ProgressWriter(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
             self.write(pl_module.history)
+
+
+def epoch_line(label: str, entry: dict[str, Any], epochs: int, monitor: str, best: float) -> str:
+    """``<label>: epoch 3/16, train_loss 0.412, val_loss 0.390, val_dice 0.731 (best 0.745), 41 s``."""
+    shown = [f"train_loss {entry.get('train_loss', float('nan')):.3f}"]
+    shown += [
+        f"{k} {v:.3f}"
+        for k, v in entry.items()
+        if k.startswith("val_") and isinstance(v, float) and v == v  # NaN: not scored this epoch
+    ]
+    best_text = f" (best {monitor} {best:.3f})" if best == best else ""
+    seconds = entry.get("train_seconds") or 0.0
+    return f"{label}: epoch {int(entry['epoch']) + 1}/{epochs}, {', '.join(shown)}{best_text}, {seconds:.0f} s"
+
+
+class ConsoleEpochLine(L.Callback):
+    """One line per finished epoch on the user's console (medpipe.console), rank 0 only."""
+
+    def __init__(self, label: str, epochs: int, monitor: str) -> None:
+        self.label = label
+        self.epochs = int(epochs)
+        self.monitor = monitor
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        history = getattr(pl_module, "history", None)
+        if not trainer.is_global_zero or not history:
+            return
+        scores = [h.get(self.monitor, float("nan")) for h in history]
+        scored = [s for s in scores if s == s]
+        line = epoch_line(
+            self.label, history[-1], self.epochs, self.monitor, max(scored, default=float("nan"))
+        )
+        say(line)

@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from medpipe.config import RunConfig, write_yaml_atomic
+from medpipe.console import say
 from medpipe.data.dataset import (
     PositiveFractionSampler,
     PseudoLabelSampler,
@@ -36,7 +37,12 @@ from medpipe.data.transforms import build_train_transforms
 from medpipe.guards import redact_config
 from medpipe.io.atomic import atomic_write_text, remove_stale_temps
 from medpipe.layout import PSEUDO_SPLIT, FoldDir, RunLayout, data_files
-from medpipe.training.callbacks import AtomicCheckpointIO, ProgressWriter, SnapshotCheckpoint
+from medpipe.training.callbacks import (
+    AtomicCheckpointIO,
+    ConsoleEpochLine,
+    ProgressWriter,
+    SnapshotCheckpoint,
+)
 from medpipe.training.module import FoldModule
 from medpipe.training.runtime import (
     resolve_accelerator,
@@ -114,30 +120,31 @@ def _resumable(
     fingerprint: str,
     epochs: int,
     monitor: str | None = None,
-) -> bool:
-    """True when ``last.ckpt`` is an unfinished run of the same task, config, seed and data.
+) -> int:
+    """The epochs ``last.ckpt`` completed when it is an unfinished run of the same task, config,
+    seed and data (training resumes after them); 0 when it is not to be resumed.
 
     A finished ``last.ckpt`` is not resumed: Snakemake reruns a finished job only when asked to
     (``-R``, changed inputs), and then it means "train again".
     """
     if not last.is_file():
-        return False
+        return 0
     stamp = FoldDir("", "", 0, last.parent).resume_stamp
     if not stamp.is_file() or json.loads(stamp.read_text()).get("data") != fingerprint:
         warnings.warn(
             f"{last}: written for other data (folds/meta changed); training from scratch",
             stacklevel=2,
         )
-        return False
+        return 0
     try:
         saved = torch.load(last, map_location="cpu", weights_only=True)
     except Exception as err:  # a damaged checkpoint is not worth dying for: start over
         warnings.warn(f"{last}: unreadable ({err}); training from scratch", stacklevel=2)
-        return False
+        return 0
     same = {k: saved.get("hyper_parameters", {}).get(k) for k in hparams} == dict(hparams)
     if not same:
         warnings.warn(f"{last}: written for another config; training from scratch", stacklevel=2)
-        return False
+        return 0
     history = saved.get("medpipe_history") or []
     if monitor is not None and any(monitor not in h for h in history):
         warnings.warn(
@@ -145,11 +152,12 @@ def _resumable(
             f"{monitor}); training from scratch",
             stacklevel=2,
         )
-        return False
-    if int(saved.get("epoch", 0)) + 1 >= epochs:
+        return 0
+    done = int(saved.get("epoch", 0)) + 1
+    if done >= epochs:
         warnings.warn(f"{last}: training had finished; training again from scratch", stacklevel=2)
-        return False
-    return True
+        return 0
+    return done
 
 
 def launcher_environment(devices: Any) -> list[Any]:
@@ -270,7 +278,9 @@ def train_fold(
     n_labelled = len(train_rows)
     pseudo = pseudo_label_rows(here, data_dir)  # a @pl<k> variant's rows, after the guard
     if pseudo is not None:
-        train_rows = pd.concat([train_rows, pseudo.reindex(columns=train_rows.columns)], ignore_index=True)
+        train_rows = pd.concat(
+            [train_rows, pseudo.reindex(columns=train_rows.columns)], ignore_index=True
+        )
     train_set = XrayDataset(
         data_dir,
         train_rows,
@@ -344,9 +354,15 @@ def train_fold(
     # Every rank decides from the files as they are before fit; rank 0 rewrites the stamp only
     # once all ranks have joined (ResumeStamp), so the ranks cannot decide differently.
     resume = _resumable(last, hparams, fingerprint, epochs, spec.monitor)
+    label = f"train {task} {model_name} fold {fold}"
+    if resume:
+        message = f"{label}: resumed from {last.name} after epoch {resume}/{epochs} (same config and data)"
+        print(message, flush=True)
+        say(message)
     extra: list[L.Callback] = [
         ResumeStamp(here.resume_stamp, fingerprint),
         ProgressWriter(here, spec.monitor),
+        ConsoleEpochLine(label, epochs, spec.monitor),
         *callbacks,
     ]
     snapshots = int(model_cfg.get("snapshots", 0) or 0)
