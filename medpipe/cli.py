@@ -208,8 +208,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 @command("plan")
 def cmd_plan(args: argparse.Namespace) -> int:
-    from medpipe.config import deep_merge
-    from medpipe.plan import DataSize, plan_table
+    from medpipe.config import RunConfig, deep_merge
+    from medpipe.plan import DataSize, data_size, plan_table
 
     config = _load(args)
     if args.data_root:  # plan for another data folder with the same config
@@ -225,6 +225,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
             )
             return 2
         size = DataSize(counts, args.original_side**2, "--images")
+    else:
+        size = data_size(config, ingested=not args.data_root)
+        if size.n("train") == 0:  # zeros would plan nothing and look like a plan
+            cfg = RunConfig(config)
+            folder = cfg.inputs.dicom_dir("train")
+            problem = "does not exist" if not folder.is_dir() else "holds no image files"
+            print(
+                f"plan: {folder} {problem}: nothing to plan. Point data.root (or --data-root) "
+                "at your data (docs/siim.md), or give the sizes with --images train=N,test=M",
+                file=sys.stderr,
+            )
+            return 2
     print(plan_table(config, size), end="")
     return 0
 

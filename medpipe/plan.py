@@ -94,11 +94,12 @@ class StepNeeds:
         return int(math.ceil(self.mem_mb * REQUEST_MARGIN))
 
 
-def data_size(config: Mapping[str, Any]) -> DataSize:
-    """Images per split: meta.csv when ingest has run, else the candidate files of the input."""
+def data_size(config: Mapping[str, Any], ingested: bool = True) -> DataSize:
+    """Images per split: meta.csv when ingest has run (and ``ingested``), else the candidate
+    files of the input folder (``ingested=False``: another folder than the run's)."""
     cfg = RunConfig(config)
     meta = data_files(cfg.layout.data_dir(cfg.stage))["meta"]
-    if meta.is_file():
+    if ingested and meta.is_file():
         import pandas as pd
 
         frame = pd.read_csv(meta, usecols=["split", "orig_height", "orig_width"])

@@ -8,6 +8,7 @@ import sys
 
 from medpipe import runlock
 from medpipe.code_inputs import code_inputs
+from medpipe.synthetic.folder import check_demo_folder
 from medpipe.config import (
     KEPT,
     RunConfig,

@@ -2,6 +2,10 @@
 SYNTH = config["data"].get("synthetic")
 
 if SYNTH:
+    try:  # an overlay that points data.root at real data but leaves synthetic on
+        check_demo_folder(ROOT)
+    except FileExistsError as err:
+        raise WorkflowError(f"data.synthetic is set, but {err}") from None
 
     rule synthesize:
         """Generate the embedded synthetic SIIM-like DICOM dataset in data.root."""

@@ -68,6 +68,7 @@ from scipy import ndimage
 from medpipe.data import phantom
 from medpipe.io import rle
 from medpipe.io.atomic import atomic_path
+from medpipe.synthetic.folder import MARKER, check_demo_folder
 
 __all__ = ["generate", "draw_preview", "plan", "ImageSpec"]
 
@@ -85,7 +86,6 @@ PATIENT_SD = 0.9
 SPACINGS_MM = (0.139, 0.143, 0.168, 0.168, 0.168, 0.171)  # at 1024 px, as in the release
 
 TRAIN_DIR, TEST_DIR, STAGE2_DIR = "dicom-images-train", "dicom-images-test", "stage_2_images"
-MARKER = ".medpipe-synth"
 LABEL_FILES = (
     "train-rle.csv",
     "stage_2_train.csv",
@@ -453,14 +453,7 @@ def _label_csv(path: Path, records: Iterable[dict], spaced: bool) -> None:
 def _prepare(out: Path, keep: set[str]) -> None:
     """Remove stale outputs of an earlier run (never files this module did not write)."""
     managed = [out / d for d in (TRAIN_DIR, TEST_DIR, STAGE2_DIR)]
-    if not (out / MARKER).exists():
-        foreign = [d for d in managed if d.exists() and any(d.iterdir())]
-        foreign += [out / f for f in LABEL_FILES if (out / f).exists()]
-        if foreign:
-            raise FileExistsError(
-                f"synth: {foreign[0]} exists but was not written by `medpipe synth` "
-                f"(no {MARKER} in {out}); choose an empty --out"
-            )
+    check_demo_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("written by medpipe synth; its files here may be replaced\n")
     for name in LABEL_FILES:  # first, so an interrupted rerun is visibly incomplete
