@@ -10,14 +10,29 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: str(Path(workflow.basedir) / "configs" / "default.yaml")
+from medpipe.config import ConfigError, drop_removed_models, read_yaml, validate as validate_config
+
+DEFAULT_CONFIG = Path(workflow.basedir) / "configs" / "default.yaml"
+try:  # Snakemake's own reader says only "not valid JSON or YAML": ours names file and line
+    read_yaml(DEFAULT_CONFIG)
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
 
 
-from medpipe.config import ConfigError, drop_removed_models, validate as validate_config
+configfile: str(DEFAULT_CONFIG)
+
 
 drop_removed_models(config)
-try:  # medpipe's validator: the key's path, and the nearest valid key for a typo
-    validate_config(config, str(Path(workflow.basedir) / "configs" / "schema.yaml"))
+try:  # medpipe's validator: the key's path and the file and line that set it, the nearest key
+    validate_config(
+        config,
+        str(Path(workflow.basedir) / "configs" / "schema.yaml"),
+        sources=[
+            DEFAULT_CONFIG,
+            *workflow.config_settings.configfiles,
+            dict(workflow.config_settings.config),  # --config key=value: no file to name
+        ],
+    )
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 

@@ -23,6 +23,8 @@ __all__ = [
     "deep_merge",
     "load_config",
     "validate",
+    "read_yaml",
+    "key_location",
     "model_config",
     "trained_folds",
     "configfiles_as_typed",
@@ -124,11 +126,70 @@ def _unknown_keys(error: jsonschema.ValidationError, root: Mapping[str, Any]) ->
     return lines
 
 
-def validate(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH) -> None:
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """One config file as a mapping; a syntax error names the file, line and column.
+
+    Example:
+        >>> read_yaml("configs/quick.yaml")["run_dir"]  # doctest: +SKIP
+        'runs/quick'
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
+    if not isinstance(loaded, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return dict(loaded)
+
+
+def key_location(sources: Iterable[str | Path | Mapping[str, Any]], key: str) -> str | None:
+    """``file:line`` of the last config file that sets ``key`` (a dotted path): where a user
+    fixes a key the schema refused. None when no file sets it, or when a later mapping in
+    ``sources`` (overrides such as ``--config``) sets it."""
+    parts = [p for p in str(key).split(".") if p and p != "<top level>"]
+    found = None
+    for source in sources:
+        if isinstance(source, Mapping):
+            node: Any = source
+            for part in parts:
+                node = node.get(part) if isinstance(node, Mapping) else None
+            if parts and node is not None:
+                found = None
+            continue
+        try:
+            tree = yaml.compose(Path(source).read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        line, depth = None, 0
+        for part in parts:
+            if not isinstance(tree, yaml.MappingNode):
+                break
+            pair = next(((k, v) for k, v in tree.value if str(k.value) == part), None)
+            if pair is None:
+                break
+            tree, line, depth = pair[1], pair[0].start_mark.line + 1, depth + 1
+        if line is not None and depth == len(parts):  # the last file that sets it wins
+            found = f"{source}:{line}"
+    return found
+
+
+def validate(
+    config: Mapping[str, Any],
+    schema_path: str | Path = SCHEMA_PATH,
+    sources: Iterable[str | Path | Mapping[str, Any]] = (),
+) -> None:
     """Check ``config`` against the JSON schema; raise :class:`ConfigError` naming the bad key.
 
-    An unknown key is named by its full path, with the nearest valid key:
-    ``segmentation.models.unet_regnetx.tta_flip: unknown key (did you mean 'tta_hflip'?)``.
+    An unknown key is named by its full path, with the nearest valid key, and by the file and
+    line that set it when ``sources`` (the merged files, in order) are given:
+    ``overlay.yaml:7: segmentation.models.unet_regnetx.tta_flip: unknown key (did you mean
+    'tta_hflip'?)``.
     """
     with open(schema_path) as handle:
         schema = yaml.safe_load(handle)
@@ -136,9 +197,13 @@ def validate(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH) -
     errors = sorted(validator.iter_errors(dict(config)), key=lambda e: list(e.absolute_path))
     if errors:
         lines = []
+        sources = list(sources)
         for error in errors:
             unknown = _unknown_keys(error, schema)
-            lines += [f"{_key_path(error)}: {error.message}"] if unknown is None else unknown
+            found = [f"{_key_path(error)}: {error.message}"] if unknown is None else unknown
+            for line in found:
+                where = key_location(sources, line.split(":", 1)[0]) if sources else None
+                lines.append(f"{where}: {line}" if where else line)
         raise ConfigError("invalid config:\n" + "\n".join(f"  {line}" for line in lines[:10]))
 
 
@@ -179,20 +244,14 @@ def load_config(
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
+    paths = [Path(p) for p in paths]
     config: dict[str, Any] = {}
     for path in paths:
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"config file not found: {path}")
-        with path.open() as handle:
-            loaded = yaml.safe_load(handle) or {}
-        if not isinstance(loaded, Mapping):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        config = deep_merge(config, loaded)
+        config = deep_merge(config, read_yaml(path))
     if overrides:
         config = deep_merge(config, overrides)
     drop_removed_models(config)
-    validate(config)
+    validate(config, sources=[*paths, *([overrides] if overrides else [])])
     return config
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import shlex
@@ -27,7 +28,16 @@ from medpipe.config import KEPT, RunConfig, base_model, pseudo_round
 from medpipe.guards import redact_config
 from medpipe.io.atomic import atomic_write_text
 from medpipe.io.hashing import sha256_file
-from medpipe.layout import TASKS, InputLayout, RunLayout, read_retrain_choice, test_split
+from medpipe.layout import (
+    TASKS,
+    InputLayout,
+    RunLayout,
+    read_prediction_record,
+    read_retrain_choice,
+    test_split,
+)
+
+log = logging.getLogger("medpipe.verify")
 
 __all__ = [
     "sha256_file",
@@ -337,6 +347,9 @@ python3 -m venv .venv && .venv/bin/pip install -r {out_md.with_name(lock_name).a
 .venv/bin/snakemake --cores 8 submission --configfile {files}{stage2_args}
 ```
 
+## What must match for byte-identical output
+{_settings_text(run, ckpts)}
+
 ## Seeds
 - `seed`: {config.get("seed")}; `deterministic`: {config.get("deterministic")}; synthetic data seed: {(config["data"].get("synthetic") or {}).get("seed", "n/a (real data)")}
 - Every fold seeds Python, NumPy and torch from `seed` (Lightning `seed_everything`), the samplers from (seed, epoch), LightGBM and the inner splits from `seed`.
@@ -376,6 +389,41 @@ Ensemble OOF score (the submission's rule): stage 1 {cv1.get("ensemble", "n/a")}
     return md
 
 
+def _settings_text(run: RunLayout, ckpts: Iterable[Mapping[str, Any]]) -> str:
+    """The prediction settings each stage-2 fold recorded (predict.json), as a table, and why
+    they matter."""
+    rows = []
+    for row in ckpts:
+        fold = run.stage(2).fold(row["task"], row["model"], int(row["fold"]))
+        rec = read_prediction_record(fold.prediction_record) or {}
+        rows.append(
+            [row["task"], row["model"], row["fold"], rec.get("torch_threads", "not recorded"),
+             rec.get("device", "?"), rec.get("precision", "?"),
+             rec.get("cudnn_deterministic", "?"), rec.get("deterministic_algorithms", "?")]
+        )  # fmt: skip
+    return (
+        "The weights, the data and the code are not all: on a CPU, convolutions sum in another "
+        "order with another number of torch threads, so each fold's predictions are rebuilt with "
+        "the thread count it recorded in `predict.json` (`medpipe verify-reproduction` does this "
+        "itself, on a machine with any number of cores). On a GPU the same holds for cuDNN's "
+        "deterministic flags and the precision. LightGBM runs with `deterministic: true`, which "
+        "gives the same boosters at any thread count.\n\n"
+        + _table(
+            [
+                "task",
+                "model",
+                "fold",
+                "torch threads",
+                "device",
+                "precision",
+                "cuDNN deterministic",
+                "deterministic algorithms",
+            ],
+            rows,
+        )  # fmt: skip
+    )
+
+
 def verify_reproduction(
     config: Mapping[str, Any], run_dir: str | Path, work_dir: str | Path
 ) -> list[str]:
@@ -386,7 +434,7 @@ def verify_reproduction(
     (predictions, fusion, thresholds) whose bytes differ from the run's.
     """
     from medpipe.config import model_config
-    from medpipe.inference.predict import predict_fold
+    from medpipe.inference.predict import predict_fold, use_recorded_settings
     from medpipe.steps.features import run_features
     from medpipe.steps.fuse import run_fuse
     from medpipe.steps.submit import run_submit
@@ -416,6 +464,18 @@ def verify_reproduction(
         shutil.copyfile(run.stage(2).retrain_choice, stage.retrain_choice)
     for row in manifest["checkpoints"]:
         out = stage.fold_dir(row["task"], row["model"], int(row["fold"]))
+        recorded = read_prediction_record(
+            run.stage(2).fold(row["task"], row["model"], int(row["fold"])).prediction_record
+        )
+        threads = use_recorded_settings(recorded)
+        log.info(
+            "verify: %s %s fold %s: predicting with %d torch thread(s)%s",
+            row["task"],
+            row["model"],
+            row["fold"],
+            threads,
+            " as recorded" if recorded else " (the run recorded none: torch's default)",
+        )
         predict_fold(
             row["task"],
             model_config(config, row["task"], row["model"]),

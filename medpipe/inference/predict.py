@@ -19,7 +19,13 @@ import torch
 
 from medpipe.data.dataset import XrayDataset, fold_rows, make_loader, split_rows
 from medpipe.inference.tta import hflip_tta
-from medpipe.layout import SEGMENT, FoldDir, write_gate_predictions, write_seg_predictions
+from medpipe.layout import (
+    SEGMENT,
+    FoldDir,
+    write_gate_predictions,
+    write_prediction_record,
+    write_seg_predictions,
+)
 from medpipe.training.runtime import (
     resolve_accelerator,
     resolve_num_workers,
@@ -28,7 +34,14 @@ from medpipe.training.runtime import (
 )
 from medpipe.training.tasks import Task, get_task
 
-__all__ = ["predict_fold", "load_model", "checkpoints_to_average", "predict_rows"]
+__all__ = [
+    "predict_fold",
+    "load_model",
+    "checkpoints_to_average",
+    "predict_rows",
+    "prediction_settings",
+    "use_recorded_settings",
+]
 
 
 def checkpoint_state(ckpt: str | Path) -> dict[str, torch.Tensor]:
@@ -149,6 +162,32 @@ def _write(
         write_gate_predictions(path, image_ids, results["prob"], results["emb"])
 
 
+def prediction_settings(device: torch.device, precision: str) -> dict[str, Any]:
+    """What a prediction's bytes depend on beyond the weights and the data: on CPU the torch
+    thread count (convolutions sum in another order with more threads), on a GPU the
+    deterministic flags. Recorded beside the predictions; verify-reproduction restores it."""
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "device": device.type if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "precision": str(precision),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "torch": torch.__version__,
+    }
+
+
+def use_recorded_settings(record: Mapping[str, Any] | None) -> int:
+    """Predict as a recorded fold did: its torch thread count (and, on a GPU, its deterministic
+    flags); returns the thread count now in use (torch's default when nothing was recorded)."""
+    if record:
+        torch.set_num_threads(int(record["torch_threads"]))
+        if record.get("cudnn_deterministic"):
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+    return torch.get_num_threads()
+
+
 def predict_fold(
     task: str,
     model_cfg: Mapping[str, Any],
@@ -196,3 +235,7 @@ def predict_fold(
             hflip=bool(model_cfg.get("tta_hflip", False)),
         )
         _write(spec, name, rows["image_id"].astype(str).to_numpy(), results, out_dir)
+    write_prediction_record(
+        FoldDir(task, "", int(fold), out_dir).prediction_record,
+        prediction_settings(device, precision),
+    )

@@ -8,6 +8,7 @@ is read back the same way by fusion, thresholds, submit and the report.
 from __future__ import annotations
 
 import io
+import json
 import struct
 import zipfile
 from collections.abc import Iterable, Mapping
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medpipe.io.atomic import atomic_path, atomic_write_csv
+from medpipe.io.atomic import atomic_path, atomic_write_csv, atomic_write_text
 
 __all__ = [
     "TABLE_DTYPES",
@@ -40,6 +41,8 @@ __all__ = [
     "identify_test_set",
     "read_retrain_choice",
     "write_retrain_choice",
+    "read_prediction_record",
+    "write_prediction_record",
 ]
 
 # The id-like columns of every medpipe table: strings, whatever they look like.
@@ -385,10 +388,6 @@ def identify_test_set(
 
 def write_retrain_choice(path: str | Path, choice: Mapping[str, Mapping]) -> None:
     """``{model: {"task", "retrained": {...}, "kept": {...}, "choice": "retrained"|"kept"}}``."""
-    import json
-
-    from medpipe.io.atomic import atomic_write_text
-
     atomic_write_text(json.dumps(dict(choice), indent=2, sort_keys=True) + "\n", path)
 
 
@@ -408,3 +407,15 @@ def read_retrain_choice(path: str | Path) -> dict[str, dict]:
     if bad:
         raise ValueError(f"{path}: choice must be retrained or kept, not {bad}")
     return choice
+
+
+def write_prediction_record(path: str | Path, record: Mapping[str, object]) -> None:
+    """``predict.json`` beside a fold's predictions: the settings their bytes depend on."""
+    atomic_write_text(json.dumps(dict(record), indent=2, sort_keys=True) + "\n", Path(path))
+
+
+def read_prediction_record(path: str | Path) -> dict[str, object] | None:
+    """The settings a fold's predictions were made with; None for a run made before they were
+    recorded."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -130,6 +130,12 @@ class FoldDir:
         return [found[k] for k in sorted(found)]
 
     @property
+    def prediction_record(self) -> Path:
+        """How this fold's predictions were computed (torch threads, device, precision,
+        deterministic flags): what must match to get their bytes again."""
+        return self.path / "predict.json"
+
+    @property
     def trained_config(self) -> Path:
         """The whole (salt-redacted) config these weights were trained with: a run's record, which
         export reads instead of today's config (a later dry run or overlay cannot rewrite it)."""
