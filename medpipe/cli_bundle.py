@@ -7,8 +7,10 @@ Kept apart from :mod:`medpipe.cli` so each file stays small; registered into the
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
+from medpipe.bundle.layout import BundleLayout, default_outputs
 from medpipe.layout import RunLayout
 
 RUN_EXAMPLE = RunLayout("runs/default")  # the help examples' paths
@@ -29,9 +31,22 @@ def _formats(value: str) -> list[str]:
 def cmd_export(args: argparse.Namespace) -> int:
     from medpipe.bundle.export import export_bundle
 
-    out = export_bundle(args.run_dir, args.out, with_fusion=args.with_fusion, formats=args.format)
+    out = export_bundle(
+        args.run_dir,
+        args.out,
+        with_fusion=args.with_fusion,
+        formats=args.format,
+        assume_run_config=args.assume_run_config,
+        dicom_dir=args.dicom_dir,
+    )
     size = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())
     print(f"export: wrote {out} ({size / 2**20:.1f} MiB) and {out}.zip")
+    check = json.loads(BundleLayout(out).inference.read_text()).get("run_check") or {}
+    if check:
+        print(
+            f"export: checked on {check['images']} of the run's test images: the run's stored "
+            f"outputs (largest probability difference {check['max_prob_difference']:.3g})"
+        )
     return 0
 
 
@@ -89,6 +104,17 @@ def register(add, command) -> None:
         action="store_true",
         help="carry the gates and LightGBM even when the decision's rule does not use them",
     )
+    p.add_argument(
+        "--dicom-dir",
+        help="the run's test DICOM folder, when it has moved (default: under data.root of the "
+        "run's config); export checks the bundle against the run's predictions of those images",
+    )
+    p.add_argument(
+        "--assume-run-config",
+        action="store_true",
+        help="for folds trained before medpipe recorded fold<i>/config.yaml: take the run's "
+        "config.resolved.yaml as what they were trained with",
+    )
     command("export")(cmd_export)
 
     p = add(
@@ -100,10 +126,16 @@ def register(add, command) -> None:
     p.add_argument("--bundle", required=True, help="a folder medpipe export wrote")
     p.add_argument("--dicom-dir", help="walked recursively, like ingest")
     p.add_argument("--out", help="the submission CSV")
+    example = Path("predictions.csv")
+    probabilities, quarantine = default_outputs(example)
     p.add_argument(
-        "--probabilities", help="per-image probabilities (default: <out>.probabilities.csv)"
+        "--probabilities",
+        help=f"per-image probabilities (default: beside --out, {example} -> {probabilities})",
     )
-    p.add_argument("--quarantine", help="unreadable files (default: <out>.quarantined.csv)")
+    p.add_argument(
+        "--quarantine",
+        help=f"unreadable files (default: beside --out, {example} -> {quarantine})",
+    )
     p.add_argument("--nifti", help="also write each image's mask as NIfTI into this folder")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument(
@@ -118,7 +150,7 @@ def register(add, command) -> None:
         default="torch",
         help="onnx: the bundle's ONNX files with onnxruntime on CPU (export --format onnx)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (ingest's neither)")
     p.add_argument(
         "--self-test",
         action="store_true",

@@ -7,7 +7,11 @@ bundle against its SHA-256 manifest and its reference outputs. docs/bundle.md sh
 
 from __future__ import annotations
 
-__all__ = ["BUNDLE_FORMAT"]
+__all__ = ["BUNDLE_FORMAT", "BundleError"]
 
 # Bumped when a bundle's files change meaning; infer refuses another format.
 BUNDLE_FORMAT = 1
+
+
+class BundleError(ValueError):
+    """The bundle cannot be used as it is: the message (one line) names the file and what to do."""

@@ -6,6 +6,12 @@ decision as the run wrote it, the LightGBM boosters and embedding PCA when the r
 versions, a self-test made from synthetic films, a model card with counts only, and a SHA-256
 manifest. It is built in a temporary folder beside ``out`` and renamed into place, so a killed
 export never leaves a bundle that looks complete.
+
+The settings that change predictions (image size, precision, each model's block) come from what
+the weights were trained with, each fold's record (:mod:`.records`), and the export refuses when
+the run's config now says otherwise. Before the bundle is finished, it predicts some of the
+run's own test images and must give the run's stored outputs (:mod:`.runcheck`); only then are
+the self-test's reference outputs made.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from medpipe.bundle import BUNDLE_FORMAT
 from medpipe.bundle.card import model_card
 from medpipe.bundle.layout import BundleLayout
 from medpipe.bundle.manifest import write_manifest
+from medpipe.bundle.records import trained_settings
 from medpipe.io.atomic import atomic_path, atomic_write_text
 from medpipe.layout import GATE, SEGMENT, RunLayout, fusion_files, read_decision
 from medpipe.layout.paths import booster_file
@@ -56,6 +63,12 @@ PINNED_PACKAGES = (
 )
 _SELFTEST_IMAGES = 4
 _SELFTEST_SIDE = 256
+# The MONAI Bundle metadata schema this metadata.json follows (the one that requires
+# required_packages_version; tests/bundle vendors a copy and validates against it).
+METADATA_SCHEMA = (
+    "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/"
+    "meta_schema_20240725.json"
+)
 
 
 def _dumps(data: Any) -> str:
@@ -131,31 +144,56 @@ def _copy(src: Path, dest: Path, what: str) -> None:
         shutil.copyfile(src, tmp)
 
 
-def _models(run: RunLayout, cfg, stage: int, tasks: Sequence[str], layout: BundleLayout) -> dict:
-    """Each model's config block and fold weights: the weights of the folds whose predictions the
-    stage's submit read (:func:`medpipe.steps.pool.fold_dirs`: in stage 2, a ``retrain: auto``
-    model's kept variant has stage 1's weights)."""
-    from medpipe.config import model_config
-    from medpipe.inference.predict import checkpoints_to_average
+def _carried(cfg, stage: int, tasks: Sequence[str]) -> dict[str, dict[str, list]]:
+    """``{task: {model: [(predicted FoldDir, trained FoldDir)]}}``: the folds whose predictions
+    the stage's submit read (:func:`medpipe.steps.pool.fold_dirs`), and the folds that trained
+    their weights (in stage 2, a kept or ``retrain: auto`` kept model's are stage 1's)."""
     from medpipe.steps.pool import fold_dirs
 
-    out: dict[str, dict[str, Any]] = {}
+    carried: dict[str, dict[str, list]] = {}
     for task in tasks:
+        predicted = fold_dirs(cfg.raw, cfg.layout.stage_dir(stage), task)
+        carried[task] = {
+            name: [(d, cfg.trained_fold(stage, task, d.model, d.fold)) for d in dirs]
+            for name, dirs in predicted.items()
+        }
+    return carried
+
+
+def _models(
+    carried: Mapping[str, Mapping[str, list]], blocks: Mapping, layout: BundleLayout
+) -> dict[str, dict[str, Any]]:
+    """Each model's config block (as its folds were trained) and fold weights."""
+    from medpipe.inference.predict import checkpoints_to_average
+
+    out: dict[str, dict[str, Any]] = {}
+    for task, models in carried.items():
         out[task] = {}
-        for name, predicted in fold_dirs(cfg.raw, run.stage_dir(stage), task).items():
-            block = model_config(cfg.raw, task, name)
-            folds = []
-            for fold_dir in predicted:
-                trained = cfg.trained_fold(stage, task, fold_dir.model, fold_dir.fold)
-                ckpts = checkpoints_to_average(trained.checkpoint, block)
+        for name, folds in models.items():
+            block = blocks[task][name]
+            entries = []
+            for predicted, trained in folds:
                 weights = []
-                for k, ckpt in enumerate(ckpts):
-                    dest = layout.weights(task, name, fold_dir.fold, k)
+                for k, ckpt in enumerate(checkpoints_to_average(trained.checkpoint, block)):
+                    dest = layout.weights(task, name, predicted.fold, k)
                     _save_weights(ckpt, dest)
                     weights.append(layout.relative(dest))
-                folds.append({"fold": int(fold_dir.fold), "weights": weights})
-            out[task][name] = {"config": _model_block(block), "folds": folds}
+                entries.append({"fold": int(predicted.fold), "weights": weights})
+            out[task][name] = {"config": _model_block(block), "folds": entries}
     return out
+
+
+def _save_model_pt(spec: Mapping[str, Any], layout: BundleLayout) -> str:
+    """MONAI's ``models/model.pt``: the first segmentation model's first fold as a plain state
+    dict (``network.load_state_dict(torch.load(path))``). infer never reads it."""
+    import torch
+
+    name, entry = next(iter(spec["models"][SEGMENT].items()))
+    first = layout.resolve(entry["folds"][0]["weights"][0])
+    state = torch.load(first, map_location="cpu", weights_only=True)["state_dict"]
+    with atomic_path(layout.model_pt) as tmp:
+        torch.save({k.removeprefix("model."): v for k, v in state.items()}, tmp)
+    return f"{SEGMENT} model {name}, fold {entry['folds'][0]['fold']}"
 
 
 def _fusion(stage_dir: Path, layout: BundleLayout) -> dict[str, Any]:
@@ -179,25 +217,43 @@ def _fusion(stage_dir: Path, layout: BundleLayout) -> dict[str, Any]:
     return {"dir": layout.relative(layout.fusion_dir), "features": index["features"]}
 
 
-def _metadata(spec: Mapping[str, Any], decision, versions_: Mapping[str, str]) -> dict:
-    """MONAI Bundle ``configs/metadata.json`` (its required keys, and the data format)."""
+def _monai_version() -> str:
+    """The MONAI the run was trained with (its losses; the export runs in the training
+    environment). infer never imports it, so it is no requirement of the bundle."""
+    try:
+        return importlib_metadata.version("monai")
+    except importlib_metadata.PackageNotFoundError:
+        return "0+none"  # a version string that says: no MONAI was installed
+
+
+def _metadata(
+    spec: Mapping[str, Any], decision, versions_: Mapping[str, str], uses_lgbm: bool
+) -> dict:
+    """MONAI Bundle ``configs/metadata.json``: every key its schema requires, with true values."""
     size = int(spec["image_size"])
+    # what infer imports beyond MONAI's own base (torch, numpy); LightGBM only for its rule
+    optional = {"nibabel", *(() if uses_lgbm else ("lightgbm", "scikit-learn"))}
+    required = {"medpipe": __version__}
+    required.update(
+        {k: v for k, v in versions_.items() if k not in ("python", "medpipe", "torch", "numpy")}
+    )
     return {
-        "schema": "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/"
-        "0.8.1/meta_schema_20220324.json",
+        "schema": METADATA_SCHEMA,
         "version": __version__,
         "changelog": {__version__: "exported by medpipe export"},
-        "monai_version": "not required",
+        "monai_version": _monai_version(),
         "pytorch_version": versions_.get("torch", ""),
         "numpy_version": versions_.get("numpy", ""),
-        "optional_packages_version": {
-            k: v for k, v in versions_.items() if k not in ("torch", "numpy", "python")
-        },
+        "required_packages_version": {k: v for k, v in required.items() if k not in optional},
+        "optional_packages_version": {k: v for k, v in required.items() if k in optional},
         "name": "medpipe pneumothorax segmentation ensemble",
         "task": "Pneumothorax segmentation of chest radiographs (SIIM-ACR format)",
         "description": "Fold ensemble of U-Net segmenters"
         + (" with classifier gates" if decision.uses_gate else "")
-        + f"; decision rule {decision.rule}. Run with `medpipe infer --bundle DIR`.",
+        + f"; decision rule {decision.rule}. Run with `medpipe infer --bundle DIR` (the medpipe "
+        "package, not MONAI, runs it: monai_version is the MONAI the run was trained with). "
+        f"models/model.pt is one of its networks ({spec['model_pt']}) for MONAI tools; the "
+        "ensemble's weights are in models/<task>/<model>/fold_<i>/.",
         "authors": "medpipe",
         "copyright": "see LICENSE",
         "data_source": "trained on the run's training split (see docs/README.md)",
@@ -247,6 +303,28 @@ def _zip(folder: Path, dest: Path) -> None:
             archive.write(path, (Path(folder.name) / path.relative_to(folder)).as_posix())
 
 
+def _working_dir(run: RunLayout, configured: str | Path) -> Path:
+    """The folder the run's relative paths (``data.root``) start from: where the pipeline ran,
+    the run folder less its configured ``run_dir`` (``runs/tiny`` in ``/w/runs/tiny``: ``/w``)."""
+    configured = Path(configured)
+    here = run.run_dir.resolve()
+    if not configured.is_absolute() and here.parts[-len(configured.parts) :] == configured.parts:
+        return here.parents[len(configured.parts) - 1]
+    return Path.cwd()
+
+
+def _check_threads(carried: Mapping[str, Mapping[str, list]]) -> int:
+    """The torch threads the run's model jobs had (their predict jobs get the same count)."""
+    for models in carried.values():
+        for folds in models.values():
+            for _, trained in folds:
+                if trained.metrics.is_file():
+                    found = json.loads(trained.metrics.read_text()).get("torch_threads")
+                    if found:
+                        return int(found)
+    return 1
+
+
 def export_bundle(
     run_dir: str | Path,
     out: str | Path,
@@ -254,6 +332,9 @@ def export_bundle(
     with_fusion: bool = False,
     formats: Sequence[str] = (),
     selftest: bool = True,
+    assume_run_config: bool = False,
+    dicom_dir: str | Path | None = None,
+    check_run: bool = True,
 ) -> Path:
     """Write the bundle of ``run_dir`` (its current stage) to ``out`` and ``out.zip``.
 
@@ -264,10 +345,21 @@ def export_bundle(
         formats: deployment copies of each fold network (``torchscript``, ``onnx``), each
             checked against PyTorch on the self-test images (which they then need).
         selftest: write the synthetic reference inputs and their outputs.
+        assume_run_config: for folds without a record of their training config (runs made
+            before medpipe wrote one), take the run's config as that record.
+        dicom_dir: the run's test DICOM folder, when it is no longer at ``data.root``.
+        check_run: False only for a fabricated run whose folds never predicted (a benchmark):
+            the bundle is then not checked against the run's stored outputs.
+
+    Raises:
+        RecordError: a fold's record is missing or disagrees with the run's config.
+        RunMismatch: the bundle does not give the run's stored outputs on its test images.
 
     Example:
         >>> export_bundle("runs/default", "bundles/default")  # doctest: +SKIP
     """
+    from medpipe.bundle.infer import Bundle
+    from medpipe.bundle.runcheck import check_against_run
     from medpipe.config import RunConfig
 
     run = RunLayout(run_dir)
@@ -277,6 +369,7 @@ def export_bundle(
             f"{run.resolved_config}: not a finished run folder (no resolved config)"
         )
     raw = yaml.safe_load(run.resolved_config.read_text())
+    working = _working_dir(run, raw.get("run_dir", run.run_dir))
     raw["run_dir"] = str(run.run_dir)  # where the run is now, not where it was made
     cfg = RunConfig(raw)
     if cfg.external():
@@ -290,6 +383,16 @@ def export_bundle(
     decision = read_decision(stage_layout.thresholds)
     uses_lgbm = decision.rule == "seg_gate_lgbm" or (with_fusion and cfg.fusion_enabled)
     tasks = [SEGMENT] + ([GATE] if (decision.uses_gate or uses_lgbm) and cfg.models(GATE) else [])
+    carried = _carried(cfg, stage, tasks)
+    trained = trained_settings(
+        raw,
+        run.resolved_config,
+        {t: {m: [f for _, f in folds] for m, folds in ms.items()} for t, ms in carried.items()},
+        assume_run_config=assume_run_config,
+    )
+    for what in trained.unrecorded:
+        log.warning("export: %s has no training record: took %s", what, run.resolved_config)
+    test_dicoms = Path(dicom_dir) if dicom_dir else working / cfg.inputs.test_dicom_dir(stage)
     out.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
     try:
@@ -298,31 +401,46 @@ def export_bundle(
             "bundle_format": BUNDLE_FORMAT,
             "medpipe_version": __version__,
             "stage": stage,
-            "image_size": cfg.image_size,
+            "image_size": trained.image_size,
             "folds": list(cfg.folds),
-            "precision": raw.get("precision", "auto"),
-            "preprocessing": preprocessing_spec(cfg.image_size),
-            "models": _models(run, cfg, stage, tasks, layout),
+            "precision": trained.precision,
+            "preprocessing": preprocessing_spec(trained.image_size),
+            "models": _models(carried, trained.blocks, layout),
             "fusion": _fusion(stage_layout.dir, layout) if uses_lgbm else None,
         }
+        spec["model_pt"] = _save_model_pt(spec, layout)
         _copy(stage_layout.thresholds, layout.decision, "the decision (rule thresholds)")
         if stage_layout.cv.is_file():
             _copy(stage_layout.cv, layout.cv, "the CV summary")
         found_versions = versions()
         spec["versions"] = found_versions
         atomic_write_text(_dumps(spec), layout.inference)
-        atomic_write_text(_dumps(_metadata(spec, decision, found_versions)), layout.metadata)
+        check = None
+        if check_run:
+            check = check_against_run(
+                Bundle(building, verify=False),
+                run,
+                raw,
+                stage,
+                test_dicoms,
+                threads=_check_threads(carried),
+            )
+        spec["run_check"] = check.as_dict() if check else None
+        atomic_write_text(_dumps(spec), layout.inference)
+        metadata = _metadata(spec, decision, found_versions, decision.rule == "seg_gate_lgbm")
+        atomic_write_text(_dumps(metadata), layout.metadata)
         atomic_write_text(_license(), layout.license)
         pinned = [f"{k}=={v}" for k, v in found_versions.items() if k != "python"]
         atomic_write_text("\n".join(pinned) + "\n", layout.requirements)
         if selftest or formats:
             from medpipe.bundle.selftest import write_reference
 
+            # made only now that the bundle gave the run's own outputs (check_against_run)
             write_reference(layout, n_images=_SELFTEST_IMAGES, side=_SELFTEST_SIDE)
         if formats:
             from medpipe.bundle.formats import export_formats, network_inputs
 
-            inputs = network_inputs(layout.selftest_dicom, cfg.image_size)
+            inputs = network_inputs(layout.selftest_dicom, trained.image_size)
             spec["formats"] = export_formats(layout, spec, formats, inputs)
             atomic_write_text(_dumps(spec), layout.inference)
         atomic_write_text(model_card(run, cfg, stage, decision, spec, layout), layout.card)
@@ -334,6 +452,13 @@ def export_bundle(
         raise
     _zip(out, Path(f"{out}.zip"))
     log.info("export: %s (and %s.zip)", out, out)
+    if check:
+        log.info(
+            "export: on %d of the run's test images the bundle gave the run's stored outputs "
+            "(largest probability difference %.3g)",
+            check.images,
+            check.max_prob_difference,
+        )
     return out
 
 

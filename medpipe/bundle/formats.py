@@ -55,7 +55,7 @@ def network_inputs(dicom_dir: Path, image_size: int) -> np.ndarray:
     from medpipe.data.ingest import ingest
 
     with tempfile.TemporaryDirectory(prefix="medpipe-formats-") as tmp:
-        ingest([("test", dicom_dir)], Path(tmp), image_size, workers=1)
+        ingest([("test", dicom_dir)], Path(tmp), image_size, workers=1, progress=False)
         dataset = XrayDataset(Path(tmp), split_rows(Path(tmp), "test"), image_size)
         return np.stack([dataset[i]["image"].numpy() for i in range(len(dataset))])
 

@@ -31,12 +31,12 @@ import numpy as np
 import pandas as pd
 
 from medpipe import __version__
-from medpipe.bundle import BUNDLE_FORMAT
-from medpipe.bundle.layout import BundleLayout
+from medpipe.bundle import BUNDLE_FORMAT, BundleError
+from medpipe.bundle.layout import BundleLayout, default_outputs
 from medpipe.io.atomic import atomic_write_csv
 from medpipe.layout import GATE, SEGMENT, Decision, StageLayout, read_decision
 
-__all__ = ["Bundle", "BundleError", "ModelSpec", "run_infer", "InferResult"]
+__all__ = ["Bundle", "BundleError", "ModelSpec", "run_infer", "InferResult", "default_outputs"]
 
 log = logging.getLogger("medpipe.infer")
 
@@ -44,10 +44,6 @@ log = logging.getLogger("medpipe.infer")
 # the run's predict step made (and the memory of one call bounded).
 _CHUNK_IMAGES = 512
 _DECISION_CHUNK = 256
-
-
-class BundleError(ValueError):
-    """The bundle cannot be used as it is: the message names the file and what to do."""
 
 
 @dataclass(frozen=True)
@@ -76,12 +72,14 @@ class Bundle:
         >>> bundle.decision.rule, [m.name for m in bundle.models(SEGMENT)]  # doctest: +SKIP
     """
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, *, verify: bool = True):
         self.layout = BundleLayout(root)
         self.root = self.layout.root
         path = self.layout.inference
         if not self.root.is_dir():
             raise BundleError(f"{self.root}: bundle folder not found (medpipe export writes one)")
+        if verify:
+            self.verify()
         if not path.is_file():
             raise BundleError(f"{path}: not a medpipe bundle (configs/inference.json missing)")
         try:
@@ -121,6 +119,15 @@ class Bundle:
             raise BundleError(f"{path}: rule seg_gate_lgbm needs the LightGBM files (fusion)")
         self.check_weights()
         self._warn_on_versions()
+
+    def verify(self) -> None:
+        """Every file the manifest lists has its size and SHA-256, before anything is read: an
+        edited decision or truncated weights are refused here (:class:`ManifestError`, one line)."""
+        from medpipe.bundle.manifest import check_manifest
+
+        if not self.layout.manifest.is_file() and not self.layout.inference.is_file():
+            raise BundleError(f"{self.root}: not a medpipe bundle (no manifest.json)")
+        check_manifest(self.root, self.layout.manifest, strict=False)
 
     def _warn_on_versions(self) -> None:
         """Other versions than the export's still run, but the bytes are promised only with them."""
@@ -194,14 +201,6 @@ class InferResult:
     n_images: int
     n_quarantined: int
     n_with_finding: int
-
-
-def default_outputs(out: str | Path) -> tuple[Path, Path]:
-    """Where the per-image probabilities and the quarantine list go beside a submission."""
-    out = Path(out)
-    return out.with_name(f"{out.stem}.probabilities.csv"), out.with_name(
-        f"{out.stem}.quarantined.csv"
-    )
 
 
 def _device(name: str):
@@ -294,12 +293,14 @@ def _onnx_rows(spec: ModelSpec, sessions: list, dataset) -> dict[str, np.ndarray
     return average_rows(loader, [predictor(s) for s in sessions], len(dataset), hflip=spec.hflip)
 
 
-def _ingest(dicom_dir: Path, data_dir: Path, size: int, workers: int, quarantine_out: Path):
+def _ingest(
+    dicom_dir: Path, data_dir: Path, size: int, workers: int, quarantine_out: Path, progress: bool
+):
     from medpipe.data.ingest import IngestError, ingest
     from medpipe.layout import data_files, read_quarantine
 
     try:
-        ingest([("test", dicom_dir)], data_dir, size, workers=workers)
+        ingest([("test", dicom_dir)], data_dir, size, workers=workers, progress=progress)
     except IngestError as err:
         files = data_files(data_dir)
         count = 0
@@ -344,9 +345,10 @@ def run_infer(
     Example:
         >>> run_infer("bundles/tiny", "data/new-films", "submission.csv")  # doctest: +SKIP
     """
+    # the bundle is checked (manifest, weights) before torch is even imported
+    bundle = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
     import torch
 
-    bundle = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
     dicom_dir, out = Path(dicom_dir), Path(out)
     if runtime not in ("torch", "onnx"):
         raise ValueError(f"infer: runtime {runtime!r}: expected torch or onnx")
@@ -405,7 +407,7 @@ def _run(
     size = bundle.image_size
     with tempfile.TemporaryDirectory(prefix="medpipe-infer-") as tmp:
         data_dir = Path(tmp) / "data"
-        _ingest(dicom_dir, data_dir, size, workers or cpu_count(), quarantine)
+        _ingest(dicom_dir, data_dir, size, workers or cpu_count(), quarantine, progress)
         files = data_files(data_dir)
         rows = split_rows(data_dir, "test")
         meta_ids = rows["image_id"].astype(str).to_numpy()

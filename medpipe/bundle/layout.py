@@ -7,6 +7,8 @@
 ├── configs/decision.json     the run's decision (rule, triplet, ensemble weights), as written
 ├── configs/cv_summary.json   the run's CV summary
 ├── configs/requirements.txt  the exporting environment's versions (name==version)
+├── models/model.pt           one network in MONAI's form (the first segmentation model's
+│                             first fold, plain state dict), for tools that expect one
 ├── models/<task>/<model>/fold_<i>/weights_<k>.pt    each fold's weights (k: snapshots)
 │                                   network_<k>.{torchscript.pt,onnx}  with --format
 ├── fusion/                   LightGBM boosters (native text), their index, the embedding PCA
@@ -22,7 +24,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["BundleLayout"]
+__all__ = ["BundleLayout", "default_outputs"]
+
+
+def default_outputs(out: str | Path) -> tuple[Path, Path]:
+    """Where ``medpipe infer`` writes the per-image probabilities and the quarantine list by
+    default: beside the submission ``out``, named after its stem.
+
+    Example:
+        >>> [p.as_posix() for p in default_outputs("preds/submission.csv")]
+        ['preds/submission.probabilities.csv', 'preds/submission.quarantined.csv']
+    """
+    out = Path(out)
+    return (
+        out.with_name(f"{out.stem}.probabilities.csv"),
+        out.with_name(f"{out.stem}.quarantined.csv"),
+    )
 
 
 class BundleLayout:
@@ -64,6 +81,11 @@ class BundleLayout:
     @property
     def cv(self) -> Path:
         return self.configs / "cv_summary.json"
+
+    @property
+    def model_pt(self) -> Path:
+        """MONAI's ``models/model.pt``: one network's plain state dict (not what infer uses)."""
+        return self.root / "models" / "model.pt"
 
     def weights(self, task: str, model: str, fold: int, k: int) -> Path:
         return self.root / "models" / task / model / f"fold_{int(fold)}" / f"weights_{int(k)}.pt"

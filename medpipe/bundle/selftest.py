@@ -1,9 +1,11 @@
 """The bundle's self-test: reference inputs made from synthetic films, their expected outputs,
 and the check that a bundle still gives them (``medpipe infer --self-test``).
 
-No patient data is copied: the inputs are drawn by :mod:`medpipe.data.synthetic`. The check runs
-on CPU with one thread, where the outputs are reproducible; the submission must match byte for byte and the
-probabilities within :data:`TOLERANCE`.
+No patient data is copied: the inputs are drawn by :mod:`medpipe.data.synthetic`. Export makes
+the reference outputs only after the bundle has given the run's own stored outputs on the run's
+test images (:mod:`medpipe.bundle.runcheck`), so they are the run's model's outputs, not a wrong
+bundle's. The check runs on CPU with one thread, where the outputs are reproducible; the
+submission must match byte for byte and the probabilities within :data:`TOLERANCE`.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ class SelfTestReport:
 
 def write_reference(layout: BundleLayout, *, n_images: int = 4, side: int = 256) -> None:
     """Draw ``n_images`` synthetic films into ``selftest/dicom`` and store what infer makes of
-    them in ``selftest/reference``."""
+    them in ``selftest/reference`` (the bundle being built: no manifest yet)."""
+    from medpipe.bundle.infer import Bundle
     from medpipe.data.synthetic import TEST_DIR, generate
 
     with tempfile.TemporaryDirectory(prefix="medpipe-selftest-") as tmp:
@@ -50,7 +53,7 @@ def write_reference(layout: BundleLayout, *, n_images: int = 4, side: int = 256)
             with atomic_path(layout.selftest_dicom / path.relative_to(source)) as dest:
                 shutil.copyfile(path, dest)
         out = Path(tmp) / "out" / "rle.csv"
-        result = _reference_run(layout, out)
+        result = _reference_run(Bundle(layout.root, verify=False), out)
         for src, dest in (
             (result.submission, layout.reference_rle),
             (result.probabilities, layout.reference_probabilities),
@@ -59,24 +62,32 @@ def write_reference(layout: BundleLayout, *, n_images: int = 4, side: int = 256)
                 shutil.copyfile(src, target)
 
 
-def _reference_run(layout, out: Path):
+def _reference_run(bundle, out: Path):
     """The bundle on its self-test films, the one way reference outputs are made and checked:
     CPU, one worker, one torch thread (exact bytes need the same thread count)."""
     from medpipe.bundle.infer import run_infer
 
     return run_infer(
-        layout.root, layout.selftest_dicom, out, device="cpu", progress=False, workers=1, threads=1
+        bundle,
+        bundle.layout.selftest_dicom,
+        out,
+        device="cpu",
+        progress=False,
+        workers=1,
+        threads=1,
     )
 
 
 def run_selftest(bundle_dir: str | Path) -> SelfTestReport:
-    """Check every file against the manifest, then reproduce the reference outputs on CPU."""
+    """Check every file against the manifest (unlisted ones too), then reproduce the reference
+    outputs on CPU."""
+    from medpipe.bundle.infer import Bundle
 
     layout = BundleLayout(bundle_dir)
-    checked = check_manifest(layout.root, layout.manifest)
+    checked = check_manifest(layout.root, layout.manifest, strict=True)
     with tempfile.TemporaryDirectory(prefix="medpipe-selftest-") as tmp:
         out = Path(tmp) / "rle.csv"
-        result = _reference_run(layout, out)
+        result = _reference_run(Bundle(layout.root, verify=False), out)
         expected = pd.read_csv(layout.reference_rle, dtype=str, keep_default_na=False)
         got = pd.read_csv(result.submission, dtype=str, keep_default_na=False)
         merged = expected.merge(got, on="ImageId", how="outer", suffixes=("_expected", "_got"))

@@ -118,6 +118,7 @@ def ingest(
     salt: str = "medpipe",
     *,
     missing_labels: str = "error",
+    progress: bool = True,
 ) -> pd.DataFrame:
     """Read DICOM folders into ``out/meta.csv``, ``out/<split>_images_<size>.npy`` (+ masks for
     labelled splits) and ``out/quarantine.csv``.
@@ -131,6 +132,7 @@ def ingest(
         salt: salt of the pseudonymous patient key (keep it fixed across stages).
         missing_labels: what to do with an image of a labelled split that has no label row:
             ``"error"`` (raise) or ``"quarantine"`` (leave it out, with a quarantine row).
+        progress: show the progress bar (``medpipe infer --no-progress`` hides it).
 
     Returns:
         The ``meta.csv`` table, one row per readable image.
@@ -175,7 +177,7 @@ def ingest(
             labels_path=str(labels),
             caches={key: str(path) for key, path in temps.items()},
         )
-        results = _run(tasks, state, workers)
+        results = _run(tasks, state, workers, progress)
         meta, quarantine = _assemble(tasks, results, quarantine)
         meta = _check_labels(meta, results, label_map, labels, sources, missing_labels, quarantine)
         if meta.empty:
@@ -238,9 +240,18 @@ def _collect(
 # ---------------------------------------------------------------- decoding
 
 
-def _run(tasks: list[_Task], state: _WorkerState, workers: int) -> list[dict[str, Any]]:
+def _run(
+    tasks: list[_Task], state: _WorkerState, workers: int, progress: bool = True
+) -> list[dict[str, Any]]:
     """Decode every task, in order, with one progress bar; quarantine lines are logged as they come."""
-    bar = tqdm(total=len(tasks), desc="ingest", unit="img", mininterval=1.0, smoothing=0.05)
+    bar = tqdm(
+        total=len(tasks),
+        desc="ingest",
+        unit="img",
+        mininterval=1.0,
+        smoothing=0.05,
+        disable=not progress,
+    )
     results: list[dict[str, Any]] = []
     with logging_redirect_tqdm(), bar:
         if workers <= 1 or len(tasks) < 2:

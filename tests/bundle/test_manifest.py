@@ -33,3 +33,21 @@ def test_manifest_checks_every_file(tmp_path: Path) -> None:
 def test_a_missing_manifest_is_named(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="manifest is missing"):
         check_manifest(tmp_path, tmp_path / "manifest.json")
+
+
+def test_one_line_names_a_truncated_file_and_infer_ignores_unlisted_ones(tmp_path: Path) -> None:
+    root = tmp_path / "bundle"
+    (root / "models").mkdir(parents=True)
+    (root / "models" / "w.pt").write_bytes(b"x" * 100)
+    manifest = root / "manifest.json"
+    write_manifest(root, manifest)
+    (root / "notes.txt").write_text("a user's own note")
+    assert check_manifest(root, manifest, strict=False) == 1  # what infer reads is intact
+    with pytest.raises(ManifestError, match="notes.txt: not in the manifest"):
+        check_manifest(root, manifest)
+    (root / "models" / "w.pt").write_bytes(b"x" * 10)
+    with pytest.raises(ManifestError) as err:
+        check_manifest(root, manifest, strict=False)
+    message = str(err.value)
+    assert f"{root / 'models' / 'w.pt'}: 10 bytes, the manifest says 100 (truncated" in message
+    assert "\n" not in message and "export the run again" in message
