@@ -29,10 +29,11 @@ def check_demo_folder(out: str | Path) -> None:
         return
     if not out.is_dir():
         raise FileExistsError(f"synth: {out} is a file, not a folder for the demo data")
-    foreign = sorted(p.name for p in out.iterdir())
-    if foreign:
+    # empty folders do not count: Snakemake makes the folders of a rule's outputs before it runs
+    foreign = next((p for p in out.rglob("*") if not p.is_dir()), None)
+    if foreign is not None:
         raise FileExistsError(
-            f"synth: {out} is not empty ({foreign[0]}{', ...' if len(foreign) > 1 else ''}) and "
+            f"synth: {out} is not empty ({foreign.relative_to(out)}) and "
             f"was not made by `medpipe synth` (no {MARKER}): demo data is written only into an "
             "empty folder or one synth made. If it holds your own data, set "
             "`data: {synthetic: null}` in your config so the pipeline reads it instead; else "

@@ -18,7 +18,7 @@ TINY = REPO / "tests/e2e/tiny.yaml"
 
 def test_an_empty_or_missing_or_marked_folder_takes_demo_data(tmp_path):
     check_demo_folder(tmp_path / "missing")
-    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "hidden").mkdir(parents=True)  # as Snakemake makes output folders
     check_demo_folder(tmp_path / "empty")
     marked = tmp_path / "marked"
     marked.mkdir()
@@ -29,10 +29,11 @@ def test_an_empty_or_missing_or_marked_folder_takes_demo_data(tmp_path):
 
 def test_a_folder_with_someone_elses_files_is_refused_with_the_fix(tmp_path):
     (tmp_path / "my_films").mkdir()
+    (tmp_path / "my_films" / "1.dcm").write_bytes(b"DICM")
     with pytest.raises(FileExistsError) as err:
         check_demo_folder(tmp_path)
     message = str(err.value)
-    assert str(tmp_path) in message and "my_films" in message
+    assert str(tmp_path) in message and "my_films/1.dcm" in message
     assert "synthetic: null" in message
 
 
@@ -47,6 +48,7 @@ def test_the_workflow_refuses_to_plan_synth_into_real_data(tmp_path):
     """An overlay that sets data.root but not `synthetic: null` stops before any job, even -n."""
     real = tmp_path / "my-siim"
     (real / "dicom-images-train").mkdir(parents=True)
+    (real / "dicom-images-train" / "1.dcm").write_bytes(b"DICM")
     (real / "train-rle.csv").write_text("ImageId, EncodedPixels\n")
     overlay = tmp_path / "mine.yaml"
     overlay.write_text(yaml.safe_dump({"data": {"root": str(real)}}))
