@@ -5,15 +5,17 @@ folder that ingest and ``medpipe folds`` already wrote, then scores its validati
 their full cache size the way the decision rules will see them: Dice on positive images at the
 best pixel threshold (and at 0.5), the competition Dice of the best (pixel threshold, minimum
 area) pair, the all-empty baseline on those images, and the top-pixel AUC. Prints one line and
-appends it to ``bench/results/fold_trial.jsonl``.
+appends it to ``bench/results/fold_trial.jsonl`` (``--out``).
 
     python bench/fold_trial.py --data-dir runs/default/data --name crop128 \\
         --set image_size=256 --set segmentation.models.unet_regnetx.crop_size=128
+    python bench/fold_trial.py --small --out /tmp/fold_trial.jsonl   # CI's smoke run: seconds
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import tempfile
@@ -32,6 +34,19 @@ from medpipe.data.dataset import XrayDataset, fold_rows  # noqa: E402
 from medpipe.metrics import dice_per_image  # noqa: E402
 from medpipe.training.fit import train_fold  # noqa: E402
 from medpipe.training.module import FoldModule  # noqa: E402
+
+# --small: one epoch on 24 fabricated 64² images in 2 folds (seconds on 2 cores), the crop and
+# validation path of the default model included, so CI sees the bench still runs
+SMALL_IMAGES, SMALL_FOLDS = 24, 2
+SMALL_SET = {"image_size": 64, "epochs": 1, "batch_size": 4, "crop_size": 32}
+
+
+def _bench_module(name: str):
+    """A sibling bench script as a module (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _set(cfg: dict, dotted: str) -> None:
@@ -111,31 +126,50 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--config", nargs="+", default=[str(ROOT / "configs" / "default.yaml")])
-    ap.add_argument("--data-dir", type=Path, required=True)
+    ap.add_argument("--data-dir", type=Path, help="ingest + folds output (required unless --small)")
     ap.add_argument("--task", choices=("segment", "gate"), default="segment")
     ap.add_argument("--model", default=None, help="model name (default: the config's first)")
     ap.add_argument("--fold", type=int, default=0)
     ap.add_argument("--set", action="append", default=[], help="dotted.key=yaml_value")
-    ap.add_argument("--name", required=True)
+    ap.add_argument("--name", help="the row's name (required unless --small)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "fold_trial.jsonl")
+    ap.add_argument(
+        "--small",
+        action="store_true",
+        help=f"CI's smoke run: {SMALL_IMAGES} fabricated images, {SMALL_FOLDS} folds, {SMALL_SET}",
+    )
     args = ap.parse_args(argv)
+    if not args.small and (args.data_dir is None or args.name is None):
+        ap.error("--data-dir and --name are required (or --small)")
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
-    for item in args.set:
-        _set(cfg, item)
     section = "segmentation" if args.task == "segment" else "gate"
     model = args.model or next(iter(cfg[section]["models"]))
+    if args.small:
+        cfg["image_size"] = SMALL_SET["image_size"]
+        cfg[section]["models"][model].update(
+            {k: v for k, v in SMALL_SET.items() if k != "image_size"}
+        )
+    for item in args.set:
+        _set(cfg, item)
     block = cfg[section]["models"][model]
     size = int(cfg["image_size"])
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        metrics = train_fold(args.task, model, block, cfg, args.data_dir, args.fold, Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="medpipe-fold-trial-") as tmp:
+        data_dir = args.data_dir
+        if data_dir is None:
+            data_dir = Path(tmp) / "data"
+            data_dir.mkdir()
+            _bench_module("train_step").write_cache(data_dir, SMALL_IMAGES, size, folds=SMALL_FOLDS)
+        started = time.perf_counter()
+        out = Path(tmp) / "fold"
+        metrics = train_fold(args.task, model, block, cfg, data_dir, args.fold, out)
         trained = time.perf_counter() - started
         prob, truth = _predict(
-            Path(tmp) / "model.ckpt", args.data_dir, args.fold, size, bool(block.get("tta_hflip"))
+            out / "model.ckpt", data_dir, args.fold, size, bool(block.get("tta_hflip"))
         )
     row = {
-        "name": args.name,
+        "name": args.name or "small",
         "task": args.task,
         "fold": args.fold,
         "image_size": size,
@@ -149,9 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     print(json.dumps(row))
-    out = ROOT / "bench" / "results" / "fold_trial.jsonl"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("a") as fh:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("a") as fh:
         fh.write(json.dumps(row) + "\n")
     return 0
 

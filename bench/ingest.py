@@ -14,9 +14,10 @@ decoder choice. Targets: ingest >= 4x the naive loop with 2 workers, and ingest'
 (1 worker, in process) within 1.25x of pure full-size decode+resize. The W-worker rate per worker
 and the scaling efficiency are reported too; on a shared machine they measure the neighbours as
 much as ingest, so the contenders run interleaved and each keeps its best round.
-Writes bench/results/ingest.json, prints a table.
+Writes bench/results/ingest.json (``--out``), prints a table.
 
     python bench/ingest.py --n 200 --size 256
+    python bench/ingest.py --small --out /tmp/ingest.json     # CI's smoke run: seconds
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ from medpipe.io.atomic import atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_SPEEDUP, TARGET_PER_CORE = 4.0, 1.25
+# --small: every contender on a few files (seconds on 2 cores), so CI sees the bench still runs
+SMALL = {"n": 6, "size": 64, "rounds": 1, "decode_subset": 3}
 
 
 def film(seed: int, side: int = 1024) -> np.ndarray:
@@ -139,7 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; best of each")
     parser.add_argument("--decode-subset", type=int, default=30)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "ingest.json"))
+    parser.add_argument("--small", action="store_true", help=f"CI's smoke run: {SMALL}")
     args = parser.parse_args(argv)
+    if args.small:
+        parser.set_defaults(**SMALL)
+        args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as scratch:
         scratch = Path(scratch)

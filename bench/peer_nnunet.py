@@ -24,9 +24,10 @@ seconds), in a work folder holding ``nnUNet_raw``, ``nnUNet_preprocessed`` and `
 medpipe's row is ``--medpipe-submission`` and ``--medpipe-wall-s`` or, by default, the ``s`` of
 every Snakemake benchmark file of that run (the submission's folder) except ``synthesize`` (data
 generation), summed: rule times added up, above the DAG's wall clock where jobs ran side by side.
-Writes bench/results/peer_nnunet.json and prints one table. Needs nnU-Net v2, best in a venv of
-its own (``pip install -e '.[peer]'``); one nnU-Net 2d epoch at 128² takes over 12 minutes on a
-2-core CPU. The default DAG caches at 256², so a 128² cache is ingested beside it first:
+Writes bench/results/peer_nnunet.json (``--out``), prints one table. Needs nnU-Net v2, best in a
+venv of its own (``pip install -e '.[peer]'``); one nnU-Net 2d epoch at 128² takes over 12
+minutes on a 2-core CPU. The default DAG caches at 256², so a 128² cache is ingested beside it
+first:
 
     medpipe ingest --dicom-dir data/synthetic/dicom-images-train --split train \\
         --dicom-dir data/synthetic/dicom-images-test --split test \\
@@ -35,11 +36,18 @@ its own (``pip install -e '.[peer]'``); one nnU-Net 2d epoch at 128² takes over
         --size 128 --medpipe-submission runs/default/submission.csv \\
         --trainer nnUNetTrainer_1epoch nnUNetTrainer_5epochs
     python bench/peer_nnunet.py --root /tmp/syn --data-dir /tmp/data --size 64 --stop-after preprocess
+    python bench/peer_nnunet.py --small --out /tmp/peer.json    # CI's smoke run of every step
+
+``--small`` fabricates what is not given, in a temporary folder: a synthetic set of 64² films, its
+ingest cache, an all-empty stand-in for medpipe's submission, and ``nnUNetTrainer_medpipeSmoke``
+(nnU-Net's own training loop, 1 epoch of 2 iterations, found through ``nnUNet_extTrainer``). With
+``--stop-after convert`` it needs no nnU-Net: the conversion and its self-check are medpipe code.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import importlib.metadata
 import importlib.util
@@ -50,6 +58,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,6 +69,8 @@ import yaml
 from PIL import Image
 
 from medpipe.data.cache import cache_file, open_images, open_masks
+from medpipe.data.ingest import ingest
+from medpipe.data.synthetic import TEST_DIR, TRAIN_DIR, generate
 from medpipe.decision.apply import resize_mask
 from medpipe.decision.morphology import remove_small_components
 from medpipe.io.atomic import atomic_write_csv, atomic_write_text
@@ -77,6 +88,23 @@ INSTALL_HINT = "pip install -e '.[peer]' (best in a venv of its own)"
 TOOLS = ("nnUNetv2_plan_and_preprocess", "nnUNetv2_train", "nnUNetv2_predict")
 PLANS, CONFIGURATION, FOLD = "nnUNetPlans", "2d", "all"
 AREA_GRID = (0.0, 300.0, 600.0, 1200.0, 2400.0, 3600.0)  # configs/default.yaml, original pixels
+SMOKE_TRAINER = "nnUNetTrainer_medpipeSmoke"
+# --small: every step on 12 + 4 fabricated 64² films (nnU-Net's start-ups dominate)
+SMALL = {"size": 64, "trainer": [SMOKE_TRAINER], "processes": 1}
+SMALL_FILMS = {"n_train": 12, "n_test": 4, "seed": 2}  # seed 2: 2 findings in each split
+SMOKE_TRAINER_SOURCE = f'''"""bench/peer_nnunet.py --small: nnU-Net's own loop, 1 epoch, 2 steps."""
+
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+
+class {SMOKE_TRAINER}(nnUNetTrainer):
+    def on_train_start(self):
+        # before the base class builds the optimiser and the schedule from them
+        self.num_epochs = 1
+        self.num_iterations_per_epoch = 2
+        self.num_val_iterations_per_epoch = 1
+        super().on_train_start()
+'''
 CHANNEL_NAMES = {
     "rescale_to_0_1": "per-image min-max to [0, 1]",
     "rgb_to_0_1": "divide by 255, as medpipe's loader does",
@@ -104,11 +132,17 @@ def nnunet_tools() -> dict[str, str]:
     return tools
 
 
-def check_trainers(names: Sequence[str]) -> None:
+def ext_trainer_dirs(args: argparse.Namespace) -> str:
+    """``nnUNet_extTrainer`` for nnU-Net's commands: the environment's, plus ``--small``'s."""
+    dirs = [d for d in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if d]
+    return os.pathsep.join(dirs + ([str(args.ext_trainer)] if args.ext_trainer else []))
+
+
+def check_trainers(names: Sequence[str], ext_dirs: str = "") -> None:
     """Fail before any work when a trainer class is neither in the installed nnunetv2 nor in an
     ``nnUNet_extTrainer`` folder (nnU-Net looks there too)."""
     base = Path(importlib.util.find_spec("nnunetv2").origin).parent / "training" / "nnUNetTrainer"
-    extra = os.environ.get("nnUNet_extTrainer", "").split(os.pathsep)
+    extra = ext_dirs.split(os.pathsep)
     files = [
         p for d in (base, *map(Path, filter(None, extra))) if d.is_dir() for p in d.rglob("*.py")
     ]
@@ -391,22 +425,38 @@ def print_table(rows: list[dict]) -> None:
         )
 
 
+def _stopped(
+    args: argparse.Namespace,
+    step: str,
+    seconds: dict[str, float],
+    check: dict[str, float],
+    plan_2d: dict | None = None,
+) -> int:
+    """``--stop-after``: what was done, written to ``--out`` (no table: nothing was scored)."""
+    result = {
+        "stopped_after": step,
+        "size": args.size,
+        "steps_s": dict(seconds),
+        "conversion_check": check,
+        "plan_2d": plan_2d,
+    }
+    atomic_write_text(json.dumps(result, indent=2) + "\n", args.out)
+    print(f"stopped after {step}; wrote {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--root", type=Path, default=ROOT / "data" / "synthetic", help="SIIM layout"
-    )
-    parser.add_argument("--data-dir", type=Path, default=ROOT / "runs" / "default" / "data")
+    parser.add_argument("--root", type=Path, help="SIIM layout (default: data/synthetic)")
+    parser.add_argument("--data-dir", type=Path, help="ingest cache (default: runs/default/data)")
     parser.add_argument("--size", type=int, default=128, help="side of the --data-dir cache to use")
     parser.add_argument(
         "--trainer", nargs="+", default=["nnUNetTrainer_1epoch"], help="nnU-Net trainer classes"
     )
     parser.add_argument(
-        "--medpipe-submission",
-        type=Path,
-        default=ROOT / "runs" / "default" / "submission.csv",
+        "--medpipe-submission", type=Path, help="default: runs/default/submission.csv"
     )
     parser.add_argument("--medpipe-wall-s", type=float, help="default: from --medpipe-benchmarks")
     parser.add_argument(
@@ -431,23 +481,67 @@ def main(argv: list[str] | None = None) -> int:
         default=min(os.cpu_count() or 1, 8),
         help="nnU-Net worker processes (preprocessing, augmentation, export)",
     )
-    parser.add_argument("--work", type=Path, default=ROOT / "bench" / "results" / "peer_nnunet")
+    parser.add_argument("--work", type=Path, help="default: bench/results/peer_nnunet")
     parser.add_argument("--reuse", action="store_true", help="skip steps finished in --work")
     parser.add_argument("--stop-after", choices=("convert", "preprocess"), help="smoke tests")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "peer_nnunet.json")
+    parser.add_argument(
+        "--small", action="store_true", help=f"CI's smoke run: {SMALL}, fabricated inputs"
+    )
+    parser.set_defaults(medpipe_label=None, ext_trainer=None)
     args = parser.parse_args(argv)
+    if args.small:
+        parser.set_defaults(**SMALL)
+        args = parser.parse_args(argv)
     trainers = list(dict.fromkeys(args.trainer))
 
     try:
         if not 1 <= args.dataset_id <= 999:
             raise PeerError(f"--dataset-id {args.dataset_id}: nnU-Net ids are 1-999")
-        tools = nnunet_tools()
-        check_trainers(trainers)
-        _check_inputs(args)
-        return _run(args, trainers, tools)
+        # the conversion is medpipe's own code: --stop-after convert runs without nnU-Net
+        tools = nnunet_tools() if args.stop_after != "convert" else {}
+        with contextlib.ExitStack() as stack:
+            if args.small:
+                tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="peer-small-")))
+                small_inputs(args, tmp)
+            args.root = args.root or ROOT / "data" / "synthetic"
+            args.data_dir = args.data_dir or ROOT / "runs" / "default" / "data"
+            args.medpipe_submission = (
+                args.medpipe_submission or ROOT / "runs" / "default" / "submission.csv"
+            )
+            args.work = args.work or ROOT / "bench" / "results" / "peer_nnunet"
+            if tools:
+                check_trainers(trainers, ext_trainer_dirs(args))
+            _check_inputs(args)
+            return _run(args, trainers, tools)
     except PeerError as err:
         print(f"peer_nnunet: {err}", file=sys.stderr)
         return 1
+
+
+def small_inputs(args: argparse.Namespace, tmp: Path) -> None:
+    """``--small``: fabricate in ``tmp`` each input not given (a synthetic set at ``--size``,
+    its ingest cache, an all-empty medpipe submission, the work folder, the smoke trainer)."""
+    if args.root is None:
+        args.root = tmp / "synthetic"
+        generate(args.root, **SMALL_FILMS, size=args.size)
+    if args.data_dir is None:
+        args.data_dir = tmp / "data"
+        sources = [("train", args.root / TRAIN_DIR), ("test", args.root / TEST_DIR)]
+        ingest(
+            sources, args.data_dir, args.size, labels=args.root / "train-rle.csv", progress=False
+        )
+    if args.medpipe_submission is None:
+        sizes = expected_ids_from_dicom_dir(args.root / TEST_DIR)
+        args.medpipe_submission = tmp / "medpipe" / "submission.csv"
+        write_submission(args.medpipe_submission, list(sizes), ["-1"] * len(sizes))
+        args.medpipe_label = "medpipe stand-in (--small: all empty)"
+        if args.medpipe_wall_s is None:
+            args.medpipe_wall_s = 0.0
+    args.work = args.work or tmp / "work"
+    args.ext_trainer = tmp / "ext_trainer"
+    args.ext_trainer.mkdir()
+    (args.ext_trainer / f"{SMOKE_TRAINER}.py").write_text(SMOKE_TRAINER_SOURCE)
 
 
 def _run(args: argparse.Namespace, trainers: list[str], tools: dict[str, str]) -> int:
@@ -458,6 +552,8 @@ def _run(args: argparse.Namespace, trainers: list[str], tools: dict[str, str]) -
     dataset_dir, logs = raw / name, work / "logs"
     env = dict(os.environ, nnUNet_raw=str(raw), nnUNet_preprocessed=str(pre))
     env["nnUNet_results"] = str(results)
+    if ext_trainer_dirs(args):
+        env["nnUNet_extTrainer"] = ext_trainer_dirs(args)
     for var in ("nnUNet_n_proc_DA", "nnUNet_def_n_proc"):  # nnU-Net's defaults assume 8+ cores
         env.setdefault(var, str(args.processes))
     procs, device = str(args.processes), ["-device", args.device]
@@ -473,9 +569,14 @@ def _run(args: argparse.Namespace, trainers: list[str], tools: dict[str, str]) -
     }
     work.mkdir(parents=True, exist_ok=True)
     steps = Steps(work / "timings.json", settings, args.reuse)
-    version = importlib.metadata.version("nnunetv2")
+    version = importlib.metadata.version("nnunetv2") if tools else None
     print(
-        f"nnU-Net v2 {version} ({args.device}, {args.processes} processes) on {name}: "
+        (
+            f"nnU-Net v2 {version} ({args.device}, {args.processes} processes)"
+            if tools
+            else "convert"
+        )
+        + f" on {name}: "
         f"{len(cases['train'])} train / {len(cases['test'])} test images at {size}² from {data_dir}"
     )
 
@@ -498,7 +599,7 @@ def _run(args: argparse.Namespace, trainers: list[str], tools: dict[str, str]) -
         f"on train-rle.csv ({'must be 1.0 at the DICOM size' if check['exact_size'] else f'the {size}² ceiling'})"
     )
     if args.stop_after == "convert":
-        return 0
+        return _stopped(args, "convert", steps.seconds, check)
 
     if not (steps.done("plan_and_preprocess") and (pre / name / f"{PLANS}.json").is_file()):
         for prefix in ("train/", "predict/", "predict_train/"):
@@ -513,7 +614,7 @@ def _run(args: argparse.Namespace, trainers: list[str], tools: dict[str, str]) -
         f"normalization {plan_2d.get('normalization_schemes')}"
     )
     if args.stop_after == "preprocess":
-        return 0
+        return _stopped(args, "preprocess", steps.seconds, check, plan_2d)
 
     sizes = expected_ids_from_dicom_dir(root / "dicom-images-test")
     labels = root / "hidden" / "test-rle.csv"
@@ -526,6 +627,7 @@ def _run(args: argparse.Namespace, trainers: list[str], tools: dict[str, str]) -
         wall_s, wall_source = medpipe_wall(bench_dir)
     medpipe_size = _medpipe_size(run_dir)
     label = f"medpipe default ({medpipe_size}²)" if medpipe_size else "medpipe default"
+    label = args.medpipe_label or label
     rows = [_row(label, score_breakdown(args.medpipe_submission, labels, sizes), wall_s)]
     area_scale = cache_area_scale(data_dir, size)
     shared_s = steps.seconds["convert"] + steps.seconds["plan_and_preprocess"]

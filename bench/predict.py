@@ -10,10 +10,11 @@ Times, in one run on the same images:
 - the RLE codec alone against a per-pixel Python loop on 1024² masks (bench/rle_codec.py's
   masks and loop), so the >=50x claim is measured beside the rest.
 
-Writes bench/results/predict.json and prints a table.
+Writes bench/results/predict.json (``--out``) and prints a table.
 
     python bench/predict.py --size 512 --n 16 --folds 5 --batch 8      # CPU
     python bench/predict.py --size 512 --n 512 --folds 5 --batch 32    # GPU
+    python bench/predict.py --small --out /tmp/predict.json            # CI's smoke run: seconds
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from medpipe.training.runtime import resolve_num_workers
 from medpipe.training.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
+# --small: 2 folds on 4 images at 64² (seconds on 2 cores), so CI sees the bench still runs
+SMALL = {"size": 64, "out_size": 256, "n": 4, "folds": 2, "batch": 4, "loop_masks": 1}
 
 
 def _bench_module(name: str):
@@ -67,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="unet_regnetx")
     parser.add_argument("--ckpt-dir", type=Path, help="folder with fold*/model.ckpt to load")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "predict.json")
+    parser.add_argument("--small", action="store_true", help=f"CI's smoke run: {SMALL}")
     args = parser.parse_args(argv)
+    if args.small:
+        parser.set_defaults(**SMALL)
+        args = parser.parse_args(argv)
 
     train_step, rle_codec = _bench_module("train_step"), _bench_module("rle_codec")
     torch.manual_seed(0)

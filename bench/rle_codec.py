@@ -3,9 +3,10 @@
 Masks are 1024x1024 (the SIIM DICOM size) with realistic findings: zero to three smooth,
 irregular blobs hugging the lung edge, about a quarter of the masks empty. The loop encoder is
 timed on fewer masks (it takes a fraction of a second each) and both rates are per mask.
-Writes bench/results/rle.json and prints a table.
+Writes bench/results/rle.json (``--out``) and prints a table.
 
     python bench/rle_codec.py --masks 200 --loop-masks 5
+    python bench/rle_codec.py --small --out /tmp/rle.json     # CI's smoke run: under a second
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from medpipe.io import rle
 from medpipe.io.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
+# --small: the same encoders and check on a few smaller masks, so CI sees the bench still runs
+SMALL = {"masks": 20, "loop_masks": 2, "size": 256, "repeat": 1}
 
 
 def realistic_masks(n: int, size: int = 1024, seed: int = 0) -> np.ndarray:
@@ -81,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "rle.json"))
+    parser.add_argument("--small", action="store_true", help=f"CI's smoke run: {SMALL}")
     args = parser.parse_args(argv)
+    if args.small:
+        parser.set_defaults(**SMALL)
+        args = parser.parse_args(argv)
 
     masks = realistic_masks(args.masks, args.size, args.seed)
     fast_s, fast_out = timed(rle.encode, masks, args.repeat)

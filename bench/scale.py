@@ -2,24 +2,29 @@
 
     python bench/scale.py                       # N = 1,000, 4,000, 10,700 at 512² (the issue's table)
     python bench/scale.py --n 250 500 1000 --size 256 --steps thresholds submit
+    python bench/scale.py --small --out /tmp/scale.json   # every step on 20 images: seconds
 
 For each N it writes a run folder (meta, folds, the uint8 mask cache, one segmentation model's
 OOF and test predictions for every fold; findings are discs, probabilities smooth maps like a
 U-Net's: the truth blurred, a faint smooth background, a false blob now and then), runs each
 step's real function in a fresh process (``report`` is the report's cases section, the one that
-reads the maps), and records that process's peak RSS (``VmHWM``) and wall time beside
-``medpipe plan``'s estimate for the same size. It also measures the prediction files' bytes per
-image and scales them to SIIM's counts. Results go to ``bench/results/scale.json`` as
-``{"rows": [{"n", "size", "rule", "peak_rss_mb", "wall_s", "plan_mb"}], "disk": [...]}``. A size
-that needs more memory than this machine has is skipped, and said so.
+reads the maps), and records that process's peak RSS (``VmHWM``), wall time and CPU seconds
+(user + system, imports excluded as for the wall time; shared cores inflate them far less)
+beside ``medpipe plan``'s estimate for the same size. It also measures the prediction files'
+bytes per image and scales them to SIIM's counts. Results go to ``bench/results/scale.json``
+(``--out``) as ``{"rows": [{"n", "size", "rule", "peak_rss_mb", "wall_s", "cpu_s", "plan_mb"}],
+"disk": [...]}``. A size that needs more memory than this machine has is skipped, and said so.
+The run folders go to a temporary folder, removed at the end, unless ``--work`` names one.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +35,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from medpipe.config import load_config  # noqa: E402
 from medpipe.fusion.statistics import seg_statistics  # noqa: E402
 from medpipe.layout import RunLayout, cache_file, write_seg_predictions  # noqa: E402
 from medpipe.plan import DataSize, step_needs  # noqa: E402
@@ -40,17 +46,30 @@ STEPS = ("features", "thresholds", "submit", "report")
 SIIM_STAGES = {1: (10675, 1372), 2: (12047, 3205)}
 FOLDS = 5
 MODEL = "unet"
+DEFAULT_CONFIG = REPO / "configs" / "default.yaml"
+# --small: every step on a few images (seconds on 2 cores), so CI sees the bench still runs
+SMALL = {"n": [20], "size": 64, "n_test": 5}
 
 
-def config_for(run: Path, size: int) -> dict:
-    config = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())
-    block = next(iter(config["segmentation"]["models"].values()))
-    config.update(run_dir=str(run), folds=FOLDS, image_size=size, seed=0)
-    config["segmentation"]["models"] = {MODEL: block}
-    config["gate"]["models"] = {}
-    config["fusion"]["enabled"] = False
-    config["data"] = {**config["data"], "root": str(run / "no-input"), "synthetic": None}
-    return config
+def config_for(run: Path, size: int, folds: int = FOLDS) -> dict:
+    """The default config with one segmentation model, ``MODEL``, and no gate or fusion.
+
+    The default's models are removed as an overlay removes them (``null``), so whatever names
+    them (pseudo-labelling, stage-2 retraining) goes too, however the default grows.
+    """
+    default = load_config(DEFAULT_CONFIG)
+    seg, gate = default["segmentation"]["models"], default["gate"]["models"]
+    overlay = {
+        "run_dir": str(run),
+        "folds": folds,
+        "image_size": size,
+        "seed": 0,
+        "segmentation": {"models": {**dict.fromkeys(seg), MODEL: next(iter(seg.values()))}},
+        "gate": {"models": dict.fromkeys(gate)},
+        "fusion": {"enabled": False},
+        "data": {"root": str(run / "no-input"), "synthetic": None},
+    }
+    return load_config(DEFAULT_CONFIG, overrides=overlay)
 
 
 def fabricate(run: Path, n: int, n_test: int, size: int, seed: int = 0) -> dict:
@@ -133,13 +152,22 @@ def fabricate(run: Path, n: int, n_test: int, size: int, seed: int = 0) -> dict:
 
 
 CHILD = r"""
-import json, sys, time
+import json, resource, sys, time
 from pathlib import Path
 import yaml
 step, run = sys.argv[1], Path(sys.argv[2])
 config = yaml.safe_load((run / "config.yaml").read_text())
 data, stage = run / "data", run / "stage1"
-t0 = time.perf_counter()
+
+
+def cpu_seconds():
+    return sum(
+        u.ru_utime + u.ru_stime
+        for u in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    )
+
+
+t0, cpu0 = time.perf_counter(), cpu_seconds()
 if step == "features":
     from medpipe.steps.features import run_features
     run_features(config, data, stage, stage / "fusion" / "features.csv")
@@ -162,7 +190,9 @@ elif step == "report":
 # VmHWM, not ru_maxrss: a child's ru_maxrss keeps the high-water mark of the parent it was
 # forked from (Linux carries it across exec), so it would report the fabricating parent's RSS
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-print(json.dumps({"wall_s": time.perf_counter() - t0, "peak_rss_mb": hwm / 1024}))
+# CPU seconds as well: on shared cores the wall time measures the neighbours too
+cpu = cpu_seconds() - cpu0
+print(json.dumps({"wall_s": time.perf_counter() - t0, "cpu_s": cpu, "peak_rss_mb": hwm / 1024}))
 """
 
 
@@ -203,12 +233,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--n-test", type=int, default=200)
     parser.add_argument("--steps", nargs="+", default=list(STEPS), choices=STEPS)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/medpipe-scale"))
+    parser.add_argument("--work", type=Path, help="keep the run folders here (default: a temp)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "scale.json")
+    parser.add_argument("--small", action="store_true", help=f"CI's smoke run: {SMALL}")
     args = parser.parse_args(argv)
+    if args.small:
+        parser.set_defaults(**SMALL)
+        args = parser.parse_args(argv)
+    if args.work is not None:
+        return measure_sizes(args, args.work)
+    work = Path(tempfile.mkdtemp(prefix="medpipe-scale-"))
+    try:
+        return measure_sizes(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure_sizes(args: argparse.Namespace, work: Path) -> int:
+    """Fabricate each N in `work`, measure every step, write the JSON."""
     rows, disk = [], []
     for n in args.n:
-        config = config_for(args.work / f"n{n}", args.size)
+        config = config_for(work / f"n{n}", args.size)
         needs = step_needs(
             config, DataSize({"train": n, "test": args.n_test}, 1024 * 1024, "bench")
         )
@@ -219,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{available_memory_gb():.0f} GB free)"
             )
             continue
-        run = args.work / f"n{n}"
+        run = work / f"n{n}"
         t0 = time.perf_counter()
         fabricate(run, n, args.n_test, args.size)
         print(f"n={n}: fabricated in {time.perf_counter() - t0:.0f} s")
@@ -239,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
                 {"n": n, "size": args.size, "rule": step, **got, "plan_mb": needs[step].mem_mb}
             )
             print(
-                f"  {step:<11} peak {got['peak_rss_mb']:8.0f} MB  plan {needs[step].mem_mb:8d} MB  {got['wall_s']:7.1f} s"
+                f"  {step:<11} peak {got['peak_rss_mb']:8.0f} MB  plan {needs[step].mem_mb:8d} MB"
+                f"  {got['wall_s']:7.1f} s wall  {got['cpu_s']:7.1f} s CPU"
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rows": rows, "disk": disk}, indent=2) + "\n")

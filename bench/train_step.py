@@ -10,11 +10,12 @@ On the same model and task code the pipeline trains with, from a memory-mapped u
 - ``full`` per placement: the data path and the step together.
 
 The target is data >= 1.5x model (the data path is not what limits training). Writes
-bench/results/train_step.json and prints a table. On a GPU it uses bf16 autocast, pinned memory
-and, with --channels-last / --compile, those performance options.
+bench/results/train_step.json (``--out``) and prints a table. On a GPU it uses bf16 autocast,
+pinned memory and, with --channels-last / --compile, those performance options.
 
     python bench/train_step.py --size 512 --batch 4 --steps 6 --warmup 1          # CPU
     python bench/train_step.py --size 512 --batch 16 --steps 50 --compile --channels-last  # GPU
+    python bench/train_step.py --small --out /tmp/train_step.json   # CI's smoke run: seconds
 """
 
 from __future__ import annotations
@@ -41,10 +42,13 @@ from medpipe.training.runtime import resolve_num_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = {"segment": ("segmentation", "unet_regnetx"), "gate": ("gate", "gate_regnetx")}
+# --small: one timed step of each kind at 64² (seconds on 2 cores), so CI sees the bench still runs
+SMALL = {"size": 64, "batch": 2, "steps": 1, "warmup": 1, "data_steps": 2}
 
 
-def write_cache(root: Path, n: int, size: int, seed: int = 0) -> Path:
-    """A memmap-able uint8 cache with a third of the images carrying a disc-shaped finding."""
+def write_cache(root: Path, n: int, size: int, seed: int = 0, folds: int = 1) -> Path:
+    """A memmap-able uint8 cache with a third of the images carrying a disc-shaped finding, in
+    ``folds`` folds (image i in fold i % folds)."""
     rng = np.random.default_rng(seed)
     images = rng.integers(30, 140, size=(n, size, size), dtype=np.uint8)
     masks = np.zeros((n, size, size), np.uint8)
@@ -61,7 +65,12 @@ def write_cache(root: Path, n: int, size: int, seed: int = 0) -> Path:
         root / "meta.csv", index=False
     )
     folds = pd.DataFrame(
-        {"image_id": ids, "patient_key": ids, "has_finding": has.astype(int), "fold": 1}
+        {
+            "image_id": ids,
+            "patient_key": ids,
+            "has_finding": has.astype(int),
+            "fold": np.arange(n) % folds,
+        }
     )
     folds.to_csv(root / "folds.csv", index=False)
     return root
@@ -162,7 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         "--model", help="model name in that config (default unet_regnetx / gate_regnetx)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train_step.json")
+    parser.add_argument("--small", action="store_true", help=f"CI's smoke run: {SMALL}")
     args = parser.parse_args(argv)
+    if args.small:
+        parser.set_defaults(**SMALL)
+        args = parser.parse_args(argv)
 
     torch.manual_seed(0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
