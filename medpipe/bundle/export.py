@@ -199,7 +199,7 @@ def _save_model_pt(spec: Mapping[str, Any], layout: BundleLayout) -> str:
 def _fusion(stage_dir: Path, layout: BundleLayout) -> dict[str, Any]:
     fusion_dir = stage_dir / "fusion"
     files = fusion_files(fusion_dir)
-    hint = "rerun the features and fuse rules (snakemake submission -R features)"
+    hint = "rerun the features and fuse rules (snakemake --cores 8 submission -R features)"
     if not files["boosters"].is_file() or not files["pca"].is_file():
         raise FileNotFoundError(
             f"{fusion_dir}: the LightGBM boosters or the embedding PCA were not saved by this run: {hint}"

@@ -143,10 +143,10 @@ def trained_settings(
                     key, was, now = differs
                     raise RecordError(
                         f"{resolved}: {key}: {what} was trained with {_show(was)}, the run's "
-                        f"config now says {_show(now)} ({record_path}): the run's weights and "
-                        f"predictions are from {_show(was)}; set {key} back to {_show(was)} in "
-                        f"{resolved.name}, or finish the run with {_show(now)} (snakemake "
-                        "submission retrains), then export again"
+                        f"config now says {_show(now)} ({record_path}): the weights and the "
+                        f"run's predictions were made with {_show(was)}; set {key} back to "
+                        f"{_show(was)} in {resolved.name}, or finish the run with {_show(now)} "
+                        "(snakemake submission retrains), then export again"
                     )
                 # every record equals the config on these keys, so the folds agree too
                 blocks[task][name] = dict(
