@@ -92,6 +92,14 @@ def _stored_max_prob(seg_dirs, decision, ids: set[str]) -> pd.Series:
 
 
 def _stored_shape(seg_dirs) -> tuple[int, ...]:
+    for dirs in seg_dirs.values():
+        for d in dirs:
+            if not d.test.is_file():
+                raise RunMismatch(
+                    f"{d.test}: the run's stored test predictions are missing; export checks the "
+                    "bundle against them: rerun the run's predict rules (snakemake --cores 8 "
+                    "submission), then export again"
+                )
     first = next(iter(seg_dirs.values()))[0]
     return tuple(ProbRows(first.test).shape[1:])
 

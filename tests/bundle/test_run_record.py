@@ -194,3 +194,12 @@ def test_a_bundle_without_the_runs_tta_is_not_exported(workdir, tmp_path, monkey
     with pytest.raises(RunMismatch, match=r"maximum probability differs from the run's stored"):
         export_bundle(workdir / "runs" / "tiny", tmp_path / "bundle", selftest=False)
     assert not (tmp_path / "bundle").exists()
+
+
+def test_a_run_without_its_stored_test_predictions_is_named(workdir, tmp_path):
+    run = _run_copy(workdir, tmp_path)
+    missing = run.stage(1).fold(SEGMENT, "unet_regnetx", 1).test
+    missing.unlink()
+    with pytest.raises(RunMismatch, match=r"fold1/test.npz: the run's stored test predictions are"):
+        export_bundle(run.run_dir, tmp_path / "bundle", selftest=False)
+    assert not (tmp_path / "bundle").exists()
