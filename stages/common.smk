@@ -15,12 +15,14 @@ from medpipe.config import (
     base_model,
     configfiles_as_typed,
     pseudo_round,
+    test_labels,
     write_yaml_atomic,
 )
 from medpipe.guards import redact_config
 from medpipe.layout import GATE, SEGMENT, FoldDir, test_split
 from medpipe.plan import data_size, step_needs
 from medpipe.resources import cpu_count
+from medpipe.steps.external import source_files
 from medpipe.console import CONSOLE_FD, CONSOLE_FD_ENV
 from medpipe.run_summary import finished_run_lines
 
@@ -82,8 +84,9 @@ os.environ[CONSOLE_FD_ENV] = str(CONSOLE_FD)
 # Ingest gets the salt through the environment, never on a command line (which Snakemake prints,
 # stores in .snakemake/ and shows in `ps`). Its rules declare only a digest as params, so a new
 # salt still re-ingests. Every job inherits this (a SLURM job re-reads this file).
-os.environ["MEDPIPE_SALT"] = str(config["data"].get("salt", "medpipe"))
-SALT_DIGEST = hashlib.sha256(os.environ["MEDPIPE_SALT"].encode()).hexdigest()[:12]
+_salt = str(config["data"].get("salt", "medpipe"))
+os.environ["MEDPIPE_SALT"] = _salt
+SALT_DIGEST = hashlib.sha256(_salt.encode()).hexdigest()[:12]
 
 
 
@@ -161,7 +164,7 @@ def fold_dir(task):
 
 
 def fold_file(task, what):
-    """A file of a task's fold folder as a rule pattern (``what``: a FoldDir attribute)."""
+    """A file of a task's fold folder, as a pattern for rules (``what``: a FoldDir attribute)."""
     return path(getattr(FoldDir(task, "{model}", 0, Path(fold_dir(task))), what))
 
 
@@ -242,3 +245,77 @@ def stage_log(step):
 
 def stage_benchmark(step):
     return path(LAYOUT.benchmark(step, stage="{stage}"))
+
+
+def folder_of(files, name, folder, file):
+    """A folder a command writes into or reads from, derived from one of the rule's ``files``
+    ("input" or "output"; ``name``: its name or index) as Snakemake advises, so it follows that
+    file wherever Snakemake puts it. ``folder`` and ``file`` are layout patterns: they say how
+    deep the file sits. A derived param is no rerun trigger of its own; its file already is."""
+    depth = len(Path(file).relative_to(folder).parts)
+
+    def above(paths):
+        chosen = paths[name] if isinstance(name, int) else getattr(paths, name)
+        return str(Path(chosen).parents[depth - 1])
+
+    if files == "input":
+        return lambda wildcards, input: above(input)
+    return lambda wildcards, output: above(output)
+
+
+def data_folder():
+    """The stage's data folder a command reads (its image caches are not declared inputs), from
+    the rule's ``meta`` input: meta.csv lies at the same depth in every stage's data folder."""
+    return folder_of("input", "meta", data_dir(1), LAYOUT.meta(1))
+
+
+def fused(which):
+    """A stage's LightGBM p(finding) (``oof`` or ``test``), when fusion is on."""
+    return lambda w: {"fused": path(LAYOUT.fused(w.stage, which))} if CFG.fusion_enabled else {}
+
+
+# Teammates' sources (ensemble.external, docs/ensemble.md), imported by rule import_external.
+EXTERNAL = CFG.external()
+
+
+def external_source(wildcards):
+    """The source's files for the stage; the extension asked for must be its kind's."""
+    block = EXTERNAL[wildcards.name]
+    files = source_files(block, wildcards.stage)
+    if files["oof"].suffix != f".{wildcards.ext}":
+        raise ValueError(
+            f"ensemble.external.{wildcards.name}: a {block['kind']} source gives "
+            f"{files['oof'].suffix} files, not .{wildcards.ext}"
+        )
+    return {which: str(p) for which, p in files.items()}
+
+
+def report_inputs(wildcards):
+    """Everything the page reads: the current stage's fold outputs and decisions, and the data."""
+    stages = [1, 2] if STAGE == 2 else [1]
+    inputs = {
+        "submission": path(LAYOUT.submission),
+        "meta": path(LAYOUT.meta(STAGE)),
+        "folds": path(LAYOUT.folds(STAGE)),
+        "quarantine": path(LAYOUT.quarantine(STAGE)),
+        "cv": [path(LAYOUT.cv(s)) for s in stages],
+        "thresholds": path(LAYOUT.thresholds(STAGE)),
+        "heatmap": path(LAYOUT.heatmap(STAGE)),
+        "seg": fold_predictions(STAGE, "oof", (SEGMENT,)),
+        "gate": [p for s in stages for p in fold_predictions(s, "oof", (GATE,))],
+        # Training logs live where the fold was trained: stage 1 for a model kept in stage 2.
+        "logs": [
+            path(p)
+            for task in (SEGMENT, GATE)
+            for m in CFG.model_names(task)
+            for f in FOLDS
+            for d in [CFG.trained_fold(STAGE, task, m, f)]
+            for p in (d.metrics, d.log_csv)
+        ],
+    }
+    labels = test_labels(config, STAGE)
+    if labels is not None:  # the report scores the submission on them
+        inputs["test_labels"] = str(labels)
+    if CFG.fusion_enabled:
+        inputs["fusion"] = [path(LAYOUT.fused(STAGE, "oof")), path(LAYOUT.feature_importance(STAGE))]
+    return inputs

@@ -23,13 +23,14 @@ if SYNTH:
         params:
             synthetic=SYNTH,
             conspicuity=SYNTH.get("conspicuity", 1.0),
+            root=folder_of("output", "labels", ROOT, INPUTS.train_labels),
         log:
             path(LAYOUT.log("synthesize")),
         benchmark:
             path(LAYOUT.benchmark("synthesize"))
         threads: HEAVY_THREADS
         shell:
-            "medpipe synth --out {ROOT:q} --n-train {params.synthetic[n_train]} "
+            "medpipe synth --out {params.root:q} --n-train {params.synthetic[n_train]} "
             "--n-test {params.synthetic[n_test]} --n-stage2-test {params.synthetic[n_stage2_test]} "
             "--size {params.synthetic[size]} --seed {params.synthetic[seed]} "
             "--conspicuity {params.conspicuity:q} --preview {output.preview:q} "
@@ -61,6 +62,7 @@ rule ingest:
         size=SIZE,
         salt_digest=SALT_DIGEST,  # the salt itself reaches ingest as $MEDPIPE_SALT
         missing_labels=config["data"].get("missing_labels", "error"),
+        out=folder_of("output", "meta", DATA, LAYOUT.meta(1)),
     log:
         path(LAYOUT.log("ingest")),
     benchmark:
@@ -72,7 +74,7 @@ rule ingest:
     shell:
         "medpipe ingest --dicom-dir {params.train_dicom:q} --split train "
         "--dicom-dir {params.test_dicom:q} --split test --labels {input.labels:q} "
-        "--out {DATA:q} --size {params.size} --workers {threads} --missing-labels {params.missing_labels} > {log:q} 2>&1"
+        "--out {params.out:q} --size {params.size} --workers {threads} --missing-labels {params.missing_labels} > {log:q} 2>&1"
 
 
 rule make_folds:

@@ -1,21 +1,6 @@
 # Teammates' predictions (ensemble.external, docs/ensemble.md): each source is checked against the
 # stage's meta.csv and folds.csv and written as medpipe's own fold files, so the steps after it
 # read it like a trained model (maps as a segmentation model, p_finding as a gate).
-from medpipe.steps.external import source_files, source_task
-
-EXTERNAL = CFG.external()
-
-
-def external_source(wildcards):
-    """The source's files for the stage; the extension asked for must be its kind's."""
-    block = EXTERNAL[wildcards.name]
-    files = source_files(block, wildcards.stage)
-    if files["oof"].suffix != f".{wildcards.ext}":
-        raise ValueError(
-            f"ensemble.external.{wildcards.name}: a {block['kind']} source gives "
-            f"{files['oof'].suffix} files, not .{wildcards.ext}"
-        )
-    return {which: str(p) for which, p in files.items()}
 
 
 rule import_external:
@@ -31,11 +16,14 @@ rule import_external:
             for which in ("oof", "test")
         ],
     params:
+        config=CONFIG_FILE,
         source=lambda w: EXTERNAL[w.name],
         image_size=SIZE,
         folds=FOLDS,
-        data=lambda w: data_dir(w.stage),
-        stage_dir=STAGE_DIR,
+        data=data_folder(),
+        stage_dir=folder_of(
+            "output", 0, STAGE_DIR, LAYOUT.stage("{stage}").external_pattern("{name}", FOLDS[0], "oof")
+        ),
         test_split=lambda w: test_split(w.stage),
     wildcard_constraints:
         name=r"[A-Za-z0-9_-]+",
@@ -49,6 +37,6 @@ rule import_external:
         mem_mb=NEEDS["predict_seg"].request_mb,
         runtime=NEEDS["predict_seg"].runtime_min,
     shell:
-        "medpipe import-external --config {CONFIG_FILE:q} --name {wildcards.name:q} "
+        "medpipe import-external --config {params.config:q} --name {wildcards.name:q} "
         "--data-dir {params.data:q} --stage-dir {params.stage_dir:q} --stage {wildcards.stage} "
         "--test-split {params.test_split} > {log:q} 2>&1"

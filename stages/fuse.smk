@@ -10,9 +10,10 @@ rule features:
     output:
         path(LAYOUT.features("{stage}")),
     params:
+        config=CONFIG_FILE,
         fusion=CFG.fusion,
-        data=lambda w: data_dir(w.stage),
-        stage_dir=STAGE_DIR,
+        data=data_folder(),
+        stage_dir=folder_of("output", 0, STAGE_DIR, LAYOUT.features("{stage}")),
     log:
         stage_log("features"),
     benchmark:
@@ -22,7 +23,7 @@ rule features:
         mem_mb=NEEDS["features"].request_mb,
         runtime=NEEDS["features"].runtime_min,
     shell:
-        "medpipe features --config {CONFIG_FILE:q} --data-dir {params.data:q} "
+        "medpipe features --config {params.config:q} --data-dir {params.data:q} "
         "--stage-dir {params.stage_dir:q} --out {output:q} > {log:q} 2>&1"
 
 
@@ -37,10 +38,11 @@ rule fuse:
         test=path(LAYOUT.fused("{stage}", "test")),
         importance=report(path(LAYOUT.feature_importance("{stage}")), category="Fusion", subcategory="stage {stage}"),
     params:
+        config=CONFIG_FILE,
         fusion=CFG.fusion,
         seed=config["seed"],
-        data=lambda w: data_dir(w.stage),
-        out=path(LAYOUT.fusion_dir("{stage}")),
+        data=data_folder(),
+        out=folder_of("output", "oof", LAYOUT.fusion_dir("{stage}"), LAYOUT.fused("{stage}", "oof")),
     log:
         stage_log("fuse"),
     benchmark:
@@ -50,5 +52,5 @@ rule fuse:
         mem_mb=NEEDS["fuse"].request_mb,
         runtime=NEEDS["fuse"].runtime_min,
     shell:
-        "medpipe fuse --config {CONFIG_FILE:q} --features {input.features:q} --data-dir {params.data:q} "
+        "medpipe fuse --config {params.config:q} --features {input.features:q} --data-dir {params.data:q} "
         "--out-dir {params.out:q} > {log:q} 2>&1"

@@ -16,10 +16,11 @@ rule train_gate:
         ),
         log_csv=fold_file(GATE, "log_csv"),
     params:
+        config=CONFIG_FILE,
         model=model_block(GATE),
         run=TRAIN_GLOBALS,
-        data=lambda w: data_dir(w.stage),
-        out=fold_dir(GATE),
+        data=data_folder(),
+        out=folder_of("output", "ckpt", fold_dir(GATE), fold_file(GATE, "checkpoint")),
     log:
         fold_log("train_gate"),
     benchmark:
@@ -31,7 +32,7 @@ rule train_gate:
         gpu=1,
         model_jobs=model_job_slot,
     shell:
-        "medpipe train-gate --config {CONFIG_FILE:q} --model {wildcards.model} --fold {wildcards.fold} --threads {threads} "
+        "medpipe train-gate --config {params.config:q} --model {wildcards.model} --fold {wildcards.fold} --threads {threads} "
         "--data-dir {params.data:q} --out {params.out:q} > {log:q} 2>&1"
 
 
@@ -45,10 +46,11 @@ rule predict_gate:
         oof=fold_file(GATE, "oof"),
         test=fold_file(GATE, "test"),
     params:
+        config=CONFIG_FILE,
         model=model_block(GATE),
         run=TRAIN_GLOBALS,
-        data=lambda w: data_dir(w.stage),
-        out=fold_dir(GATE),
+        data=data_folder(),
+        out=folder_of("output", "oof", fold_dir(GATE), fold_file(GATE, "oof")),
         test_split=lambda w: test_split(w.stage),
     log:
         fold_log("predict_gate"),
@@ -61,6 +63,6 @@ rule predict_gate:
         gpu=1,
         model_jobs=model_job_slot,
     shell:
-        "medpipe predict --task gate --config {CONFIG_FILE:q} --model {wildcards.model} --threads {threads} "
+        "medpipe predict --task gate --config {params.config:q} --model {wildcards.model} --threads {threads} "
         "--fold {wildcards.fold} --data-dir {params.data:q} --ckpt {input.ckpt:q} --out {params.out:q} "
         "--test-split {params.test_split} > {log:q} 2>&1"

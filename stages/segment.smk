@@ -17,11 +17,12 @@ rule train_seg:
         ),
         log_csv=fold_file(SEGMENT, "log_csv"),
     params:
+        config=CONFIG_FILE,
         model=model_block(SEGMENT),
         run=TRAIN_GLOBALS,
         pseudo_weight=pseudo_weight,
-        data=lambda w: data_dir(w.stage),
-        out=fold_dir(SEGMENT),
+        data=data_folder(),
+        out=folder_of("output", "ckpt", fold_dir(SEGMENT), fold_file(SEGMENT, "checkpoint")),
     log:
         fold_log("train_seg"),
     benchmark:
@@ -33,7 +34,7 @@ rule train_seg:
         gpu=1,
         model_jobs=model_job_slot,
     shell:
-        "medpipe train-seg --config {CONFIG_FILE:q} --model {wildcards.model} --fold {wildcards.fold} --threads {threads} "
+        "medpipe train-seg --config {params.config:q} --model {wildcards.model} --fold {wildcards.fold} --threads {threads} "
         "--data-dir {params.data:q} --out {params.out:q} > {log:q} 2>&1"
 
 
@@ -47,10 +48,11 @@ rule predict_seg:
         oof=fold_file(SEGMENT, "oof"),
         test=fold_file(SEGMENT, "test"),
     params:
+        config=CONFIG_FILE,
         model=model_block(SEGMENT),
         run=TRAIN_GLOBALS,
-        data=lambda w: data_dir(w.stage),
-        out=fold_dir(SEGMENT),
+        data=data_folder(),
+        out=folder_of("output", "oof", fold_dir(SEGMENT), fold_file(SEGMENT, "oof")),
         test_split=lambda w: test_split(w.stage),
     log:
         fold_log("predict_seg"),
@@ -63,7 +65,7 @@ rule predict_seg:
         gpu=1,
         model_jobs=model_job_slot,
     shell:
-        "medpipe predict --task segment --config {CONFIG_FILE:q} --model {wildcards.model} --threads {threads} "
+        "medpipe predict --task segment --config {params.config:q} --model {wildcards.model} --threads {threads} "
         "--fold {wildcards.fold} --data-dir {params.data:q} --ckpt {input.ckpt:q} --out {params.out:q} "
         "--test-split {params.test_split} > {log:q} 2>&1"
 
@@ -78,9 +80,10 @@ rule pseudo_label:
     output:
         **pseudo_outputs(),
     params:
+        config=CONFIG_FILE,
         pseudo={k: v for k, v in CFG.pseudo_label.items() if k != "weight"},
-        data=lambda w: data_dir(w.stage),
-        stage_dir=STAGE_DIR,
+        data=data_folder(),
+        stage_dir=folder_of("output", "pseudo_rows", STAGE_DIR, pseudo_outputs()["pseudo_rows"]),
     wildcard_constraints:
         model=r"[A-Za-z0-9_-]+@pl\d+",
     log:
@@ -89,5 +92,5 @@ rule pseudo_label:
         mem_mb=NEEDS["features"].request_mb,
         runtime=NEEDS["features"].runtime_min,
     shell:
-        "medpipe pseudo-label --config {CONFIG_FILE:q} --model {wildcards.model} --fold {wildcards.fold} "
+        "medpipe pseudo-label --config {params.config:q} --model {wildcards.model} --fold {wildcards.fold} "
         "--data-dir {params.data:q} --stage-dir {params.stage_dir:q} > {log:q} 2>&1"

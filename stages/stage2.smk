@@ -26,7 +26,7 @@ rule ingest_stage2:
         train_dicom=path(INPUTS.dicom_dir("train")),
         test_dicom=path(INPUTS.dicom_dir("test")),
         stage2_dicom=path(INPUTS.dicom_dir("stage2_test")),
-        out=data_dir(2),
+        out=folder_of("output", "meta", data_dir(2), LAYOUT.meta(2)),
         size=SIZE,
         salt_digest=SALT_DIGEST,  # the salt itself reaches ingest as $MEDPIPE_SALT
         missing_labels=config["data"].get("missing_labels", "error"),
@@ -72,16 +72,17 @@ rule choose_variants:
     output:
         path(LAYOUT.stage(2).retrain_choice),
     params:
+        config=CONFIG_FILE,
         retrain=CFG.section("stage2").get("retrain", {}),
-        data=data_dir(2),
-        stage_dir=path(LAYOUT.stage(2).dir),
+        data=data_folder(),
+        stage_dir=folder_of("output", 0, LAYOUT.stage(2).dir, LAYOUT.stage(2).retrain_choice),
     log:
         path(LAYOUT.log("choose_variants", stage=2)),
     resources:
         mem_mb=NEEDS["thresholds"].request_mb,
         runtime=NEEDS["thresholds"].runtime_min,
     shell:
-        "medpipe choose-variants --config {CONFIG_FILE:q} --data-dir {params.data:q} "
+        "medpipe choose-variants --config {params.config:q} --data-dir {params.data:q} "
         "--stage-dir {params.stage_dir:q} > {log:q} 2>&1"
 
 
@@ -97,12 +98,14 @@ rule reproduce_doc:
         lock=path(LAYOUT.reproduce("lock")),
         manifest=path(LAYOUT.reproduce("manifest")),
     params:
+        config=CONFIG_FILE,
         retrain=CFG.section("stage2").get("retrain", {}),
+        run_dir=folder_of("output", "doc", RUN, LAYOUT.reproduce("doc")),
         repo=workflow.basedir,
         configfiles=USER_CONFIGFILES,
         config_args=USER_CONFIG_ARGS,
     log:
         path(LAYOUT.log("reproduce_doc", stage=2)),
     shell:
-        "medpipe reproduce-doc --config {CONFIG_FILE:q} --run-dir {RUN:q} --repo {params.repo:q} "
+        "medpipe reproduce-doc --config {params.config:q} --run-dir {params.run_dir:q} --repo {params.repo:q} "
         "--config-files {params.configfiles:q} --config-args {params.config_args:q} --out {output.doc:q} > {log:q} 2>&1"

@@ -1,10 +1,6 @@
 # Decisions on OOF (ensemble weights, threshold triplet, CV table), then the submission.
 
 
-def fused(which):
-    return lambda w: {"fused": path(LAYOUT.fused(w.stage, which))} if CFG.fusion_enabled else {}
-
-
 rule thresholds:
     """Ensemble weights and the (classification, pixel, min-area) triplet, searched on OOF; cv.json."""
     input:
@@ -18,9 +14,10 @@ rule thresholds:
         cv=report(path(LAYOUT.cv("{stage}")), category="Decisions", subcategory="stage {stage}"),
         heatmap=report(path(LAYOUT.heatmap("{stage}")), category="Decisions", subcategory="stage {stage}"),
     params:
+        config=CONFIG_FILE,
         postprocess=config["postprocess"],
-        data=lambda w: data_dir(w.stage),
-        stage_dir=STAGE_DIR,
+        data=data_folder(),
+        stage_dir=folder_of("output", "thresholds", STAGE_DIR, LAYOUT.thresholds("{stage}")),
     log:
         stage_log("thresholds"),
     benchmark:
@@ -30,7 +27,7 @@ rule thresholds:
         mem_mb=NEEDS["thresholds"].request_mb,
         runtime=NEEDS["thresholds"].runtime_min,
     shell:
-        "medpipe thresholds --config {CONFIG_FILE:q} --data-dir {params.data:q} "
+        "medpipe thresholds --config {params.config:q} --data-dir {params.data:q} "
         "--stage-dir {params.stage_dir:q} > {log:q} 2>&1"
 
 
@@ -45,8 +42,9 @@ rule submit:
     output:
         path(LAYOUT.stage_submission("{stage}")),
     params:
+        config=CONFIG_FILE,
         data=lambda w: data_dir(w.stage),
-        stage_dir=STAGE_DIR,
+        stage_dir=folder_of("output", 0, STAGE_DIR, LAYOUT.stage_submission("{stage}")),
         dicom_dir=lambda w: path(INPUTS.test_dicom_dir(w.stage)),
     log:
         stage_log("submit"),
@@ -57,7 +55,7 @@ rule submit:
         mem_mb=NEEDS["submit"].request_mb,
         runtime=NEEDS["submit"].runtime_min,
     shell:
-        "medpipe submit --config {CONFIG_FILE:q} --data-dir {params.data:q} --stage-dir {params.stage_dir:q} "
+        "medpipe submit --config {params.config:q} --data-dir {params.data:q} --stage-dir {params.stage_dir:q} "
         "--dicom-dir {params.dicom_dir:q} --out {output:q} > {log:q} 2>&1"
 
 
