@@ -203,3 +203,33 @@ def test_a_run_without_its_stored_test_predictions_is_named(workdir, tmp_path):
     with pytest.raises(RunMismatch, match=r"fold1/test.npz: the run's stored test predictions are"):
         export_bundle(run.run_dir, tmp_path / "bundle", selftest=False)
     assert not (tmp_path / "bundle").exists()
+
+
+def test_a_gated_rule_is_checked_on_p_finding_and_the_rows(workdir, tmp_path):
+    """Under a LightGBM rule that keeps some masks, the check compares p(finding) and every
+    row; a decision that is not the one the run's submission was written with is refused."""
+    import json
+
+    from medpipe.layout import read_fused
+    from medpipe.steps.submit import run_submit
+
+    run = _run_copy(workdir, tmp_path)
+    config = yaml.safe_load(run.resolved_config.read_text())
+    config["run_dir"] = str(run.run_dir)
+    p = read_fused(run.fused(1, "test"))["p_finding"].to_numpy()
+    weights = json.loads(run.thresholds(1).read_text())["weights"]
+    decision = {"rule": "seg_gate_lgbm", "mode": "fusion", "p_finding_source": "fusion"}
+    decision.update(pixel_threshold=0.3, min_area=0.0, weights=weights)
+    run.thresholds(1).write_text(json.dumps({**decision, "cls_threshold": float(np.median(p))}))
+    frame = run_submit(config, run.data_dir(1), run.stage_dir(1), None, run.stage(1).submission)
+    shutil.copyfile(run.stage(1).submission, run.submission)
+    assert (frame["EncodedPixels"] != "-1").any()  # masks to compare, not only empty rows
+    dicoms = workdir / "data" / "tiny" / "dicom-images-test"
+    bundle = export_bundle(run.run_dir, tmp_path / "bundle", selftest=False, dicom_dir=dicoms)
+    check = Bundle(bundle).spec["run_check"]
+    assert check["p_finding_difference"] == 0.0 and check["rows_identical"]
+
+    # thresholds.json rewritten after the submission was: the bundle would not be the run
+    run.thresholds(1).write_text(json.dumps({**decision, "cls_threshold": float(p.min()) - 1}))
+    with pytest.raises(RunMismatch, match=r"submission.csv: with the run's own probabilities"):
+        export_bundle(run.run_dir, tmp_path / "other", selftest=False, dicom_dir=dicoms)
