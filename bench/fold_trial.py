@@ -148,9 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model or next(iter(cfg[section]["models"]))
     if args.small:
         cfg["image_size"] = SMALL_SET["image_size"]
-        cfg[section]["models"][model].update(
-            {k: v for k, v in SMALL_SET.items() if k != "image_size"}
-        )
+        block = cfg[section]["models"][model]
+        # a model trained on whole images stays so: crops only where the block crops
+        block.update({k: v for k, v in SMALL_SET.items() if k in block and k != "image_size"})
     for item in args.set:
         _set(cfg, item)
     block = cfg[section]["models"][model]
