@@ -276,10 +276,16 @@ def test_command_exists_and_takes_its_flags(shown: Shown):
     assert not problems, f"{shown}\n  " + "\n  ".join(problems)
 
 
-def test_every_bench_script_the_docs_name_exists():
-    for doc in DOCS:
-        for name in set(re.findall(r"\bbench/\w+\.py", doc.read_text())):
-            assert (REPO / name).is_file(), f"{doc.relative_to(REPO)} names {name}, which is gone"
+def test_every_source_file_the_docs_name_exists():
+    """A script, module, test or rule file a doc points the reader to is in the repository."""
+    source = re.compile(r"(?<![\w/.-])(?:bench|medpipe|tests|stages)/[\w/]+\.(?:py|smk)\b")
+    missing = [
+        f"{doc.relative_to(REPO)} names {name}"
+        for doc in DOCS
+        for name in sorted(set(source.findall(doc.read_text())))
+        if not (REPO / name).is_file()
+    ]
+    assert not missing, "\n".join(missing)
 
 
 @pytest.mark.parametrize(
@@ -329,11 +335,16 @@ def test_every_help_example_parses():
 
 # ------------------------------------------------------------------------------ run them (slow)
 def _absolute(argv: list[str]) -> list[str]:
-    """Repository paths made absolute, so the command runs the same from a scratch directory."""
-    return [
-        str(REPO / a) if not a.startswith("-") and (REPO / a).exists() and "/" in a else a
-        for a in argv
-    ]
+    """Config files and profiles made absolute (they are the repository's), so the command runs
+    the same from a scratch directory; targets stay relative to the working directory."""
+    out, option = [], None
+    for a in argv:
+        if a.startswith("-"):
+            option = a
+        elif option in ("--configfile", "--configfiles", "--profile") and (REPO / a).exists():
+            a = str(REPO / a)
+        out.append(a)
+    return out
 
 
 def _with_overlay(argv: list[str], overlay: Path) -> list[str]:
