@@ -112,8 +112,8 @@ def register(add, command) -> None:
     p.add_argument(
         "--assume-run-config",
         action="store_true",
-        help="for folds trained before medpipe recorded fold<i>/config.yaml: take the run's "
-        "config.resolved.yaml as what they were trained with",
+        help="for folds trained before medpipe recorded each fold's training config: take the "
+        "run's resolved config as what they were trained with",
     )
     command("export")(cmd_export)
 

@@ -18,6 +18,8 @@ import socket
 import time
 from pathlib import Path
 
+from medpipe.io.atomic import atomic_write_text
+
 __all__ = ["OWNER_FILE", "claim", "release", "release_stale_lock"]
 
 OWNER_FILE = "medpipe-lock-owner.json"
@@ -38,9 +40,7 @@ def claim(workdir: str | Path = ".") -> None:
     path = _state_dir(workdir) / OWNER_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(owner))
-    os.replace(tmp, path)
+    atomic_write_text(json.dumps(owner), path)
 
 
 def release(workdir: str | Path = ".") -> None:

@@ -99,8 +99,14 @@ TRAIN_GLOBALS = {
     k: config.get(k)
     for k in ("seed", "image_size", "folds", "deterministic", "device", "precision", "trainer")
 }
-# Heavy jobs take every core they are given; torch/LightGBM threads are capped at the real cores.
-HEAVY_THREADS = max(1, workflow.cores)
+
+
+def heavy_threads(wildcards):
+    """Heavy jobs take every core they are given (torch/LightGBM threads are capped at the real
+    cores). A function: `--cores` is read when jobs are made, so `snakemake --unlock` and
+    `--report` need no --cores."""
+    return max(1, workflow.cores)
+
 
 # Model jobs (train, predict) sharing this machine at once: performance.parallel_jobs. On a
 # 2-core CPU, two one-thread jobs train 1.5x faster together than one two-thread job, and each

@@ -28,7 +28,7 @@ if SYNTH:
             path(LAYOUT.log("synthesize")),
         benchmark:
             path(LAYOUT.benchmark("synthesize"))
-        threads: HEAVY_THREADS
+        threads: heavy_threads
         shell:
             "medpipe synth --out {params.root:q} --n-train {params.synthetic[n_train]} "
             "--n-test {params.synthetic[n_test]} --n-stage2-test {params.synthetic[n_stage2_test]} "
@@ -67,7 +67,7 @@ rule ingest:
         path(LAYOUT.log("ingest")),
     benchmark:
         path(LAYOUT.benchmark("ingest"))
-    threads: HEAVY_THREADS
+    threads: heavy_threads
     resources:
         mem_mb=NEEDS["ingest"].request_mb,
         runtime=NEEDS["ingest"].runtime_min,

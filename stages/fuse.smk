@@ -18,7 +18,7 @@ rule features:
         stage_log("features"),
     benchmark:
         stage_benchmark("features")
-    threads: HEAVY_THREADS
+    threads: heavy_threads
     resources:
         mem_mb=NEEDS["features"].request_mb,
         runtime=NEEDS["features"].runtime_min,
@@ -47,7 +47,7 @@ rule fuse:
         stage_log("fuse"),
     benchmark:
         stage_benchmark("fuse")
-    threads: HEAVY_THREADS
+    threads: heavy_threads
     resources:
         mem_mb=NEEDS["fuse"].request_mb,
         runtime=NEEDS["fuse"].runtime_min,

@@ -34,7 +34,7 @@ rule ingest_stage2:
         path(LAYOUT.log("ingest", stage=2)),
     benchmark:
         path(LAYOUT.benchmark("ingest", stage=2))
-    threads: HEAVY_THREADS
+    threads: heavy_threads
     resources:
         mem_mb=NEEDS["ingest"].request_mb,
         runtime=NEEDS["ingest"].runtime_min,

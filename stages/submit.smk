@@ -22,7 +22,7 @@ rule thresholds:
         stage_log("thresholds"),
     benchmark:
         stage_benchmark("thresholds")
-    threads: HEAVY_THREADS
+    threads: heavy_threads
     resources:
         mem_mb=NEEDS["thresholds"].request_mb,
         runtime=NEEDS["thresholds"].runtime_min,
@@ -50,7 +50,7 @@ rule submit:
         stage_log("submit"),
     benchmark:
         stage_benchmark("submit")
-    threads: HEAVY_THREADS
+    threads: heavy_threads
     resources:
         mem_mb=NEEDS["submit"].request_mb,
         runtime=NEEDS["submit"].runtime_min,

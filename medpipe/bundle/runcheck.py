@@ -142,7 +142,7 @@ def check_against_run(
         result = run_infer(
             bundle,
             folder,
-            Path(tmp) / "out" / "submission.csv",
+            Path(tmp) / "out" / "check.csv",
             device="cpu",
             workers=1,
             threads=threads,
