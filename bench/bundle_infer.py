@@ -35,9 +35,9 @@ from pathlib import Path
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 from medpipe.config import write_yaml_atomic  # noqa: E402
-from medpipe.data.synthetic import TEST_DIR, generate  # noqa: E402
 from medpipe.io.atomic import atomic_write_text  # noqa: E402
 from medpipe.layout import SEGMENT, RunLayout, write_decision  # noqa: E402
+from medpipe.synthetic.siim import TEST_DIR, generate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "bundle_infer.json"

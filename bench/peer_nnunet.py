@@ -70,7 +70,6 @@ from PIL import Image
 
 from medpipe.data.cache import cache_file, open_images, open_masks
 from medpipe.data.ingest import ingest
-from medpipe.data.synthetic import TEST_DIR, TRAIN_DIR, generate
 from medpipe.decision.apply import resize_mask
 from medpipe.decision.morphology import remove_small_components
 from medpipe.io.atomic import atomic_write_csv, atomic_write_text
@@ -82,6 +81,7 @@ from medpipe.submission import (
     validate_submission,
     write_submission,
 )
+from medpipe.synthetic.siim import TEST_DIR, TRAIN_DIR, generate
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL_HINT = "pip install -e '.[peer]' (best in a venv of its own)"

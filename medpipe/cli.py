@@ -50,7 +50,7 @@ def _workers(value: str | int | None) -> int:
 # ---------------------------------------------------------------- data
 @command("synth")
 def cmd_synth(args: argparse.Namespace) -> int:
-    from medpipe.data.synthetic import generate
+    from medpipe.synthetic.siim import generate
 
     summary = generate(
         args.out,

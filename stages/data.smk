@@ -10,7 +10,7 @@ if SYNTH:
     rule synthesize:
         """Generate the embedded synthetic SIIM-like DICOM dataset in data.root."""
         input:
-            code=code("medpipe.data.synthetic"),
+            code=code("medpipe.synthetic.siim"),
         output:
             labels=path(INPUTS.train_labels),
             hidden=path(INPUTS.hidden_labels(1)),

@@ -1,7 +1,7 @@
 """The bundle's self-test: reference inputs made from synthetic films, their expected outputs,
 and the check that a bundle still gives them (``medpipe infer --self-test``).
 
-No patient data is copied: the inputs are drawn by :mod:`medpipe.data.synthetic`. Export makes
+No patient data is copied: the inputs are drawn by :mod:`medpipe.synthetic.siim`. Export makes
 the reference outputs only after the bundle has given the run's own stored outputs on the run's
 test images (:mod:`medpipe.bundle.runcheck`), so they are the run's model's outputs, not a wrong
 bundle's. The check runs on CPU with one thread, where the outputs are reproducible; the
@@ -44,7 +44,7 @@ def write_reference(layout: BundleLayout, *, n_images: int = 4, side: int = 256)
     """Draw ``n_images`` synthetic films into ``selftest/dicom`` and store what infer makes of
     them in ``selftest/reference`` (the bundle being built: no manifest yet)."""
     from medpipe.bundle.infer import Bundle
-    from medpipe.data.synthetic import TEST_DIR, generate
+    from medpipe.synthetic.siim import TEST_DIR, generate
 
     with tempfile.TemporaryDirectory(prefix="medpipe-selftest-") as tmp:
         generate(Path(tmp) / "synth", n_train=2, n_test=n_images, size=side, seed=_SEED)

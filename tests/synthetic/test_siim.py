@@ -12,10 +12,11 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from medpipe.data import phantom, synthetic
-from medpipe.data.synthetic import draw_preview, generate, plan
 from medpipe.io import rle
 from medpipe.io.labels import read_labels
+from medpipe.synthetic import phantom
+from medpipe.synthetic import siim as synthetic
+from medpipe.synthetic.siim import draw_preview, generate, plan
 
 SIZE = 256
 UID = re.compile(r"^[0-9]+(\.[0-9]+)+$")
@@ -253,7 +254,7 @@ def test_rerun_replaces_stale_files_and_refuses_foreign_folders(tmp_path: Path) 
     foreign = tmp_path / "real" / "dicom-images-train"
     foreign.mkdir(parents=True)
     (foreign / "x.dcm").write_bytes(b"")
-    with pytest.raises(FileExistsError, match="not written by"):
+    with pytest.raises(FileExistsError, match="was not made by `medpipe synth`"):
         generate(tmp_path / "real", n_train=2, n_test=1, size=96)
     assert (foreign / "x.dcm").exists()
     (tmp_path / "labels-only").mkdir()

@@ -2,7 +2,7 @@
 
 ``generate`` writes DICOMs and label CSVs exactly as the Kaggle release lays them out
 (DESIGN.md §3), so the whole pipeline runs end to end without the real data. The films are
-drawn by :mod:`medpipe.data.phantom`; this module decides who the patients are, which films
+drawn by :mod:`medpipe.synthetic.phantom`; this module decides who the patients are, which films
 show a pneumothorax, how big, and how each file is encoded.
 
 Label statistics follow SIIM: about 22% of films positive, finding area median ~0.65% of the
@@ -65,9 +65,9 @@ from pydicom.uid import (
 )
 from scipy import ndimage
 
-from medpipe.data import phantom
 from medpipe.io import rle
 from medpipe.io.atomic import atomic_path
+from medpipe.synthetic import phantom
 from medpipe.synthetic.folder import MARKER, check_demo_folder
 
 __all__ = ["generate", "draw_preview", "plan", "ImageSpec"]
