@@ -427,19 +427,19 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_later_commands(add, config_arg) -> None:
     """Commands of the decision stages (features, fusion, thresholds, submit, reports)."""
     try:
-        from medpipe import cli_decide
+        from medpipe.cli import decisions
     except ImportError:
         return
-    cli_decide.register(add, config_arg, command)
-    from medpipe import cli_report
+    decisions.register(add, config_arg, command)
+    from medpipe.cli import report
 
-    cli_report.register(add, config_arg, command)
-    from medpipe import cli_bundle
+    report.register(add, config_arg, command)
+    from medpipe.cli import bundle
 
-    cli_bundle.register(add, command)
-    from medpipe import cli_external
+    bundle.register(add, command)
+    from medpipe.cli import external
 
-    cli_external.register(add, config_arg, command)
+    external.register(add, config_arg, command)
 
 
 def main(argv: list[str] | None = None) -> int:
