@@ -180,11 +180,11 @@ elif step == "submit":
 elif step == "report":
     from medpipe.report.cases import add_cases_section
     from medpipe.report.html import Section
-    from medpipe.report.run import RunFiles
+    from medpipe.report.run import FinishedRun
     plots = run / "reports"
     plots.mkdir(exist_ok=True)
     section = Section("cases")
-    add_cases_section(RunFiles(config, run, 1, plots), section)
+    add_cases_section(FinishedRun(config, run, 1, plots), section)
     if any("Not available" in block for block in section.blocks):
         raise SystemExit("report: " + " ".join(b for b in section.blocks if "Not available" in b))
 # VmHWM, not ru_maxrss: a child's ru_maxrss keeps the high-water mark of the parent it was

@@ -496,25 +496,6 @@ class RunConfig:
             return []
         return [m for m in self.models(task) if self.retrain_setting(m) == "auto"]
 
-    def fold_dirs(self, stage: int, task: str) -> dict[str, list]:
-        """``{model: [FoldDir]}`` of a task's trained folds in a stage, in config order, then
-        the task's ``ensemble.external`` sources (their imported folds, rule import_external)."""
-        dirs = {
-            m: self.layout.folds_of(stage, task, m, self.folds) for m in self.trained_models(task)
-        }
-        for name in self.external(task):
-            dirs[name] = self.layout.external_folds(stage, name, task, self.folds)
-        return dirs
-
-    def variant_dirs(self, stage: int, task: str) -> dict[str, list]:
-        """:meth:`fold_dirs` plus, in stage 2, each ``auto`` model's ``@kept`` variant: every
-        prediction the stage makes (the DAG's inputs; the steps read the chosen variant)."""
-        dirs = self.fold_dirs(stage, task)
-        if int(stage) == 2:
-            for m in self.auto_models(task):
-                dirs[m + KEPT] = self.layout.folds_of(stage, task, m + KEPT, self.folds)
-        return dirs
-
     def trained_fold(self, stage: int, task: str, model: str, fold: int):
         """The fold whose weights ``stage`` predicts with (stage 2 keeps stage 1's unless retrained)."""
         retrained = self.retrained(model)

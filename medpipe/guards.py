@@ -149,7 +149,7 @@ def check_oof_folds(fold_dirs: Mapping[str, Iterable[FoldDir]], folds: pd.DataFr
     """Raise if a fold's OOF file holds an image that fold's model trained on.
 
     The one check of "this fold's own OOF rows" that raises: the loaders
-    (:mod:`medpipe.inference.ensemble`) only drop such rows, after this guard has passed.
+    (:mod:`medpipe.predictions.stored`) only drop such rows, after this guard has passed.
 
     Args:
         fold_dirs: model name -> its folds (:class:`medpipe.layout.FoldDir`).

@@ -21,6 +21,7 @@ from medpipe.config import (
 from medpipe.guards import redact_config
 from medpipe.layout import GATE, SEGMENT, FoldDir, test_split
 from medpipe.plan import data_size, step_needs
+from medpipe.predictions.sources import stage_sources
 from medpipe.resources import cpu_count
 from medpipe.steps.external import source_files
 from medpipe.console import CONSOLE_FD, CONSOLE_FD_ENV
@@ -218,7 +219,7 @@ def fold_predictions(stage, which, tasks=(SEGMENT, GATE)):
     files = [
         path(d.predictions(which))
         for task in tasks
-        for dirs in CFG.variant_dirs(int(stage), task).values()
+        for dirs in stage_sources(CFG, LAYOUT.stage(stage), task, every_variant=True).values()
         for d in dirs
     ]
     if int(stage) == 2 and any(CFG.auto_models(t) for t in tasks):

@@ -1,5 +1,5 @@
 """Stage 2, ``retrain: auto``: both variants are scored on the same OOF images, the better one
-is kept, and every step after reads the kept one (steps.variants, steps.pool.fold_dirs)."""
+is kept, and every step after reads the kept one (steps.variants, predictions.sources.stage_sources)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from medpipe.config import RunConfig
-from medpipe.layout import read_folds, read_seg_predictions, write_seg_predictions
-from medpipe.steps.pool import fold_dirs
+from medpipe.layout import StageLayout, read_folds, read_seg_predictions, write_seg_predictions
+from medpipe.predictions.sources import stage_sources
 from medpipe.steps.thresholds import run_thresholds
 from medpipe.steps.variants import choose_variants
 from tests.report.fake_run import make_run
+from tests.sources import as_stage, as_view
 
 
 @pytest.fixture()
@@ -46,7 +47,10 @@ def test_the_better_variant_is_kept_and_the_steps_read_it(auto_run):
     assert row["task"] == "segment" and row["choice"] == "retrained"
     assert row["retrained"]["cv"] > row["kept"]["cv"]  # the noise variant loses
     assert json.loads((stage / "retrain_choice.json").read_text()) == json.loads(json.dumps(choice))
-    assert fold_dirs(config, stage, "segment")["unet"][0].path == stage / "segment/unet/fold0"
+    assert (
+        stage_sources(as_view(config), as_stage(config, stage), "segment")["unet"][0].path
+        == stage / "segment/unet/fold0"
+    )
 
     # the other way round: the retrained variant becomes noise, the kept one the good maps
     for f in (0, 1):
@@ -57,7 +61,7 @@ def test_the_better_variant_is_kept_and_the_steps_read_it(auto_run):
         tmp.rename(kept)
     choice = choose_variants(config, data, stage)
     assert choice["unet"]["choice"] == "kept"
-    picked = fold_dirs(config, stage, "segment")["unet"]
+    picked = stage_sources(as_view(config), as_stage(config, stage), "segment")["unet"]
     assert [d.path for d in picked] == [
         stage / "segment/unet@kept/fold0",
         stage / "segment/unet@kept/fold1",
@@ -71,10 +75,10 @@ def test_the_better_variant_is_kept_and_the_steps_read_it(auto_run):
 def test_a_predicted_kept_variant_without_a_choice_is_an_error(auto_run):
     config, run = auto_run
     with pytest.raises(FileNotFoundError, match="retrain_choice.json"):
-        fold_dirs(config, run / "stage2", "segment")
+        stage_sources(as_view(config), as_stage(config, run / "stage2"), "segment")
     # stage 1 has no kept variant: its folders are the model's own
     assert (
-        fold_dirs(config, run / "stage1", "segment")["unet"][0].path
+        stage_sources(as_view(config), StageLayout(run / "stage1", 1), "segment")["unet"][0].path
         == run / "stage1/segment/unet/fold0"
     )
 
@@ -86,8 +90,12 @@ def test_auto_trains_the_model_and_its_kept_variant_predicts_with_stage_1_weight
     assert view.retrained("unet") and not view.retrained("unet@kept")
     assert view.trained_fold(2, "segment", "unet", 0).path == run / "stage2/segment/unet/fold0"
     assert view.trained_fold(2, "segment", "unet@kept", 0).path == run / "stage1/segment/unet/fold0"
-    assert list(view.variant_dirs(2, "segment")) == ["unet", "unet@kept"]
-    assert list(view.variant_dirs(1, "segment")) == ["unet"]
+    every = {"every_variant": True}
+    assert list(stage_sources(view, view.layout.stage(2), "segment", **every)) == [
+        "unet",
+        "unet@kept",
+    ]
+    assert list(stage_sources(view, view.layout.stage(1), "segment", **every)) == ["unet"]
     assert view.model("segment", "unet@kept") == view.model("segment", "unet")
 
 

@@ -12,6 +12,7 @@ import pytest
 from medpipe.steps.submit import run_submit
 from medpipe.steps.thresholds import run_thresholds
 from tests.report.fake_run import make_run
+from tests.sources import as_stage, as_view
 
 TEST_IDS = [f"9.8.7.{i}" for i in range(6)]
 # Gate test probabilities per model and fold. Image 1 is kept by cls alone (fold mean 0.5) but
@@ -171,13 +172,18 @@ def test_a_quarantined_test_file_that_names_its_image_gets_an_empty_row(stage, t
 def _in_memory(config, run):
     """Today's answer the way it was computed before streaming: every map held at once."""
     from medpipe.decision.policy import ablation
-    from medpipe.inference.ensemble import blend, load_seg_probs, load_truths, values_for
-    from medpipe.steps.pool import fold_dirs, oof_pool
+    from medpipe.predictions.blend import blend
+    from medpipe.predictions.sources import oof_pool, stage_sources
+    from medpipe.predictions.stored import load_seg_probs, load_truths, values_for
     from medpipe.steps.thresholds import cache_area_scale
 
     data = run / "data"
-    folds = oof_pool(data, config)
-    ids, probs, _ = load_seg_probs(fold_dirs(config, run / "stage1", "segment"), "oof", folds=folds)
+    folds = oof_pool(as_view(config), data)
+    ids, probs, _ = load_seg_probs(
+        stage_sources(as_view(config), as_stage(config, run / "stage1"), "segment"),
+        "oof",
+        folds=folds,
+    )
     truths = load_truths(data, ids, int(config["image_size"]))
     scale = cache_area_scale(data, int(config["image_size"]))
     post = config["postprocess"]
@@ -199,14 +205,14 @@ def _in_memory(config, run):
 
 def test_streamed_oof_maps_are_the_in_memory_ones(stage):
     """OofMaps yields every OOF image once, fold by fold, with load_seg_probs' values and rows."""
-    from medpipe.inference.ensemble import OofMaps
-    from medpipe.steps.pool import fold_dirs, oof_pool
+    from medpipe.predictions.sources import oof_pool, stage_sources
+    from medpipe.predictions.stored import OofMaps
 
     config, run = stage
     ids, probs, truths, _ = _in_memory(config, run)
     oof = OofMaps(
-        fold_dirs(config, run / "stage1", "segment"),
-        oof_pool(run / "data", config),
+        stage_sources(as_view(config), as_stage(config, run / "stage1"), "segment"),
+        oof_pool(as_view(config), run / "data"),
         run / "data",
         int(config["image_size"]),
     )
@@ -258,15 +264,17 @@ def test_streamed_dice_tables_do_not_depend_on_the_chunking():
 def test_cv_json_records_each_gates_oof_auc_for_reproduce_md(stage):
     from sklearn.metrics import roc_auc_score
 
-    from medpipe.inference.ensemble import load_gate_probs
+    from medpipe.predictions.sources import oof_pool, stage_sources
+    from medpipe.predictions.stored import load_gate_probs
     from medpipe.reproducibility import _cv_of
-    from medpipe.steps.pool import fold_dirs, oof_pool
 
     config, run = stage
     run_thresholds(config, run / "data", run / "stage1")
     cv = json.loads((run / "stage1" / "cv.json").read_text())
-    folds = oof_pool(run / "data", config)
-    probs = load_gate_probs(fold_dirs(config, run / "stage1", "gate"), "oof", folds=folds)
+    folds = oof_pool(as_view(config), run / "data")
+    probs = load_gate_probs(
+        stage_sources(as_view(config), as_stage(config, run / "stage1"), "gate"), "oof", folds=folds
+    )
     y = folds.set_index("image_id").loc[probs["image_id"], "has_finding"].to_numpy()
     assert cv["gates"]["cls"]["auc"] == pytest.approx(roc_auc_score(y, probs["cls"]))
     assert _cv_of(cv, "gate", "cls").startswith("OOF AUC ")  # was always "n/a"

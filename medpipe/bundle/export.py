@@ -146,13 +146,14 @@ def _copy(src: Path, dest: Path, what: str) -> None:
 
 def _carried(cfg, stage: int, tasks: Sequence[str]) -> dict[str, dict[str, list]]:
     """``{task: {model: [(predicted FoldDir, trained FoldDir)]}}``: the folds whose predictions
-    the stage's submit read (:func:`medpipe.steps.pool.fold_dirs`), and the folds that trained
-    their weights (in stage 2, a kept or ``retrain: auto`` kept model's are stage 1's)."""
-    from medpipe.steps.pool import fold_dirs
+    the stage's submit read (:func:`medpipe.predictions.sources.stage_sources`), and the folds
+    that trained their weights (in stage 2, a kept or ``retrain: auto`` kept model's are stage
+    1's)."""
+    from medpipe.predictions.sources import stage_sources
 
     carried: dict[str, dict[str, list]] = {}
     for task in tasks:
-        predicted = fold_dirs(cfg.raw, cfg.layout.stage_dir(stage), task)
+        predicted = stage_sources(cfg, cfg.layout.stage(stage), task)
         carried[task] = {
             name: [(d, cfg.trained_fold(stage, task, d.model, d.fold)) for d in dirs]
             for name, dirs in predicted.items()

@@ -8,7 +8,7 @@ byte for byte (on CPU):
 - each fold predicts with :func:`medpipe.inference.predict.predict_rows` (same batches, same
   TTA), and its maps go through :func:`medpipe.layout.stored_probabilities`, what the run's
   ``submit`` read back from the fold's file; the fold mean is a float32 sum in fold order,
-  divided by the number of folds, as :class:`medpipe.inference.ensemble.TestMaps` does;
+  divided by the number of folds, as :class:`medpipe.predictions.stored.TestMaps` does;
 - gate outputs are written and read back with the run's table writer and reader (the CSV text
   is part of the arithmetic), LightGBM's features are the features step's test-row code, with the
   embedding PCA and boosters the run saved;
@@ -543,10 +543,10 @@ def _finding_probabilities(
     meta_path: Path,
 ) -> np.ndarray | None:
     """The p(finding) the rule thresholds, in ``ids`` order (None for rules without one)."""
-    from medpipe.inference.ensemble import values_for
+    from medpipe.predictions.stored import values_for
 
     if bundle.decision.rule == "seg_gate":
-        from medpipe.steps.pool import gate_mean
+        from medpipe.predictions.sources import gate_mean
 
         return values_for(ids, gate_mean(gate_dirs, "test", None), "p_finding")
     if not bundle.uses_lgbm:
@@ -600,7 +600,7 @@ def _write_probabilities(
     found: Mapping[str, bool],
     sizes: Mapping[str, tuple[int, int]],
 ) -> None:
-    from medpipe.inference.ensemble import blend
+    from medpipe.predictions.blend import blend
 
     max_prob = np.empty(len(ids))
     for sl in _chunks(len(ids), _DECISION_CHUNK):

@@ -78,7 +78,8 @@ def _copy_sources(sources: pd.Series, dicom_dir: Path, dest: Path) -> None:
 
 def _stored_max_prob(seg_dirs, decision, ids: set[str]) -> pd.Series:
     """Each image's blended maximum from the run's stored fold maps, as ``submit`` blends them."""
-    from medpipe.inference.ensemble import TestMaps, blend
+    from medpipe.predictions.blend import blend
+    from medpipe.predictions.stored import TestMaps
 
     test = TestMaps(seg_dirs)
     found = {}
@@ -120,10 +121,11 @@ def check_against_run(
         RunMismatch: the bundle's probabilities, p(finding) or submission rows are not the run's.
     """
     from medpipe.bundle.infer import run_infer
-    from medpipe.steps.pool import finding_probabilities, fold_dirs
+    from medpipe.config import RunConfig
+    from medpipe.predictions.sources import finding_probabilities, stage_sources
 
-    stage_dir = run.stage_dir(stage)
-    seg_dirs = fold_dirs(config, stage_dir, SEGMENT)
+    cfg, stage_layout = RunConfig(config), run.stage(stage)
+    seg_dirs = stage_sources(cfg, stage_layout, SEGMENT)
     shape = _stored_shape(seg_dirs)
     if shape != (bundle.image_size, bundle.image_size):
         raise RunMismatch(
@@ -166,7 +168,7 @@ def check_against_run(
             "exported"
         )
     p_diff = None
-    stored_p = finding_probabilities(config, stage_dir, bundle.decision, "test")
+    stored_p = finding_probabilities(cfg, stage_layout, bundle.decision, "test")
     if stored_p is not None:
         stored = stored_p.assign(image_id=stored_p["image_id"].astype(str)).set_index("image_id")
         a = stored["p_finding"].reindex(got.index).to_numpy(float)

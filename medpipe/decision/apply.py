@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from medpipe.decision.morphology import image_chunks, remove_small_components
+from medpipe.decision.morphology import remove_small_components
+from medpipe.predictions.stored import image_chunks
 
 __all__ = ["apply_triplet", "check_p_finding", "resize_mask"]
 

@@ -9,23 +9,13 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["image_chunks", "label_images", "remove_small_components"]
+from medpipe.predictions.stored import image_chunks
+
+__all__ = ["label_images", "remove_small_components"]
 
 # 8-connected in-plane, nothing along the image axis: one label call for a whole stack.
 _STRUCTURE = np.zeros((3, 3, 3), dtype=bool)
 _STRUCTURE[1] = True
-_CHUNK_PIXELS = 1 << 24  # images per chunk so that labels (int32) stay near 64 MB
-
-
-def image_chunks(n: int, image_pixels: int) -> list[slice]:
-    """Slices over a stack of ``n`` images of ``image_pixels`` each, about 2**24 pixels a slice.
-
-    Example:
-        >>> image_chunks(3, 1 << 23)
-        [slice(0, 2, None), slice(2, 3, None)]
-    """
-    step = max(1, _CHUNK_PIXELS // max(1, image_pixels))
-    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
 
 
 def label_images(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

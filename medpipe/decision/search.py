@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from medpipe.decision.morphology import image_chunks, label_images
+from medpipe.decision.morphology import label_images
+from medpipe.predictions.stored import image_chunks
 
 __all__ = [
     "DiceTables",

@@ -27,7 +27,6 @@ import pandas as pd
 from scipy.linalg import orthogonal_procrustes
 from sklearn.decomposition import PCA
 
-from medpipe.decision.morphology import image_chunks
 from medpipe.fusion.statistics import AREA_LEVELS, STATISTICS, seg_statistics
 from medpipe.guards import own_fold_rows
 from medpipe.layout import (
@@ -38,6 +37,7 @@ from medpipe.layout import (
     read_seg_statistics,
     seg_prediction_ids,
 )
+from medpipe.predictions.stored import image_chunks
 
 __all__ = [
     "build_features",

@@ -1,6 +1,6 @@
-"""Inference: out-of-fold and test probabilities of trained fold models, with TTA, and the ensemble.
+"""Inference: out-of-fold and test probabilities of trained fold models, with TTA (torch).
 
-Imports are lazy: the ensemble and threshold steps need numpy only, not torch's start-up cost.
+The stored predictions, the blend and what a stage reads are torch-free: :mod:`medpipe.predictions`.
 """
 
 from __future__ import annotations

@@ -199,17 +199,25 @@ class FoldDir:
 
 
 class StageLayout:
-    """One competition stage's folder: its models' fold folders and its decisions.
+    """One competition stage: its number and its folder (its models' fold folders, its decisions).
 
-    Steps are handed a stage folder on the command line (explicit paths, no hidden state); this
-    is what they ask about it.
+    The number is data, never parsed back from the folder name: a command gets it as
+    ``--stage N`` and asks :meth:`RunLayout.stage` for this object once.
     """
 
-    def __init__(self, stage_dir: str | Path):
+    def __init__(self, stage_dir: str | Path, number: int | None = None):
         self.dir = Path(stage_dir)
+        self.number = None if number is None else int(number)
 
     def __repr__(self) -> str:
-        return f"StageLayout({str(self.dir)!r})"
+        return f"StageLayout({str(self.dir)!r}, number={self.number})"
+
+    @property
+    def is_second(self) -> bool:
+        """Stage 2: the released labels, retrained or kept models, the stage-2 test set."""
+        if self.number is None:
+            raise ValueError(f"{self.dir}: the stage's number is not known (give --stage)")
+        return self.number == 2
 
     def model_dir(self, task: str, model: str) -> Path:
         config_section(task)  # refuses an unknown task
@@ -335,7 +343,8 @@ class RunLayout:
         return self.run_dir / f"stage{stage}"
 
     def stage(self, stage: Stage) -> StageLayout:
-        return StageLayout(self.stage_dir(stage))
+        number = int(stage) if str(stage).isdigit() else None  # a "{stage}" wildcard has none
+        return StageLayout(self.stage_dir(stage), number)
 
     def model_dir(self, stage: Stage, task: str, model: str) -> Path:
         return self.stage(stage).model_dir(task, model)

@@ -20,7 +20,7 @@ from medpipe.report.cases import add_cases_section
 from medpipe.report.data_look import add_data_section
 from medpipe.report.decisions import add_decisions_section
 from medpipe.report.html import Page, Section
-from medpipe.report.run import RunFiles, guarded
+from medpipe.report.run import FinishedRun, guarded
 from medpipe.report.stage2 import add_stage2_section
 from medpipe.report.training import add_training_section
 
@@ -33,7 +33,7 @@ def _score(value) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
 
 
-def _overview(run: RunFiles, section: Section) -> None:
+def _overview(run: FinishedRun, section: Section) -> None:
     cfg = run.config
     cv_path = run.layout.cv(run.stage)
     cv = run.read_json(cv_path, "CV summary") if cv_path.is_file() else {}
@@ -64,7 +64,7 @@ def _overview(run: RunFiles, section: Section) -> None:
     )
 
 
-def _external(run: RunFiles) -> str:
+def _external(run: FinishedRun) -> str:
     """``ensemble.external``'s sources: a teammate's predictions, imported (docs/ensemble.md)."""
     sources = [
         f"{n} ({b['kind']})" for t in ("segment", "gate") for n, b in run.external(t).items()
@@ -89,7 +89,7 @@ def _margins(cv: Mapping[str, Any]) -> list[list[Any]]:
     ]
 
 
-def _test_rows(run: RunFiles, submission: Path) -> list[list[Any]]:
+def _test_rows(run: FinishedRun, submission: Path) -> list[list[Any]]:
     """The submission scored on the test labels, where they exist (the synthetic set's hidden
     answers, or ``report.test_labels``)."""
     from medpipe.submission import original_sizes, score_breakdown
@@ -140,7 +140,7 @@ def build_report(
     from tqdm import tqdm
 
     options = RunConfig(config).section("report")
-    run = RunFiles(
+    run = FinishedRun(
         config,
         Path(run_dir),
         int(stage if stage is not None else config.get("stage", 1)),

@@ -14,7 +14,7 @@ import pandas as pd
 
 from medpipe.report.figures import new_figure, tile_grid
 from medpipe.report.html import Section, figure_png
-from medpipe.report.run import RunFiles, Unavailable, guarded
+from medpipe.report.run import FinishedRun, Unavailable, guarded
 
 __all__ = [
     "classify",
@@ -50,19 +50,20 @@ class FoldPrediction:
     scores: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-def fold_predictions(run: RunFiles):
+def fold_predictions(run: FinishedRun):
     """Yield a :class:`FoldPrediction` per chunk of OOF images, fold by fold: blended OOF
     probability, final mask, truth, dice. The maps stream through :class:`OofMaps`, so memory
     is one chunk's worth, whatever the number of images."""
     from medpipe.decision.apply import apply_triplet
-    from medpipe.inference.ensemble import OofMaps, blend, values_for
     from medpipe.metrics import dice_per_image
-    from medpipe.steps.pool import finding_probabilities
+    from medpipe.predictions.blend import blend
+    from medpipe.predictions.sources import finding_probabilities
+    from medpipe.predictions.stored import OofMaps, values_for
 
     decision = run.decision()
     folds = run.read_csv(run.layout.folds(run.stage), "the training pool (rule make_folds)")
-    found = finding_probabilities(run.config, run.stage_dir(), decision, "oof", folds=folds)
-    seg = run.fold_dirs("segment")
+    found = finding_probabilities(run.view, run.layout.stage(run.stage), decision, "oof", folds=folds)
+    seg = run.sources("segment")
     if not seg:
         raise Unavailable("no segmentation model in the config")
     # Only the trained folds have OOF predictions (train_folds may pick a subset).
@@ -118,7 +119,7 @@ def hold_picks(held: pd.DataFrame, scores: pd.DataFrame, n: int) -> pd.DataFrame
     return pool[pool["image_id"].isin(wanted)].reset_index(drop=True)
 
 
-def _images(run: RunFiles, ids: list[str]) -> dict[str, np.ndarray]:
+def _images(run: FinishedRun, ids: list[str]) -> dict[str, np.ndarray]:
     from medpipe.data.cache import open_images
     from medpipe.data.dataset import training_rows
 
@@ -129,7 +130,7 @@ def _images(run: RunFiles, ids: list[str]) -> dict[str, np.ndarray]:
     }
 
 
-def _scatter(run: RunFiles, section: Section, scores: pd.DataFrame) -> None:
+def _scatter(run: FinishedRun, section: Section, scores: pd.DataFrame) -> None:
     fig, axes = new_figure(11, 4, 1, 2)
     colours = {"TP": "#228833", "FP": "#cc3311", "FN": "#ee7733", "TN": "#bbbbbb"}
     pixels = run.size**2
@@ -160,7 +161,7 @@ def _scatter(run: RunFiles, section: Section, scores: pd.DataFrame) -> None:
     )
 
 
-def _cases(run: RunFiles, section: Section, n: int) -> None:
+def _cases(run: FinishedRun, section: Section, n: int) -> None:
     # The galleries' picks, kept as a running selection: after each chunk only the images that
     # the picks of (held so far + this chunk) name stay held, so memory is a few dozen maps
     # whatever the number of chunks. An image dropped once can never be picked later: each
@@ -224,7 +225,7 @@ def _cases(run: RunFiles, section: Section, n: int) -> None:
         )
 
 
-def add_cases_section(run: RunFiles, section: Section, n: int = 6) -> None:
+def add_cases_section(run: FinishedRun, section: Section, n: int = 6) -> None:
     section.text(
         f"Out-of-fold images at the cache size ({run.size} px) under the submission's rule: "
         "green outline ground truth, red outline prediction, heat the blended probability."

@@ -8,14 +8,14 @@ import pandas as pd
 
 from medpipe.report.figures import new_figure, tile_grid
 from medpipe.report.html import Section, figure_png
-from medpipe.report.run import RunFiles, Unavailable, guarded
+from medpipe.report.run import FinishedRun, Unavailable, guarded
 
 __all__ = ["training_pool", "pick_contact_sheet", "finding_areas", "add_data_section"]
 
 _CHUNK_ROWS = 256
 
 
-def training_pool(run: RunFiles) -> pd.DataFrame:
+def training_pool(run: FinishedRun) -> pd.DataFrame:
     """The labelled training rows (folds.csv) with their metadata; no patient key in the result."""
     from medpipe.data.dataset import training_rows
 
@@ -45,7 +45,7 @@ def pick_contact_sheet(pool: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return chosen.iloc[rng.permutation(len(chosen))]
 
 
-def _load_rows(run: RunFiles, rows: pd.DataFrame, kind: str) -> list[np.ndarray]:
+def _load_rows(run: FinishedRun, rows: pd.DataFrame, kind: str) -> list[np.ndarray]:
     from medpipe.data.cache import open_images, open_masks
 
     opener = open_images if kind == "images" else open_masks
@@ -55,7 +55,7 @@ def _load_rows(run: RunFiles, rows: pd.DataFrame, kind: str) -> list[np.ndarray]
     return out
 
 
-def finding_areas(run: RunFiles, pool: pd.DataFrame) -> np.ndarray:
+def finding_areas(run: FinishedRun, pool: pd.DataFrame) -> np.ndarray:
     """Percent of the image covered by the finding, per positive training image (streamed)."""
     from medpipe.data.cache import open_masks
 
@@ -70,7 +70,7 @@ def finding_areas(run: RunFiles, pool: pd.DataFrame) -> np.ndarray:
     return np.concatenate(areas) if areas else np.zeros(0)
 
 
-def _contact_sheet(run: RunFiles, section: Section, pool: pd.DataFrame, n: int) -> None:
+def _contact_sheet(run: FinishedRun, section: Section, pool: pd.DataFrame, n: int) -> None:
     rows = pick_contact_sheet(pool, n, run.seed)
     images = _load_rows(run, rows, "images")
     masks = _load_rows(run, rows, "masks")
@@ -86,7 +86,7 @@ def _contact_sheet(run: RunFiles, section: Section, pool: pd.DataFrame, n: int) 
     )
 
 
-def _label_stats(run: RunFiles, section: Section, pool: pd.DataFrame) -> None:
+def _label_stats(run: FinishedRun, section: Section, pool: pd.DataFrame) -> None:
     n = len(pool)
     positive = pool["has_finding"] > 0
     regions = pd.to_numeric(pool.get("n_regions"), errors="coerce")
@@ -123,7 +123,7 @@ def _label_stats(run: RunFiles, section: Section, pool: pd.DataFrame) -> None:
     )
 
 
-def _metadata(run: RunFiles, section: Section, pool: pd.DataFrame) -> None:
+def _metadata(run: FinishedRun, section: Section, pool: pd.DataFrame) -> None:
     label = np.where(pool["has_finding"] > 0, "finding", "no finding")
     fig, axes = new_figure(13, 3, 1, 3)
     age = pd.to_numeric(pool.get("age"), errors="coerce")
@@ -156,7 +156,7 @@ def _metadata(run: RunFiles, section: Section, pool: pd.DataFrame) -> None:
     section.table(pd.DataFrame(rates, columns=["field", "value", "images", "positive rate"]))
 
 
-def _quarantine(run: RunFiles, section: Section) -> None:
+def _quarantine(run: FinishedRun, section: Section) -> None:
     frame = run.read_csv(run.layout.quarantine(run.stage), "the quarantine list (rule ingest)")
     if frame.empty:
         section.text("No file was quarantined: every DICOM was a readable single image.")
@@ -170,7 +170,7 @@ def _quarantine(run: RunFiles, section: Section) -> None:
     section.table(frame[[c for c in ("source", "split", "reason") if c in frame.columns]])
 
 
-def add_data_section(run: RunFiles, section: Section, n_images: int = 18) -> None:
+def add_data_section(run: FinishedRun, section: Section, n_images: int = 18) -> None:
     """Contact sheet, label statistics, metadata by label and the quarantine table."""
     try:
         pool = training_pool(run)

@@ -11,7 +11,7 @@ from medpipe.guards import own_fold_rows
 from medpipe.layout import read_fused, read_gate_predictions
 from medpipe.report.figures import new_figure
 from medpipe.report.html import Section, figure_png
-from medpipe.report.run import RunFiles, Unavailable, guarded
+from medpipe.report.run import FinishedRun, Unavailable, guarded
 
 __all__ = ["oof_classifiers", "calibration_bins", "add_decisions_section"]
 
@@ -31,7 +31,7 @@ _DECISION_KEYS = (
 )
 
 
-def _thresholds(run: RunFiles, section: Section) -> None:
+def _thresholds(run: FinishedRun, section: Section) -> None:
     decision = run.decision().fields
     rows = [[k, decision[k]] for k in _DECISION_KEYS if decision.get(k) is not None]
     section.table(pd.DataFrame(rows, columns=["setting", "value"]).astype({"value": str}))
@@ -49,7 +49,7 @@ def _thresholds(run: RunFiles, section: Section) -> None:
         section.table(pd.DataFrame(list(weights.items()), columns=["model", "weight"]))
 
 
-def _importance(run: RunFiles, section: Section) -> None:
+def _importance(run: FinishedRun, section: Section) -> None:
     if not run.fusion_enabled:
         raise Unavailable(
             "fusion is disabled in the config (fusion.enabled: false), so there is no LightGBM model"
@@ -71,13 +71,13 @@ def _importance(run: RunFiles, section: Section) -> None:
     )
 
 
-def oof_classifiers(run: RunFiles) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def oof_classifiers(run: FinishedRun) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """``(labels, {name: p})`` over the OOF images: each gate model and, if fused, LightGBM."""
     folds = run.read_csv(run.layout.folds(run.stage), "the training pool (rule make_folds)")
     folds = folds[folds["fold"] >= 0].set_index("image_id")
     ids = folds.index
     scores: dict[str, np.ndarray] = {}
-    for model, dirs in run.fold_dirs("gate").items():
+    for model, dirs in run.sources("gate").items():
         parts = []
         for d in dirs:
             frame = read_gate_predictions(run.need(d.oof, f"gate {model} OOF (rule predict_gate)"))
@@ -109,7 +109,7 @@ def calibration_bins(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> pd.DataF
     return pd.DataFrame(rows, columns=["predicted", "observed", "images"])
 
 
-def _gate_curves(run: RunFiles, section: Section) -> None:
+def _gate_curves(run: FinishedRun, section: Section) -> None:
     from sklearn.metrics import roc_auc_score, roc_curve
 
     y, scores = oof_classifiers(run)
@@ -148,7 +148,7 @@ def _gate_curves(run: RunFiles, section: Section) -> None:
     section.table(pd.DataFrame(rows, columns=["classifier", "images", "ROC AUC", "Brier score"]))
 
 
-def add_decisions_section(run: RunFiles, section: Section) -> None:
+def add_decisions_section(run: FinishedRun, section: Section) -> None:
     section.heading("Thresholds and ensemble weights")
     guarded(section, _thresholds, run, section)
     section.heading("LightGBM feature importance")

@@ -18,23 +18,24 @@ import pandas as pd
 
 from medpipe.io.atomic import atomic_write_csv
 from medpipe.io.nifti import cache_spacing, write_nifti
-from medpipe.report.run import RunFiles
+from medpipe.report.run import FinishedRun
 
 __all__ = ["export_masks"]
 
 log = logging.getLogger(__name__)
 
 
-def _test_predictions(run: RunFiles) -> Iterator[tuple[list[str], np.ndarray, np.ndarray, None]]:
+def _test_predictions(run: FinishedRun) -> Iterator[tuple[list[str], np.ndarray, np.ndarray, None]]:
     """The test maps chunk by chunk (:class:`TestMaps`, the fold means submit blends)."""
     from medpipe.decision.apply import apply_triplet
-    from medpipe.inference.ensemble import TestMaps, blend, values_for
-    from medpipe.steps.pool import finding_probabilities
+    from medpipe.predictions.blend import blend
+    from medpipe.predictions.sources import finding_probabilities
+    from medpipe.predictions.stored import TestMaps, values_for
 
     decision = run.decision()
-    test = TestMaps(run.fold_dirs("segment"))
+    test = TestMaps(run.sources("segment"))
     weights = decision.weights or dict.fromkeys(test.models, 1.0)
-    found = finding_probabilities(run.config, run.stage_dir(), decision, "test")
+    found = finding_probabilities(run.view, run.layout.stage(run.stage), decision, "test")
     for sl, probs in test.chunks():
         ids = test.ids[sl]
         prob = blend(probs, {m: w for m, w in weights.items() if m in probs})
@@ -43,7 +44,7 @@ def _test_predictions(run: RunFiles) -> Iterator[tuple[list[str], np.ndarray, np
 
 
 def _oof_predictions(
-    run: RunFiles,
+    run: FinishedRun,
 ) -> Iterator[tuple[list[str], np.ndarray, np.ndarray, np.ndarray]]:
     from medpipe.report.cases import fold_predictions
 
@@ -74,7 +75,7 @@ def export_masks(
 
     if which not in ("oof", "test"):
         raise ValueError(f"export-masks: --which must be oof or test, not {which!r}")
-    run = RunFiles(
+    run = FinishedRun(
         config, Path(run_dir), int(stage if stage is not None else config.get("stage", 1))
     )
     out_dir = Path(out_dir)

@@ -13,8 +13,9 @@ import pandas as pd
 from medpipe.config import RunConfig
 from medpipe.io.atomic import atomic_path
 from medpipe.layout import Decision, FoldDir, RunLayout, read_decision
+from medpipe.predictions.sources import stage_sources
 
-__all__ = ["Unavailable", "RunFiles", "guarded"]
+__all__ = ["Unavailable", "FinishedRun", "guarded"]
 
 
 class Unavailable(Exception):
@@ -22,7 +23,7 @@ class Unavailable(Exception):
 
 
 @dataclass
-class RunFiles:
+class FinishedRun:
     """The files of one stage of a run, and the folder that receives the report's PNGs."""
 
     config: Mapping[str, Any]
@@ -85,11 +86,11 @@ class RunFiles:
         """The models the stage trained: the config's, each with its ``@pl<k>`` variants."""
         return self.view.trained_models(task)
 
-    def fold_dirs(self, task: str, stage: int | None = None) -> dict[str, list[FoldDir]]:
-        """The folds the stage's decisions read (with ``retrain: auto``, the chosen variant)."""
-        from medpipe.steps.pool import fold_dirs
-
-        return fold_dirs(self.config, self.stage_dir(stage), task)
+    def sources(self, family: str, stage: int | None = None) -> dict[str, list[FoldDir]]:
+        """The folds the stage's decisions read (with ``retrain: auto``, the chosen variant):
+        :func:`medpipe.predictions.sources.stage_sources`."""
+        stage = self.stage if stage is None else stage
+        return stage_sources(self.view, self.layout.stage(stage), family)
 
     def training_dirs(self, task: str, stage: int | None = None) -> dict[str, list[FoldDir]]:
         """Where each model's folds were trained (``metrics.json``, ``log.csv``): a model kept in
@@ -99,7 +100,7 @@ class RunFiles:
         external = view.external(task)  # a teammate's predictions: no training here
         return {
             model: [view.trained_fold(stage, task, model, d.fold) for d in dirs]
-            for model, dirs in self.fold_dirs(task, stage).items()
+            for model, dirs in self.sources(task, stage).items()
             if model not in external
         }
 

@@ -8,13 +8,13 @@ import pandas as pd
 
 from medpipe.report.figures import new_figure
 from medpipe.report.html import Section, figure_png
-from medpipe.report.run import RunFiles, Unavailable, guarded
+from medpipe.report.run import FinishedRun, Unavailable, guarded
 from medpipe.report.training import VARIANTS, gate_auc
 
 __all__ = ["retrain_table", "add_stage2_section"]
 
 
-def retrain_table(run: RunFiles, cv1: dict, cv2: dict) -> pd.DataFrame:
+def retrain_table(run: FinishedRun, cv1: dict, cv2: dict) -> pd.DataFrame:
     """One row per model: retrained or kept, with its OOF score in stage 1 and stage 2."""
 
     rows = []
@@ -37,7 +37,7 @@ def retrain_table(run: RunFiles, cv1: dict, cv2: dict) -> pd.DataFrame:
     return frame[["task", "model", "stage 2", "metric", "CV stage 1", "CV stage 2", "change"]]
 
 
-def _retrain(run: RunFiles, section: Section) -> None:
+def _retrain(run: FinishedRun, section: Section) -> None:
     cv1 = run.read_json(run.layout.cv(1), "stage-1 CV (rule thresholds, stage 1)")
     cv2 = run.read_json(run.layout.cv(2), "stage-2 CV (rule thresholds, stage 2)")
     section.text(
@@ -67,7 +67,7 @@ def _retrain(run: RunFiles, section: Section) -> None:
         )
 
 
-def add_stage2_section(run: RunFiles, section: Section) -> None:
+def add_stage2_section(run: FinishedRun, section: Section) -> None:
     if run.stage != 2:
         section.note(
             "This is a stage-1 run (config stage: 1); stage 2 is described in docs/stage2.md."

@@ -11,7 +11,7 @@ from medpipe.guards import own_fold_rows
 from medpipe.layout import TRAIN_RULE, FoldDir, config_section, data_files, read_gate_predictions
 from medpipe.report.figures import new_figure
 from medpipe.report.html import Section, figure_png
-from medpipe.report.run import RunFiles, Unavailable, guarded
+from medpipe.report.run import FinishedRun, Unavailable, guarded
 
 __all__ = ["fold_table", "ablation_table", "gate_auc", "add_training_section", "VARIANTS"]
 
@@ -29,7 +29,7 @@ def _task_label(task: str) -> str:
     return config_section(task)
 
 
-def fold_table(run: RunFiles, task: str, stage: int | None = None) -> pd.DataFrame:
+def fold_table(run: FinishedRun, task: str, stage: int | None = None) -> pd.DataFrame:
     """One row per model and fold from ``metrics.json``: the selected epoch and its scores."""
     rows = []
     for model, dirs in run.training_dirs(task, stage).items():
@@ -56,14 +56,14 @@ def fold_table(run: RunFiles, task: str, stage: int | None = None) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def gate_auc(run: RunFiles, model: str, stage: int | None = None) -> float | None:
+def gate_auc(run: FinishedRun, model: str, stage: int | None = None) -> float | None:
     """OOF ROC AUC of one gate model over all folds (None when it cannot be computed)."""
     from sklearn.metrics import roc_auc_score
 
     data_dir = run.data_dir_of(run.stage if stage is None else stage)
     labels = run.read_csv(data_files(data_dir)["folds"], "the training pool").set_index("image_id")
     parts = []
-    for d in run.fold_dirs("gate", stage).get(model, []):
+    for d in run.sources("gate", stage).get(model, []):
         if not d.oof.is_file():
             return None
         frame = read_gate_predictions(d.oof)
@@ -80,7 +80,7 @@ def gate_auc(run: RunFiles, model: str, stage: int | None = None) -> float | Non
 
 
 def _learning_curves(
-    run: RunFiles, section: Section, task: str, model: str, dirs: list[FoldDir]
+    run: FinishedRun, section: Section, task: str, model: str, dirs: list[FoldDir]
 ) -> None:
     logs = {d.path.name: d.log_csv for d in dirs if d.log_csv.is_file()}
     if not logs:
@@ -126,7 +126,7 @@ def _learning_curves(
     )
 
 
-def _cv_table(run: RunFiles, section: Section) -> None:
+def _cv_table(run: FinishedRun, section: Section) -> None:
     cv = run.read_json(run.layout.cv(run.stage), "the CV summary (rule thresholds)")
     for task in ("segment", "gate"):
         table = fold_table(run, task)
@@ -192,7 +192,7 @@ def ablation_table(cv: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _ablation(run: RunFiles, section: Section) -> None:
+def _ablation(run: FinishedRun, section: Section) -> None:
     cv = run.read_json(run.layout.cv(run.stage), "the CV summary (rule thresholds)")
     table = ablation_table(cv)
     if table.empty:
@@ -220,7 +220,7 @@ def _ablation(run: RunFiles, section: Section) -> None:
     )
 
 
-def add_training_section(run: RunFiles, section: Section) -> None:
+def add_training_section(run: FinishedRun, section: Section) -> None:
     """Learning curves per model (folds overlaid), the CV table and the ablation."""
     section.heading("Learning curves")
     for task in ("segment", "gate"):

@@ -16,8 +16,8 @@ from medpipe.config import RunConfig
 from medpipe.fusion.features import build_features, save_transforms
 from medpipe.guards import check_training_data
 from medpipe.io.atomic import atomic_write_csv
-from medpipe.layout import GATE, SEGMENT, data_files, fusion_files
-from medpipe.steps.pool import fold_dirs, oof_pool
+from medpipe.layout import GATE, SEGMENT, StageLayout, data_files, fusion_files
+from medpipe.predictions.sources import oof_pool, stage_sources
 
 __all__ = ["run_features"]
 
@@ -28,13 +28,14 @@ def run_features(
     config: Mapping[str, Any], data_dir: str | Path, stage_dir: str | Path, out: str | Path
 ) -> pd.DataFrame:
     cfg = RunConfig(config)
-    seg, gate = fold_dirs(config, stage_dir, SEGMENT), fold_dirs(config, stage_dir, GATE)
+    stage = StageLayout(stage_dir, cfg.stage)
+    seg, gate = stage_sources(cfg, stage, SEGMENT), stage_sources(cfg, stage, GATE)
     check_training_data(data_dir, seg, gate)
     n_components = int(cfg.fusion.get("n_components", 8))
     transforms: dict = {}
     features = build_features(
         data_files(data_dir)["meta"],
-        oof_pool(data_dir, config),
+        oof_pool(cfg, data_dir),
         seg,
         gate,
         n_components=n_components,

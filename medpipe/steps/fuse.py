@@ -10,7 +10,7 @@ from medpipe.config import RunConfig
 from medpipe.fusion.lgbm import fuse
 from medpipe.io.atomic import atomic_write_csv
 from medpipe.layout import fusion_files, read_features
-from medpipe.steps.pool import oof_pool
+from medpipe.predictions.sources import oof_pool
 
 __all__ = ["run_fuse"]
 
@@ -21,7 +21,7 @@ def run_fuse(
     cfg = RunConfig(config)
     out = fusion_files(out_dir)
     features = read_features(features_csv)
-    folds = oof_pool(data_dir, config)
+    folds = oof_pool(cfg, data_dir)
     params = {
         **(cfg.fusion.get("params") or {}),
         "optuna_trials": int(cfg.fusion.get("optuna_trials", 0)),

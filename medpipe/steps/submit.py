@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medpipe.config import RunConfig
 from medpipe.decision.apply import apply_triplet, resize_mask
-from medpipe.inference.ensemble import TestMaps, blend, values_for
 from medpipe.layout import (
     SEGMENT,
     Decision,
@@ -22,7 +22,9 @@ from medpipe.layout import (
     read_meta,
     read_quarantine,
 )
-from medpipe.steps.pool import finding_probabilities, fold_dirs
+from medpipe.predictions.blend import blend
+from medpipe.predictions.sources import finding_probabilities, stage_sources
+from medpipe.predictions.stored import TestMaps, values_for
 from medpipe.submission import expected_ids_from_dicom_dir, validate_submission, write_submission
 
 __all__ = ["run_submit", "expected_test_images", "decided_masks", "write_decided_submission"]
@@ -58,13 +60,14 @@ def run_submit(
     The test set is what ingest saw (meta.csv and quarantine.csv); ``dicom_dir``, when given,
     must still hold exactly those images, so a folder changed since ingest is an error.
     """
-    stage = StageLayout(stage_dir)
+    cfg = RunConfig(config)
+    stage = StageLayout(stage_dir, cfg.stage)
     decision = read_decision(stage.thresholds)
     # The test maps stream chunk by chunk (fold means, blend, rule, resize, RLE): memory does not
     # grow with the number of test images.
-    test = TestMaps(fold_dirs(config, stage_dir, SEGMENT))
+    test = TestMaps(stage_sources(cfg, stage, SEGMENT))
     ids = list(test.ids)
-    found = finding_probabilities(config, stage_dir, decision, "test")
+    found = finding_probabilities(cfg, stage, decision, "test")
     p = None if found is None else values_for(ids, found, "p_finding")
     sizes = expected_test_images(data_dir, ids)
     if dicom_dir:

@@ -14,10 +14,11 @@ from medpipe.decision.plots import plot_heatmap
 from medpipe.decision.policy import ablation_of_tables, check_rule
 from medpipe.decision.search import dice_tables_streamed
 from medpipe.guards import check_training_data
-from medpipe.inference.ensemble import OofMaps, blend, optimise_weights_of, values_for
 from medpipe.io.atomic import atomic_write_text
 from medpipe.layout import GATE, SEGMENT, StageLayout, data_files, dumps, read_fused, write_decision
-from medpipe.steps.pool import fold_dirs, gate_mean, oof_pool
+from medpipe.predictions.blend import blend, optimise_weights_of
+from medpipe.predictions.sources import gate_mean, oof_pool, stage_sources
+from medpipe.predictions.stored import OofMaps, values_for
 
 __all__ = ["cache_area_scale", "run_thresholds"]
 
@@ -42,7 +43,7 @@ def gate_aucs(gate: Mapping[str, list], folds: pd.DataFrame) -> dict[str, dict[s
     which REPRODUCE.md quotes before and after stage 2."""
     from sklearn.metrics import roc_auc_score
 
-    from medpipe.inference.ensemble import load_gate_probs
+    from medpipe.predictions.stored import load_gate_probs
 
     frame = load_gate_probs(gate, "oof", folds=folds)
     y = values_for(frame["image_id"].tolist(), folds, "has_finding").astype(int)
@@ -58,7 +59,7 @@ def run_thresholds(
 ) -> dict[str, Any]:
     """Ensemble weights and the submission's rule on OOF; writes thresholds.json, thresholds.png, cv.json."""
     cfg = RunConfig(config)
-    stage = StageLayout(stage_dir)
+    stage = StageLayout(stage_dir, cfg.stage)
     post = cfg.postprocess
     area_scale = cache_area_scale(data_dir, cfg.image_size)
     grids = {
@@ -68,12 +69,12 @@ def run_thresholds(
         "area_grid": [float(a) * area_scale for a in post["area_grid"]],
     }
     rule = post.get("rule") or "auto"
-    gate = fold_dirs(config, stage_dir, GATE)
+    gate = stage_sources(cfg, stage, GATE)
     check_rule(
         rule, gate=bool(gate), fused=cfg.fusion_enabled
     )  # before any loading: a config error
-    folds = oof_pool(data_dir, config)
-    seg = fold_dirs(config, stage_dir, SEGMENT)
+    folds = oof_pool(cfg, data_dir)
+    seg = stage_sources(cfg, stage, SEGMENT)
     check_training_data(data_dir, seg, gate)
     # The OOF maps are streamed fold by fold and chunk by chunk: the search keeps per-image
     # statistics (Dice for every pixel threshold x min area, confident-pixel counts), so memory

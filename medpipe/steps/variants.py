@@ -18,7 +18,7 @@ from typing import Any
 
 from medpipe.config import KEPT, RunConfig
 from medpipe.layout import GATE, TASKS, FoldDir, StageLayout, write_retrain_choice
-from medpipe.steps.pool import oof_pool
+from medpipe.predictions.sources import oof_pool
 
 __all__ = ["choose_variants", "variant_cv"]
 
@@ -30,21 +30,21 @@ def variant_cv(
 ) -> dict[str, Any]:
     """One variant's CV on the stage's OOF pool: ``{"cv", "measure"}`` (+ ``"oof"`` for a
     segmentation model: its OOF score at the setting chosen on all folds)."""
-    from medpipe.inference.ensemble import values_for
+    from medpipe.predictions.stored import values_for
 
     cfg = RunConfig(config)
-    folds = oof_pool(data_dir, config)
+    folds = oof_pool(cfg, data_dir)
     if task == GATE:
         from sklearn.metrics import roc_auc_score
 
-        from medpipe.inference.ensemble import load_gate_probs
+        from medpipe.predictions.stored import load_gate_probs
 
         frame = load_gate_probs({"v": dirs}, "oof", folds=folds)
         y = values_for(frame["image_id"].tolist(), folds, "has_finding").astype(int)
         auc = float(roc_auc_score(y, frame["v"])) if len(set(y)) == 2 else float("nan")
         return {"cv": auc, "measure": "OOF ROC AUC"}
     from medpipe.decision.search import dice_tables_streamed, search_rule
-    from medpipe.inference.ensemble import OofMaps
+    from medpipe.predictions.stored import OofMaps
     from medpipe.steps.thresholds import cache_area_scale
 
     post = cfg.postprocess

@@ -25,8 +25,9 @@ from medpipe.bundle.layout import BundleLayout
 from medpipe.inference import ensemble
 from medpipe.io.nifti import read_nifti
 from medpipe.layout import SEGMENT, RunLayout, read_fused
-from medpipe.steps.pool import fold_dirs, gate_mean
+from medpipe.predictions.sources import gate_mean, stage_sources
 from medpipe.steps.submit import run_submit
+from tests.sources import as_stage, as_view
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +75,7 @@ def test_infer_fold_means_are_the_runs_stored_maps(bundle, run_dir, test_dicoms,
     config = _config(run_dir)
     stage = RunLayout(run_dir).stage(1)
     decision = Bundle(bundle).decision
-    test = ensemble.TestMaps(fold_dirs(config, stage.dir, SEGMENT))
+    test = ensemble.TestMaps(stage_sources(as_view(config), as_stage(config, stage.dir), SEGMENT))
     expected = np.concatenate(
         [
             ensemble.blend(probs, decision.weights).reshape(sl.stop - sl.start, -1).max(axis=1)
@@ -109,7 +110,7 @@ def test_gated_rules_reproduce_the_runs_submit(rule, bundle, run_dir, test_dicom
     if rule == "seg_gate_lgbm":
         p = read_fused(run.fused(1, "test"))["p_finding"].to_numpy()
     else:
-        gate = fold_dirs(config, run.stage_dir(1), "gate")
+        gate = stage_sources(as_view(config), as_stage(config, run.stage_dir(1)), "gate")
         p = gate_mean(gate, "test", None)["p_finding"].to_numpy()
     probabilities = _infer(bundle, test_dicoms, tmp_path / "plain.csv").probabilities
     max_prob = pd.read_csv(probabilities)["max_prob"].to_numpy()
@@ -134,7 +135,9 @@ def test_gated_rules_reproduce_the_runs_submit(rule, bundle, run_dir, test_dicom
     expected = (
         read_fused(run.fused(1, "test"))
         if rule == "seg_gate_lgbm"
-        else gate_mean(fold_dirs(config, run.stage_dir(1), "gate"), "test", None)
+        else gate_mean(
+            stage_sources(as_view(config), as_stage(config, run.stage_dir(1)), "gate"), "test", None
+        )
     )
     merged = expected.merge(got, on="image_id", suffixes=("_run", "_infer"))
     assert len(merged) == len(expected)

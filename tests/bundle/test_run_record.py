@@ -24,8 +24,9 @@ from medpipe.bundle.records import RecordError
 from medpipe.bundle.runcheck import RunMismatch
 from medpipe.inference import ensemble
 from medpipe.layout import SEGMENT, RunLayout
-from medpipe.steps.pool import fold_dirs
+from medpipe.predictions.sources import stage_sources
 from tests.e2e.conftest import snakemake
+from tests.sources import as_stage, as_view
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +56,9 @@ def _medpipe(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def _stored_max_prob(run: RunLayout, config: dict, weights: dict) -> pd.Series:
-    test = ensemble.TestMaps(fold_dirs(config, run.stage_dir(1), SEGMENT))
+    test = ensemble.TestMaps(
+        stage_sources(as_view(config), as_stage(config, run.stage_dir(1)), SEGMENT)
+    )
     top = [
         ensemble.blend(probs, weights).reshape(sl.stop - sl.start, -1).max(axis=1)
         for sl, probs in test.chunks()

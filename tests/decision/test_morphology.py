@@ -7,7 +7,8 @@ import pytest
 from scipy import ndimage
 from skimage import measure
 
-from medpipe.decision.morphology import image_chunks, label_images, remove_small_components
+from medpipe.decision.morphology import label_images, remove_small_components
+from medpipe.predictions.stored import image_chunks
 
 
 def test_components_are_8_connected_and_never_span_images() -> None:

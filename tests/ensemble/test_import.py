@@ -11,13 +11,14 @@ from PIL import Image
 
 from medpipe.fusion.features import build_features
 from medpipe.fusion.statistics import seg_statistics
-from medpipe.inference.ensemble import OofMaps
-from medpipe.inference.ensemble import TestMaps as StreamedTestMaps
 from medpipe.layout import GATE, SEGMENT, FoldDir, StageLayout, read_folds, read_seg_statistics
+from medpipe.predictions.sources import gate_mean, stage_sources
+from medpipe.predictions.stored import OofMaps
+from medpipe.predictions.stored import TestMaps as StreamedTestMaps
 from medpipe.steps.external import import_external
-from medpipe.steps.pool import fold_dirs, gate_mean
 from tests.ensemble import teammate
 from tests.ensemble.conftest import OWN, add_source, write_own_model
+from tests.sources import as_stage, as_view
 
 
 def _import(stage, name):
@@ -45,7 +46,9 @@ def imported_maps(stage):
 
 def test_maps_at_another_size_read_back_like_a_segmentation_model(imported_maps):
     stage, written = imported_maps
-    seg = fold_dirs(stage["config"], stage["stage_dir"], SEGMENT)
+    seg = stage_sources(
+        as_view(stage["config"]), as_stage(stage["config"], stage["stage_dir"]), SEGMENT
+    )
     assert list(seg) == [OWN, "team"]  # after the trained models
     external = StageLayout(stage["stage_dir"]).external_dir("team")
     assert [d.path.parent for d in seg["team"]] == [external] * 3
@@ -77,7 +80,9 @@ def test_maps_at_another_size_read_back_like_a_segmentation_model(imported_maps)
 def test_each_fold_holds_its_own_validation_images_and_the_fusion_statistics(imported_maps):
     stage, _ = imported_maps
     folds = read_folds(stage["data_dir"] / "folds.csv").set_index("image_id")["fold"]
-    for d in fold_dirs(stage["config"], stage["stage_dir"], SEGMENT)["team"]:
+    for d in stage_sources(
+        as_view(stage["config"]), as_stage(stage["config"], stage["stage_dir"]), SEGMENT
+    )["team"]:
         with np.load(d.oof) as data:
             ids = data["image_id"]
             assert np.isnan(data["cls_prob"]).all()  # no aux head
@@ -91,7 +96,9 @@ def test_uint8_levels_give_the_same_maps(stage):
         teammate.write_maps(stage["root"] / name, stage["data_dir"], side=96, levels=levels)
         add_source(stage, name, "maps", stage["root"] / name)
         _import(stage, name)
-    seg = fold_dirs(stage["config"], stage["stage_dir"], SEGMENT)
+    seg = stage_sources(
+        as_view(stage["config"]), as_stage(stage["config"], stage["stage_dir"]), SEGMENT
+    )
     test = StreamedTestMaps({k: seg[k] for k in ("floats", "levels")})
     for _, probs in test.chunks():
         np.testing.assert_allclose(probs["floats"], probs["levels"], atol=1.5 / 255)
@@ -102,7 +109,9 @@ def test_p_finding_reads_back_like_a_gate_and_enters_the_features(imported_maps)
     frames = teammate.write_p_finding(stage["root"] / "team_p", stage["data_dir"])
     add_source(stage, "team_p", "p_finding", stage["root"] / "team_p")
     _import(stage, "team_p")
-    gate = fold_dirs(stage["config"], stage["stage_dir"], GATE)
+    gate = stage_sources(
+        as_view(stage["config"]), as_stage(stage["config"], stage["stage_dir"]), GATE
+    )
     assert list(gate) == ["team_p"] and gate["team_p"][0].oof.suffix == ".csv"
 
     folds = read_folds(stage["data_dir"] / "folds.csv")
@@ -113,7 +122,9 @@ def test_p_finding_reads_back_like_a_gate_and_enters_the_features(imported_maps)
     mean = frames["test"].groupby("image_id")["p_finding"].mean()  # the teammate's fold mean
     np.testing.assert_allclose(test.loc[mean.index], mean, rtol=1e-12)
 
-    seg = fold_dirs(stage["config"], stage["stage_dir"], SEGMENT)
+    seg = stage_sources(
+        as_view(stage["config"]), as_stage(stage["config"], stage["stage_dir"]), SEGMENT
+    )
     features = build_features(stage["data_dir"] / "meta.csv", folds, seg, gate, n_components=2)
     assert {"gate_team_p_prob", "seg_team_max", f"seg_{OWN}_max"} <= set(features.columns)
     assert not [c for c in features.columns if c.startswith("gate_team_p_pc")]  # no embeddings

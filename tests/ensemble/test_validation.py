@@ -8,6 +8,7 @@ import pytest
 
 from medpipe.cli import main
 from medpipe.config import ConfigError, RunConfig
+from medpipe.predictions.sources import stage_sources
 from medpipe.steps.external import ExternalSourceError, check_source, import_external
 from tests.e2e.conftest import REPO
 from tests.ensemble import teammate
@@ -220,7 +221,8 @@ def test_the_command_says_it_in_one_line(stage, tmp_path, capsys):
 def test_a_source_name_must_be_its_own_and_wildcard_safe(stage, name, problem):
     add_source(stage, name, "maps", stage["root"])
     with pytest.raises(ConfigError, match=problem):
-        RunConfig(stage["config"]).fold_dirs(1, "segment")
+        cfg = RunConfig(stage["config"])
+        stage_sources(cfg, cfg.layout.stage(1), "segment")
 
 
 def test_nothing_is_written_when_the_source_is_refused(stage):

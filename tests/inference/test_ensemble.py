@@ -8,15 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medpipe.inference.ensemble import (
-    blend,
-    load_gate_probs,
-    load_seg_probs,
-    load_truths,
-    optimise_weights,
-    values_for,
-)
 from medpipe.layout import FoldDir, StageLayout
+from medpipe.predictions.blend import blend, optimise_weights
+from medpipe.predictions.stored import load_gate_probs, load_seg_probs, load_truths, values_for
 
 S = 8
 IDS = [f"img{i:02d}" for i in range(12)]
@@ -165,7 +159,7 @@ def test_optimise_weights_falls_back_to_equal_weights() -> None:
 
 
 def test_streamed_weight_search_equals_the_in_memory_one() -> None:
-    from medpipe.inference.ensemble import _array_chunks, optimise_weights_of
+    from medpipe.predictions.blend import _array_chunks, optimise_weights_of
 
     truths, good, bad = _truths_and_models()
     probs = {"good": good, "bad": bad}
@@ -183,7 +177,7 @@ def test_streamed_weight_search_equals_the_in_memory_one() -> None:
 
 
 def test_streamed_test_maps_are_the_in_memory_fold_means(tmp_path: Path) -> None:
-    from medpipe.inference.ensemble import TestMaps
+    from medpipe.predictions.stored import TestMaps
 
     dirs = {"a": _write_seg(tmp_path, "a", 1), "b": _write_seg(tmp_path, "b", 2)}
     ids, probs, _ = load_seg_probs(dirs, "test")
@@ -203,7 +197,7 @@ def test_streamed_test_maps_are_the_in_memory_fold_means(tmp_path: Path) -> None
 
 def test_a_weight_search_on_selected_images_ignores_the_others() -> None:
     """``select``: the nested CV's search for one outer fold never looks at that fold."""
-    from medpipe.inference.ensemble import _array_chunks, optimise_weights_of
+    from medpipe.predictions.blend import _array_chunks, optimise_weights_of
 
     truths, good, bad = _truths_and_models()
     select = np.arange(len(truths)) < 30

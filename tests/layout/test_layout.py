@@ -22,6 +22,7 @@ from medpipe.layout import (
     write_gate_predictions,
     write_seg_predictions,
 )
+from medpipe.predictions.sources import stage_sources
 
 
 def test_a_fold_knows_its_number_and_its_files(tmp_path):
@@ -57,7 +58,7 @@ def test_stage_two_keeps_stage_one_weights_unless_retrained(tmp_path):
     )
     assert cfg.trained_fold(2, "segment", "kept", 1).path == tmp_path / "stage1/segment/kept/fold1"
     assert cfg.trained_fold(2, "segment", "new", 1).path == tmp_path / "stage2/segment/new/fold1"
-    assert [d.fold for d in cfg.fold_dirs(1, "segment")["kept"]] == [0, 1]
+    assert [d.fold for d in stage_sources(cfg, cfg.layout.stage(1), "segment")["kept"]] == [0, 1]
 
 
 def test_a_fold_number_is_data_not_a_folder_name(tmp_path):

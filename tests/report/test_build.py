@@ -167,11 +167,11 @@ def test_ablation_table_is_relative_to_the_all_empty_baseline():
 
 
 def test_retrain_table_copes_with_a_model_without_stage1_score(tmp_path):
-    from medpipe.report.run import RunFiles
+    from medpipe.report.run import FinishedRun
     from medpipe.report.stage2 import retrain_table
 
     config, run_dir = make_run(tmp_path, stage2=True, gate=False)
-    table = retrain_table(RunFiles(config, run_dir, 2), {}, {"models": {"unet": {"seg_only": 0.7}}})
+    table = retrain_table(FinishedRun(config, run_dir, 2), {}, {"models": {"unet": {"seg_only": 0.7}}})
     row = table.set_index("model").loc["unet"]
     assert np.isnan(row["CV stage 1"]) and row["CV stage 2"] == 0.7 and np.isnan(row["change"])
 

@@ -21,9 +21,10 @@ from medpipe.layout import (
     write_gate_predictions,
     write_seg_predictions,
 )
-from medpipe.steps.pool import fold_dirs
+from medpipe.predictions.sources import stage_sources
 from medpipe.steps.pseudo import PseudoSettings, confident_images, label_fold, label_sources
 from medpipe.training import train_fold
+from tests.sources import as_stage, as_view
 from tests.training.tiny_data import SIZE, run_config, small_seg_config, write_data_dir
 
 FOLDS = 3
@@ -147,7 +148,7 @@ def test_round_k_is_labelled_by_round_k_minus_1_of_the_same_fold(tmp_path):
     # the variants sit beside the model in every step's list, in round order
     assert RunConfig(config).trained_models(SEGMENT) == ["m", "m@pl1", "m@pl2"]
     assert RunConfig(config).trained_models(GATE) == ["g"]
-    listed = fold_dirs(config, stage, SEGMENT)
+    listed = stage_sources(as_view(config), as_stage(config, stage), SEGMENT)
     assert listed["m@pl2"][0].path == stage / "segment" / "m@pl2" / "fold0"
     # a pseudo variant predicts with its own weights in stage 1, whatever stage2.retrain says
     assert RunConfig(config).trained_fold(1, SEGMENT, "m@pl1", 0).path == listed["m@pl1"][0].path
