@@ -10,6 +10,7 @@ import torch
 
 from medpipe.training import train_fold
 from medpipe.training.fit import _resumable, summarise
+from medpipe.training.schedule import MIN_LR_RATIO
 from tests.training.tiny_data import (
     gate_config,
     run_config,
@@ -40,18 +41,39 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
+class StepRates(L.Callback):
+    """The learning rate each optimiser step runs with (read before the step)."""
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+WARMUP_EPOCHS = 1.0  # seg_run: the first of its 2 epochs warms up
+
+
 @pytest.fixture(scope="module")
-def seg_run(tmp_path_factory) -> tuple[Path, dict]:
+def seg_run(tmp_path_factory) -> tuple[Path, dict, list[float]]:
     root = tmp_path_factory.mktemp("seg")
     data_dir = write_data_dir(root / "data")
+    rates = StepRates()
     metrics = train_fold(
-        "segment", "unet_r18", seg_config(), run_config(), data_dir, 0, root / "fold0"
+        "segment",
+        "unet_r18",
+        seg_config(warmup_epochs=WARMUP_EPOCHS),
+        run_config(),
+        data_dir,
+        0,
+        root / "fold0",
+        callbacks=[rates],
     )
-    return root / "fold0", metrics
+    return root / "fold0", metrics, rates.lrs
 
 
 def test_segmentation_run_writes_every_output_and_learns(seg_run) -> None:
-    out, metrics = seg_run
+    out, metrics, _ = seg_run
     for name in OUTPUTS:
         assert (out / name).is_file(), name
     log = pd.read_csv(out / "log.csv")
@@ -72,8 +94,22 @@ def test_segmentation_run_writes_every_output_and_learns(seg_run) -> None:
 
 
 def test_learning_rate_warms_up_then_decays(seg_run) -> None:
-    log = pd.read_csv(seg_run[0] / "log.csv")
-    assert log["lr"].iloc[0] > log["lr"].iloc[1] > 0
+    """Step by step: up from a fraction of the peak over the warm-up steps, at the peak when the
+    warm-up ends, then down to the cosine's floor at the last step."""
+    out, metrics, lrs = seg_run
+    peak = seg_config()["lr"]
+    steps = int(WARMUP_EPOCHS * metrics["steps_per_epoch"])
+    assert len(lrs) == 2 * metrics["steps_per_epoch"] and steps >= 2
+    warmup, decay = lrs[:steps], lrs[steps - 1 :]
+    assert warmup[0] == pytest.approx(peak / steps)
+    assert all(a < b for a, b in zip(warmup, warmup[1:], strict=False)), lrs
+    assert warmup[-1] == pytest.approx(peak)
+    assert all(a >= b for a, b in zip(decay, decay[1:], strict=False)), lrs
+    assert decay[-1] == pytest.approx(peak * MIN_LR_RATIO)
+    # log.csv's lr is each epoch's last step's
+    log = pd.read_csv(out / "log.csv")
+    per_epoch = [lrs[(e + 1) * metrics["steps_per_epoch"] - 1] for e in log["epoch"]]
+    assert log["lr"].tolist() == pytest.approx(per_epoch)
 
 
 def test_resume_after_kill_gives_identical_weights(tmp_path: Path) -> None:
@@ -147,10 +183,22 @@ def test_gate_run_selects_by_auc(tmp_path: Path, head: dict) -> None:
     metrics = train_fold(
         "gate", "cls_r18", gate_config(**head), run_config(), data_dir, 1, tmp_path / "out"
     )
+    out = tmp_path / "out"
     for name in OUTPUTS:
-        assert (tmp_path / "out" / name).is_file(), name
+        assert (out / name).is_file(), name
     assert metrics["monitor"] == "val_auc" and 0.0 <= metrics["val_auc"] <= 1.0
     assert "val_dice" not in metrics
+    # The saved model is the epoch of the best val_auc (the first, on a tie), whichever epoch
+    # the loss or the order would have picked: the mask head ties at epoch 0 while its loss
+    # still falls, the pooled head is best at its last epoch.
+    log = pd.read_csv(out / "log.csv")
+    best_epoch = int(log.loc[log["val_auc"].idxmax(), "epoch"])
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["best_epoch"] == metrics["best_epoch"] == best_epoch
+    assert saved["val_auc"] == pytest.approx(log["val_auc"].max())
+    best = torch.load(out / "model.ckpt", map_location="cpu", weights_only=True)
+    assert best["epoch"] == best_epoch
+    assert best["medpipe_history"][-1]["val_auc"] == pytest.approx(log["val_auc"].max())
 
 
 def test_snapshots_save_one_checkpoint_per_cycle(tmp_path: Path) -> None:

@@ -199,16 +199,40 @@ def test_channels_last_from_the_global_block():
 
 
 def test_compile_wraps_the_model_lazily_and_keeps_plain_state_dict_keys(monkeypatch):
-    compiled = []
+    """The real torch.compile, with a backend that records each graph Dynamo captures and runs it
+    as traced (no compiler needed on CPU): the model is compiled at the first step, not before,
+    once, and the compiled module computes what the model does."""
+    from torch._dynamo.eval_frame import OptimizedModule
 
-    def fake_compile(model, **kwargs):
-        compiled.append(model)
-        return model
+    graphs = []
 
-    monkeypatch.setattr(torch, "compile", fake_compile)
-    module = FoldModule("gate", gate_config(), performance={"compile": True})
-    assert not compiled  # nothing compiled before the first step
-    module(torch.rand(2, 1, SIZE, SIZE))
-    module(torch.rand(2, 1, SIZE, SIZE))
-    assert compiled == [module.model]
-    assert all(k.startswith("model.") for k in module.state_dict())
+    def recording_backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    real_compile = torch.compile
+    monkeypatch.setattr(
+        torch,
+        "compile",
+        lambda model, **kwargs: real_compile(model, **{**kwargs, "backend": recording_backend}),
+    )
+    torch._dynamo.reset()
+    try:
+        module = FoldModule("gate", gate_config(), performance={"compile": True}).eval()
+        image = torch.rand(2, 1, SIZE, SIZE)
+        assert "_compiled" not in module.__dict__ and not graphs  # nothing compiled yet
+        with torch.no_grad():
+            logit, embedding = module(image)
+            compiled = module.__dict__["_compiled"]
+            assert isinstance(compiled, OptimizedModule) and compiled._orig_mod is module.model
+            assert len(graphs) >= 1  # Dynamo traced the gate's forward
+            captured = len(graphs)
+            again, _ = module(image)
+            assert module.__dict__["_compiled"] is compiled and len(graphs) == captured
+            eager_logit, eager_embedding = module.model(image)
+        assert torch.allclose(logit, eager_logit) and torch.allclose(embedding, eager_embedding)
+        assert torch.equal(again, logit)
+        keys = list(module.state_dict())
+        assert keys and all(k.startswith("model.") and "_orig_mod" not in k for k in keys)
+    finally:
+        torch._dynamo.reset()
