@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ __all__ = [
     "base_model",
     "pseudo_variant",
     "pseudo_round",
+    "PseudoSettings",
 ]
 
 # Stage 2 with ``retrain: auto``: the kept variant of a model (its stage-1 weights predicting the
@@ -347,6 +349,36 @@ def write_yaml_atomic(data: Any, path: str | Path, only_if_changed: bool = True)
     return True
 
 
+@dataclass(frozen=True)
+class PseudoSettings:
+    """The ``pseudo_label`` block with its defaults (``min_area`` in original-image pixels)."""
+
+    rounds: int = 1
+    finding: str | None = None
+    negative_below: float = 0.1
+    positive_above: float = 0.8
+    pixel_threshold: float = 0.5
+    min_pixel_confidence: float = 0.7
+    min_area: float = 300.0
+    weight: float = 0.5
+
+    @classmethod
+    def of(cls, cfg: RunConfig) -> PseudoSettings:
+        block = {k: v for k, v in cfg.pseudo_label.items() if k in cls.__dataclass_fields__}
+        settings = cls(**block)
+        if settings.negative_below >= settings.positive_above:
+            raise ConfigError(
+                f"pseudo_label: negative_below ({settings.negative_below}) must be below "
+                f"positive_above ({settings.positive_above})"
+            )
+        if settings.finding is not None and settings.finding not in cfg.models("gate"):
+            known = ", ".join(cfg.models("gate")) or "none"
+            raise ConfigError(
+                f"pseudo_label.finding: {settings.finding!r} is not a gate model (known: {known})"
+            )
+        return settings
+
+
 class RunConfig:
     """A thin typed view of the merged config: the questions every step asks, answered once.
 
@@ -431,6 +463,10 @@ class RunConfig:
     def pseudo_label(self) -> Mapping[str, Any]:
         """The ``pseudo_label`` block, ``{}`` when absent (no pseudo-labelled variants)."""
         return self.section("pseudo_label")
+
+    def pseudo_settings(self) -> PseudoSettings:
+        """The ``pseudo_label`` block with its defaults, checked (a ``ConfigError`` names the key)."""
+        return PseudoSettings.of(self)
 
     def pseudo_models(self) -> list[str]:
         """The segmentation models that get ``@pl<k>`` variants, in config order."""

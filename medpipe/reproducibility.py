@@ -195,7 +195,7 @@ def _decision_text(view: RunConfig, model: str, choice: Mapping[str, Any]) -> st
 def external_sources(config: Mapping[str, Any], run_dir: str | Path) -> list[dict[str, Any]]:
     """The SHA-256 of every ``ensemble.external`` source file each stage imported
     (docs/ensemble.md): a teammate's predictions are inputs no checkpoint rebuilds."""
-    from medpipe.steps.external import source_files
+    from medpipe.predictions.external import source_files
 
     rows = []
     for name, block in RunConfig(config).external().items():

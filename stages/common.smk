@@ -21,9 +21,9 @@ from medpipe.config import (
 from medpipe.guards import redact_config
 from medpipe.layout import GATE, SEGMENT, FoldDir, test_split
 from medpipe.plan import data_size, step_needs
-from medpipe.predictions.sources import stage_sources
+from medpipe.predictions.sources import pseudo_label_sources, stage_sources
 from medpipe.resources import cpu_count
-from medpipe.steps.external import source_files
+from medpipe.predictions.external import source_files
 from medpipe.console import CONSOLE_FD, CONSOLE_FD_ENV
 from medpipe.run_summary import finished_run_lines
 
@@ -201,10 +201,8 @@ def pseudo_weight(wildcards):
 
 def pseudo_sources(wildcards):
     """The test predictions that label a ``@pl<k>`` fold: round k-1 of the same fold (and the
-    finding gate's same fold); steps.pseudo.label_sources is the one rule."""
-    from medpipe.steps.pseudo import label_sources
-
-    sources = label_sources(config, LAYOUT.stage_dir(wildcards.stage), wildcards.model, int(wildcards.fold))
+    finding gate's same fold); predictions.sources.pseudo_label_sources is the one rule."""
+    sources = pseudo_label_sources(CFG, LAYOUT.stage(wildcards.stage), wildcards.model, int(wildcards.fold))
     return {f"{task}_test": path(d.test) for task, d in sources.items()}
 
 

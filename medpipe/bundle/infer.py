@@ -12,7 +12,7 @@ byte for byte (on CPU):
 - gate outputs are written and read back with the run's table writer and reader (the CSV text
   is part of the arithmetic), LightGBM's features are the features step's test-row code, with the
   embedding PCA and boosters the run saved;
-- the decision is applied and written by :func:`medpipe.steps.submit.write_decided_submission`.
+- the decision is applied and written by :func:`medpipe.decision.submission.write_decided_submission`.
 
 Nothing imports Snakemake, Lightning, MONAI or Optuna; LightGBM only when the rule needs it.
 """
@@ -391,9 +391,9 @@ def _run(
     from tqdm.auto import tqdm
 
     from medpipe.data.dataset import split_rows
+    from medpipe.decision.submission import expected_test_images, write_decided_submission
     from medpipe.layout import data_files, read_meta, read_quarantine, stored_probabilities
     from medpipe.resources import cpu_count
-    from medpipe.steps.submit import expected_test_images, write_decided_submission
     from medpipe.training.runtime import resolve_num_workers, resolve_precision
 
     if not dicom_dir.is_dir():
@@ -634,8 +634,8 @@ def _write_nifti(
     meta: pd.DataFrame,
 ) -> None:
     """Each predicted image's mask at DICOM size, with its pixel spacing (``<id>_mask.nii.gz``)."""
+    from medpipe.decision.submission import decided_masks
     from medpipe.io.nifti import write_nifti
-    from medpipe.steps.submit import decided_masks
 
     spacing = meta.drop_duplicates("image_id").set_index("image_id")["spacing"]
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from medpipe.config import KEPT, RunConfig
+from medpipe.config import KEPT, ConfigError, RunConfig, base_model, pseudo_round, pseudo_variant
 from medpipe.layout import (
     GATE,
+    SEGMENT,
     Decision,
     FoldDir,
     StageLayout,
@@ -22,7 +23,13 @@ from medpipe.layout import (
 )
 from medpipe.predictions.stored import load_gate_probs
 
-__all__ = ["stage_sources", "oof_pool", "gate_mean", "finding_probabilities"]
+__all__ = [
+    "stage_sources",
+    "pseudo_label_sources",
+    "oof_pool",
+    "gate_mean",
+    "finding_probabilities",
+]
 
 
 def stage_sources(
@@ -59,6 +66,25 @@ def stage_sources(
     for name in cfg.external(family):
         dirs[name] = stage.external_folds(name, family, cfg.folds)
     return dirs
+
+
+def pseudo_label_sources(
+    cfg: RunConfig, stage: StageLayout, model: str, fold: int
+) -> dict[str, FoldDir]:
+    """The fold folders whose test predictions label ``model`` (``<name>@pl<k>``) fold ``fold``:
+    ``segment`` (round k-1 of the same fold) and, with ``finding`` set, ``gate`` (same fold)."""
+    k = pseudo_round(model)
+    if k < 1:
+        raise ValueError(f"{model}: not a pseudo-labelled variant (<model>@pl<k>)")
+    if base_model(model) not in cfg.pseudo_models():
+        raise ConfigError(f"pseudo_label.models: {base_model(model)} is not listed")
+    if k > cfg.pseudo_rounds():
+        raise ConfigError(f"{model}: pseudo_label.rounds is {cfg.pseudo_rounds()}")
+    sources = {SEGMENT: stage.fold(SEGMENT, pseudo_variant(model, k - 1), fold)}
+    finding = cfg.pseudo_settings().finding
+    if finding is not None:
+        sources[GATE] = stage.fold(GATE, finding, fold)
+    return sources
 
 
 def oof_pool(cfg: RunConfig, data_dir: str | Path) -> pd.DataFrame:

@@ -26,7 +26,6 @@ import pandas as pd
 from medpipe.config import ConfigError, RunConfig
 from medpipe.io.atomic import atomic_path
 from medpipe.layout import (
-    GATE,
     SEGMENT,
     FoldDir,
     StageLayout,
@@ -36,20 +35,12 @@ from medpipe.layout import (
     write_gate_predictions,
     write_seg_predictions,
 )
+from medpipe.predictions.external import KIND_TASK, source_files
 
-__all__ = [
-    "KIND_TASK",
-    "ExternalSourceError",
-    "source_files",
-    "source_task",
-    "check_source",
-    "import_external",
-]
+__all__ = ["ExternalSourceError", "check_source", "import_external"]
 
 log = logging.getLogger(__name__)
 
-# A source's kind -> the task whose fold files it becomes.
-KIND_TASK = {"maps": SEGMENT, "p_finding": GATE}
 _CHUNK_PIXELS = 1 << 24
 _DOC = "docs/ensemble.md"
 # the data folder's tables, as the messages name them
@@ -58,22 +49,6 @@ _META, _FOLDS = (data_files(".")[k].name for k in ("meta", "folds"))
 
 class ExternalSourceError(ValueError):
     """An external source does not fit the stage; the message names the file and the problem."""
-
-
-def source_task(block: Mapping[str, Any]) -> str:
-    return KIND_TASK[block["kind"]]
-
-
-def source_dir(block: Mapping[str, Any], stage: int | str) -> Path:
-    """The source's folder for a stage: ``path``, with ``{stage}`` replaced by the stage number
-    (a stage-2 run imports stage 1 too, and each stage's folds differ)."""
-    return Path(str(block["path"]).replace("{stage}", str(stage)))
-
-
-def source_files(block: Mapping[str, Any], stage: int | str) -> dict[str, Path]:
-    """``{"oof": ..., "test": ...}``: the files a source folder holds for its kind."""
-    folder = StageLayout.external_source(source_task(block), source_dir(block, stage))
-    return {which: folder.predictions(which) for which in ("oof", "test")}
 
 
 # ---------------------------------------------------------------- reading a source

@@ -28,14 +28,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from medpipe.config import ConfigError, RunConfig, base_model, pseudo_round, pseudo_variant
+from medpipe.config import PseudoSettings, RunConfig, pseudo_round
 from medpipe.io.atomic import atomic_path, atomic_write_csv, atomic_write_text
 from medpipe.io.hashing import sha256_file
 from medpipe.layout import (
@@ -51,63 +51,13 @@ from medpipe.layout import (
     read_prediction_ids,
     test_split,
 )
+from medpipe.predictions.sources import pseudo_label_sources
 
-__all__ = ["PseudoSettings", "confident_images", "label_fold", "label_sources"]
+__all__ = ["confident_images", "label_fold"]
 
 log = logging.getLogger(__name__)
 
 CHUNK_IMAGES = 64  # maps read at once: 64 x 512² float16 = 32 MB
-
-
-@dataclass(frozen=True)
-class PseudoSettings:
-    """The ``pseudo_label`` block with its defaults (``min_area`` in original-image pixels)."""
-
-    rounds: int = 1
-    finding: str | None = None
-    negative_below: float = 0.1
-    positive_above: float = 0.8
-    pixel_threshold: float = 0.5
-    min_pixel_confidence: float = 0.7
-    min_area: float = 300.0
-    weight: float = 0.5
-
-    @classmethod
-    def of(cls, config: Mapping[str, Any]) -> PseudoSettings:
-        cfg = RunConfig(config)
-        block = {k: v for k, v in cfg.pseudo_label.items() if k in cls.__dataclass_fields__}
-        settings = cls(**block)
-        if settings.negative_below >= settings.positive_above:
-            raise ConfigError(
-                f"pseudo_label: negative_below ({settings.negative_below}) must be below "
-                f"positive_above ({settings.positive_above})"
-            )
-        if settings.finding is not None and settings.finding not in cfg.models(GATE):
-            known = ", ".join(cfg.models(GATE)) or "none"
-            raise ConfigError(
-                f"pseudo_label.finding: {settings.finding!r} is not a gate model (known: {known})"
-            )
-        return settings
-
-
-def label_sources(
-    config: Mapping[str, Any], stage_dir: str | Path, model: str, fold: int
-) -> dict[str, FoldDir]:
-    """The fold folders whose test predictions label ``model`` (``<name>@pl<k>``) fold ``fold``:
-    ``segment`` (round k-1 of the same fold) and, with ``finding`` set, ``gate`` (same fold)."""
-    k = pseudo_round(model)
-    if k < 1:
-        raise ValueError(f"{model}: not a pseudo-labelled variant (<model>@pl<k>)")
-    cfg, stage = RunConfig(config), StageLayout(stage_dir)
-    if base_model(model) not in cfg.pseudo_models():
-        raise ConfigError(f"pseudo_label.models: {base_model(model)} is not listed")
-    if k > cfg.pseudo_rounds():
-        raise ConfigError(f"{model}: pseudo_label.rounds is {cfg.pseudo_rounds()}")
-    sources = {SEGMENT: stage.fold(SEGMENT, pseudo_variant(model, k - 1), fold)}
-    finding = PseudoSettings.of(config).finding
-    if finding is not None:
-        sources[GATE] = stage.fold(GATE, finding, fold)
-    return sources
 
 
 def confident_images(
@@ -180,11 +130,12 @@ def label_fold(
     Example:
         >>> label_fold(config, "runs/default/data", "runs/default/stage1", "unet_regnetx@pl1", 0)  # doctest: +SKIP
     """
-    from medpipe.steps.thresholds import cache_area_scale
+    from medpipe.decision.thresholds import cache_area_scale
 
-    cfg, stage = RunConfig(config), StageLayout(stage_dir)
-    settings = PseudoSettings.of(config)
-    sources = label_sources(config, stage_dir, model, fold)
+    cfg = RunConfig(config)
+    stage = StageLayout(stage_dir, cfg.stage)
+    settings = cfg.pseudo_settings()
+    sources = pseudo_label_sources(cfg, stage, model, fold)
     seg, gate = sources[SEGMENT], sources.get(GATE)
     ids = read_prediction_ids(seg.test)
     maps = ProbRows(seg.test)

@@ -44,8 +44,8 @@ def variant_cv(
         auc = float(roc_auc_score(y, frame["v"])) if len(set(y)) == 2 else float("nan")
         return {"cv": auc, "measure": "OOF ROC AUC"}
     from medpipe.decision.search import dice_tables_streamed, search_rule
+    from medpipe.decision.thresholds import cache_area_scale
     from medpipe.predictions.stored import OofMaps
-    from medpipe.steps.thresholds import cache_area_scale
 
     post = cfg.postprocess
     scale = cache_area_scale(data_dir, cfg.image_size)

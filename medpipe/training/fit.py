@@ -309,7 +309,7 @@ def train_fold(
         sampler = PseudoLabelSampler(
             train_rows["has_finding"].to_numpy()[:n_labelled],
             np.arange(n_labelled, len(train_rows)),
-            weight=float(RunConfig(run_cfg).pseudo_label.get("weight", 0.5)),
+            weight=float(RunConfig(run_cfg).pseudo_settings().weight),
             pos_frac=model_cfg.get("pos_frac"),
             epochs=epochs,
             seed=seed,

@@ -146,7 +146,7 @@ def test_the_rule_pattern_names_the_files_the_steps_read(stage):
 
 
 def test_a_stage_placeholder_in_the_path_picks_the_stage_folder(stage):
-    from medpipe.steps.external import source_files
+    from medpipe.predictions.external import source_files
 
     files = source_files({"path": "team/stage{stage}", "kind": "p_finding"}, 2)
     assert files["oof"].as_posix() == "team/stage2/oof.csv"

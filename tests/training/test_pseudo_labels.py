@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medpipe.config import ConfigError, RunConfig, pseudo_round, pseudo_variant
+from medpipe.config import ConfigError, PseudoSettings, RunConfig, pseudo_round, pseudo_variant
 from medpipe.data.dataset import PositiveFractionSampler, PseudoLabelSampler
 from medpipe.guards import LeakageError
 from medpipe.layout import (
@@ -21,8 +21,8 @@ from medpipe.layout import (
     write_gate_predictions,
     write_seg_predictions,
 )
-from medpipe.predictions.sources import stage_sources
-from medpipe.steps.pseudo import PseudoSettings, confident_images, label_fold, label_sources
+from medpipe.predictions.sources import pseudo_label_sources, stage_sources
+from medpipe.steps.pseudo import confident_images, label_fold
 from medpipe.training import train_fold
 from tests.sources import as_stage, as_view
 from tests.training.tiny_data import SIZE, run_config, small_seg_config, write_data_dir
@@ -141,7 +141,7 @@ def test_labels_made_by_another_fold_or_of_training_images_are_refused(labelled_
 def test_round_k_is_labelled_by_round_k_minus_1_of_the_same_fold(tmp_path):
     config = _config(tmp_path / "run", rounds=2)
     stage = tmp_path / "run" / "stage1"
-    sources = label_sources(config, stage, "m@pl2", 1)
+    sources = pseudo_label_sources(as_view(config), as_stage(config, stage), "m@pl2", 1)
     assert (sources[SEGMENT].model, sources[SEGMENT].fold) == ("m@pl1", 1)
     assert (sources[GATE].model, sources[GATE].fold) == ("g", 1)
     assert pseudo_variant("m@pl1", 2) == "m@pl2" and pseudo_round("m@kept") == 0
@@ -153,7 +153,7 @@ def test_round_k_is_labelled_by_round_k_minus_1_of_the_same_fold(tmp_path):
     # a pseudo variant predicts with its own weights in stage 1, whatever stage2.retrain says
     assert RunConfig(config).trained_fold(1, SEGMENT, "m@pl1", 0).path == listed["m@pl1"][0].path
     with pytest.raises(ConfigError, match="rounds is 2"):
-        label_sources(config, stage, "m@pl3", 0)
+        pseudo_label_sources(as_view(config), as_stage(config, stage), "m@pl3", 0)
 
 
 @pytest.mark.parametrize(
@@ -167,7 +167,9 @@ def test_round_k_is_labelled_by_round_k_minus_1_of_the_same_fold(tmp_path):
 def test_bad_pseudo_label_settings_are_named(tmp_path, pseudo, message):
     config = _config(tmp_path / "run", **pseudo)
     with pytest.raises(ConfigError, match=message):
-        label_sources(config, tmp_path / "run" / "stage1", "m@pl1", 0)
+        pseudo_label_sources(
+            as_view(config), as_stage(config, tmp_path / "run" / "stage1"), "m@pl1", 0
+        )
 
 
 def test_without_a_gate_the_top_pixel_probability_decides(tmp_path):
