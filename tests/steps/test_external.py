@@ -1,6 +1,6 @@
-"""Step ``import_external``: a teammate's predictions, checked, written as fold folders of a
-model: each fold its own validation images, every fold the test set. (tests/ensemble checks every
-refusal and follows the sources through the decisions.)"""
+"""Step ``import_external`` (``medpipe import-external``): a teammate's predictions, checked,
+written as fold folders of a model: each fold its own validation images, every fold the test set.
+(tests/ensemble checks every refusal and follows the sources through the decisions.)"""
 
 from __future__ import annotations
 
@@ -8,30 +8,30 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from medpipe.layout import GATE, SEGMENT, StageLayout, read_gate_predictions, read_seg_predictions
-from medpipe.predictions.external import source_dir, source_files
-from medpipe.steps.external import ExternalSourceError, import_external
 from tests.ensemble import teammate
-from tests.steps.conftest import FOLDS
+from tests.steps.conftest import FOLDS, refused, step
 
 
-def _add(stage, name: str, kind: str, path: Path) -> dict:
+def _source(stage, name: str, kind: str, path: Path) -> tuple[dict, tuple]:
     config = {
         **stage["config"],
         "ensemble": {"external": {name: {"path": str(path), "kind": kind}}},
     }
-    import_external(config, name, stage["data_dir"], stage["stage_dir"], "test")
-    return config
+    args = ("--name", name, "--data-dir", stage["data_dir"], "--stage-dir", stage["stage_dir"],
+            "--stage", 1, "--test-split", "test")  # fmt: skip
+    return config, args
 
 
-def test_a_stage_placeholder_picks_each_stages_folder():
-    block = {"path": "team/stage{stage}", "kind": "maps"}
-    assert source_dir(block, 2) == Path("team/stage2")
-    files = source_files(block, 1)
-    assert set(files) == {"oof", "test"}
-    assert all(p.parent == Path("team/stage1") for p in files.values())
+def _add(stage, name: str, kind: str, path: Path) -> None:
+    config, args = _source(stage, name, kind, path)
+    step(stage, "import-external", *args, config=config)
+
+
+def _refused(stage, name: str, kind: str, path: Path) -> str:
+    config, args = _source(stage, name, kind, path)
+    return refused(stage, "import-external", *args, config=config)
 
 
 def test_maps_become_segmentation_folds_of_each_folds_own_images(stage):
@@ -65,14 +65,11 @@ def test_a_refused_source_writes_nothing(stage):
         arrays = dict(saved)
     arrays["fold"] = (arrays["fold"] + 1) % FOLDS  # every image in another fold than folds.csv's
     np.savez(stage["root"] / "team" / "oof.npz", **arrays)
-    with pytest.raises(
-        ExternalSourceError,
-        match=r"team/oof.npz: image .* is in fold 1 here but in fold 0 in folds.csv",
-    ):
-        _add(stage, "team", "maps", stage["root"] / "team")
+    line = _refused(stage, "team", "maps", stage["root"] / "team")
+    assert "team/oof.npz: image" in line and "is in fold 1 here but in fold 0 in folds.csv" in line
     assert not StageLayout(stage["stage_dir"]).external_dir("team").exists()
     teammate.write_maps(stage["root"] / "team", stage["data_dir"], side=96)
     (stage["root"] / "team" / "test.npz").unlink()
-    with pytest.raises(FileNotFoundError, match=r"team/test.npz: source 'team' has no test maps"):
-        _add(stage, "team", "maps", stage["root"] / "team")
+    line = _refused(stage, "team", "maps", stage["root"] / "team")
+    assert "team/test.npz: source 'team' has no test maps" in line
     assert not StageLayout(stage["stage_dir"]).external_dir("team").exists()

@@ -1,5 +1,5 @@
-"""Step ``fuse``: LightGBM's p(finding) out of fold for every pooled image and for the test set,
-from the features step's table, on the same folds."""
+"""Step ``fuse`` (``medpipe fuse``): LightGBM's p(finding) out of fold for every pooled image and
+for the test set, from the features step's table, on the same folds."""
 
 from __future__ import annotations
 
@@ -7,17 +7,15 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from medpipe.layout import StageLayout, fusion_files
-from medpipe.layout.paths import booster_file
-from medpipe.steps.features import run_features
-from medpipe.steps.fuse import run_fuse
-from tests.steps.conftest import FOLDS
+from tests.steps.conftest import step
 
 
 def _fused(stage) -> dict:
     fusion = StageLayout(stage["stage_dir"]).fusion_dir
     files = fusion_files(fusion)
-    run_features(stage["config"], stage["data_dir"], stage["stage_dir"], files["features"])
-    run_fuse(stage["config"], files["features"], stage["data_dir"], fusion)
+    dirs = ("--data-dir", stage["data_dir"])
+    step(stage, "features", *dirs, "--stage-dir", stage["stage_dir"], "--out", files["features"])
+    step(stage, "fuse", "--features", files["features"], *dirs, "--out-dir", fusion)
     return files
 
 
@@ -35,12 +33,12 @@ def test_fuse_writes_oof_and_test_probabilities_that_rank_the_findings(stage):
     # the features separate the findings (the fabricated models are good): so does LightGBM OOF
     y = pool.set_index("image_id").loc[oof["image_id"], "has_finding"]
     assert roc_auc_score(y, oof["p_finding"]) > 0.9
-    fusion = files["oof"].parent
-    assert all(booster_file(fusion, k).is_file() for k in range(FOLDS))
 
 
 def test_fuse_is_deterministic_for_a_seed(stage):
     files = _fused(stage)
     first = {k: files[k].read_bytes() for k in ("oof", "test")}
-    run_fuse(stage["config"], files["features"], stage["data_dir"], files["oof"].parent)
+    fusion = files["oof"].parent
+    step(stage, "fuse", "--features", files["features"], "--data-dir", stage["data_dir"],
+         "--out-dir", fusion)  # fmt: skip
     assert {k: files[k].read_bytes() for k in ("oof", "test")} == first

@@ -1,5 +1,5 @@
-"""Step ``submit``: the test maps blended with the decided weights, the decided rule applied, each
-mask encoded at its film's size; one row per test image, in the order of the predictions."""
+"""Step ``submit`` (``medpipe submit``): the test maps blended with the decided weights, the
+decided rule applied, each mask encoded at its film's size, one row per test image."""
 
 from __future__ import annotations
 
@@ -7,13 +7,10 @@ import json
 
 import numpy as np
 import pandas as pd
-import pytest
 
-from medpipe.decision.submission import expected_test_images
 from medpipe.io import rle
 from medpipe.layout import StageLayout
-from medpipe.steps.submit import run_submit
-from tests.steps.conftest import ORIGINAL, SEG, maps_of
+from tests.steps.conftest import ORIGINAL, SEG, maps_of, refused, step
 from tests.training import tiny_data
 
 
@@ -22,9 +19,13 @@ def _decide(stage, **setting) -> None:
     StageLayout(stage["stage_dir"]).thresholds.write_text(json.dumps(decision))
 
 
+def _args(stage, out) -> tuple:
+    return ("--data-dir", stage["data_dir"], "--stage-dir", stage["stage_dir"], "--out", out)
+
+
 def _submitted(stage, tmp_path) -> pd.DataFrame:
     out = tmp_path / "submission.csv"
-    run_submit(stage["config"], stage["data_dir"], stage["stage_dir"], None, out)
+    step(stage, "submit", *_args(stage, out))
     return pd.read_csv(out, dtype=str, keep_default_na=False)
 
 
@@ -60,12 +61,12 @@ def test_the_gate_rule_empties_the_images_the_gate_rejects(stage, tmp_path):
     assert (_submitted(stage, tmp_path)["EncodedPixels"].str.strip() != "-1").any()
 
 
-def test_predictions_of_images_of_no_single_split_are_refused(stage):
+def test_predictions_of_images_of_no_single_split_are_refused(stage, tmp_path):
+    _decide(stage, rule="seg_only", mode="seg_only")
     meta = pd.read_csv(stage["data_dir"] / "meta.csv", dtype={"image_id": str})
-    test = meta.loc[meta["split"] == "test", "image_id"].tolist()
-    sizes = expected_test_images(stage["data_dir"], test)
-    assert sizes == {i: (ORIGINAL, ORIGINAL) for i in test}
-    with pytest.raises(ValueError, match=r"meta.csv: the test predictions are not the images"):
-        expected_test_images(stage["data_dir"], [*test, "train.000"])
-    with pytest.raises(ValueError, match=r"1 ids unknown"):
-        expected_test_images(stage["data_dir"], [*test, "9.9.9"])
+    first_test = meta.index[meta["split"] == "test"][0]
+    meta.loc[first_test, "split"] = "stage2_test"  # the predictions now span two splits
+    meta.to_csv(stage["data_dir"] / "meta.csv", index=False)
+    line = refused(stage, "submit", *_args(stage, tmp_path / "submission.csv"))
+    assert "meta.csv: the test predictions are not the images of one split" in line
+    assert not (tmp_path / "submission.csv").exists()

@@ -1,5 +1,5 @@
-"""Step ``thresholds``: the ensemble weights and the submission's rule, searched on the OOF pool,
-written as thresholds.json, cv.json and thresholds.png."""
+"""Step ``thresholds`` (``medpipe thresholds``): the ensemble weights and the submission's rule,
+searched on the OOF pool, written as thresholds.json, cv.json and thresholds.png."""
 
 from __future__ import annotations
 
@@ -10,34 +10,35 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medpipe.decision.thresholds import cache_area_scale
 from medpipe.layout import (
     SEGMENT,
     StageLayout,
+    fusion_files,
     read_decision,
     read_seg_predictions,
     write_seg_predictions,
 )
-from medpipe.steps.features import run_features
-from medpipe.steps.fuse import run_fuse
-from medpipe.steps.thresholds import run_thresholds
-from tests.steps.conftest import FOLDS, GATE_MODEL, ORIGINAL, SEG
+from tests.steps.conftest import FOLDS, GATE_MODEL, ORIGINAL, SEG, refused, step
 
 RULES = ("seg_only", "seg_area", "seg_gate", "seg_gate_lgbm")
 
 
-@pytest.fixture
-def decided(stage) -> tuple[dict, dict, dict]:
+def _dirs(stage) -> tuple:
+    return ("--data-dir", stage["data_dir"], "--stage-dir", stage["stage_dir"])
+
+
+def _decided(stage, config=None) -> tuple[dict, dict]:
     layout = StageLayout(stage["stage_dir"])
-    features = layout.fusion_dir / "features.csv"
-    run_features(stage["config"], stage["data_dir"], stage["stage_dir"], features)
-    run_fuse(stage["config"], features, stage["data_dir"], layout.fusion_dir)
-    decision = run_thresholds(stage["config"], stage["data_dir"], stage["stage_dir"])
-    return stage, decision, json.loads(layout.cv.read_text())
+    step(stage, "thresholds", *_dirs(stage), config=config)
+    return json.loads(layout.thresholds.read_text()), json.loads(layout.cv.read_text())
 
 
-def test_the_decision_and_the_cv_summary_say_what_the_oof_pool_shows(decided):
-    stage, decision, cv = decided
+def test_the_decision_and_the_cv_summary_say_what_the_oof_pool_shows(stage):
+    files = fusion_files(StageLayout(stage["stage_dir"]).fusion_dir)
+    step(stage, "features", *_dirs(stage), "--out", files["features"])
+    step(stage, "fuse", "--features", files["features"], "--data-dir", stage["data_dir"],
+         "--out-dir", files["features"].parent)  # fmt: skip
+    decision, cv = _decided(stage)
     pool = pd.read_csv(stage["data_dir"] / "folds.csv")
     assert cv["n_images"] == len(pool) and cv["n_positive"] == pool["has_finding"].sum()
     assert cv["all_empty"] == pytest.approx(1 - pool["has_finding"].mean())
@@ -55,39 +56,39 @@ def test_the_decision_and_the_cv_summary_say_what_the_oof_pool_shows(decided):
     assert StageLayout(stage["stage_dir"]).heatmap.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_areas_are_searched_in_cache_pixels_and_written_in_both_units(stage):
+def _with_a_false_positive(stage) -> dict:
     """Every OOF map gets a 2x2 false positive: only min_area 160 original pixels (10 at the 64²
-    cache) removes it and keeps every disc (78 cache pixels or more)."""
+    cache) removes it and keeps every disc (78 cache pixels or more). No gate, no fusion."""
     for d in StageLayout(stage["stage_dir"]).folds_of(SEGMENT, SEG, range(FOLDS)):
         saved = read_seg_predictions(d.oof)
         maps = saved["prob"].astype(np.float32)
         maps[:, 1:3, 1:3] = 0.9
         write_seg_predictions(d.oof, saved["image_id"], maps, saved["cls_prob"])
-    config = {**stage["config"], "gate": {"models": {}}, "fusion": {"enabled": False}}
-    decision = run_thresholds(config, stage["data_dir"], stage["stage_dir"])
-    scale = cache_area_scale(stage["data_dir"], stage["config"]["image_size"])
-    assert scale == pytest.approx((stage["config"]["image_size"] / ORIGINAL) ** 2)
+    return {**stage["config"], "gate": {"models": {}}, "fusion": {"enabled": False}}
+
+
+def test_areas_are_searched_in_cache_pixels_and_written_in_both_units(stage):
+    decision, cv = _decided(stage, _with_a_false_positive(stage))
+    scale = (stage["config"]["image_size"] / ORIGINAL) ** 2
     assert decision["area_scale"] == pytest.approx(scale)
     assert decision["min_area_original_px"] == 160
     assert decision["min_area"] == pytest.approx(160 * scale)
-    assert decision["score"] == pytest.approx(1.0)
+    assert decision["score"] == pytest.approx(1.0) and cv["all_empty"] < 1.0
 
 
-def test_the_original_size_comes_from_meta_and_an_empty_table_is_named(stage, tmp_path):
-    meta = tmp_path / "meta.csv"
-    pd.DataFrame({"orig_height": [1024, 1024, 8], "orig_width": [1024, 1024, 8]}).to_csv(
-        meta, index=False
+def test_the_original_size_is_the_median_training_film(stage):
+    meta = pd.read_csv(stage["data_dir"] / "meta.csv")
+    sides = np.where(np.arange(len(meta)) % 3 == 0, 2048, 512)  # a third of the films are 2048²
+    meta.assign(orig_height=sides, orig_width=sides).to_csv(
+        stage["data_dir"] / "meta.csv", index=False
     )
-    assert cache_area_scale(tmp_path, 256) == pytest.approx(1 / 16)  # the median film
-    pd.DataFrame({"orig_height": [], "orig_width": []}).to_csv(meta, index=False)
-    with pytest.raises(ValueError, match=r"meta.csv: no images to take the original size from"):
-        cache_area_scale(tmp_path, 256)
+    decision, _ = _decided(stage, _with_a_false_positive(stage))
+    assert decision["area_scale"] == pytest.approx((stage["config"]["image_size"] / 512) ** 2)
 
 
 def test_a_rule_the_stage_cannot_apply_is_refused_before_any_work(stage):
-    config = {**stage["config"], "postprocess": {**stage["config"]["postprocess"]}}
-    config["gate"] = {"models": {}}
-    config["postprocess"]["rule"] = "seg_gate"
-    with pytest.raises(ValueError, match=r"postprocess.rule: seg_gate needs .*gate.models"):
-        run_thresholds(config, stage["data_dir"], stage["stage_dir"])
+    config = {**stage["config"], "gate": {"models": {}}}
+    config["postprocess"] = {**config["postprocess"], "rule": "seg_gate"}
+    line = refused(stage, "thresholds", *_dirs(stage), config=config)
+    assert "postprocess.rule: seg_gate needs" in line and "gate.models" in line
     assert not StageLayout(stage["stage_dir"]).thresholds.exists()
