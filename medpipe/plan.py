@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from medpipe.config import RunConfig, base_model
-from medpipe.layout import GATE, SEGMENT, data_files, test_split
+from medpipe.layout import GATE, SEGMENT, data_files, read_meta, test_split
 
 __all__ = ["DataSize", "StepNeeds", "data_size", "step_needs", "training_hours", "plan_table"]
 
@@ -100,9 +100,7 @@ def data_size(config: Mapping[str, Any], ingested: bool = True) -> DataSize:
     cfg = RunConfig(config)
     meta = data_files(cfg.layout.data_dir(cfg.stage))["meta"]
     if ingested and meta.is_file():
-        import pandas as pd
-
-        frame = pd.read_csv(meta, usecols=["split", "orig_height", "orig_width"])
+        frame = read_meta(meta, ["split", "orig_height", "orig_width"])
         pixels = int((frame["orig_height"] * frame["orig_width"]).median()) if len(frame) else 0
         return DataSize(frame["split"].value_counts().to_dict(), pixels, str(meta))
     from medpipe.io.dicom import dicom_candidates

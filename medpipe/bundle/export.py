@@ -28,16 +28,24 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from medpipe import __version__
 from medpipe.bundle import BUNDLE_FORMAT
 from medpipe.bundle.card import model_card
 from medpipe.bundle.layout import BundleLayout
 from medpipe.bundle.manifest import write_manifest
 from medpipe.bundle.records import trained_settings
+from medpipe.config import read_yaml
 from medpipe.io.atomic import atomic_path, atomic_write_text
-from medpipe.layout import GATE, SEGMENT, RunLayout, fusion_files, read_decision
+from medpipe.layout import (
+    GATE,
+    SEGMENT,
+    RunLayout,
+    fusion_files,
+    read_boosters_index,
+    read_decision,
+    read_metrics,
+    read_prediction_record,
+)
 from medpipe.layout.paths import booster_file
 
 __all__ = ["export_bundle", "preprocessing_spec", "PINNED_PACKAGES"]
@@ -205,7 +213,7 @@ def _fusion(stage_dir: Path, layout: BundleLayout) -> dict[str, Any]:
         raise FileNotFoundError(
             f"{fusion_dir}: the LightGBM boosters or the embedding PCA were not saved by this run: {hint}"
         )
-    index = json.loads(files["boosters"].read_text())
+    index = read_boosters_index(files["boosters"])
     dest = fusion_files(layout.fusion_dir)
     _copy(files["boosters"], dest["boosters"], "boosters' index")
     _copy(files["pca"], dest["pca"], "embedding PCA")
@@ -315,12 +323,16 @@ def _working_dir(run: RunLayout, configured: str | Path) -> Path:
 
 
 def _check_threads(carried: Mapping[str, Mapping[str, list]]) -> int:
-    """The torch threads the run's model jobs had (their predict jobs get the same count)."""
+    """The torch threads the run's predictions were made with (``predict.json``; before those
+    were recorded, the training job's, which its predict job shared)."""
     for models in carried.values():
         for folds in models.values():
-            for _, trained in folds:
+            for predicted, trained in folds:
+                record = read_prediction_record(predicted.prediction_record)
+                if record:
+                    return int(record["torch_threads"])
                 if trained.metrics.is_file():
-                    found = json.loads(trained.metrics.read_text()).get("torch_threads")
+                    found = read_metrics(trained.metrics).get("torch_threads")
                     if found:
                         return int(found)
     return 1
@@ -369,7 +381,7 @@ def export_bundle(
         raise FileNotFoundError(
             f"{run.resolved_config}: not a finished run folder (no resolved config)"
         )
-    raw = yaml.safe_load(run.resolved_config.read_text())
+    raw = read_yaml(run.resolved_config)
     working = _working_dir(run, raw.get("run_dir", run.run_dir))
     raw["run_dir"] = str(run.run_dir)  # where the run is now, not where it was made
     cfg = RunConfig(raw)

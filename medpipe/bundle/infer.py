@@ -34,7 +34,14 @@ from medpipe import __version__
 from medpipe.bundle import BUNDLE_FORMAT, BundleError
 from medpipe.bundle.layout import BundleLayout, default_outputs
 from medpipe.io.atomic import atomic_write_csv
-from medpipe.layout import GATE, SEGMENT, Decision, StageLayout, read_decision
+from medpipe.layout import (
+    GATE,
+    SEGMENT,
+    Decision,
+    StageLayout,
+    read_boosters_index,
+    read_decision,
+)
 
 __all__ = ["Bundle", "BundleError", "ModelSpec", "run_infer", "InferResult", "default_outputs"]
 
@@ -188,7 +195,7 @@ class Bundle:
         files = fusion_files(self.layout.fusion_dir)
         paths = [files["boosters"], files["pca"]]
         if files["boosters"].is_file():
-            index = json.loads(files["boosters"].read_text())
+            index = read_boosters_index(files["boosters"])
             paths += [booster_file(self.layout.fusion_dir, f["fold"]) for f in index["folds"]]
         return paths
 

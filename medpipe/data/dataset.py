@@ -23,7 +23,15 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from medpipe.layout import PSEUDO_SPLIT, FoldDir, cache_file, data_files, read_folds, read_meta
+from medpipe.layout import (
+    PSEUDO_SPLIT,
+    FoldDir,
+    cache_file,
+    data_files,
+    read_folds,
+    read_meta,
+    read_pseudo_rows,
+)
 
 __all__ = [
     "LOADER_TIMEOUT_S",
@@ -426,7 +434,7 @@ def pseudo_label_rows(fold_dir: FoldDir, data_dir: str | Path) -> pd.DataFrame |
     for path in (fold_dir.pseudo_rows, fold_dir.pseudo_provenance):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: not found; the pseudo_label rule writes it")
-    rows = pd.read_csv(fold_dir.pseudo_rows, dtype={"image_id": str})
+    rows = read_pseudo_rows(fold_dir.pseudo_rows)
     provenance = json.loads(fold_dir.pseudo_provenance.read_text())
     folds = read_folds(data_files(data_dir)["folds"], ["image_id", "fold"])
     check_pseudo_labels(fold_dir, provenance, rows["image_id"], folds)

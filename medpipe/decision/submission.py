@@ -28,7 +28,12 @@ from medpipe.predictions.sources import finding_probabilities, stage_sources
 from medpipe.predictions.stored import TestMaps, values_for
 from medpipe.submission import expected_ids_from_dicom_dir, validate_submission, write_submission
 
-__all__ = ["write_stage_submission", "expected_test_images", "decided_masks", "write_decided_submission"]
+__all__ = [
+    "write_stage_submission",
+    "expected_test_images",
+    "decided_masks",
+    "write_decided_submission",
+]
 
 log = logging.getLogger(__name__)
 

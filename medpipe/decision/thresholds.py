@@ -17,7 +17,16 @@ from medpipe.decision.policy import ablation_of_tables, check_rule
 from medpipe.decision.search import dice_tables_streamed
 from medpipe.guards import check_training_data
 from medpipe.io.atomic import atomic_write_text
-from medpipe.layout import GATE, SEGMENT, StageLayout, data_files, dumps, read_fused, write_decision
+from medpipe.layout import (
+    GATE,
+    SEGMENT,
+    StageLayout,
+    data_files,
+    dumps,
+    read_fused,
+    read_meta,
+    write_decision,
+)
 from medpipe.predictions.blend import blend, optimise_weights_of
 from medpipe.predictions.sources import gate_mean, oof_pool, stage_sources
 from medpipe.predictions.stored import OofMaps, values_for
@@ -33,7 +42,7 @@ def cache_area_scale(data_dir: str | Path, image_size: int) -> float:
     at every cache size. The original size is the median DICOM size of the training images
     (``meta.csv``; SIIM's are all 1024²)."""
     path = data_files(data_dir)["meta"]
-    meta = pd.read_csv(path, usecols=["orig_height", "orig_width"])
+    meta = read_meta(path, ["orig_height", "orig_width"])
     if meta.empty:
         raise ValueError(f"{path}: no images to take the original size from")
     height, width = float(meta["orig_height"].median()), float(meta["orig_width"].median())

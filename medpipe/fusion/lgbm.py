@@ -21,8 +21,8 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
-from medpipe.io.atomic import atomic_path, atomic_write_csv, atomic_write_text
-from medpipe.layout import dumps, fusion_files
+from medpipe.io.atomic import atomic_path, atomic_write_csv
+from medpipe.layout import fusion_files, read_boosters_index, write_boosters_index
 from medpipe.layout.paths import booster_file
 
 __all__ = ["fuse", "inner_split", "feature_columns", "ID_COLUMNS", "predict_test", "load_boosters"]
@@ -169,14 +169,9 @@ def _save_booster(booster, best: int, fold: int, out_dir: Path) -> None:
 
 def load_boosters(fusion_dir: str | Path) -> tuple[list[str], list[tuple[int, Any, int]]]:
     """``(feature columns, [(fold, booster, best iteration)])`` that :func:`fuse` saved."""
-    import json
+    import lightgbm as lgb  # the bundle's infer loads LightGBM only when its rule needs it
 
-    import lightgbm as lgb
-
-    index_path = fusion_files(fusion_dir)["boosters"]
-    if not index_path.is_file():
-        raise FileNotFoundError(f"{index_path}: LightGBM boosters' index not found (rule fuse)")
-    index = json.loads(index_path.read_text())
+    index = read_boosters_index(fusion_files(fusion_dir)["boosters"])
     boosters = []
     for entry in index["folds"]:
         path = Path(fusion_dir) / entry["file"]
@@ -328,9 +323,9 @@ def fuse(
         }
     ).sort_values("gain_mean", ascending=False, kind="stable")
     _write_importance(importance.reset_index(drop=True), out_dir)
-    atomic_write_text(
-        dumps({"features": cols, "n_folds": len(unique_folds), "folds": saved}),
+    write_boosters_index(
         fusion_files(out_dir)["boosters"],
+        {"features": cols, "n_folds": len(unique_folds), "folds": saved},
     )
     return (
         pd.DataFrame({"image_id": ids.to_numpy(), "p_finding": oof}),

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from medpipe.io.atomic import atomic_path, atomic_write_csv, atomic_write_text
+from medpipe.layout.decision import dumps
 
 __all__ = [
     "TABLE_DTYPES",
@@ -43,6 +44,11 @@ __all__ = [
     "write_retrain_choice",
     "read_prediction_record",
     "write_prediction_record",
+    "read_metrics",
+    "read_learning_curve",
+    "read_boosters_index",
+    "write_boosters_index",
+    "read_pseudo_rows",
 ]
 
 # The id-like columns of every medpipe table: strings, whatever they look like.
@@ -419,3 +425,34 @@ def read_prediction_record(path: str | Path) -> dict[str, object] | None:
     recorded."""
     path = Path(path)
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_metrics(path: str | Path) -> dict[str, object]:
+    """A trained fold's ``metrics.json`` (its best epoch, scores, threads, device)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the fold's training summary not found (rule train)")
+    return json.loads(path.read_text())
+
+
+def read_learning_curve(path: str | Path) -> pd.DataFrame:
+    """A trained fold's ``log.csv``: one row per epoch (losses, validation scores, lr)."""
+    return pd.read_csv(path)
+
+
+def read_boosters_index(path: str | Path) -> dict[str, object]:
+    """The fusion folder's ``boosters.json``: feature columns, folds, each booster's file and
+    best iteration (rule fuse)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: LightGBM boosters' index not found (rule fuse)")
+    return json.loads(path.read_text())
+
+
+def write_boosters_index(path: str | Path, index: Mapping[str, object]) -> None:
+    atomic_write_text(dumps(index), Path(path))
+
+
+def read_pseudo_rows(path: str | Path) -> pd.DataFrame:
+    """A ``@pl<k>`` fold's pseudo-labelled rows (``pseudo/rows.csv``), ids as strings."""
+    return pd.read_csv(path, dtype=TABLE_DTYPES)

@@ -60,7 +60,9 @@ def stage_sources(
         choice = read_retrain_choice(stage.retrain_choice)
         for m in auto:
             if m not in choice:
-                raise ValueError(f"{stage.retrain_choice}: no choice for {m}: rerun choose_variants")
+                raise ValueError(
+                    f"{stage.retrain_choice}: no choice for {m}: rerun choose_variants"
+                )
             if choice[m]["choice"] == "kept":
                 dirs[m] = stage.folds_of(family, m + KEPT, cfg.folds)
     for name in cfg.external(family):

@@ -99,7 +99,7 @@ def _test_rows(run: FinishedRun, submission: Path) -> list[list[Any]]:
         return [["test score", "no test labels (report.test_labels)"]]
     if not labels.is_file():
         return [["test score", f"{labels}: not found"]]
-    meta = run.read_csv(run.layout.meta(run.stage), "image metadata (rule ingest)")
+    meta = run.read_table(run.layout.meta(run.stage), "image metadata (rule ingest)")
     parts = score_breakdown(submission, labels, sizes=original_sizes(meta))
     return [
         ["test score (labels: " + labels.name + ")", _margin(parts["score"], parts["all_empty"])],

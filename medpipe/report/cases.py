@@ -61,8 +61,10 @@ def fold_predictions(run: FinishedRun):
     from medpipe.predictions.stored import OofMaps, values_for
 
     decision = run.decision()
-    folds = run.read_csv(run.layout.folds(run.stage), "the training pool (rule make_folds)")
-    found = finding_probabilities(run.view, run.layout.stage(run.stage), decision, "oof", folds=folds)
+    folds = run.read_table(run.layout.folds(run.stage), "the training pool (rule make_folds)")
+    found = finding_probabilities(
+        run.view, run.layout.stage(run.stage), decision, "oof", folds=folds
+    )
     seg = run.sources("segment")
     if not seg:
         raise Unavailable("no segmentation model in the config")

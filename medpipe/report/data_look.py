@@ -21,7 +21,7 @@ def training_pool(run: FinishedRun) -> pd.DataFrame:
 
     run.need(run.layout.folds(run.stage), "the training pool (rule make_folds)")
     rows = training_rows(run.data_dir)
-    meta = run.read_csv(run.layout.meta(run.stage), "image metadata (rule ingest)")
+    meta = run.read_table(run.layout.meta(run.stage), "image metadata (rule ingest)")
     keep = [c for c in ("image_id", "age", "sex", "view", "n_regions") if c in meta.columns]
     meta = meta[keep].drop_duplicates("image_id")
     pool = rows.merge(meta, on="image_id", how="left")
@@ -157,7 +157,7 @@ def _metadata(run: FinishedRun, section: Section, pool: pd.DataFrame) -> None:
 
 
 def _quarantine(run: FinishedRun, section: Section) -> None:
-    frame = run.read_csv(run.layout.quarantine(run.stage), "the quarantine list (rule ingest)")
+    frame = run.read_table(run.layout.quarantine(run.stage), "the quarantine list (rule ingest)")
     if frame.empty:
         section.text("No file was quarantined: every DICOM was a readable single image.")
         return

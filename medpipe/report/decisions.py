@@ -54,7 +54,7 @@ def _importance(run: FinishedRun, section: Section) -> None:
         raise Unavailable(
             "fusion is disabled in the config (fusion.enabled: false), so there is no LightGBM model"
         )
-    frame = run.read_csv(
+    frame = run.read_table(
         run.layout.feature_importance(run.stage),
         "LightGBM feature importance (rule fuse)",
     )
@@ -73,7 +73,7 @@ def _importance(run: FinishedRun, section: Section) -> None:
 
 def oof_classifiers(run: FinishedRun) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """``(labels, {name: p})`` over the OOF images: each gate model and, if fused, LightGBM."""
-    folds = run.read_csv(run.layout.folds(run.stage), "the training pool (rule make_folds)")
+    folds = run.read_table(run.layout.folds(run.stage), "the training pool (rule make_folds)")
     folds = folds[folds["fold"] >= 0].set_index("image_id")
     ids = folds.index
     scores: dict[str, np.ndarray] = {}

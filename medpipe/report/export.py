@@ -79,7 +79,7 @@ def export_masks(
         config, Path(run_dir), int(stage if stage is not None else config.get("stage", 1))
     )
     out_dir = Path(out_dir)
-    meta = run.read_csv(run.layout.meta(run.stage), "image metadata (rule ingest)")
+    meta = run.read_table(run.layout.meta(run.stage), "image metadata (rule ingest)")
     meta = meta.drop_duplicates("image_id").set_index("image_id")
     wanted = set(image_ids) if image_ids else None
     if wanted:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from medpipe.config import RunConfig
 from medpipe.io.atomic import atomic_path
-from medpipe.layout import Decision, FoldDir, RunLayout, read_decision
+from medpipe.layout import Decision, FoldDir, RunLayout, read_decision, read_table
 from medpipe.predictions.sources import stage_sources
 
 __all__ = ["Unavailable", "FinishedRun", "guarded"]
@@ -117,9 +117,8 @@ class FinishedRun:
     def read_json(self, path: Path, what: str) -> dict[str, Any]:
         return json.loads(self.need(path, what).read_text())
 
-    def read_csv(self, path: Path, what: str) -> pd.DataFrame:
-        from medpipe.layout import read_table
-
+    def read_table(self, path: Path, what: str) -> pd.DataFrame:
+        """A medpipe table through the layout's reader, or :class:`Unavailable` naming it."""
         return read_table(self.need(path, what), what)
 
     def save_png(self, png: bytes, name: str) -> bytes:

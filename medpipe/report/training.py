@@ -8,7 +8,15 @@ import numpy as np
 import pandas as pd
 
 from medpipe.guards import own_fold_rows
-from medpipe.layout import TRAIN_RULE, FoldDir, config_section, data_files, read_gate_predictions
+from medpipe.layout import (
+    TRAIN_RULE,
+    FoldDir,
+    config_section,
+    data_files,
+    read_gate_predictions,
+    read_learning_curve,
+    read_metrics,
+)
 from medpipe.report.figures import new_figure
 from medpipe.report.html import Section, figure_png
 from medpipe.report.run import FinishedRun, Unavailable, guarded
@@ -61,7 +69,9 @@ def gate_auc(run: FinishedRun, model: str, stage: int | None = None) -> float | 
     from sklearn.metrics import roc_auc_score
 
     data_dir = run.data_dir_of(run.stage if stage is None else stage)
-    labels = run.read_csv(data_files(data_dir)["folds"], "the training pool").set_index("image_id")
+    labels = run.read_table(data_files(data_dir)["folds"], "the training pool").set_index(
+        "image_id"
+    )
     parts = []
     for d in run.sources("gate", stage).get(model, []):
         if not d.oof.is_file():
@@ -90,12 +100,12 @@ def _learning_curves(
     monitor = None
     for d in dirs:
         if d.metrics.is_file():
-            monitor = json.loads(d.metrics.read_text()).get("monitor")
+            monitor = read_metrics(d.metrics).get("monitor")
             break
     fig, axes = new_figure(12, 3.2, 1, 3)
     colours = [f"C{i}" for i in range(10)]
     for k, (fold, path) in enumerate(sorted(logs.items())):
-        frame = pd.read_csv(path)
+        frame = read_learning_curve(path)
         colour = colours[k % len(colours)]
         if "train_loss" in frame:
             axes[0].plot(frame["epoch"], frame["train_loss"], "--", color=colour, alpha=0.7)

@@ -121,3 +121,57 @@ def test_the_scan_finds_a_literal(tmp_path):
     sample.write_text('"""Docs may say oof.npz."""\nx = f"{run}/fold{i}"\ny = run / "cv.json"\n')
     hits = path_literals_in_python(sample, root=tmp_path)
     assert len(hits) == 2 and "fold{" in hits[0] and "cv.json" in hits[1]
+
+
+# The accessors that name a run artifact (FoldDir, StageLayout, RunLayout, data_files keys): a
+# file reader applied to one of them outside medpipe/layout reads an artifact behind its owner.
+ARTIFACTS = (
+    "meta|folds|quarantine|metrics|log_csv|oof|test|predictions|features|fused|thresholds|cv|"
+    "prediction_record|trained_config|retrain_choice|resolved_config|pseudo_rows|boosters"
+)
+ARTIFACT = re.compile(rf"\.({ARTIFACTS})\b(?!_)|\[['\"]({ARTIFACTS})['\"]\]")
+READERS = {"read_csv", "load", "loads", "read_text", "read_bytes", "safe_load", "open"}
+
+
+def raw_artifact_reads(path: Path, root: Path = REPO) -> list[str]:
+    """Calls of a plain reader (pandas, numpy, json, yaml, open, Path.read_text) on a run
+    artifact's accessor, e.g. ``pd.read_csv(args.meta)`` or ``json.loads(d.metrics.read_text())``."""
+    hits, seen = [], set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if not isinstance(node, ast.Call) or node.lineno in seen:
+            continue
+        name = (
+            node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        )
+        if name not in READERS:
+            continue
+        target = node.func.value if name in ("read_text", "read_bytes") else None
+        shown = [*(node.args[:1]), *([target] if target is not None else [])]
+        if any(ARTIFACT.search(ast.unparse(arg)) for arg in shown):
+            seen.add(node.lineno)  # json.loads(x.metrics.read_text()) is one read
+            hits.append(f"{path.relative_to(root)}:{node.lineno}: {ast.unparse(node)}")
+    return hits
+
+
+def test_no_artifact_is_read_outside_the_layout_module():
+    """medpipe/layout reads and writes every artifact (meta.csv, folds.csv, metrics.json, a
+    fold's predictions, ...): nothing else opens one by hand."""
+    hits = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if PACKAGE / "layout" not in path.parents:
+            hits += raw_artifact_reads(path)
+    assert not hits, "artifacts read outside medpipe/layout:\n" + "\n".join(hits)
+
+
+def test_the_read_scan_finds_a_raw_read(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import json, pandas as pd\n"
+        "a = pd.read_csv(args.meta, dtype=str)\n"
+        "b = json.loads(fold.metrics.read_text())\n"
+        "c = pd.read_csv(files['folds'])\n"
+        "d = pd.read_csv(args.labels)\n"
+        "e = read_meta(args.meta)\n"
+    )
+    hits = raw_artifact_reads(sample, root=tmp_path)
+    assert [h.split(":")[1] for h in hits] == ["2", "3", "4"], hits
