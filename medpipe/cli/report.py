@@ -1,24 +1,32 @@
-"""CLI commands that show a run to people: the HTML report and NIfTI export of predicted masks.
-
-Kept apart from :mod:`medpipe.cli` so each file stays small; registered into the same parser.
-"""
+"""Commands that show a run to people and prove it can be rebuilt: ``reproduce-doc``,
+``verify-reproduction``, ``report``, ``export-masks``."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import tempfile
 from pathlib import Path
 
+from medpipe.cli.registry import CONFIG, RUN_EXAMPLE, arg, command, run_config
 from medpipe.layout import RunLayout
 
-RUN_EXAMPLE = RunLayout("runs/default")  # the help examples' paths
-
-__all__ = ["register"]
+# What the report and the mask export share: the run to show and which stage of it.
+SHOW_A_RUN = (
+    CONFIG,
+    arg("--run-dir", help="the run's output folder (default: run_dir of the config)"),
+    arg(
+        "--stage",
+        type=int,
+        choices=[1, 2],
+        help="which stage to show (default: stage of the config)",
+    ),
+    arg("--no-progress", action="store_true", help="no progress bar (logs only)"),
+)
 
 
 def _config_and_run(args: argparse.Namespace) -> tuple[dict, Path]:
-    from medpipe.config import load_config
-
-    config = load_config(args.config)
+    config = run_config(args.config).raw
     run_dir = Path(args.run_dir or config["run_dir"])
     if not run_dir.is_dir():
         raise FileNotFoundError(
@@ -28,7 +36,96 @@ def _config_and_run(args: argparse.Namespace) -> tuple[dict, Path]:
     return config, run_dir
 
 
+@command(
+    "reproduce-doc",
+    "Write stage 2's reproducibility document, package lock and manifest from the run.",
+    CONFIG,
+    arg("--run-dir", required=True),
+    arg("--repo", default="."),
+    arg("--config-files", nargs="*", help="the run's --configfile files, for the rebuild commands"),
+    arg("--config-args", nargs="*", help="the run's --config KEY=VALUE overrides, likewise"),
+    arg("--out", required=True),
+    example=f"medpipe reproduce-doc --config {RUN_EXAMPLE.resolved_config} "
+    f"--run-dir {RUN_EXAMPLE.run_dir} --repo . --out {RUN_EXAMPLE.reproduce('doc')}",
+)
+def cmd_reproduce_doc(args: argparse.Namespace) -> int:
+    # medpipe.reproducibility imports medpipe.config: jsonschema and yaml, about 50 ms
+    from medpipe.reproducibility import write_reproduce_doc
+
+    write_reproduce_doc(
+        run_config(args.config).raw,
+        args.run_dir,
+        args.out,
+        args.repo,
+        config_files=args.config_files or ["configs/default.yaml"],
+        config_args=args.config_args or [],
+    )
+    print(f"reproduce-doc: wrote {args.out}")
+    return 0
+
+
+@command(
+    "verify-reproduction",
+    "Rebuild the stage-2 submission from the saved checkpoints and compare hashes.",
+    arg("run_dir"),
+    arg("--config", nargs="+", help="YAML config file(s) (default: the run's own resolved config)"),
+    arg("--work-dir", help="keep the rebuilt files here (default: a temporary folder)"),
+    arg(
+        "--retrain",
+        type=int,
+        metavar="FOLD",
+        help="also retrain this fold of every retrained model on CPU and compare weight hashes",
+    ),
+    arg(
+        "--threads",
+        type=int,
+        help="torch threads for --retrain (default: those the fold's training recorded)",
+    ),
+    example=f"medpipe verify-reproduction {RUN_EXAMPLE.run_dir} "
+    f"--config {RUN_EXAMPLE.resolved_config}",
+)
+def cmd_verify_reproduction(args: argparse.Namespace) -> int:
+    # medpipe.reproducibility imports medpipe.config: jsonschema and yaml, about 50 ms
+    from medpipe.reproducibility import verify_reproduction, verify_retrain
+
+    own = RunLayout(args.run_dir).resolved_config
+    config_files = args.config or [str(own)]
+    if not Path(config_files[0]).is_file():
+        print(f"verify-reproduction: {config_files[0]} not found; pass --config", file=sys.stderr)
+        return 2
+    config = run_config(config_files).raw
+    with tempfile.TemporaryDirectory(prefix="medpipe-verify-") as work:
+        work_dir = Path(args.work_dir or work)
+        problems = verify_reproduction(config, args.run_dir, work_dir)
+        if args.retrain is not None:
+            problems += verify_retrain(
+                config, args.run_dir, args.retrain, work_dir / "retrain", args.threads
+            )
+    if problems:
+        print("verify-reproduction: MISMATCH", file=sys.stderr)
+        for line in problems:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    print("verify-reproduction: OK: the rebuilt stage-2 submission matches the recorded SHA-256")
+    if args.retrain is not None:
+        print(
+            f"verify-reproduction: OK: fold {args.retrain} retrained on CPU has the recorded weights"
+        )
+    return 0
+
+
+@command(
+    "report",
+    "Write the run's self-contained HTML report: data, training, decisions, cases, stage 2.",
+    *SHOW_A_RUN,
+    arg("--out", help="the HTML file (default: <run_dir>/reports/report.html)"),
+    arg("--plots-dir", help="also write every plot there as PNG"),
+    arg("--n-cases", type=int, help="images per case gallery (default: report.n_cases or 6)"),
+    example=f"medpipe report --config {RUN_EXAMPLE.resolved_config} --run-dir {RUN_EXAMPLE.run_dir} "
+    f"--out {RUN_EXAMPLE.report_html} --plots-dir {RUN_EXAMPLE.plots_dir}",
+)
 def cmd_report(args: argparse.Namespace) -> int:
+    # matplotlib: a few hundred ms that `medpipe --help` need not pay
     from medpipe.report import build_report
 
     config, run_dir = _config_and_run(args)
@@ -45,7 +142,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+@command(
+    "export-masks",
+    "Write predicted masks and probability maps (OOF or test) as NIfTI with the pixel spacing.",
+    *SHOW_A_RUN,
+    arg("--which", choices=["oof", "test"], default="oof"),
+    arg("--out", help="output folder (default: <run_dir>/reports/nifti_<which>)"),
+    arg("--image-id", action="append", help="only this image (may repeat)"),
+    arg("--limit", type=int, help="at most this many images"),
+    arg("--no-image", action="store_true", help="skip <id>_image.nii.gz"),
+    example=f"medpipe export-masks --config {RUN_EXAMPLE.resolved_config} --which oof --limit 20 "
+    f"--out {RUN_EXAMPLE.nifti_dir('oof')}",
+)
 def cmd_export_masks(args: argparse.Namespace) -> int:
+    # nibabel, pydicom, scipy and matplotlib: about 500 ms that `medpipe --help` need not pay
     from medpipe.report.export import export_masks
 
     config, run_dir = _config_and_run(args)
@@ -66,45 +176,3 @@ def cmd_export_masks(args: argparse.Namespace) -> int:
         "<id>_image.nii.gz and overlay <id>_mask.nii.gz / <id>_prob.nii.gz in 3D Slicer or ITK-SNAP)"
     )
     return 0
-
-
-def _common(p: argparse.ArgumentParser, config_arg) -> None:
-    config_arg(p)
-    p.add_argument("--run-dir", help="the run's output folder (default: run_dir of the config)")
-    p.add_argument(
-        "--stage",
-        type=int,
-        choices=[1, 2],
-        help="which stage to show (default: stage of the config)",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
-
-
-def register(add, config_arg, command) -> None:
-    p = add(
-        "report",
-        "Write the run's self-contained HTML report: data, training, decisions, cases, stage 2.",
-        f"medpipe report --config {RUN_EXAMPLE.resolved_config} --run-dir {RUN_EXAMPLE.run_dir} "
-        f"--out {RUN_EXAMPLE.report_html} --plots-dir {RUN_EXAMPLE.plots_dir}",
-    )
-    _common(p, config_arg)
-    p.add_argument("--out", help="the HTML file (default: <run_dir>/reports/report.html)")
-    p.add_argument("--plots-dir", help="also write every plot there as PNG")
-    p.add_argument(
-        "--n-cases", type=int, help="images per case gallery (default: report.n_cases or 6)"
-    )
-    command("report")(cmd_report)
-
-    p = add(
-        "export-masks",
-        "Write predicted masks and probability maps (OOF or test) as NIfTI with the pixel spacing.",
-        f"medpipe export-masks --config {RUN_EXAMPLE.resolved_config} --which oof --limit 20 "
-        f"--out {RUN_EXAMPLE.nifti_dir('oof')}",
-    )
-    _common(p, config_arg)
-    p.add_argument("--which", choices=["oof", "test"], default="oof")
-    p.add_argument("--out", help="output folder (default: <run_dir>/reports/nifti_<which>)")
-    p.add_argument("--image-id", action="append", help="only this image (may repeat)")
-    p.add_argument("--limit", type=int, help="at most this many images")
-    p.add_argument("--no-image", action="store_true", help="skip <id>_image.nii.gz")
-    command("export-masks")(cmd_export_masks)

@@ -54,7 +54,7 @@ def test_threads_flag_sets_torch_threads() -> None:
     """`--threads` (what the workflow passes each model job) reaches torch; 0 is refused."""
     import torch
 
-    from medpipe.cli import _set_threads
+    from medpipe.cli.training import _set_threads
 
     before = torch.get_num_threads()
     try:

@@ -1,0 +1,107 @@
+"""How a ``medpipe`` command is declared: its parser and its function together, in one registry.
+
+Each command module decorates its functions with :func:`command`, the way timm's
+``register_model`` does; :func:`medpipe.cli.build_parser` adds one sub-parser per entry, in the
+order the modules register them. What several commands share sits here too: the ``--config``
+argument, its one loader (:func:`run_config`) and the paths of the help examples.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from medpipe.layout import InputLayout, RunLayout
+
+if TYPE_CHECKING:
+    from medpipe.config import RunConfig
+
+__all__ = [
+    "COMMANDS",
+    "CONFIG",
+    "Argument",
+    "Command",
+    "DATA_EXAMPLE",
+    "RUN_EXAMPLE",
+    "arg",
+    "command",
+    "run_config",
+]
+
+# The paths of the help examples: the default run's own layout, so they stay true.
+RUN_EXAMPLE, DATA_EXAMPLE = RunLayout("runs/default"), InputLayout("data/synthetic")
+
+Run = Callable[[argparse.Namespace], int | None]
+
+
+@dataclass(frozen=True)
+class Argument:
+    """One ``add_argument`` call, kept as data until the parser is built."""
+
+    flags: tuple[str, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def arg(*flags: str, **options: Any) -> Argument:
+    """``arg("--fold", type=int, required=True)``: what ``parser.add_argument`` takes."""
+    return Argument(flags, options)
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    arguments: tuple[Argument, ...]
+    example: str
+    run: Run
+    module: str  # where it is declared: `medpipe --help` lists the commands by module
+
+    def add_to(self, subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+        parser = subparsers.add_parser(
+            self.name,
+            help=self.help,
+            description=self.help,
+            epilog=f"example:\n  {self.example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        for argument in self.arguments:
+            parser.add_argument(*argument.flags, **argument.options)
+        return parser
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help: str, *arguments: Argument, example: str) -> Callable[[Run], Run]:
+    """Register the decorated function as ``medpipe <name>``, with its arguments and help example.
+
+    Example:
+        @command("hello", "Say hello.", arg("--who", default="world"), example="medpipe hello")
+        def hello(args: argparse.Namespace) -> int:
+            print(f"hello {args.who}")
+            return 0
+    """
+
+    def register(run: Run) -> Run:
+        if name in COMMANDS:  # two modules claiming one name would hide one of them
+            raise RuntimeError(
+                f"medpipe command {name!r} is registered twice: in "
+                f"{COMMANDS[name].module} and {run.__module__}"
+            )
+        COMMANDS[name] = Command(name, help, arguments, example, run, run.__module__)
+        return run
+
+    return register
+
+
+CONFIG = arg("--config", required=True, nargs="+", help="YAML config file(s), merged in order")
+
+
+def run_config(files: str | Sequence[str]) -> RunConfig:
+    """The typed view of the ``--config`` files, merged in order and validated: once per command."""
+    # medpipe.config imports jsonschema and yaml (about 50 ms) that `medpipe --help` need not pay
+    from medpipe.config import RunConfig, load_config
+
+    return RunConfig(load_config(files))
