@@ -419,6 +419,14 @@ class RunConfig:
         return int(self.raw.get("stage", 1))
 
     @property
+    def task(self):
+        """The competition task (``task:``, default ``siim``): :class:`medpipe.tasks.Task`."""
+        # the tasks' modules take this view: a top-level import would be circular
+        from medpipe.tasks import get_task
+
+        return get_task(self.raw.get("task"))
+
+    @property
     def image_size(self) -> int:
         return int(self.raw["image_size"])
 

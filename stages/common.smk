@@ -211,9 +211,10 @@ def trained_checkpoint(task):
     return lambda w: path(CFG.trained_fold(int(w.stage), task, w.model, int(w.fold)).checkpoint)
 
 
-def fold_predictions(stage, which, tasks=(SEGMENT, GATE)):
-    """Every model x fold prediction file (``oof`` or ``test``) of a stage: with ``retrain:
-    auto`` both variants and the choice between them (the steps read the chosen one)."""
+def fold_predictions(stage, which, tasks=CFG.task.families):
+    """Every model x fold prediction file (``oof`` or ``test``) of a stage, of every model
+    family the task trains: with ``retrain: auto`` both variants and the choice between them
+    (the steps read the chosen one)."""
     files = [
         path(d.predictions(which))
         for task in tasks

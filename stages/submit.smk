@@ -6,8 +6,7 @@ rule thresholds:
     input:
         unpack(training_inputs),
         unpack(fused("oof")),
-        seg=lambda w: fold_predictions(w.stage, "oof", (SEGMENT,)),
-        gate=lambda w: fold_predictions(w.stage, "oof", (GATE,)),
+        predictions=lambda w: fold_predictions(w.stage, "oof"),
         code=code("medpipe.steps.thresholds"),
     output:
         thresholds=report(path(LAYOUT.thresholds("{stage}")), category="Decisions", subcategory="stage {stage}"),
@@ -35,8 +34,7 @@ rule submit:
     """Blend folds and models, apply the thresholds, encode at DICOM size, validate."""
     input:
         unpack(fused("test")),
-        seg=lambda w: fold_predictions(w.stage, "test", (SEGMENT,)),
-        gate=lambda w: fold_predictions(w.stage, "test", (GATE,)),
+        predictions=lambda w: fold_predictions(w.stage, "test"),
         thresholds=path(LAYOUT.thresholds("{stage}")),
         code=code("medpipe.steps.submit"),
     output:

@@ -9,7 +9,6 @@ from typing import Any
 import pandas as pd
 
 from medpipe.config import RunConfig
-from medpipe.decision.submission import write_stage_submission
 from medpipe.layout import StageLayout
 
 __all__ = ["run_submit"]
@@ -22,6 +21,9 @@ def run_submit(
     dicom_dir: str | Path | None,
     out: str | Path,
 ) -> pd.DataFrame:
-    """Write and validate ``out`` (:func:`medpipe.decision.submission.write_stage_submission`)."""
+    """Write and validate ``out`` in the task's format (SIIM:
+    :func:`medpipe.decision.submission.write_stage_submission`)."""
     cfg = RunConfig(config)
-    return write_stage_submission(cfg, StageLayout(stage_dir, cfg.stage), data_dir, dicom_dir, out)
+    return cfg.task.write_submission(
+        cfg, StageLayout(stage_dir, cfg.stage), data_dir, dicom_dir, out
+    )

@@ -1,4 +1,4 @@
-"""Step ``thresholds``: the stage's decision, chosen on out-of-fold predictions."""
+"""Step ``thresholds``: the stage's decision, chosen by its task on out-of-fold predictions."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from medpipe.config import RunConfig
-from medpipe.decision.thresholds import choose_decision
 from medpipe.layout import StageLayout
 
 __all__ = ["run_thresholds"]
@@ -16,6 +15,7 @@ __all__ = ["run_thresholds"]
 def run_thresholds(
     config: Mapping[str, Any], data_dir: str | Path, stage_dir: str | Path
 ) -> dict[str, Any]:
-    """Write the stage's decision (:func:`medpipe.decision.thresholds.choose_decision`)."""
+    """Write the stage's decision, as the task chooses it on OOF (SIIM:
+    :func:`medpipe.decision.thresholds.choose_decision`)."""
     cfg = RunConfig(config)
-    return choose_decision(cfg, StageLayout(stage_dir, cfg.stage), data_dir)
+    return cfg.task.choose_decision(cfg, StageLayout(stage_dir, cfg.stage), data_dir)

@@ -1,0 +1,99 @@
+"""The task seam: what differs between competition task shapes, behind one small interface.
+
+A *task* is a competition's shape: what an image's label is, which model families learn it,
+the metric and its trivial baselines, the decision searched on out-of-fold predictions, and
+the submission's format. Everything else (ingest, cache, folds' grouping, the training loop,
+the prediction store, fusion, the report, stage 2, the bundle) is shared and asks the task.
+A task is found by name in the registry (:mod:`medpipe.tasks`); nothing switches on its name.
+
+Writing a new task: subclass :class:`Task`, implement its methods with the task's own library
+code (a metric module, a decision search, a writer), register it, and give it a default config
+(docs/architecture.md, "How a task plugs in").
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pandas as pd
+
+if TYPE_CHECKING:  # the views the methods take; importing them here would be circular
+    from medpipe.config import RunConfig
+    from medpipe.layout import StageLayout
+
+__all__ = ["Task", "Score"]
+
+
+@dataclass(frozen=True)
+class Score:
+    """A submission scored against labels: the competition metric, the trivial baselines it
+    must beat (name -> score), and the task's breakdown (per-class F1, Dice on positives, ...)."""
+
+    score: float
+    baselines: Mapping[str, float]
+    details: Mapping[str, Any] = field(default_factory=dict)
+    lines: tuple[str, ...] = ()  # what `medpipe score` prints above the score, in order
+
+    @property
+    def best_baseline(self) -> tuple[str, float]:
+        """The strongest trivial baseline: the margin a model must clear is over this one."""
+        name = max(self.baselines, key=lambda k: self.baselines[k])
+        return name, float(self.baselines[name])
+
+    @property
+    def margin(self) -> float:
+        return float(self.score) - self.best_baseline[1]
+
+
+class Task(ABC):
+    """One competition task shape. Subclasses are stateless; the registry makes one of each."""
+
+    name: ClassVar[str]
+    #: the model families the task trains, in DAG order (config sections ``<family>.models``)
+    families: ClassVar[tuple[str, ...]]
+    #: the competition metric, in the field's words ("mean Dice", "macro F1")
+    metric: ClassVar[str]
+
+    # -- labels and folds
+    @abstractmethod
+    def assign_folds(self, meta: pd.DataFrame, n_folds: int, seed: int) -> pd.DataFrame:
+        """``folds.csv`` of the training split: patient-grouped folds stratified on the task's
+        key (SIIM: "has a finding"; multi-label: the label set)."""
+
+    # -- the decision on out-of-fold predictions, and its application
+    @abstractmethod
+    def choose_decision(
+        self, cfg: RunConfig, stage: StageLayout, data_dir: str | Path
+    ) -> dict[str, Any]:
+        """Search the decision on OOF (ensemble weights, rule, thresholds), choose by nested
+        CV; write the stage's ``thresholds.json`` and ``cv.json``; return the decision."""
+
+    @abstractmethod
+    def write_submission(
+        self,
+        cfg: RunConfig,
+        stage: StageLayout,
+        data_dir: str | Path,
+        input_dir: str | Path | None,
+        out: str | Path,
+    ) -> pd.DataFrame:
+        """Apply the stage's decision to its test predictions and write the validated
+        submission ``out`` (``input_dir``: the test images, checked against what ingest saw)."""
+
+    # -- the submission's format and the metric
+    @abstractmethod
+    def validate_submission(
+        self, path: str | Path, input_dir: str | Path | None = None
+    ) -> pd.DataFrame:
+        """Read and check a submission (with ``input_dir``, against its test images); raise
+        :class:`medpipe.submission.SubmissionError` naming the first problem."""
+
+    @abstractmethod
+    def score(
+        self, submission: str | Path, labels: str | Path, input_dir: str | Path | None = None
+    ) -> Score:
+        """The competition metric of a submission against a label file, with the baselines."""

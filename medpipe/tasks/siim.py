@@ -1,0 +1,62 @@
+"""The SIIM-ACR pneumothorax task: one binary mask per chest film, with a "finding" gate.
+
+Labels are SIIM RLE (``train-rle.csv``; several rows of an image OR-merged) decoded into the
+mask cache at ingest; folds are stratified on "has a finding"; a U-Net segments (family
+``segment``) and a classifier gate says whether a film has a finding (``gate``); the metric is
+the mean Dice with an empty-empty image scoring 1, against the all-empty baseline; the decision
+is a (classification, pixel, minimum area) rule chosen by nested CV on OOF; the submission is
+``ImageId,EncodedPixels`` in the competition's relative, column-major RLE.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medpipe.data.folds import by_patient, check_no_patient_overlap
+from medpipe.decision.submission import write_stage_submission
+from medpipe.decision.thresholds import choose_decision
+from medpipe.layout import GATE, SEGMENT
+from medpipe.submission import expected_ids_from_dicom_dir, score_breakdown, validate_submission
+from medpipe.tasks.base import Score, Task
+
+__all__ = ["SiimTask"]
+
+
+class SiimTask(Task):
+    name = "siim"
+    families = (SEGMENT, GATE)
+    metric = "mean Dice (an empty truth and an empty prediction score 1)"
+
+    def assign_folds(self, meta: pd.DataFrame, n_folds: int, seed: int) -> pd.DataFrame:
+        folds = by_patient(meta, n_folds=n_folds, seed=seed)
+        check_no_patient_overlap(folds)
+        return folds
+
+    def choose_decision(self, cfg, stage, data_dir: str | Path) -> dict[str, Any]:
+        return choose_decision(cfg, stage, data_dir)
+
+    def write_submission(self, cfg, stage, data_dir, input_dir, out) -> pd.DataFrame:
+        return write_stage_submission(cfg, stage, data_dir, input_dir, out)
+
+    def validate_submission(
+        self, path: str | Path, input_dir: str | Path | None = None
+    ) -> pd.DataFrame:
+        sizes = expected_ids_from_dicom_dir(input_dir) if input_dir else None
+        return validate_submission(path, expected_ids=sizes.keys() if sizes else None, sizes=sizes)
+
+    def score(
+        self, submission: str | Path, labels: str | Path, input_dir: str | Path | None = None
+    ) -> Score:
+        sizes = expected_ids_from_dicom_dir(input_dir) if input_dir else None
+        parts = score_breakdown(submission, labels, sizes=sizes)
+        n_empty = parts["n_images"] - parts["n_positive"]
+        lines = (
+            f"all-empty: {parts['all_empty']:.4f}",
+            f"above all-empty: {parts['score'] - parts['all_empty']:+.4f}",
+            f"dice on positive images: {parts['dice_pos']:.4f} ({parts['n_positive']} images)",
+            f"empty images kept empty: {parts['empty_kept']:.4f} ({n_empty} images)",
+        )
+        return Score(parts["score"], {"all-empty": parts["all_empty"]}, parts, lines)
