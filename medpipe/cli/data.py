@@ -9,11 +9,10 @@ import os
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from medpipe.cli.registry import CONFIG, DATA_EXAMPLE, RUN_EXAMPLE, arg, command, run_config
 from medpipe.guards import check_patient_folds, check_training_pool
 from medpipe.io.atomic import atomic_write_csv
+from medpipe.layout import read_folds, read_meta
 from medpipe.resources import cpu_count
 from medpipe.stage2 import stage2_folds
 
@@ -129,7 +128,7 @@ def cmd_folds(args: argparse.Namespace) -> int:
     # scikit-learn: about 0.7 s that `medpipe --help` need not pay
     from medpipe.data.folds import by_patient, check_no_patient_overlap
 
-    meta = pd.read_csv(args.meta, dtype={"image_id": str, "patient_key": str})
+    meta = read_meta(args.meta, required=["split"])
     train = meta[meta["split"] == args.split]
     if train.empty:
         raise SystemExit(f"folds: {args.meta} has no rows of split {args.split!r}")
@@ -195,8 +194,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     f"--out {RUN_EXAMPLE.folds(2)}",
 )
 def cmd_stage2_folds(args: argparse.Namespace) -> int:
-    folds = pd.read_csv(args.folds, dtype={"image_id": str, "patient_key": str})
-    meta = pd.read_csv(args.meta, dtype={"image_id": str, "patient_key": str})
+    folds = read_folds(args.folds)
+    meta = read_meta(args.meta)
     out = stage2_folds(folds, meta)
     check_patient_folds(out, args.out)  # "always training" (-1) counts as a fold
     check_training_pool(out, meta, args.out)
