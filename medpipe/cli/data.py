@@ -45,7 +45,7 @@ def _workers(value: str | int | None) -> int:
     example="medpipe synth --out data/synthetic --preview preview.png",
 )
 def cmd_synth(args: argparse.Namespace) -> int:
-    # pydicom and scipy: a few hundred ms that `medpipe --help` need not pay
+    # pydicom and scipy.ndimage: about 300 ms that `medpipe --help` need not pay
     from medpipe.synthetic.siim import generate
 
     summary = generate(
@@ -87,7 +87,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     f"--labels {DATA_EXAMPLE.train_labels} --out {RUN_EXAMPLE.data_dir(1)}",
 )
 def cmd_ingest(args: argparse.Namespace) -> int:
-    # pydicom: about 200 ms that `medpipe --help` need not pay
+    # pydicom and scipy.ndimage: about 300 ms that `medpipe --help` need not pay
     from medpipe.data.ingest import ingest
 
     dirs, splits = args.dicom_dir, args.split or ["train"]

@@ -78,7 +78,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     example=f"medpipe thresholds --config configs/default.yaml {EXAMPLE_DIRS}",
 )
 def cmd_thresholds(args: argparse.Namespace) -> int:
-    # scipy: about 200 ms that `medpipe --help` need not pay
+    # medpipe.steps.thresholds imports medpipe.config: jsonschema and yaml, about 50 ms
     from medpipe.steps.thresholds import run_thresholds
 
     decision = run_thresholds(run_config(args.config).raw, args.data_dir, args.stage_dir)
@@ -98,7 +98,7 @@ def cmd_thresholds(args: argparse.Namespace) -> int:
     f"--dicom-dir {DATA_EXAMPLE.dicom_dir('test')} --out {RUN_EXAMPLE.stage_submission(1)}",
 )
 def cmd_submit(args: argparse.Namespace) -> int:
-    # pydicom and scipy: about 350 ms that `medpipe --help` need not pay
+    # medpipe.steps.submit imports medpipe.config: jsonschema and yaml, about 50 ms
     from medpipe.steps.submit import run_submit
 
     run_submit(run_config(args.config).raw, args.data_dir, args.stage_dir, args.dicom_dir, args.out)

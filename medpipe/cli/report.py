@@ -125,7 +125,7 @@ def cmd_verify_reproduction(args: argparse.Namespace) -> int:
     f"--out {RUN_EXAMPLE.report_html} --plots-dir {RUN_EXAMPLE.plots_dir}",
 )
 def cmd_report(args: argparse.Namespace) -> int:
-    # matplotlib: a few hundred ms that `medpipe --help` need not pay
+    # matplotlib: about 300 ms that `medpipe --help` need not pay
     from medpipe.report import build_report
 
     config, run_dir = _config_and_run(args)
@@ -155,7 +155,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     f"--out {RUN_EXAMPLE.nifti_dir('oof')}",
 )
 def cmd_export_masks(args: argparse.Namespace) -> int:
-    # nibabel, pydicom, scipy and matplotlib: about 500 ms that `medpipe --help` need not pay
+    # nibabel, pydicom and matplotlib: about 500 ms that `medpipe --help` need not pay
     from medpipe.report.export import export_masks
 
     config, run_dir = _config_and_run(args)
