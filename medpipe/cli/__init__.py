@@ -18,8 +18,6 @@ from medpipe.cli.registry import COMMANDS, Command
 
 __all__ = ["GROUPS", "build_parser", "main"]
 
-log = logging.getLogger("medpipe")
-
 # The command modules (importing one registers its commands), in the order `medpipe --help` lists them.
 GROUPS = (data, training, decisions, submission, report, bundle)
 
@@ -28,7 +26,7 @@ def _in_help_order() -> list[Command]:
     """Every registered command, by group, then in the order its module declares them."""
     order = [group.__name__ for group in GROUPS]
     stray = [c.name for c in COMMANDS.values() if c.module not in order]
-    if stray:  # a command outside the groups would still be listed, but nowhere in particular
+    if stray:  # GROUPS orders the help: a command module missing from it is named, not guessed
         raise RuntimeError(f"medpipe commands {stray} come from a module missing from GROUPS")
     return sorted(COMMANDS.values(), key=lambda c: order.index(c.module))
 
@@ -62,7 +60,3 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"medpipe {args.command}: error: {err}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,9 +1,9 @@
 """How a ``medpipe`` command is declared: its parser and its function together, in one registry.
 
 Each command module decorates its functions with :func:`command`, the way timm's
-``register_model`` does; :func:`medpipe.cli.build_parser` adds one sub-parser per entry, in the
-order the modules register them. What several commands share sits here too: the ``--config``
-argument, its one loader (:func:`run_config`) and the paths of the help examples.
+``register_model`` does; :func:`medpipe.cli.build_parser` adds one sub-parser per entry, module
+by module in the order of ``medpipe.cli.GROUPS``. What several commands share sits here too: the
+``--config`` argument, its one loader (:func:`run_config`) and the paths of the help examples.
 """
 
 from __future__ import annotations
