@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from medpipe.layout import InputLayout, RunLayout
 
@@ -36,12 +35,13 @@ RUN_EXAMPLE, DATA_EXAMPLE = RunLayout("runs/default"), InputLayout("data/synthet
 Run = Callable[[argparse.Namespace], int | None]
 
 
-@dataclass(frozen=True)
-class Argument:
+# NamedTuples, not dataclasses: each `medpipe` call defines these two classes, and a NamedTuple is
+# made in a fifth of the time (about 1 ms of `medpipe --help`).
+class Argument(NamedTuple):
     """One ``add_argument`` call, kept as data until the parser is built."""
 
     flags: tuple[str, ...]
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any]
 
 
 def arg(*flags: str, **options: Any) -> Argument:
@@ -49,8 +49,7 @@ def arg(*flags: str, **options: Any) -> Argument:
     return Argument(flags, options)
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(NamedTuple):
     name: str
     help: str
     arguments: tuple[Argument, ...]

@@ -8,7 +8,6 @@ import argparse
 import inspect
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -71,7 +70,7 @@ def test_help_ends_with_the_registered_example(name, capsys):
 def test_main_runs_the_registered_function(monkeypatch):
     """main() dispatches through the registry: the parsed args reach the command's function."""
     seen = []
-    monkeypatch.setitem(COMMANDS, "score", replace(COMMANDS["score"], run=seen.append))
+    monkeypatch.setitem(COMMANDS, "score", COMMANDS["score"]._replace(run=seen.append))
     assert main(["score", "s.csv", "--labels", "l.csv"]) == 0
     assert [(a.command, a.submission, a.labels) for a in seen] == [("score", "s.csv", "l.csv")]
 
