@@ -51,8 +51,9 @@ __all__ = [
     "read_pseudo_rows",
 ]
 
-# The id-like columns of every medpipe table: strings, whatever they look like.
-TABLE_DTYPES = {"image_id": str, "patient_key": str, "split": str, "source": str}
+# The id-like columns of every medpipe table: strings, whatever they look like (a multi-label
+# ``target`` "3" must not turn into 3, nor into 3.0 beside a test row's empty one).
+TABLE_DTYPES = {"image_id": str, "patient_key": str, "split": str, "source": str, "target": str}
 
 
 def read_table(path: str | Path, what: str, required: Iterable[str] = ()) -> pd.DataFrame:
@@ -456,3 +457,51 @@ def write_boosters_index(path: str | Path, index: Mapping[str, object]) -> None:
 def read_pseudo_rows(path: str | Path) -> pd.DataFrame:
     """A ``@pl<k>`` fold's pseudo-labelled rows (``pseudo/rows.csv``), ids as strings."""
     return pd.read_csv(path, dtype=TABLE_DTYPES)
+
+
+# ---------------------------------------------------------------- the multi-label task's data
+
+__all__ += ["write_target_matrix", "read_target_matrix", "open_channel_cache"]
+
+
+def write_target_matrix(path: str | Path, khot: np.ndarray) -> None:
+    """A labelled split's K-hot targets, uint8 ``(N, K)`` in cache order (``target_file``)."""
+    khot = np.asarray(khot)
+    if khot.dtype != np.uint8 or khot.ndim != 2 or (khot > 1).any():
+        raise ValueError(
+            f"{path}: K-hot targets must be uint8 (N, K) in {{0, 1}}, got {khot.dtype} {khot.shape}"
+        )
+    with atomic_path(path) as tmp:
+        np.save(tmp, khot, allow_pickle=False)
+
+
+def read_target_matrix(path: str | Path, rows: int | None = None) -> np.ndarray:
+    """A labelled split's K-hot targets (rule ingest), checked: uint8 ``(N, K)`` in {0, 1}, and
+    ``rows`` rows when given (the split's images in meta.csv)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: K-hot targets (rule ingest) not found")
+    khot = np.load(path, allow_pickle=False)
+    if khot.dtype != np.uint8 or khot.ndim != 2 or (khot > 1).any():
+        raise ValueError(
+            f"{path}: holds {khot.dtype} {khot.shape}, expected uint8 (N, K) in {{0, 1}}"
+        )
+    if rows is not None and len(khot) != rows:
+        raise ValueError(f"{path}: {len(khot)} rows, but meta.csv has {rows} images of this split")
+    return khot
+
+
+def open_channel_cache(path: str | Path, size: int, channels: int | None = None) -> np.ndarray:
+    """Memory-map a split's channel images, read-only, checked: uint8 ``(N, C, size, size)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: cache not found (run `medpipe ingest` with --size {size})"
+        )
+    array = np.load(path, mmap_mode="r", allow_pickle=False)
+    c = channels if channels is not None else (array.shape[1] if array.ndim == 4 else "C")
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[1:] != (c, size, size):
+        raise ValueError(
+            f"{path}: holds {array.dtype} {array.shape}, expected uint8 (N, {c}, {size}, {size})"
+        )
+    return array

@@ -492,3 +492,35 @@ class InputLayout:
     @property
     def preview(self) -> Path:
         return self.root / "preview.png"
+
+
+# ---------------------------------------------------------------- the multi-label task's input
+
+__all__ += ["target_file", "HpaInputLayout"]
+
+
+def target_file(data_dir: str | Path, split: str) -> Path:
+    """A labelled split's K-hot targets: ``<split>_targets.npy``, uint8 ``(N, K)``, row ``i``
+    the image with ``cache_index == i`` (ingest of channel images writes it)."""
+    return Path(data_dir) / f"{split}_targets.npy"
+
+
+class HpaInputLayout:
+    """The Human Protein Atlas input layout below ``data.root`` (DESIGN.md, "Input data: the
+    multi-label layout"): ``<split>/<Id>_<channel>.png``, ``train.csv``, ``sample_submission.csv``."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @property
+    def train_labels(self) -> Path:
+        return self.root / "train.csv"
+
+    @property
+    def sample_submission(self) -> Path:
+        """The test Ids, in the order the submission keeps."""
+        return self.root / "sample_submission.csv"
+
+    def image_dir(self, split: str) -> Path:
+        """The flat folder of a split's channel PNGs: ``train/`` or ``test/``."""
+        return self.root / split
