@@ -68,6 +68,13 @@ def check_ingest(out: dict) -> None:
     )
 
 
+def check_ingest_channels(out: dict) -> None:
+    for case in out["cases"]:
+        _real(case, "naive_images_per_s", "ingest_1_worker_images_per_s", "ingest_images_per_s")
+        _real(case, "speedup_1_worker", "speedup_vs_naive")
+        assert case["same_pixels"] is True
+
+
 def check_train_step(out: dict) -> None:
     (run,) = out.values()  # one entry per (task, size, batch, device)
     rates = ("model_only", "data_cpu_augment", "data_gpu_augment")
@@ -150,6 +157,13 @@ BENCHES: dict[str, tuple[str, str, list[str], Callable[[dict], None], str]] = {
     "predict": ("predict.py", "predict.json", [], check_predict, sys.executable),
     "train_step": ("train_step.py", "train_step.json", [], check_train_step, sys.executable),
     "ingest": ("ingest.py", "ingest.json", [], check_ingest, sys.executable),
+    "ingest_channels": (
+        "ingest_channels.py",
+        "ingest_channels.json",
+        [],
+        check_ingest_channels,
+        sys.executable,
+    ),
     # medpipe's half of the peer bench needs no nnU-Net: it runs everywhere
     "peer_convert": (
         "peer_nnunet.py",
