@@ -202,7 +202,7 @@ def validate_submission(
             if image_id != want:
                 raise SubmissionError(
                     f"{path}:{line}: Id {image_id} where the sample submission has {want}; "
-                    "keep sample_submission.csv's order"
+                    "keep the sample submission's order"
                 )
     return pd.DataFrame(rows, columns=list(HEADER), dtype=str)
 
