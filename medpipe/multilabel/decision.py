@@ -115,7 +115,7 @@ def candidates(
         Candidate(kind, one, cap)
         for kind in kinds
         for one in ones
-        for cap in (None, *sorted(set(caps), reverse=True))
+        for cap in (None, *sorted({int(c) for c in caps}, reverse=True))
     ]
     return sorted(found, key=lambda c: c.complexity)
 

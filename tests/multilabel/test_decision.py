@@ -209,7 +209,7 @@ def test_cap_keeps_the_most_probable_of_those_passing() -> None:
 
 def test_apply_reproduces_the_oof_score_after_json() -> None:
     probs, truth, folds = noisy_rare(4)
-    d = choose_decision(probs, truth, folds, grid=GRID, caps=(3,))
+    d = choose_decision(probs, truth, folds.astype(np.int32), grid=GRID, caps=np.array([3]))
     again = json.loads(json.dumps(d))
     assert again == d
     pred = apply_decision(again, probs)

@@ -64,6 +64,27 @@ def test_writer_refuses_and_leaves_the_old_file(tmp_path: Path, ids, khot, messa
     assert [p.name for p in tmp_path.iterdir()] == ["submission.csv"]
 
 
+def test_a_write_killed_midway_leaves_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import medpipe.multilabel.submission as module
+
+    rows = iter([True, False])
+
+    def dies_on_the_second_row(row: np.ndarray) -> str:
+        if not next(rows):
+            raise OSError("disk full")
+        return "0"
+
+    monkeypatch.setattr(module, "format_indices", dies_on_the_second_row)
+    path = tmp_path / "submission.csv"
+    path.write_text("old\n")
+    with pytest.raises(OSError, match="disk full"):
+        write_submission(path, IDS, KHOT)
+    assert path.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["submission.csv"]
+
+
 def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "submission.csv"
     path.write_text(text)
