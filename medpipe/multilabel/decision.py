@@ -11,12 +11,13 @@ A *candidate* is a way of fitting thresholds plus optional rules:
 - rules: ``at_least_one`` (an image with no class above its threshold gets its most probable
   class) and ``cap`` (at most ``cap`` classes per image: the most probable of those passing).
 
-Why shrink: the Human Protein Atlas winners found per-class thresholds chosen on validation
-came out too high for rare classes and fell back to one uniform threshold. Here each candidate
-is fitted on all folds but one and scored (macro F1 over all images, pooled) on the held-out
-fold; the best nested score wins, and a candidate within :data:`TIE_TOLERANCE` of it that is
-simpler (``global < shrunk < per_class``; no rule < one rule < two) is preferred, so per-class
-thresholds are chosen only when they beat the guard on data they did not see.
+Why shrink: the Human Protein Atlas team this project learns from found per-class thresholds
+chosen on validation came out too high for rare classes, and fell back to one uniform threshold.
+Here each candidate is fitted on all folds but one and scored (macro F1 over all images,
+pooled) on the held-out fold; the best nested score wins, and a candidate within
+:data:`TIE_TOLERANCE` of it that is simpler (``global < shrunk < per_class``; no rule < one
+rule < two) is preferred, so per-class thresholds are chosen only when they beat the guard on
+data they did not see.
 
 Threshold fits use per-class TP and predicted counts on the whole grid at once (a histogram of
 each class's probabilities over the grid), not one prediction per threshold. The per-class
