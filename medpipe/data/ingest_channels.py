@@ -16,10 +16,12 @@ not be read. The test split is checked against ``sample_submission.csv``: an Id 
 files, and files whose Id is not there, are quarantined (an Id not in the sample submission could
 not be submitted); its images are cached in the sample submission's order, other splits' by Id.
 
-Speed: a process pool decodes and box-resizes, each worker writing its row straight into the
-split's memory-mapped cache by index, so only small dicts travel back and memory does not grow
-with the number of images. Results come back in order, so the cache is byte-identical for any
-number of workers. Rows of quarantined images are dropped at the end by a chunked copy.
+Speed and memory: a process pool decodes and box-resizes, and each worker writes its row by
+index into the split's preallocated ``.npy`` (``os.pwrite`` through the page cache: a mapping
+would count every row written in the worker's resident memory), so only small dicts travel back
+and memory does not grow with the number of images. Results come back in order, so the cache is
+byte-identical for any number of workers. Rows of quarantined images are dropped at the end by a
+row-by-row copy. Readers memory-map the cache as usual.
 
 Outputs (names from :mod:`medpipe.layout`): ``<split>_images_<S>.npy``, uint8 ``(N, C, S, S)``;
 ``<split>_targets.npy``, uint8 K-hot ``(N, K)``, for labelled splits; ``meta.csv`` with
@@ -31,9 +33,11 @@ patient-grouped folds keep a group in one fold); ``quarantine.csv`` with
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,7 +91,6 @@ META_COLUMNS = [
 # still needs a row for a test image), the sizes stay empty here
 QUARANTINE_COLUMNS = ["source", "split", "reason", "image_id", "orig_height", "orig_width"]
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-_COPY_BYTES = 64 << 20  # rows per chunk when dropping quarantined rows: 64 MB at a time
 
 
 class ChannelIngestError(ValueError):
@@ -101,19 +104,25 @@ class _Item:
     image_id: str
     folder: str
     cache: str  # the split's temp cache
+    offset: int  # where its row 0 starts, past the .npy header
 
 
 @dataclass
 class _WorkerState:
     channels: tuple[str, ...]
     size: int
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    files: dict[str, int] = field(default_factory=dict)  # cache path -> open descriptor
 
-    def array(self, path: str) -> np.ndarray:
-        if path not in self.arrays:
-            self.arrays.clear()  # one split at a time: unmap the last split's cache
-            self.arrays[path] = np.load(path, mmap_mode="r+")
-        return self.arrays[path]
+    def descriptor(self, path: str) -> int:
+        if path not in self.files:
+            self.close()  # one split at a time
+            self.files[path] = os.open(path, os.O_WRONLY)
+        return self.files[path]
+
+    def close(self) -> None:
+        for fd in self.files.values():
+            os.close(fd)
+        self.files.clear()
 
 
 _STATE: _WorkerState | None = None
@@ -408,12 +417,11 @@ def _ingest_split(
     """Decode one split into its cache (renamed into place on success); its meta rows."""
     shape = (len(ids), len(state.channels), state.size, state.size)
     rows: list[dict[str, Any]] = []
-    with atomic_path(cache_file(out, split, "images", state.size)) as tmp:
-        if ids:  # mmap cannot map an empty file
-            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
-        else:
-            np.save(tmp, np.zeros(shape, np.uint8))
-        items = [_Item(split, i, image_id, str(folder), str(tmp)) for i, image_id in enumerate(ids)]
+    with _new_cache(cache_file(out, split, "images", state.size), shape) as (tmp, offset):
+        items = [
+            _Item(split, i, image_id, str(folder), str(tmp), offset)
+            for i, image_id in enumerate(ids)
+        ]
         try:
             for item, result in zip(items, pool.map(_process, items, chunksize=chunk), strict=True):
                 bar.update()
@@ -431,10 +439,10 @@ def _ingest_split(
                     }
                 )
         finally:
-            state.arrays.clear()  # the in-process path's map, before the rename
+            state.close()  # the in-process path's descriptor
         keep = np.array([row.pop("_slot") for row in rows], np.int64)
         if len(keep) != len(ids):
-            _compact(tmp, keep)
+            _compact(tmp, offset, shape, keep)
     for index, row in enumerate(rows):
         row["cache_index"] = index
     n = len(rows)
@@ -444,22 +452,41 @@ def _ingest_split(
     return rows
 
 
-def _compact(tmp: Path, keep: np.ndarray) -> None:
-    """Drop the rows not in ``keep`` (quarantined images), copying in chunks."""
-    source = np.load(tmp, mmap_mode="r")
-    step = max(1, _COPY_BYTES // max(1, int(np.prod(source.shape[1:]))))
-    with atomic_path(tmp) as compact:
-        if not len(keep):
-            np.save(compact, np.zeros((0, *source.shape[1:]), np.uint8))
-        else:
-            target = np.lib.format.open_memmap(
-                compact, mode="w+", dtype=np.uint8, shape=(len(keep), *source.shape[1:])
-            )
-            for start in range(0, len(keep), step):
-                target[start : start + step] = source[keep[start : start + step]]
-            target.flush()
-            del target
-    del source
+@contextlib.contextmanager
+def _new_cache(path: Path, shape: tuple[int, ...]) -> Iterator[tuple[Path, int]]:
+    """A zero-filled uint8 ``.npy`` of ``shape`` under a temp name (sparse until written), and
+    where its data starts; renamed to ``path`` when the block ends without an error."""
+    with atomic_path(path) as tmp:
+        if shape[0]:
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+            offset = int(array.offset)
+            del array
+        else:  # mmap cannot map an empty file
+            np.save(tmp, np.zeros(shape, np.uint8))
+            offset = 0
+        yield tmp, offset
+
+
+def _compact(tmp: Path, offset: int, shape: tuple[int, ...], keep: np.ndarray) -> None:
+    """Drop the rows not in ``keep`` (quarantined images), one row at a time through the page
+    cache: nothing is mapped, so memory stays flat however large the split."""
+    row_bytes = int(np.prod(shape[1:]))
+    with _new_cache(tmp, (len(keep), *shape[1:])) as (compact, target):
+        source, fd = os.open(tmp, os.O_RDONLY), os.open(compact, os.O_WRONLY)
+        try:
+            for j, k in enumerate(keep.tolist()):
+                data = os.pread(source, row_bytes, offset + k * row_bytes)
+                _write(fd, memoryview(data), target + j * row_bytes)
+        finally:
+            os.close(source)
+            os.close(fd)
+
+
+def _write(fd: int, data: memoryview, at: int) -> None:
+    """``os.pwrite`` until every byte is written (a regular file may take fewer at once)."""
+    while data:
+        done = os.pwrite(fd, data, at)
+        data, at = data[done:], at + done
 
 
 def _init_worker(state: _WorkerState | None) -> None:
@@ -480,9 +507,15 @@ def _process(item: _Item) -> dict[str, Any]:
     except BaseException as err:  # a reader bug on one odd file must not stop a 30k-image run
         detail = " ".join(str(err).split())
         return {"file": item.image_id, "problem": f"unexpected {type(err).__name__}: {detail}"}
-    row = state.array(item.cache)[item.index]
+    row = np.empty((len(images), state.size, state.size), np.uint8)
     for c, image in enumerate(images):
         row[c] = _resize(image, state.size)
+    # a write through the page cache, not a mapping: the worker's memory stays flat
+    _write(
+        state.descriptor(item.cache),
+        memoryview(row).cast("B"),
+        item.offset + item.index * row.nbytes,
+    )
     return {"height": images[0].height, "width": images[0].width}
 
 
