@@ -158,6 +158,9 @@ import yaml
 step, run = sys.argv[1], Path(sys.argv[2])
 config = yaml.safe_load((run / "config.yaml").read_text())
 data, stage = run / "data", run / "stage1"
+from medpipe.config import RunConfig
+from medpipe.layout import StageLayout
+cfg, stage_1 = RunConfig(config), StageLayout(stage, 1)
 
 
 def cpu_seconds():
@@ -170,13 +173,13 @@ def cpu_seconds():
 t0, cpu0 = time.perf_counter(), cpu_seconds()
 if step == "features":
     from medpipe.steps.features import run_features
-    run_features(config, data, stage, stage / "fusion" / "features.csv")
+    run_features(cfg, stage_1, data, stage / "fusion" / "features.csv")
 elif step == "thresholds":
     from medpipe.steps.thresholds import run_thresholds
-    run_thresholds(config, data, stage)
+    run_thresholds(cfg, stage_1, data)
 elif step == "submit":
     from medpipe.steps.submit import run_submit
-    run_submit(config, data, stage, None, stage / "submission.csv")
+    run_submit(cfg, stage_1, data, None, stage / "submission.csv")
 elif step == "report":
     from medpipe.report.cases import add_cases_section
     from medpipe.report.html import Section
@@ -184,7 +187,7 @@ elif step == "report":
     plots = run / "reports"
     plots.mkdir(exist_ok=True)
     section = Section("cases")
-    add_cases_section(FinishedRun(config, run, 1, plots), section)
+    add_cases_section(FinishedRun(cfg, run, 1, plots), section)
     if any("Not available" in block for block in section.blocks):
         raise SystemExit("report: " + " ".join(b for b in section.blocks if "Not available" in b))
 # VmHWM, not ru_maxrss: a child's ru_maxrss keeps the high-water mark of the parent it was

@@ -13,7 +13,6 @@ import logging
 import os
 import platform
 import shlex
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -34,8 +33,8 @@ from medpipe.layout import (
     RunLayout,
     read_prediction_record,
     read_retrain_choice,
-    test_split,
 )
+from medpipe.predictions.external import source_files
 
 log = logging.getLogger("medpipe.verify")
 
@@ -49,9 +48,8 @@ __all__ = [
     "external_sources",
     "rule_wall_times",
     "write_reproduce_doc",
-    "verify_reproduction",
     "weights_sha256",
-    "verify_retrain",
+    "read_manifest",
 ]
 
 
@@ -143,11 +141,9 @@ def git_state(repo: str | Path) -> dict[str, Any]:
     }
 
 
-def checkpoints_used(
-    config: Mapping[str, Any], run_dir: str | Path, stage: int = 2
-) -> list[dict[str, Any]]:
+def checkpoints_used(view: RunConfig, run_dir: str | Path, stage: int = 2) -> list[dict[str, Any]]:
     """Every fold checkpoint a stage predicts with: its own where retrained, stage 1's where kept."""
-    cfg = RunConfig({**config, "run_dir": str(run_dir)})
+    cfg = RunConfig({**view.raw, "run_dir": str(run_dir)})  # the run where it is now
     chosen = _chosen_variants(cfg, run_dir) if stage == 2 else {}
     rows = []
     for task in TASKS:
@@ -192,13 +188,11 @@ def _decision_text(view: RunConfig, model: str, choice: Mapping[str, Any]) -> st
     )
 
 
-def external_sources(config: Mapping[str, Any], run_dir: str | Path) -> list[dict[str, Any]]:
+def external_sources(cfg: RunConfig, run_dir: str | Path) -> list[dict[str, Any]]:
     """The SHA-256 of every ``ensemble.external`` source file each stage imported
     (docs/ensemble.md): a teammate's predictions are inputs no checkpoint rebuilds."""
-    from medpipe.predictions.external import source_files
-
     rows = []
-    for name, block in RunConfig(config).external().items():
+    for name, block in cfg.external().items():
         for stage in (1, 2):
             files = source_files(block, stage).values()
             rows += [
@@ -262,7 +256,7 @@ def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
 
 
 def write_reproduce_doc(
-    config: Mapping[str, Any],
+    view: RunConfig,
     run_dir: str | Path,
     out_md: str | Path,
     repo: str | Path,
@@ -275,6 +269,7 @@ def write_reproduce_doc(
     ``--config`` overrides (the stage rule passes them), so the rebuild commands are the ones
     that made this run.
     """
+    config = view.raw
     run_dir, out_md = Path(run_dir), Path(out_md)
     run, inputs = RunLayout(run_dir), InputLayout(config["data"]["root"])
     lock = package_lock()
@@ -289,7 +284,6 @@ def write_reproduce_doc(
         if inputs.dicom_dir(split).is_dir()
     }
     cv1, cv2 = _read_json(run.cv(1)), _read_json(run.cv(2))
-    view = RunConfig(config)
     files = " ".join(shlex.quote(f) for f in config_files)
     args = [a for a in config_args if a]
     stage1_args = " ".join(
@@ -302,7 +296,7 @@ def write_reproduce_doc(
     choice_path = run.stage(2).retrain_choice
     choice = read_retrain_choice(choice_path) if choice_path.is_file() else {}
     for task in TASKS:
-        for model in RunConfig(config).trained_models(task):
+        for model in view.trained_models(task):
             decisions.append(
                 [
                     model,
@@ -313,7 +307,7 @@ def write_reproduce_doc(
                 ]
             )
     times = rule_wall_times(run.benchmarks_dir)
-    ckpts = checkpoints_used(config, run_dir)
+    ckpts = checkpoints_used(view, run_dir)
 
     md = f"""# Reproducing this stage-2 submission
 
@@ -358,7 +352,7 @@ python3 -m venv .venv && .venv/bin/pip install -r {out_md.with_name(lock_name).a
 {_table(["input", "SHA-256", "files"], [[p.name, sha256_file(p) if p.exists() else "MISSING", 1] for p in labels] + [[f"{name}/ (sorted path + size list)", digest, n] for name, (digest, n) in listings.items()])}
 
 ## External sources (ensemble.external: a teammate's predictions, docs/ensemble.md)
-{_table(["source", "kind", "stage", "file", "SHA-256"], [[r["name"], r["kind"], r["stage"], r["path"], r["sha256"]] for r in external_sources(config, run_dir)]) if RunConfig(config).external() else "None."}
+{_table(["source", "kind", "stage", "file", "SHA-256"], [[r["name"], r["kind"], r["stage"], r["path"], r["sha256"]] for r in external_sources(view, run_dir)]) if view.external() else "None."}
 
 ## Retrain decisions (CV before = stage 1, after = stage 2)
 {_table(["model", "task", "stage 2", "CV stage 1", "CV stage 2"], decisions)}
@@ -380,7 +374,7 @@ Ensemble OOF score (the submission's rule): stage 1 {cv1.get("ensemble", "n/a")}
         "submission": str(submission.relative_to(run_dir)),
         "submission_sha256": sha256_file(submission) if submission.exists() else None,
         "checkpoints": ckpts,
-        "external": external_sources(config, run_dir),
+        "external": external_sources(view, run_dir),
         "git": git,
     }
     atomic_write_text(
@@ -424,89 +418,6 @@ def _settings_text(run: RunLayout, ckpts: Iterable[Mapping[str, Any]]) -> str:
     )
 
 
-def verify_reproduction(
-    config: Mapping[str, Any], run_dir: str | Path, work_dir: str | Path
-) -> list[str]:
-    """Rebuild the stage-2 submission from the saved checkpoints in ``work_dir``; return the problems.
-
-    An empty list means the rebuilt submission has the recorded SHA-256. Otherwise each entry
-    names what differs: a checkpoint whose hash changed, then the first intermediate files
-    (predictions, fusion, thresholds) whose bytes differ from the run's.
-    """
-    from medpipe.config import model_config
-    from medpipe.inference.predict import predict_fold, use_recorded_settings
-    from medpipe.steps.features import run_features
-    from medpipe.steps.fuse import run_fuse
-    from medpipe.steps.submit import run_submit
-    from medpipe.steps.thresholds import run_thresholds
-
-    run_dir, work_dir = Path(run_dir), Path(work_dir)
-    run, work = RunLayout(run_dir), RunLayout(work_dir)
-    manifest_path = run.reproduce("manifest")
-    if not manifest_path.exists():
-        return [f"{manifest_path} not found: run stage 2 first (rule reproduce_doc writes it)"]
-    manifest = json.loads(manifest_path.read_text())
-    problems = []
-    for row in manifest["checkpoints"]:
-        for hashed in [row, *row.get("snapshots", [])]:
-            path = run_dir / hashed["path"]
-            now = sha256_file(path) if path.exists() else "MISSING"
-            if now != hashed["sha256"]:
-                problems.append(
-                    f"checkpoint {hashed['path']} differs: recorded {hashed['sha256'][:12]}, now {now[:12]}"
-                )
-
-    data_dir = run.data_dir(2)
-    stage = work.stage(2)
-    stage_dir = stage.dir
-    if run.stage(2).retrain_choice.is_file():  # retrain: auto: the same variants are read
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run.stage(2).retrain_choice, stage.retrain_choice)
-    for row in manifest["checkpoints"]:
-        out = stage.fold_dir(row["task"], row["model"], int(row["fold"]))
-        recorded = read_prediction_record(
-            run.stage(2).fold(row["task"], row["model"], int(row["fold"])).prediction_record
-        )
-        threads = use_recorded_settings(recorded)
-        log.info(
-            "verify: %s %s fold %s: predicting with %d torch thread(s)%s",
-            row["task"],
-            row["model"],
-            row["fold"],
-            threads,
-            " as recorded" if recorded else " (the run recorded none: torch's default)",
-        )
-        predict_fold(
-            row["task"],
-            model_config(config, row["task"], row["model"]),
-            config,
-            data_dir,
-            int(row["fold"]),
-            run_dir / row["path"],
-            out,
-            test_split=test_split(2),
-        )
-    if RunConfig(config).fusion_enabled:
-        run_features(config, data_dir, stage_dir, stage.features)
-        run_fuse(config, stage.features, data_dir, stage.fusion_dir)
-    run_thresholds(config, data_dir, stage_dir)
-    dicom_dir = InputLayout(config["data"]["root"]).dicom_dir("stage2_test")
-    rebuilt = stage.submission
-    run_submit(config, data_dir, stage_dir, dicom_dir if dicom_dir.is_dir() else None, rebuilt)
-    if sha256_file(rebuilt) == manifest["submission_sha256"]:
-        return problems
-    problems.append(
-        f"rebuilt submission {rebuilt} has SHA-256 {sha256_file(rebuilt)[:12]}, recorded {str(manifest['submission_sha256'])[:12]}"
-    )
-    for path in sorted(
-        p for p in stage_dir.rglob("*") if p.is_file() and p.suffix in (".npz", ".csv", ".json")
-    ):
-        original = run.stage_dir(2) / path.relative_to(stage_dir)
-        if original.exists() and sha256_file(original) != sha256_file(path):
-            problems.append(f"differs: {original}")
-    return problems
-
-
 def weights_sha256(ckpt: str | Path) -> str:
     """SHA-256 of a checkpoint's tensors (names, dtypes, shapes, bytes), in name order.
 
@@ -526,61 +437,7 @@ def weights_sha256(ckpt: str | Path) -> str:
     return digest.hexdigest()
 
 
-def verify_retrain(
-    config: Mapping[str, Any],
-    run_dir: str | Path,
-    fold: int,
-    work_dir: str | Path,
-    threads: int | None = None,
-) -> list[str]:
-    """Retrain ``fold`` of every model stage 2 retrained, on CPU, in ``work_dir``; return the
-    problems (an empty list: every retrained fold has the recorded weights, tensor for tensor).
-
-    Training must be deterministic (``deterministic: true``, the default config's CPU setting)
-    for the comparison to mean anything; otherwise that is the one problem reported. The
-    reduction order, and so the weights, depend on the torch threads: ``threads`` defaults to
-    what the fold's ``metrics.json`` recorded (``torch_threads``), else 1.
-    """
-    import torch
-
-    from medpipe.config import model_config
-    from medpipe.training import train_fold
-
-    run_dir, work = Path(run_dir), RunLayout(work_dir)
-    config = {**config, "run_dir": str(run_dir), "device": "cpu"}
-    cfg = RunConfig(config)
-    if fold not in cfg.folds:
-        return [f"--retrain {fold}: the run trained folds {cfg.folds}"]
-    if not config.get("deterministic", False):
-        return [
-            "--retrain needs deterministic: true in the run's config (it is false): "
-            "retrained weights could not be expected to match"
-        ]
-    chosen = [(t, m) for t in TASKS for m in cfg.trained_models(t) if cfg.retrained(m)]
-    if not chosen:
-        return ["stage 2 retrained no model (stage2.retrain): there is nothing to retrain"]
-    problems = []
-    data_dir = RunLayout(run_dir).data_dir(2)
-    for task, model in chosen:
-        recorded = cfg.trained_fold(2, task, model, fold)
-        retrained = work.stage(2).fold(task, model, fold)
-        if recorded.pseudo_dir.is_dir():  # a @pl<k> variant trains on its recorded labels
-            shutil.copytree(recorded.pseudo_dir, retrained.pseudo_dir, dirs_exist_ok=True)
-        recorded_metrics = _read_json(recorded.metrics)
-        torch.set_num_threads(int(threads or recorded_metrics.get("torch_threads") or 1))
-        train_fold(
-            task, model, model_config(config, task, model), config, data_dir, fold, retrained.path
-        )
-        pairs = [(recorded.checkpoint, retrained.checkpoint)] + list(
-            zip(recorded.snapshots(), retrained.snapshots(), strict=False)
-        )
-        for before, after in pairs:
-            old = weights_sha256(before) if before.is_file() else "MISSING"
-            new = weights_sha256(after)
-            if old != new:
-                shown = before.relative_to(run_dir) if before.is_relative_to(run_dir) else before
-                problems.append(
-                    f"retrained {task} {model} fold {fold}: {shown} weights {old[:12]}, "
-                    f"retrained {new[:12]}"
-                )
-    return problems
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """``reproduce.json`` (written beside REPRODUCE.md): the submission's SHA-256 and every
+    checkpoint the stage-2 predictions used, with its hash."""
+    return json.loads(Path(path).read_text())

@@ -23,7 +23,7 @@ rule features:
         mem_mb=NEEDS["features"].request_mb,
         runtime=NEEDS["features"].runtime_min,
     shell:
-        "medpipe features --config {params.config:q} --data-dir {params.data:q} "
+        "medpipe features --config {params.config:q} --stage {wildcards.stage} --data-dir {params.data:q} "
         "--stage-dir {params.stage_dir:q} --out {output:q} > {log:q} 2>&1"
 
 

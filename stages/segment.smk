@@ -93,4 +93,4 @@ rule pseudo_label:
         runtime=NEEDS["features"].runtime_min,
     shell:
         "medpipe pseudo-label --config {params.config:q} --model {wildcards.model} --fold {wildcards.fold} "
-        "--data-dir {params.data:q} --stage-dir {params.stage_dir:q} > {log:q} 2>&1"
+        "--stage {wildcards.stage} --data-dir {params.data:q} --stage-dir {params.stage_dir:q} > {log:q} 2>&1"

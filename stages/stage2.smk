@@ -82,7 +82,7 @@ rule choose_variants:
         mem_mb=NEEDS["thresholds"].request_mb,
         runtime=NEEDS["thresholds"].runtime_min,
     shell:
-        "medpipe choose-variants --config {params.config:q} --data-dir {params.data:q} "
+        "medpipe choose-variants --config {params.config:q} --stage 2 --data-dir {params.data:q} "
         "--stage-dir {params.stage_dir:q} > {log:q} 2>&1"
 
 

@@ -26,7 +26,7 @@ rule thresholds:
         mem_mb=NEEDS["thresholds"].request_mb,
         runtime=NEEDS["thresholds"].runtime_min,
     shell:
-        "medpipe thresholds --config {params.config:q} --data-dir {params.data:q} "
+        "medpipe thresholds --config {params.config:q} --stage {wildcards.stage} --data-dir {params.data:q} "
         "--stage-dir {params.stage_dir:q} > {log:q} 2>&1"
 
 
@@ -53,7 +53,7 @@ rule submit:
         mem_mb=NEEDS["submit"].request_mb,
         runtime=NEEDS["submit"].runtime_min,
     shell:
-        "medpipe submit --config {params.config:q} --data-dir {params.data:q} --stage-dir {params.stage_dir:q} "
+        "medpipe submit --config {params.config:q} --stage {wildcards.stage} --data-dir {params.data:q} --stage-dir {params.stage_dir:q} "
         "--dicom-dir {params.dicom_dir:q} --out {output:q} > {log:q} 2>&1"
 
 

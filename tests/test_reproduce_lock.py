@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib import metadata
 
 from medpipe.reproducibility import PROJECT_DISTRIBUTION, package_lock
+from tests.sources import as_view
 
 
 def test_the_lock_pins_the_environment_but_not_medpipe_itself():
@@ -31,7 +32,7 @@ def test_snapshot_checkpoints_are_hashed_with_their_fold(tmp_path):
         d.checkpoint.write_bytes(b"best")
         for k in (1, 2):
             d.snapshot(k).write_bytes(f"snap{k}-{fold}".encode())
-    used = checkpoints_used(config, tmp_path)
+    used = checkpoints_used(as_view(config), tmp_path)
     rows = [r for r in used if r["model"] == "unet_regnetx"]
     assert [len(r["snapshots"]) for r in rows] == [2, 2]
     # its pseudo-labelled variant predicts with its own weights, which are listed too

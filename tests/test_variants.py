@@ -42,7 +42,7 @@ def test_the_better_variant_is_kept_and_the_steps_read_it(auto_run):
     config, run = auto_run
     stage = run / "stage2"
     data = run / "stage2" / "data"
-    choice = choose_variants(config, data, stage)
+    choice = choose_variants(as_view(config), as_stage(config, stage), data)
     row = choice["unet"]
     assert row["task"] == "segment" and row["choice"] == "retrained"
     assert row["retrained"]["cv"] > row["kept"]["cv"]  # the noise variant loses
@@ -59,7 +59,7 @@ def test_the_better_variant_is_kept_and_the_steps_read_it(auto_run):
         good.rename(tmp)
         kept.rename(good)
         tmp.rename(kept)
-    choice = choose_variants(config, data, stage)
+    choice = choose_variants(as_view(config), as_stage(config, stage), data)
     assert choice["unet"]["choice"] == "kept"
     picked = stage_sources(as_view(config), as_stage(config, stage), "segment")["unet"]
     assert [d.path for d in picked] == [
@@ -67,7 +67,7 @@ def test_the_better_variant_is_kept_and_the_steps_read_it(auto_run):
         stage / "segment/unet@kept/fold1",
     ]
     # thresholds scores the kept variant under the model's own name: the same OOF score
-    run_thresholds(config, data, stage)
+    run_thresholds(as_view(config), as_stage(config, stage), data)
     cv = json.loads((stage / "cv.json").read_text())
     assert cv["models"]["unet"]["seg_only"] == pytest.approx(choice["unet"]["kept"]["oof"])
 

@@ -42,7 +42,7 @@ def stage(tmp_path):
 
 def _submit(config, run, tmp_path) -> pd.Series:
     out = tmp_path / "submission.csv"
-    run_submit(config, run / "data", run / "stage1", None, out)
+    run_submit(as_view(config), as_stage(config, run / "stage1"), run / "data", None, out)
     frame = pd.read_csv(out, dtype=str).set_index("ImageId")["EncodedPixels"]
     return frame.str.strip() != "-1"
 
@@ -75,7 +75,7 @@ def test_submit_reads_a_thresholds_json_without_rule_as_before(stage, tmp_path):
 
 def test_thresholds_picks_the_best_nested_rule_and_writes_its_setting(stage):
     config, run = stage
-    decision = run_thresholds(config, run / "data", run / "stage1")
+    decision = run_thresholds(as_view(config), as_stage(config, run / "stage1"), run / "data")
     cv = json.loads((run / "stage1" / "cv.json").read_text())
     written = json.loads((run / "stage1" / "thresholds.json").read_text())
     assert written == json.loads(json.dumps(decision))
@@ -95,7 +95,7 @@ def test_thresholds_picks_the_best_nested_rule_and_writes_its_setting(stage):
 def test_a_forced_seg_gate_rule_reaches_the_submission(stage, tmp_path):
     config, run = stage
     config["postprocess"]["rule"] = "seg_gate"
-    decision = run_thresholds(config, run / "data", run / "stage1")
+    decision = run_thresholds(as_view(config), as_stage(config, run / "stage1"), run / "data")
     cv = json.loads((run / "stage1" / "cv.json").read_text())
     assert (decision["rule"], decision["mode"], decision["p_finding_source"]) == (
         "seg_gate",
@@ -112,11 +112,11 @@ def test_forcing_an_unavailable_rule_fails_before_any_work(stage):
     config["fusion"]["enabled"] = False
     config["postprocess"]["rule"] = "seg_gate_lgbm"
     with pytest.raises(ValueError, match=r"postprocess.rule: seg_gate_lgbm needs .*fusion.enabled"):
-        run_thresholds(config, run / "data", run / "stage1")
+        run_thresholds(as_view(config), as_stage(config, run / "stage1"), run / "data")
     config["gate"]["models"] = {}
     config["postprocess"]["rule"] = "seg_gate"
     with pytest.raises(ValueError, match=r"postprocess.rule: seg_gate needs .*gate.models"):
-        run_thresholds(config, run / "data", run / "stage1")
+        run_thresholds(as_view(config), as_stage(config, run / "stage1"), run / "data")
     assert "rule_choice" not in json.loads((run / "stage1" / "cv.json").read_text())
 
 
@@ -137,7 +137,7 @@ def test_config_areas_are_original_image_pixels(stage, tmp_path):
 
     config = copy.deepcopy(config)
     config["postprocess"]["area_grid"] = [0, 1024.0 * 1024.0]  # 0 or the whole film
-    decision = run_thresholds(config, run / "data", run / "stage1")
+    decision = run_thresholds(as_view(config), as_stage(config, run / "stage1"), run / "data")
     assert decision["area_scale"] == pytest.approx((size / 1024) ** 2)
     assert decision["min_area_original_px"] in (0, 1024.0 * 1024.0)
     assert decision["min_area"] == pytest.approx(
@@ -163,7 +163,7 @@ def test_a_quarantined_test_file_that_names_its_image_gets_an_empty_row(stage, t
         }
     ).to_csv(run / "data" / "quarantine.csv", index=False)
     out = tmp_path / "submission.csv"
-    run_submit(config, run / "data", run / "stage1", None, out)
+    run_submit(as_view(config), as_stage(config, run / "stage1"), run / "data", None, out)
     rows = pd.read_csv(out, dtype=str).set_index("ImageId")["EncodedPixels"].str.strip()
     assert list(rows.index) == [*sorted(TEST_IDS), "9.8.7.99"]
     assert rows["9.8.7.99"] == "-1" and (rows[TEST_IDS] != "-1").all()
@@ -232,7 +232,7 @@ def test_streamed_thresholds_decide_exactly_as_in_memory(stage):
     config["gate"]["models"] = {}
     config["fusion"]["enabled"] = False
     _, _, _, expected = _in_memory(config, run)
-    decision = run_thresholds(config, run / "data", run / "stage1")
+    decision = run_thresholds(as_view(config), as_stage(config, run / "stage1"), run / "data")
     cv = json.loads((run / "stage1" / "cv.json").read_text())
     want = json.loads(json.dumps({k: v for k, v in expected.items() if k != "decision"}))
     assert {k: cv[k] for k in want} == want
@@ -269,7 +269,7 @@ def test_cv_json_records_each_gates_oof_auc_for_reproduce_md(stage):
     from medpipe.reproducibility import _cv_of
 
     config, run = stage
-    run_thresholds(config, run / "data", run / "stage1")
+    run_thresholds(as_view(config), as_stage(config, run / "stage1"), run / "data")
     cv = json.loads((run / "stage1" / "cv.json").read_text())
     folds = oof_pool(as_view(config), run / "data")
     probs = load_gate_probs(
@@ -302,7 +302,7 @@ def test_the_nested_cv_chooses_each_folds_ensemble_weights_without_that_fold(sta
         write_seg_predictions(
             d / "test.npz", TEST_IDS, np.full((6, 32, 32), 0.1), np.full(6, np.nan)
         )
-    run_thresholds(config, run / "data", run / "stage1")
+    run_thresholds(as_view(config), as_stage(config, run / "stage1"), run / "data")
     cv = json.loads((run / "stage1" / "cv.json").read_text())
     by_fold = cv["weights_by_fold"]
     assert set(by_fold) == {"0", "1"}

@@ -6,7 +6,17 @@ from __future__ import annotations
 import argparse
 import json
 
-from medpipe.cli.registry import CONFIG, DATA_EXAMPLE, RUN_EXAMPLE, arg, command, run_config
+from medpipe.cli.registry import (
+    CONFIG,
+    DATA_EXAMPLE,
+    RUN_EXAMPLE,
+    STAGE,
+    arg,
+    command,
+    run_config,
+    run_stage,
+)
+from medpipe.layout import test_split
 
 EXAMPLE_DIRS = f"--data-dir {RUN_EXAMPLE.data_dir(1)} --stage-dir {RUN_EXAMPLE.stage_dir(1)}"
 
@@ -15,8 +25,7 @@ EXAMPLE_DIRS = f"--data-dir {RUN_EXAMPLE.data_dir(1)} --stage-dir {RUN_EXAMPLE.s
     "choose-variants",
     "Stage 2, retrain: auto: keep per model the retrained or the stage-1 weights, by CV.",
     CONFIG,
-    arg("--data-dir", required=True),
-    arg("--stage-dir", required=True),
+    *STAGE,
     example=f"medpipe choose-variants --config {RUN_EXAMPLE.resolved_config} "
     f"--data-dir {RUN_EXAMPLE.data_dir(2)} --stage-dir {RUN_EXAMPLE.stage_dir(2)}",
 )
@@ -24,7 +33,9 @@ def cmd_choose_variants(args: argparse.Namespace) -> int:
     # medpipe.steps.variants imports medpipe.config: jsonschema and yaml, about 50 ms
     from medpipe.steps.variants import choose_variants
 
-    choice = choose_variants(run_config(args.config).raw, args.data_dir, args.stage_dir)
+    cfg = run_config(args.config)
+    stage, data_dir = run_stage(cfg, args)
+    choice = choose_variants(cfg, stage, data_dir)
     for model, row in choice.items():
         print(
             f"choose-variants: {model}: retrained {row['retrained']['cv']:.4f}, kept "
@@ -37,8 +48,7 @@ def cmd_choose_variants(args: argparse.Namespace) -> int:
     "features",
     "Fusion features: CNN outputs (out-of-fold for training images) + DICOM metadata.",
     CONFIG,
-    arg("--data-dir", required=True),
-    arg("--stage-dir", required=True),
+    *STAGE,
     arg("--out", required=True),
     example=f"medpipe features --config configs/default.yaml {EXAMPLE_DIRS} "
     f"--out {RUN_EXAMPLE.features(1)}",
@@ -47,7 +57,9 @@ def cmd_features(args: argparse.Namespace) -> int:
     # scikit-learn and scipy: about 0.9 s that `medpipe --help` need not pay
     from medpipe.steps.features import run_features
 
-    run_features(run_config(args.config).raw, args.data_dir, args.stage_dir, args.out)
+    cfg = run_config(args.config)
+    stage, data_dir = run_stage(cfg, args)
+    run_features(cfg, stage, data_dir, args.out)
     return 0
 
 
@@ -65,7 +77,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     # scikit-learn and scipy: about 0.9 s that `medpipe --help` need not pay
     from medpipe.steps.fuse import run_fuse
 
-    run_fuse(run_config(args.config).raw, args.features, args.data_dir, args.out_dir)
+    run_fuse(run_config(args.config), args.features, args.data_dir, args.out_dir)
     return 0
 
 
@@ -73,15 +85,16 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     "thresholds",
     "Search ensemble weights and the threshold triplet on OOF; write the decision and the CV summary.",
     CONFIG,
-    arg("--data-dir", required=True),
-    arg("--stage-dir", required=True),
+    *STAGE,
     example=f"medpipe thresholds --config configs/default.yaml {EXAMPLE_DIRS}",
 )
 def cmd_thresholds(args: argparse.Namespace) -> int:
     # medpipe.steps.thresholds imports medpipe.config: jsonschema and yaml, about 50 ms
     from medpipe.steps.thresholds import run_thresholds
 
-    decision = run_thresholds(run_config(args.config).raw, args.data_dir, args.stage_dir)
+    cfg = run_config(args.config)
+    stage, data_dir = run_stage(cfg, args)
+    decision = run_thresholds(cfg, stage, data_dir)
     print(json.dumps({k: v for k, v in decision.items() if k != "weights"}, default=str))
     return 0
 
@@ -90,8 +103,7 @@ def cmd_thresholds(args: argparse.Namespace) -> int:
     "submit",
     "Ensemble the test predictions, apply thresholds, write and validate the submission.",
     CONFIG,
-    arg("--data-dir", required=True),
-    arg("--stage-dir", required=True),
+    *STAGE,
     arg("--dicom-dir", help="the test DICOM folder: every image must get a row"),
     arg("--out", required=True),
     example=f"medpipe submit --config configs/default.yaml {EXAMPLE_DIRS} "
@@ -101,7 +113,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     # medpipe.steps.submit imports medpipe.config: jsonschema and yaml, about 50 ms
     from medpipe.steps.submit import run_submit
 
-    run_submit(run_config(args.config).raw, args.data_dir, args.stage_dir, args.dicom_dir, args.out)
+    cfg = run_config(args.config)
+    stage, data_dir = run_stage(cfg, args)
+    run_submit(cfg, stage, data_dir, args.dicom_dir, args.out)
     return 0
 
 
@@ -111,10 +125,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     "stage's images and folds and write them as medpipe fold files (docs/ensemble.md).",
     CONFIG,
     arg("--name", required=True, help="the source's name under ensemble.external"),
-    arg("--data-dir", required=True),
-    arg("--stage-dir", required=True),
-    arg("--stage", type=int, default=1, help="formats {stage} in the source's path"),
-    arg("--test-split", default="test", help="the stage's test split (stage 2: stage2_test)"),
+    *STAGE,
+    arg("--test-split", help="the stage's test split, as a check (stage 1: test, 2: stage2_test)"),
     example=f"medpipe import-external --config {RUN_EXAMPLE.resolved_config} --name team_unet "
     f"--data-dir {RUN_EXAMPLE.data_dir(1)} --stage-dir {RUN_EXAMPLE.stage_dir(1)} "
     "--stage 1 --test-split test",
@@ -123,12 +135,12 @@ def cmd_import_external(args: argparse.Namespace) -> int:
     # medpipe.steps.external imports medpipe.config: jsonschema and yaml, about 50 ms
     from medpipe.steps.external import import_external
 
-    import_external(
-        run_config(args.config).raw,
-        args.name,
-        args.data_dir,
-        args.stage_dir,
-        args.test_split,
-        stage=args.stage,
-    )
+    cfg = run_config(args.config)
+    stage, data_dir = run_stage(cfg, args)
+    if args.test_split and args.test_split != test_split(stage.number):
+        raise ValueError(
+            f"import-external: --test-split {args.test_split} is not stage {stage.number}'s "
+            f"test split ({test_split(stage.number)}); leave it out"
+        )
+    import_external(cfg, stage, data_dir, args.name)
     return 0

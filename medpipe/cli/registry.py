@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from medpipe.layout import InputLayout, RunLayout
+from medpipe.layout import InputLayout, RunLayout, StageLayout
 
 if TYPE_CHECKING:
     from medpipe.config import RunConfig
@@ -27,6 +28,8 @@ __all__ = [
     "arg",
     "command",
     "run_config",
+    "run_stage",
+    "STAGE",
 ]
 
 # The paths of the help examples: the default run's own layout, so they stay true.
@@ -96,6 +99,12 @@ def command(name: str, help: str, *arguments: Argument, example: str) -> Callabl
 
 
 CONFIG = arg("--config", required=True, nargs="+", help="YAML config file(s), merged in order")
+# A stage's commands: its number, and (explicit paths, for running a step by hand) its folders.
+STAGE = (
+    arg("--stage", type=int, choices=(1, 2), help="the competition stage (default: the config's)"),
+    arg("--data-dir", help="the stage's data folder (default: the run's, from --config)"),
+    arg("--stage-dir", help="the stage's folder (default: the run's stage<k>/)"),
+)
 
 
 def run_config(files: str | Sequence[str]) -> RunConfig:
@@ -104,3 +113,13 @@ def run_config(files: str | Sequence[str]) -> RunConfig:
     from medpipe.config import RunConfig, load_config
 
     return RunConfig(load_config(files))
+
+
+def run_stage(cfg: RunConfig, args: argparse.Namespace) -> tuple[StageLayout, Path]:
+    """The stage a command works on, built once: its number (``--stage``, else the config's)
+    and folder (``--stage-dir``, else the run's), and its data folder (``--data-dir``, else the
+    run's). Steps get these objects; none reads the stage from the config again."""
+    number = args.stage if args.stage is not None else cfg.stage
+    stage = StageLayout(args.stage_dir, number) if args.stage_dir else cfg.layout.stage(number)
+    data_dir = Path(args.data_dir) if args.data_dir else cfg.layout.data_dir(number)
+    return stage, data_dir

@@ -7,9 +7,13 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medpipe.cli.registry import CONFIG, RUN_EXAMPLE, arg, command, run_config
 from medpipe.layout import RunLayout
+
+if TYPE_CHECKING:  # a type only; medpipe.config costs `medpipe --help` about 50 ms
+    from medpipe.config import RunConfig
 
 # What the report and the mask export share: the run to show and which stage of it.
 SHOW_A_RUN = (
@@ -25,15 +29,15 @@ SHOW_A_RUN = (
 )
 
 
-def _config_and_run(args: argparse.Namespace) -> tuple[dict, Path]:
-    config = run_config(args.config).raw
-    run_dir = Path(args.run_dir or config["run_dir"])
+def _config_and_run(args: argparse.Namespace) -> tuple[RunConfig, Path]:
+    cfg = run_config(args.config)
+    run_dir = Path(args.run_dir or cfg.run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(
             f"run folder {run_dir} not found: run the pipeline first (snakemake --cores 8 submission) "
             "or pass --run-dir"
         )
-    return config, run_dir
+    return cfg, run_dir
 
 
 @command(
@@ -53,7 +57,7 @@ def cmd_reproduce_doc(args: argparse.Namespace) -> int:
     from medpipe.reproducibility import write_reproduce_doc
 
     write_reproduce_doc(
-        run_config(args.config).raw,
+        run_config(args.config),
         args.run_dir,
         args.out,
         args.repo,
@@ -86,20 +90,20 @@ def cmd_reproduce_doc(args: argparse.Namespace) -> int:
 )
 def cmd_verify_reproduction(args: argparse.Namespace) -> int:
     # medpipe.reproducibility imports medpipe.config: jsonschema and yaml, about 50 ms
-    from medpipe.reproducibility import verify_reproduction, verify_retrain
+    from medpipe.steps.verify import verify_reproduction, verify_retrain
 
     own = RunLayout(args.run_dir).resolved_config
     config_files = args.config or [str(own)]
     if not Path(config_files[0]).is_file():
         print(f"verify-reproduction: {config_files[0]} not found; pass --config", file=sys.stderr)
         return 2
-    config = run_config(config_files).raw
+    cfg = run_config(config_files)
     with tempfile.TemporaryDirectory(prefix="medpipe-verify-") as work:
         work_dir = Path(args.work_dir or work)
-        problems = verify_reproduction(config, args.run_dir, work_dir)
+        problems = verify_reproduction(cfg, args.run_dir, work_dir)
         if args.retrain is not None:
             problems += verify_retrain(
-                config, args.run_dir, args.retrain, work_dir / "retrain", args.threads
+                cfg, args.run_dir, args.retrain, work_dir / "retrain", args.threads
             )
     if problems:
         print("verify-reproduction: MISMATCH", file=sys.stderr)
@@ -128,9 +132,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     # matplotlib: about 300 ms that `medpipe --help` need not pay
     from medpipe.report import build_report
 
-    config, run_dir = _config_and_run(args)
+    cfg, run_dir = _config_and_run(args)
     out = build_report(
-        config,
+        cfg,
         run_dir,
         args.out or RunLayout(run_dir).report_html,
         stage=args.stage,
@@ -158,10 +162,10 @@ def cmd_export_masks(args: argparse.Namespace) -> int:
     # nibabel, pydicom and matplotlib: about 500 ms that `medpipe --help` need not pay
     from medpipe.report.export import export_masks
 
-    config, run_dir = _config_and_run(args)
+    cfg, run_dir = _config_and_run(args)
     out = Path(args.out or RunLayout(run_dir).nifti_dir(args.which))
     index = export_masks(
-        config,
+        cfg,
         run_dir,
         args.which,
         out,

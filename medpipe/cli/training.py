@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from medpipe.cli.registry import CONFIG, RUN_EXAMPLE, arg, command, run_config
+from medpipe.cli.registry import CONFIG, RUN_EXAMPLE, STAGE, arg, command, run_config, run_stage
 from medpipe.guards import check_training_data
 
 THREADS = arg(
@@ -124,8 +124,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     CONFIG,
     arg("--model", required=True, help="the variant to label for: <model>@pl<k>"),
     arg("--fold", type=int, required=True),
-    arg("--data-dir", required=True),
-    arg("--stage-dir", required=True),
+    *STAGE,
     example=f"medpipe pseudo-label --config {RUN_EXAMPLE.resolved_config} --model unet_regnetx@pl1 "
     f"--fold 0 --data-dir {RUN_EXAMPLE.data_dir(1)} --stage-dir {RUN_EXAMPLE.stage_dir(1)}",
 )
@@ -133,9 +132,9 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
     # medpipe.steps.pseudo imports medpipe.config: jsonschema and yaml, about 50 ms
     from medpipe.steps.pseudo import label_fold
 
-    made = label_fold(
-        run_config(args.config).raw, args.data_dir, args.stage_dir, args.model, args.fold
-    )
+    cfg = run_config(args.config)
+    stage, data_dir = run_stage(cfg, args)
+    made = label_fold(cfg, stage, data_dir, args.model, args.fold)
     print(
         f"pseudo-label: {args.model} fold {args.fold}: {made['n_finding']} findings and "
         f"{made['n_empty']} empty of {made['n_images']} {made['split']} images, labelled by "

@@ -112,7 +112,7 @@ def _test_rows(run: FinishedRun, submission: Path) -> list[list[Any]]:
 
 
 def build_report(
-    config: Mapping[str, Any],
+    cfg: RunConfig,
     run_dir: str | Path,
     out: str | Path,
     *,
@@ -125,25 +125,25 @@ def build_report(
     """Write the report of one stage of a run and return its path.
 
     Args:
-        config: the resolved config (``run_dir/config.resolved.yaml``).
+        cfg: the typed view of the resolved config (``run_dir/config.resolved.yaml``).
         run_dir: the run's output folder.
         out: the HTML file to write (atomically).
-        stage: 1 or 2; default ``config["stage"]``.
+        stage: 1 or 2; default the config's stage.
         plots_dir: also write every plot there as ``<name>.png``.
         n_cases: images per case gallery; default ``config["report"]["n_cases"]`` or 6.
         n_images: images in the data contact sheet; default ``report.n_images`` or 18.
 
     Example:
-        >>> build_report(load_config(["runs/default/config.resolved.yaml"]), "runs/default",
+        >>> build_report(RunConfig(load_config(["runs/default/config.resolved.yaml"])), "runs/default",
         ...              "runs/default/reports/report.html")  # doctest: +SKIP
     """
     from tqdm import tqdm
 
-    options = RunConfig(config).section("report")
+    options = cfg.section("report")
     run = FinishedRun(
-        config,
+        cfg,
         Path(run_dir),
-        int(stage if stage is not None else config.get("stage", 1)),
+        int(stage if stage is not None else cfg.stage),
         Path(plots_dir) if plots_dir is not None else None,
     )
     n_cases = int(n_cases if n_cases is not None else options.get("n_cases", 6))

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medpipe.config import RunConfig
 from medpipe.io.atomic import atomic_write_csv
 from medpipe.io.nifti import cache_spacing, write_nifti
 from medpipe.report.run import FinishedRun
@@ -53,7 +54,7 @@ def _oof_predictions(
 
 
 def export_masks(
-    config,
+    cfg: RunConfig,
     run_dir: str | Path,
     which: str,
     out_dir: str | Path,
@@ -67,7 +68,7 @@ def export_masks(
     """Write the NIfTI files of the ``which`` (``oof`` or ``test``) predictions; return the index.
 
     Example:
-        >>> export_masks(config, "runs/default", "oof", "runs/default/reports/nifti", limit=5)  # doctest: +SKIP
+        >>> export_masks(cfg, "runs/default", "oof", "runs/default/reports/nifti", limit=5)  # doctest: +SKIP
     """
     from tqdm import tqdm
 
@@ -75,9 +76,7 @@ def export_masks(
 
     if which not in ("oof", "test"):
         raise ValueError(f"export-masks: --which must be oof or test, not {which!r}")
-    run = FinishedRun(
-        config, Path(run_dir), int(stage if stage is not None else config.get("stage", 1))
-    )
+    run = FinishedRun(cfg, Path(run_dir), int(stage if stage is not None else cfg.stage))
     out_dir = Path(out_dir)
     meta = run.read_table(run.layout.meta(run.stage), "image metadata (rule ingest)")
     meta = meta.drop_duplicates("image_id").set_index("image_id")

@@ -24,9 +24,11 @@ class Unavailable(Exception):
 
 @dataclass
 class FinishedRun:
-    """The files of one stage of a run, and the folder that receives the report's PNGs."""
+    """A finished run as the report sees it: one stage of it, its files, and the folder that
+    receives the report's PNGs. ``view`` is the config's typed view on the run's folder (where
+    the run is now, which may not be where it was made)."""
 
-    config: Mapping[str, Any]
+    cfg: RunConfig
     run_dir: Path
     stage: int
     plots_dir: Path | None = None
@@ -37,10 +39,16 @@ class FinishedRun:
         self.stage = int(self.stage)
         if self.stage not in (1, 2):
             raise ValueError(f"report: stage must be 1 or 2, not {self.stage}")
+        self.view = RunConfig({**self.cfg.raw, "run_dir": str(self.run_dir)})
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        """The merged config, as a mapping (report blocks show some of its values)."""
+        return self.view.raw
 
     @property
     def size(self) -> int:
-        return int(self.config["image_size"])
+        return self.view.image_size
 
     @property
     def seed(self) -> int:
@@ -53,11 +61,6 @@ class FinishedRun:
     @property
     def layout(self) -> RunLayout:
         return RunLayout(self.run_dir)
-
-    @property
-    def view(self) -> RunConfig:
-        """The config's typed view, on this run's folder."""
-        return RunConfig({**self.config, "run_dir": str(self.run_dir)})
 
     def data_dir_of(self, stage: int) -> Path:
         """Stage 1 reads run_dir/data; stage 2 its own data (train + the labelled stage-1 test)."""

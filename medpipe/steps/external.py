@@ -32,6 +32,7 @@ from medpipe.layout import (
     data_files,
     read_folds,
     read_meta,
+    test_split,
     write_gate_predictions,
     write_seg_predictions,
 )
@@ -223,14 +224,14 @@ class _Checked:
         self.p: dict[str, np.ndarray] = {}
 
 
-def _stage_ids(data_dir: Path, config: Mapping[str, Any], test_split: str):
+def _stage_ids(data_dir: Path, cfg: RunConfig, split: str):
     files = data_files(data_dir)
     meta = read_meta(files["meta"], ["image_id", "split"])
     folds = read_folds(files["folds"], ["image_id", "fold"])
-    pool = folds[folds["fold"].astype(int).isin(RunConfig(config).folds)]
-    test = pd.Index(meta.loc[meta["split"] == test_split, "image_id"].astype(str).unique())
+    pool = folds[folds["fold"].astype(int).isin(cfg.folds)]
+    test = pd.Index(meta.loc[meta["split"] == split, "image_id"].astype(str).unique())
     if test.empty:
-        raise ExternalSourceError(f"{files['meta']}: no images in split {test_split!r}")
+        raise ExternalSourceError(f"{files['meta']}: no images in split {split!r}")
     return folds, pd.Index(pool["image_id"].astype(str)), test
 
 
@@ -325,25 +326,24 @@ def _check_p_finding(checked: _Checked, folds, pool: pd.Index, test: pd.Index, s
     checked.test_ids, checked.p["test"] = ids, frame["p_finding"].to_numpy()
 
 
-def check_source(
-    config: Mapping[str, Any], name: str, data_dir: str | Path, test_split: str, stage: int | str
-) -> _Checked:
+def check_source(cfg: RunConfig, stage: StageLayout, data_dir: str | Path, name: str) -> _Checked:
     """Check source ``name`` against a stage's data folder (meta.csv, folds.csv) and test
     split; raise :class:`ExternalSourceError` naming the file and the first problem.
 
     Example:
-        >>> check_source(cfg, "team_unet", "runs/default/data", "test", 1)  # doctest: +SKIP
+        >>> check_source(cfg, cfg.layout.stage(1), "runs/default/data", "team_unet")  # doctest: +SKIP
     """
-    sources = RunConfig(config).external()
+    sources = cfg.external()
     if name not in sources:
         raise ConfigError(
             f"ensemble.external.{name}: no such source (known: {', '.join(sources) or 'none'})"
         )
     block = sources[name]
-    checked = _Checked(name, block, source_files(block, stage))
-    folds, pool, test = _stage_ids(Path(data_dir), config, test_split)
+    checked = _Checked(name, block, source_files(block, stage.number))
+    split = test_split(stage.number)
+    folds, pool, test = _stage_ids(Path(data_dir), cfg, split)
     check = _check_maps if block["kind"] == "maps" else _check_p_finding
-    check(checked, folds, pool, test, test_split)
+    check(checked, folds, pool, test, split)
     return checked
 
 
@@ -385,26 +385,21 @@ def _copy(src: Path, dest: Path) -> None:
 
 
 def import_external(
-    config: Mapping[str, Any],
-    name: str,
-    data_dir: str | Path,
-    stage_dir: str | Path,
-    test_split: str,
-    stage: int | str = 1,
+    cfg: RunConfig, stage: StageLayout, data_dir: str | Path, name: str
 ) -> list[FoldDir]:
-    """Check source ``name`` and write it as fold folders of ``stage_dir/external/<name>``.
+    """Check source ``name`` against the stage (its test split, its trained folds) and write it
+    as fold folders of the stage's ``external/<name>``.
 
     Maps become segmentation folds at the cache size (``image_size``): fold ``f``'s ``oof.npz``
     holds the source's fold-``f`` images, every fold's ``test.npz`` all test maps (the same in
     each). p(finding) becomes gate folds likewise (``oof.csv``, ``test.csv``, no embeddings).
 
     Example:
-        >>> import_external(cfg, "team_unet", "runs/default/data", "runs/default/stage1", "test")  # doctest: +SKIP
+        >>> import_external(cfg, cfg.layout.stage(1), "runs/default/data", "team_unet")  # doctest: +SKIP
     """
-    cfg = RunConfig(config)
-    checked = check_source(config, name, data_dir, test_split, stage)
+    checked = check_source(cfg, stage, data_dir, name)
     task = KIND_TASK[checked.kind]
-    out = StageLayout(stage_dir).external_folds(name, task, cfg.folds)
+    out = stage.external_folds(name, task, cfg.folds)
     for d in out:
         d.path.mkdir(parents=True, exist_ok=True)
     mine = {d.fold: np.flatnonzero(checked.oof_fold == d.fold) for d in out}
@@ -432,6 +427,6 @@ def import_external(
         sum(len(r) for r in mine.values()),
         [d.fold for d in out],
         len(checked.test_ids),
-        StageLayout(stage_dir).external_dir(name),
+        stage.external_dir(name),
     )
     return out

@@ -6,9 +6,7 @@ folder), so the bundle projects new images' embeddings as the test rows were pro
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -25,10 +23,9 @@ log = logging.getLogger(__name__)
 
 
 def run_features(
-    config: Mapping[str, Any], data_dir: str | Path, stage_dir: str | Path, out: str | Path
+    cfg: RunConfig, stage: StageLayout, data_dir: str | Path, out: str | Path
 ) -> pd.DataFrame:
-    cfg = RunConfig(config)
-    stage = StageLayout(stage_dir, cfg.stage)
+    """One row per image of the stage's OOF pool and test split: the features LightGBM fuses."""
     seg, gate = stage_sources(cfg, stage, SEGMENT), stage_sources(cfg, stage, GATE)
     check_training_data(data_dir, seg, gate)
     n_components = int(cfg.fusion.get("n_components", 8))

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from medpipe.config import RunConfig
 from medpipe.fusion.lgbm import fuse
@@ -16,9 +14,9 @@ __all__ = ["run_fuse"]
 
 
 def run_fuse(
-    config: Mapping[str, Any], features_csv: str | Path, data_dir: str | Path, out_dir: str | Path
+    cfg: RunConfig, features_csv: str | Path, data_dir: str | Path, out_dir: str | Path
 ) -> None:
-    cfg = RunConfig(config)
+    """LightGBM on the features, fold by fold (the stage's OOF pool): OOF and test p(finding)."""
     out = fusion_files(out_dir)
     features = read_features(features_csv)
     folds = oof_pool(cfg, data_dir)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -122,18 +121,16 @@ def _finding_probabilities(gate: FoldDir | None, image_ids: np.ndarray) -> np.nd
 
 
 def label_fold(
-    config: Mapping[str, Any], data_dir: str | Path, stage_dir: str | Path, model: str, fold: int
+    cfg: RunConfig, stage: StageLayout, data_dir: str | Path, model: str, fold: int
 ) -> dict[str, Any]:
     """Write ``model``'s (``<name>@pl<k>``) fold-``fold`` pseudo-labels: the ``pseudo`` cache
     (images + masks), ``rows.csv`` and ``provenance.json``; returns the provenance.
 
     Example:
-        >>> label_fold(config, "runs/default/data", "runs/default/stage1", "unet_regnetx@pl1", 0)  # doctest: +SKIP
+        >>> label_fold(cfg, cfg.layout.stage(1), "runs/default/data", "unet_regnetx@pl1", 0)  # doctest: +SKIP
     """
     from medpipe.decision.thresholds import cache_area_scale
 
-    cfg = RunConfig(config)
-    stage = StageLayout(stage_dir, cfg.stage)
     settings = cfg.pseudo_settings()
     sources = pseudo_label_sources(cfg, stage, model, fold)
     seg, gate = sources[SEGMENT], sources.get(GATE)
@@ -142,7 +139,7 @@ def label_fold(
     size = cfg.image_size
     if maps.shape[1:] != (size, size):
         raise ValueError(f"{seg.test}: maps are {maps.shape[1:]}, the cache is {size}²")
-    split = test_split(cfg.stage)
+    split = test_split(stage.number)  # the job's stage: a stage-2 run reruns stage 1 too
     from medpipe.data.dataset import split_rows
 
     test_rows = split_rows(data_dir, split).set_index("image_id")
@@ -180,7 +177,7 @@ def label_fold(
         "model": model,
         "fold": int(fold),
         "round": pseudo_round(model),
-        "stage": cfg.stage,
+        "stage": stage.number,
         "split": split,
         "n_images": int(len(table)),
         "n_finding": int((chosen["label"] == 1).sum()),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +11,7 @@ from medpipe.layout import StageLayout
 __all__ = ["run_thresholds"]
 
 
-def run_thresholds(
-    config: Mapping[str, Any], data_dir: str | Path, stage_dir: str | Path
-) -> dict[str, Any]:
+def run_thresholds(cfg: RunConfig, stage: StageLayout, data_dir: str | Path) -> dict[str, Any]:
     """Write the stage's decision, as the task chooses it on OOF (SIIM:
     :func:`medpipe.decision.thresholds.choose_decision`)."""
-    cfg = RunConfig(config)
-    return cfg.task.choose_decision(cfg, StageLayout(stage_dir, cfg.stage), data_dir)
+    return cfg.task.choose_decision(cfg, stage, data_dir)

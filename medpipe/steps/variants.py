@@ -12,7 +12,6 @@ the other folds), gates their OOF ROC AUC. Ties keep the retrained variant (more
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +25,12 @@ log = logging.getLogger(__name__)
 
 
 def variant_cv(
-    config: Mapping[str, Any], data_dir: str | Path, task: str, dirs: list[FoldDir]
+    cfg: RunConfig, data_dir: str | Path, task: str, dirs: list[FoldDir]
 ) -> dict[str, Any]:
     """One variant's CV on the stage's OOF pool: ``{"cv", "measure"}`` (+ ``"oof"`` for a
     segmentation model: its OOF score at the setting chosen on all folds)."""
     from medpipe.predictions.stored import values_for
 
-    cfg = RunConfig(config)
     folds = oof_pool(cfg, data_dir)
     if task == GATE:
         from sklearn.metrics import roc_auc_score
@@ -63,16 +61,14 @@ def variant_cv(
 
 
 def choose_variants(
-    config: Mapping[str, Any], data_dir: str | Path, stage_dir: str | Path
+    cfg: RunConfig, stage: StageLayout, data_dir: str | Path
 ) -> dict[str, dict[str, Any]]:
     """Score both variants of every ``retrain: auto`` model, write ``retrain_choice.json``."""
-    cfg = RunConfig(config)
-    stage = StageLayout(stage_dir)
     choice: dict[str, dict[str, Any]] = {}
     for task in TASKS:
         for model in cfg.auto_models(task):
             scores = {
-                variant: variant_cv(config, data_dir, task, stage.folds_of(task, name, cfg.folds))
+                variant: variant_cv(cfg, data_dir, task, stage.folds_of(task, name, cfg.folds))
                 for variant, name in (("retrained", model), ("kept", model + KEPT))
             }
             kept_better = scores["kept"]["cv"] > scores["retrained"]["cv"]

@@ -22,10 +22,11 @@ import yaml
 
 from medpipe.bundle.infer import Bundle, BundleError, run_infer
 from medpipe.bundle.layout import BundleLayout
-from medpipe.inference import ensemble
 from medpipe.io.nifti import read_nifti
 from medpipe.layout import SEGMENT, RunLayout, read_fused
+from medpipe.predictions.blend import blend
 from medpipe.predictions.sources import gate_mean, stage_sources
+from medpipe.predictions.stored import TestMaps
 from medpipe.steps.submit import run_submit
 from tests.sources import as_stage, as_view
 
@@ -75,10 +76,10 @@ def test_infer_fold_means_are_the_runs_stored_maps(bundle, run_dir, test_dicoms,
     config = _config(run_dir)
     stage = RunLayout(run_dir).stage(1)
     decision = Bundle(bundle).decision
-    test = ensemble.TestMaps(stage_sources(as_view(config), as_stage(config, stage.dir), SEGMENT))
+    test = TestMaps(stage_sources(as_view(config), as_stage(config, stage.dir), SEGMENT))
     expected = np.concatenate(
         [
-            ensemble.blend(probs, decision.weights).reshape(sl.stop - sl.start, -1).max(axis=1)
+            blend(probs, decision.weights).reshape(sl.stop - sl.start, -1).max(axis=1)
             for sl, probs in test.chunks()
         ]
     )
@@ -125,7 +126,7 @@ def test_gated_rules_reproduce_the_runs_submit(rule, bundle, run_dir, test_dicom
     }
     (stage / "thresholds.json").write_text(json.dumps(fields))
     reference = tmp_path / "reference.csv"
-    frame = run_submit(config, run.data_dir(1), stage, None, reference)
+    frame = run_submit(as_view(config), as_stage(config, stage), run.data_dir(1), None, reference)
     assert (frame["EncodedPixels"] != "-1").any() and (frame["EncodedPixels"] == "-1").any()
 
     variant = _with_decision(bundle, tmp_path / "bundle", fields)

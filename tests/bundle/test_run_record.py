@@ -22,9 +22,10 @@ from medpipe.bundle.export import export_bundle
 from medpipe.bundle.infer import Bundle, run_infer
 from medpipe.bundle.records import RecordError
 from medpipe.bundle.runcheck import RunMismatch
-from medpipe.inference import ensemble
 from medpipe.layout import SEGMENT, RunLayout
+from medpipe.predictions.blend import blend
 from medpipe.predictions.sources import stage_sources
+from medpipe.predictions.stored import TestMaps
 from tests.e2e.conftest import snakemake
 from tests.sources import as_stage, as_view
 
@@ -56,11 +57,11 @@ def _medpipe(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def _stored_max_prob(run: RunLayout, config: dict, weights: dict) -> pd.Series:
-    test = ensemble.TestMaps(
+    test = TestMaps(
         stage_sources(as_view(config), as_stage(config, run.stage_dir(1)), SEGMENT)
     )
     top = [
-        ensemble.blend(probs, weights).reshape(sl.stop - sl.start, -1).max(axis=1)
+        blend(probs, weights).reshape(sl.stop - sl.start, -1).max(axis=1)
         for sl, probs in test.chunks()
     ]
     return pd.Series(np.concatenate(top).astype(np.float64), index=test.ids)
@@ -224,7 +225,13 @@ def test_a_gated_rule_is_checked_on_p_finding_and_the_rows(workdir, tmp_path):
     decision = {"rule": "seg_gate_lgbm", "mode": "fusion", "p_finding_source": "fusion"}
     decision.update(pixel_threshold=0.3, min_area=0.0, weights=weights)
     run.thresholds(1).write_text(json.dumps({**decision, "cls_threshold": float(np.median(p))}))
-    frame = run_submit(config, run.data_dir(1), run.stage_dir(1), None, run.stage(1).submission)
+    frame = run_submit(
+        as_view(config),
+        as_stage(config, run.stage_dir(1)),
+        run.data_dir(1),
+        None,
+        run.stage(1).submission,
+    )
     shutil.copyfile(run.stage(1).submission, run.submission)
     assert (frame["EncodedPixels"] != "-1").any()  # masks to compare, not only empty rows
     dicoms = workdir / "data" / "tiny" / "dicom-images-test"

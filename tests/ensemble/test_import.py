@@ -22,7 +22,12 @@ from tests.sources import as_stage, as_view
 
 
 def _import(stage, name):
-    return import_external(stage["config"], name, stage["data_dir"], stage["stage_dir"], "test")
+    return import_external(
+        as_view(stage["config"]),
+        as_stage(stage["config"], stage["stage_dir"]),
+        stage["data_dir"],
+        name,
+    )
 
 
 def _resized(maps: np.ndarray, size: int) -> np.ndarray:
@@ -159,7 +164,7 @@ def test_the_reproduction_manifest_hashes_the_source_files(stage):
     source = stage["root"] / "team_p"
     teammate.write_p_finding(source / "stage1", stage["data_dir"])
     add_source(stage, "team_p", "p_finding", source / "stage{stage}")
-    rows = external_sources(stage["config"], stage["config"]["run_dir"])
+    rows = external_sources(as_view(stage["config"]), stage["config"]["run_dir"])
     assert [(r["stage"], Path(r["path"]).name) for r in rows] == [
         (1, "oof.csv"),
         (1, "test.csv"),

@@ -11,6 +11,7 @@ from medpipe.steps.external import import_external
 from medpipe.steps.thresholds import run_thresholds
 from tests.ensemble import teammate
 from tests.ensemble.conftest import OWN, add_source, write_own_model
+from tests.sources import as_stage, as_view
 
 
 @pytest.fixture
@@ -22,8 +23,15 @@ def decided(stage):
     add_source(stage, "team", "maps", stage["root"] / "team")
     add_source(stage, "team_p", "p_finding", stage["root"] / "team_p")
     for name in ("team", "team_p"):
-        import_external(stage["config"], name, stage["data_dir"], stage["stage_dir"], "test")
-    run_thresholds(stage["config"], stage["data_dir"], stage["stage_dir"])
+        import_external(
+            as_view(stage["config"]),
+            as_stage(stage["config"], stage["stage_dir"]),
+            stage["data_dir"],
+            name,
+        )
+    run_thresholds(
+        as_view(stage["config"]), as_stage(stage["config"], stage["stage_dir"]), stage["data_dir"]
+    )
     cv = json.loads((stage["stage_dir"] / "cv.json").read_text())
     return stage, cv
 
@@ -50,7 +58,9 @@ def test_the_report_lists_the_sources_as_external(decided):
 
     stage, cv = decided
     config = {**stage["config"], "stage": 1}
-    out = build_report(config, config["run_dir"], stage["root"] / "report.html", progress=False)
+    out = build_report(
+        as_view(config), config["run_dir"], stage["root"] / "report.html", progress=False
+    )
     html = out.read_text()
     assert "external sources" in html and "team (maps), team_p (p_finding)" in html
     assert "segmentation (external)" in html and "gate (external)" in html

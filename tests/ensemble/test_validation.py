@@ -13,6 +13,7 @@ from medpipe.steps.external import ExternalSourceError, check_source, import_ext
 from tests.e2e.conftest import REPO
 from tests.ensemble import teammate
 from tests.ensemble.conftest import add_source
+from tests.sources import as_stage, as_view
 
 
 def _maps_source(stage, side=96, **kwargs):
@@ -27,7 +28,12 @@ def _rewrite(source, which, **arrays):
 
 
 def _check(stage, name="team"):
-    return check_source(stage["config"], name, stage["data_dir"], "test", 1)
+    return check_source(
+        as_view(stage["config"]),
+        as_stage(stage["config"], stage["stage_dir"]),
+        stage["data_dir"],
+        name,
+    )
 
 
 def test_a_good_source_passes(stage):
@@ -230,5 +236,10 @@ def test_nothing_is_written_when_the_source_is_refused(stage):
     test = w["test"]
     _rewrite(source, "test", image_id=test["image_id"][1:], prob=test["prob"][1:])
     with pytest.raises(ExternalSourceError):
-        import_external(stage["config"], "team", stage["data_dir"], stage["stage_dir"], "test")
+        import_external(
+            as_view(stage["config"]),
+            as_stage(stage["config"], stage["stage_dir"]),
+            stage["data_dir"],
+            "team",
+        )
     assert not (stage["stage_dir"] / "external").exists()

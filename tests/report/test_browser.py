@@ -6,11 +6,12 @@ from medpipe.report import build_report
 from medpipe.report.html import Page
 from tests.report.browser import decoded_images
 from tests.report.test_html import _png
+from tests.sources import as_view
 
 
 def test_every_image_of_a_built_report_decodes_in_chromium(fake_run, tmp_path):
     config, run_dir = fake_run
-    out = build_report(config, run_dir, tmp_path / "report.html", progress=False)
+    out = build_report(as_view(config), run_dir, tmp_path / "report.html", progress=False)
     decoded, total, title = decoded_images(out, tmp_path)
     assert total >= 8
     assert decoded == total

@@ -12,13 +12,18 @@ from medpipe.report.cases import classify, pick_cases
 from medpipe.report.decisions import calibration_bins
 from medpipe.report.training import ablation_table
 from tests.report.fake_run import PATIENT_MARK, make_run
+from tests.sources import as_view
 
 SECTIONS = ("Overview", "Data", "Training", "Decisions", "Cases", "Stage 2")
 
 
 def _build(config, run_dir, tmp_path):
     out = build_report(
-        config, run_dir, tmp_path / "report.html", plots_dir=tmp_path / "plots", progress=False
+        as_view(config),
+        run_dir,
+        tmp_path / "report.html",
+        plots_dir=tmp_path / "plots",
+        progress=False,
     )
     return out.read_text()
 
@@ -171,7 +176,9 @@ def test_retrain_table_copes_with_a_model_without_stage1_score(tmp_path):
     from medpipe.report.stage2 import retrain_table
 
     config, run_dir = make_run(tmp_path, stage2=True, gate=False)
-    table = retrain_table(FinishedRun(config, run_dir, 2), {}, {"models": {"unet": {"seg_only": 0.7}}})
+    table = retrain_table(
+        FinishedRun(as_view(config), run_dir, 2), {}, {"models": {"unet": {"seg_only": 0.7}}}
+    )
     row = table.set_index("model").loc["unet"]
     assert np.isnan(row["CV stage 1"]) and row["CV stage 2"] == 0.7 and np.isnan(row["change"])
 

@@ -13,11 +13,12 @@ from medpipe.io.nifti import read_nifti
 from medpipe.layout import read_seg_predictions
 from medpipe.report.export import export_masks
 from tests.report.fake_run import N_TEST, N_TRAIN, SIZE
+from tests.sources import as_view
 
 
 def test_oof_export_writes_prob_mask_truth_and_image_with_the_dicom_spacing(fake_run, tmp_path):
     config, run_dir = fake_run
-    index = export_masks(config, run_dir, "oof", tmp_path / "nii", progress=False)
+    index = export_masks(as_view(config), run_dir, "oof", tmp_path / "nii", progress=False)
     assert len(index) == N_TRAIN
     row = index.set_index("image_id").loc["1.2.3.0"]
     prob, spacing = read_nifti(tmp_path / "nii" / row["prob_file"])
@@ -37,7 +38,7 @@ def test_oof_export_writes_prob_mask_truth_and_image_with_the_dicom_spacing(fake
 def test_test_export_applies_the_submission_rule(fake_run, tmp_path):
     config, run_dir = fake_run
     index = export_masks(
-        config, run_dir, "test", tmp_path / "nii", progress=False, with_image=False
+        as_view(config), run_dir, "test", tmp_path / "nii", progress=False, with_image=False
     )
     assert len(index) == N_TEST
     assert "truth_file" not in index.columns and "image_file" not in index.columns
@@ -51,12 +52,17 @@ def test_test_export_applies_the_submission_rule(fake_run, tmp_path):
 def test_export_filters_and_names_unknown_ids(fake_run, tmp_path):
     config, run_dir = fake_run
     index = export_masks(
-        config, run_dir, "oof", tmp_path / "a", image_ids=["1.2.3.4"], progress=False
+        as_view(config), run_dir, "oof", tmp_path / "a", image_ids=["1.2.3.4"], progress=False
     )
     assert index["image_id"].tolist() == ["1.2.3.4"]
-    assert len(export_masks(config, run_dir, "oof", tmp_path / "b", limit=3, progress=False)) == 3
+    assert (
+        len(export_masks(as_view(config), run_dir, "oof", tmp_path / "b", limit=3, progress=False))
+        == 3
+    )
     with pytest.raises(ValueError, match="not in .*meta.csv"):
-        export_masks(config, run_dir, "oof", tmp_path / "c", image_ids=["nope"], progress=False)
+        export_masks(
+            as_view(config), run_dir, "oof", tmp_path / "c", image_ids=["nope"], progress=False
+        )
 
 
 def test_export_masks_command(fake_run, tmp_path, capsys):
@@ -91,7 +97,7 @@ def test_a_seg_gate_rule_thresholds_the_gate_probability_oof_and_test(fake_run, 
     def predicted(which: str, ids=None) -> pd.Series:
         out = tmp_path / f"{which}{len(list(tmp_path.iterdir()))}"
         index = export_masks(
-            config, run_dir, which, out, image_ids=ids, progress=False, with_image=False
+            as_view(config), run_dir, which, out, image_ids=ids, progress=False, with_image=False
         )
         return index.set_index("image_id")["predicted_pixels"]
 

@@ -79,7 +79,7 @@ def labelled_run(tmp_path: Path) -> tuple[dict, Path, Path, dict]:
 
 def test_a_fold_is_labelled_by_its_own_models_with_only_the_confident_images(labelled_run):
     config, data, stage_dir, truth = labelled_run
-    made = label_fold(config, data, stage_dir, "m@pl1", 0)
+    made = label_fold(as_view(config), as_stage(config, stage_dir), data, "m@pl1", 0)
     assert made["made_by"]["segment"]["model"] == "m" and made["made_by"]["segment"]["fold"] == 0
     assert made["made_by"]["gate"] == {**made["made_by"]["gate"], "model": "g", "fold": 0}
 
@@ -100,12 +100,14 @@ def test_a_fold_is_labelled_by_its_own_models_with_only_the_confident_images(lab
     assert made["n_finding"] == 1 and made["n_empty"] == 2 and made["n_images"] == 8
 
     # fold 1's maps are 0.4 < pixel_threshold: its labels are its own, not fold 0's
-    assert label_fold(config, data, stage_dir, "m@pl1", 1)["n_finding"] == 0
+    assert (
+        label_fold(as_view(config), as_stage(config, stage_dir), data, "m@pl1", 1)["n_finding"] == 0
+    )
 
 
 def test_the_variant_trains_on_its_folds_plus_its_pseudo_labels(labelled_run):
     config, data, stage_dir, _ = labelled_run
-    label_fold(config, data, stage_dir, "m@pl1", 0)
+    label_fold(as_view(config), as_stage(config, stage_dir), data, "m@pl1", 0)
     out = StageLayout(stage_dir).fold(SEGMENT, "m@pl1", 0)
     metrics = train_fold("segment", "m@pl1", small_seg_config(epochs=1), config, data, 0, out.path)
     n_labelled = 16  # 24 training images, fold 0 holds 8
@@ -117,7 +119,7 @@ def test_the_variant_trains_on_its_folds_plus_its_pseudo_labels(labelled_run):
 
 def test_labels_made_by_another_fold_or_of_training_images_are_refused(labelled_run):
     config, data, stage_dir, _ = labelled_run
-    label_fold(config, data, stage_dir, "m@pl1", 0)
+    label_fold(as_view(config), as_stage(config, stage_dir), data, "m@pl1", 0)
     out = StageLayout(stage_dir).fold(SEGMENT, "m@pl1", 0)
     honest = out.pseudo_provenance.read_text()
 
