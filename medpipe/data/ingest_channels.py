@@ -306,10 +306,9 @@ def _scan(folder: Path, channels: tuple[str, ...]) -> dict[str, list[str]]:
     suffixes = {f"_{channel}.png": channel for channel in channels}
     found: dict[str, list[str]] = {}
     other = 0
-    for path in folder.iterdir():
-        name = path.name
-        if name.startswith(".") or not path.is_file():
-            continue
+    with os.scandir(folder) as entries:  # the kind of each entry without a stat per file
+        names = [e.name for e in entries if not e.name.startswith(".") and e.is_file()]
+    for name in names:
         for suffix in suffixes:
             if name.endswith(suffix) and len(name) > len(suffix):
                 found.setdefault(name[: -len(suffix)], []).append(name)
@@ -317,7 +316,12 @@ def _scan(folder: Path, channels: tuple[str, ...]) -> dict[str, list[str]]:
         else:
             other += 1
     if other:
-        log.info("ingest: %s: %d files are no channel of %s, not read", folder, other, channels)
+        log.info(
+            "ingest: %s: %d files are no channel of %s, not read",
+            folder,
+            other,
+            ", ".join(channels),
+        )
     return found
 
 
