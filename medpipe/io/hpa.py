@@ -42,6 +42,7 @@ DEFAULT_CHANNELS = ("red", "green", "blue", "yellow")
 TARGET_HEADER = ("Id", "Target")
 SUBMISSION_HEADER = ("Id", "Predicted")
 GROUP_COLUMN = "Group"
+MAX_INFERRED_CLASSES = 1000
 _INDEX = re.compile(r"[0-9]+")  # ASCII digits only: str.isdigit() would take '²' and '٣'
 # Pillow modes that are not one 8-bit gray plane, with the words a user knows them by
 _NOT_GRAY8 = {
@@ -165,6 +166,12 @@ def read_targets(
     if not ids:
         raise LabelError(f"{path}: no label rows below the header")
     k = n_classes if n_classes is not None else 1 + max((i for f in indices for i in f), default=0)
+    if n_classes is None and k > MAX_INFERRED_CLASSES:  # a typo: "1600" for "16 0"
+        image_id = next(i for i, f in zip(ids, indices, strict=True) if k - 1 in f)
+        raise LabelError(
+            f"{path}:{lines[image_id]}: class index {k - 1} with no class list: name the classes "
+            f"in data.classes (at most {MAX_INFERRED_CLASSES} are taken from the labels)"
+        )
     khot = np.zeros((len(ids), k), np.uint8)
     for row, found in enumerate(indices):
         khot[row, found] = 1

@@ -97,6 +97,13 @@ def test_every_problem_is_counted_and_the_first_named(tmp_path: Path) -> None:
         read_targets(path)
 
 
+def test_a_runaway_class_index_without_a_class_list_is_refused(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "train.csv", "Id,Target\na,16 0\nb,1600\n")
+    with pytest.raises(LabelError, match=r"train.csv:3: class index 1600 with no class list"):
+        read_targets(path)
+    assert read_targets(path, n_classes=2000).n_classes == 2000  # named classes: as many as asked
+
+
 def test_an_empty_target_can_be_allowed(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "train.csv", "Id,Target\na,\nb,2\n")
     targets = read_targets(path, allow_empty=True)
