@@ -1,5 +1,7 @@
 """Session fixtures shared by tests/e2e and tests/reliability: one tiny pipeline run each for
-stage 1 and stage 2 (defined once here, so a session never runs the pipeline twice).
+stage 1 and stage 2 (defined once here, so a session never runs the pipeline twice). Stage 2 runs
+on a copy of the stage-1 working folder: each run stays at its stage, whatever the test order.
+Tests that change a run (tamper with a file, run another target) work on their own copy.
 
 Both runs seal the hidden test labels, which no rule may read: each hidden label file is
 replaced by a directory of the same name while Snakemake runs, so any rule that opens it fails
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,16 +54,19 @@ def tiny_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def stage2_run(tiny_run) -> Path:
-    """Stage 2 on top of the tiny stage-1 run (the same working directory, as a user would)."""
-    ckpt_dir = tiny_run / "runs/tiny/stage1/gate/gate_regnetx"
+def stage2_run(tiny_run, tmp_path_factory) -> Path:
+    """Stage 2 on its own copy of the tiny stage-1 run's working folder (run in place there, as a
+    user would), so ``tiny_run`` stays at stage 1 whichever test asks for which run first."""
+    workdir = tmp_path_factory.mktemp("stage2-run") / "work"
+    shutil.copytree(tiny_run, workdir, symlinks=True)
+    ckpt_dir = workdir / "runs/tiny/stage1/gate/gate_regnetx"
     before = {
         p.name + "/" + p.parent.name: p.read_bytes() for p in ckpt_dir.glob("fold*/model.ckpt")
     }
-    with sealed_hidden_labels(tiny_run) as sealed:
-        snakemake(tiny_run, "submission", configfiles=(REPO / "configs" / "stage2.yaml",))
-    (tiny_run / "sealed-stage2.txt").write_text("\n".join(sealed) + "\n")
-    tiny_run.joinpath("kept-before.txt").write_text(
+    with sealed_hidden_labels(workdir) as sealed:
+        snakemake(workdir, "submission", configfiles=(REPO / "configs" / "stage2.yaml",))
+    (workdir / "sealed-stage2.txt").write_text("\n".join(sealed) + "\n")
+    workdir.joinpath("kept-before.txt").write_text(
         "\n".join(f"{k}\t{hashlib.sha256(v).hexdigest()}" for k, v in sorted(before.items()))
     )
-    return tiny_run
+    return workdir

@@ -20,13 +20,7 @@ def run_workdir(request) -> Path:
 
 @pytest.fixture(scope="session")
 def run_dir(run_workdir) -> Path:
-    import yaml
-
-    run_dir = run_workdir / "runs" / "tiny"
-    config = yaml.safe_load((run_dir / "config.resolved.yaml").read_text())
-    if int(config.get("stage", 1)) != 1:
-        pytest.skip("the shared tiny run has moved on to stage 2; these tests compare stage 1")
-    return run_dir
+    return run_workdir / "runs" / "tiny"  # tiny_run stays at stage 1 (stage2_run is a copy)
 
 
 @pytest.fixture(scope="session")
@@ -40,12 +34,3 @@ def bundle(run_dir, tmp_path_factory) -> Path:
     from medpipe.bundle.export import export_bundle
 
     return export_bundle(run_dir, tmp_path_factory.mktemp("bundle") / "tiny", with_fusion=True)
-
-
-def pytest_collection_modifyitems(session, config, items) -> None:
-    """The stage-2 bundle test moves the shared tiny run on to stage 2 (stage2_run): run it after
-    every other test of the session, so none of them sees stage 2 before it expects it."""
-    here = Path(__file__).resolve().parent / "test_stage2.py"
-    late = [item for item in items if Path(str(item.fspath)).resolve() == here]
-    if late:
-        items[:] = [item for item in items if item not in late] + late

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pandas as pd
 import pytest
 
 from tests.e2e.conftest import REPO, snakemake
+from tests.sources import as_view
 
 pytestmark = pytest.mark.slow
 
@@ -99,8 +99,13 @@ def test_stage2_rerun_from_scratch_gives_a_byte_identical_submission(stage2_run,
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
 
 
-def test_verify_reproduction_matches_then_fails_loudly_on_an_altered_checkpoint(stage2_run):
-    run = stage2_run / "runs/tiny"
+def test_verify_reproduction_matches_then_fails_loudly_on_an_altered_checkpoint(
+    stage2_run, tmp_path
+):
+    """On a copy of the shared run: the altered checkpoint is the copy's."""
+    workdir = tmp_path / "work"
+    shutil.copytree(stage2_run, workdir, symlinks=True)
+    run = workdir / "runs/tiny"
     cmd = [
         sys.executable,
         "-m",
@@ -110,18 +115,14 @@ def test_verify_reproduction_matches_then_fails_loudly_on_an_altered_checkpoint(
         "--config",
         str(run / "config.resolved.yaml"),
     ]
-    ok = subprocess.run(cmd, cwd=stage2_run, capture_output=True, text=True)
+    ok = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "OK" in ok.stdout
     ckpt = run / "stage1/gate/gate_regnetx/fold0/model.ckpt"
-    original, stat = ckpt.read_bytes(), ckpt.stat()
-    ckpt.write_bytes(original + b"tampered")
-    try:
-        bad = subprocess.run(cmd, cwd=stage2_run, capture_output=True, text=True)
-    finally:
-        ckpt.write_bytes(original)  # other tests share this run: same bytes, same mtime
-        os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    ckpt.write_bytes(ckpt.read_bytes() + b"tampered")
+    bad = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
     assert bad.returncode == 1
+    assert "MISMATCH" in bad.stderr
     assert "stage1/gate/gate_regnetx/fold0/model.ckpt" in bad.stderr
 
 
@@ -139,7 +140,8 @@ def test_verify_retrain_names_the_fold_whose_weights_differ(stage2_run, tmp_path
     import torch
 
     from medpipe.config import load_config
-    from medpipe.reproducibility import verify_retrain, weights_sha256
+    from medpipe.reproducibility import weights_sha256
+    from medpipe.steps.verify import verify_retrain
 
     copy = tmp_path / "run"
     shutil.copytree(stage2_run / "runs/tiny", copy)
@@ -155,14 +157,14 @@ def test_verify_retrain_names_the_fold_whose_weights_differ(stage2_run, tmp_path
     assert weights_sha256(ckpt) != before
     monkeypatch.chdir(stage2_run)
     config = load_config([str(copy / "config.resolved.yaml")])
-    problems = verify_retrain(config, copy, 0, tmp_path / "work")
+    problems = verify_retrain(as_view(config), copy, 0, tmp_path / "work")
     assert len(problems) == 1, problems
     assert "segment unet_regnetx fold 0" in problems[0]
     assert "stage2/segment/unet_regnetx/fold0/model.ckpt" in problems[0]
-    assert verify_retrain({**config, "deterministic": False}, copy, 0, tmp_path / "w2")[
+    assert verify_retrain(as_view({**config, "deterministic": False}), copy, 0, tmp_path / "w2")[
         0
     ].startswith("--retrain needs deterministic: true")
-    assert "trained folds" in verify_retrain(config, copy, 7, tmp_path / "w3")[0]
+    assert "trained folds" in verify_retrain(as_view(config), copy, 7, tmp_path / "w3")[0]
 
 
 def test_retrain_auto_keeps_the_variant_with_the_better_stage2_cv(stage2_run):
@@ -183,7 +185,7 @@ def test_retrain_auto_keeps_the_variant_with_the_better_stage2_cv(stage2_run):
     for variant, name in (("retrained", "unet_regnetx"), ("kept", "unet_regnetx@kept")):
         dirs = layout.folds_of(2, "segment", name, [0, 1])
         assert all(d.oof.is_file() and d.test.is_file() for d in dirs)
-        again = variant_cv(config, layout.data_dir(2), "segment", dirs)
+        again = variant_cv(as_view(config), layout.data_dir(2), "segment", dirs)
         assert again["cv"] == pytest.approx(row[variant]["cv"])
     cv2 = json.loads((stage / "cv.json").read_text())
     assert cv2["models"]["unet_regnetx"]["seg_only"] == pytest.approx(row[expected]["oof"])
