@@ -59,7 +59,7 @@ def fabricated_bundle(work: Path, size: int = SMALL_SIZE, folds: int = SMALL_FOL
     import torch
 
     from medpipe.bundle.export import export_bundle
-    from medpipe.training.tasks import get_task
+    from medpipe.training.families import get_family
 
     run = RunLayout(work / "run")
     scale = _bench_module("scale")  # its one-model override of the default config
@@ -68,7 +68,7 @@ def fabricated_bundle(work: Path, size: int = SMALL_SIZE, folds: int = SMALL_FOL
     for fold in range(folds):
         here = run.fold(1, SEGMENT, scale.MODEL, fold)
         here.path.mkdir(parents=True, exist_ok=True)
-        network = get_task(SEGMENT, block).build_model()
+        network = get_family(SEGMENT, block).build_model()
         # a train_fold checkpoint's form: the FoldModule's tensors, its network under "model."
         state = {f"model.{k}": v for k, v in network.state_dict().items()}
         torch.save({"state_dict": state}, here.checkpoint)

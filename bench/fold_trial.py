@@ -73,7 +73,7 @@ def _predict(ckpt: Path, data_dir: Path, fold: int, size: int, hflip: bool) -> t
             outs = []
             for view in views:
                 out = module(view(x))
-                if module.task.name == "segment":
+                if module.family.name == "segment":
                     outs.append(view(torch.sigmoid(out[0][:, 0].float())))
                 else:
                     outs.append(torch.sigmoid(out[0].float()))
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--config", nargs="+", default=[str(ROOT / "configs" / "default.yaml")])
     ap.add_argument("--data-dir", type=Path, help="ingest + folds output (required unless --small)")
-    ap.add_argument("--task", choices=("segment", "gate"), default="segment")
+    ap.add_argument("--task", dest="family", choices=("segment", "gate"), default="segment")
     ap.add_argument("--model", default=None, help="model name (default: the config's first)")
     ap.add_argument("--fold", type=int, default=0)
     ap.add_argument("--set", action="append", default=[], help="dotted.key=yaml_value")
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--data-dir and --name are required (or --small)")
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
-    section = "segmentation" if args.task == "segment" else "gate"
+    section = "segmentation" if args.family == "segment" else "gate"
     model = args.model or next(iter(cfg[section]["models"]))
     if args.small:
         cfg["image_size"] = SMALL_SET["image_size"]
@@ -163,14 +163,14 @@ def main(argv: list[str] | None = None) -> int:
             _bench_module("train_step").write_cache(data_dir, SMALL_IMAGES, size, folds=SMALL_FOLDS)
         started = time.perf_counter()
         out = Path(tmp) / "fold"
-        metrics = train_fold(args.task, model, block, cfg, data_dir, args.fold, out)
+        metrics = train_fold(args.family, model, block, cfg, data_dir, args.fold, out)
         trained = time.perf_counter() - started
         prob, truth = _predict(
             out / "model.ckpt", data_dir, args.fold, size, bool(block.get("tta_hflip"))
         )
     row = {
         "name": args.name or "small",
-        "task": args.task,
+        "task": args.family,
         "fold": args.fold,
         "image_size": size,
         "set": args.set,

@@ -36,8 +36,8 @@ from medpipe.decision.apply import apply_triplet, resize_mask
 from medpipe.inference.predict import load_model, predict_rows
 from medpipe.io import rle
 from medpipe.io.atomic import atomic_write_text
+from medpipe.training.families import get_family
 from medpipe.training.runtime import resolve_num_workers
-from medpipe.training.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
 # --small: 2 folds on 4 images at 64² (seconds on 2 cores), so CI sees the bench still runs
@@ -81,16 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.type == "cuda"
     cfg = train_step.model_config("segment", args.config, args.model)
-    task = get_task("segment", cfg)
+    family = get_family("segment", cfg)
     workers = resolve_num_workers(
         {"num_workers": args.workers if args.workers == "auto" else int(args.workers)},
         "gpu" if cuda else "cpu",
     )
     if args.ckpt_dir:
         paths = sorted(args.ckpt_dir.glob("fold*/model.ckpt"))[: args.folds]
-        models = [load_model(task, p, device) for p in paths]
+        models = [load_model(family, p, device) for p in paths]
     else:
-        models = [task.build_model().to(device).eval() for _ in range(args.folds)]
+        models = [family.build_model().to(device).eval() for _ in range(args.folds)]
     hflip = not args.no_tta
 
     with tempfile.TemporaryDirectory(prefix="medpipe-bench-") as tmp:
@@ -105,11 +105,11 @@ def main(argv: list[str] | None = None) -> int:
             hflip=hflip,
         )
         warm = XrayDataset(data_dir, rows.iloc[: args.batch], args.size)
-        predict_rows(task, models, warm, **common)  # allocator, cuDNN autotune, worker start-up
+        predict_rows(family, models, warm, **common)  # allocator, cuDNN autotune, worker start-up
         if cuda:
             torch.cuda.synchronize()
         started = time.perf_counter()
-        probs = predict_rows(task, models, dataset, **common)["prob"]
+        probs = predict_rows(family, models, dataset, **common)["prob"]
         if cuda:
             torch.cuda.synchronize()
         predict_s = time.perf_counter() - started

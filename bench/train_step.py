@@ -76,8 +76,8 @@ def write_cache(root: Path, n: int, size: int, seed: int = 0, folds: int = 1) ->
     return root
 
 
-def model_config(task: str, config: Path | None, name: str | None) -> dict:
-    section, default_name = DEFAULT_MODELS[task]
+def model_config(family: str, config: Path | None, name: str | None) -> dict:
+    section, default_name = DEFAULT_MODELS[family]
     cfg = yaml.safe_load((config or ROOT / "configs" / "default.yaml").read_text())
     return dict(cfg[section]["models"][name or default_name])
 
@@ -108,7 +108,7 @@ def step_rate(
             batch = augment(batch, generator)
         optimizer.zero_grad(set_to_none=True)
         with autocast():
-            loss = module.task.loss(module(batch["image"]), batch)
+            loss = module.family.loss(module(batch["image"]), batch)
         loss.backward()
         optimizer.step()
         done += 1
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--task", choices=["segment", "gate"], default="segment")
+    parser.add_argument("--task", dest="family", choices=["segment", "gate"], default="segment")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=6)
@@ -180,13 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.type == "cuda"
-    cfg = model_config(args.task, args.config, args.model)
+    cfg = model_config(args.family, args.config, args.model)
     workers = resolve_num_workers(
         {"num_workers": args.workers if args.workers == "auto" else int(args.workers)},
         "gpu" if cuda else "cpu",
     )
     performance = {"channels_last": args.channels_last, "compile": args.compile}
-    module = FoldModule(args.task, cfg, seed=0, image_size=args.size, performance=performance)
+    module = FoldModule(args.family, cfg, seed=0, image_size=args.size, performance=performance)
     module = module.to(device).train()
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
     modes = ["cpu", "gpu"] if args.augment_on == "both" else [args.augment_on]
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                 data_dir,
                 rows,
                 args.size,
-                masks=module.task.needs_masks,
+                masks=module.family.needs_masks,
                 transform=build_train_transforms(cfg.get("augment"), args.size)
                 if mode == "cpu"
                 else None,
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     result = {
-        "task": args.task,
+        "task": args.family,
         "model": cfg.get("arch", "") + ("/" if "arch" in cfg else "") + str(cfg["encoder"]),
         "size": args.size,
         "batch": args.batch,
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         "target_data_over_model": 1.5,
     }
     print(
-        f"{args.task} {result['model']} {args.size}² batch {args.batch} on {result['device']}, "
+        f"{args.family} {result['model']} {args.size}² batch {args.batch} on {result['device']}, "
         f"{workers} workers, {result['precision']}"
     )
     print(f"  {'model step (batches on device)':34s} {model_only:9.2f} images/s")
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"  {f'full step, augment on {mode}':34s} {rates['full'][mode]:9.2f} images/s")
     runs = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    runs[f"{args.task}-{args.size}-b{args.batch}-{'cuda' if cuda else 'cpu'}"] = result
+    runs[f"{args.family}-{args.size}-b{args.batch}-{'cuda' if cuda else 'cpu'}"] = result
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json.dumps(runs, indent=2) + "\n", args.out)
     return 0

@@ -203,7 +203,7 @@ def check_pseudo_labels(
             f"not {fold_dir.model} fold {fold_dir.fold}: rerun its pseudo_label rule"
         )
     previous = pseudo_variant(fold_dir.model, pseudo_round(fold_dir.model) - 1)
-    for task, source in (provenance.get("made_by") or {}).items():
+    for family, source in (provenance.get("made_by") or {}).items():
         if int(source.get("fold", -1)) != fold_dir.fold:
             raise LeakageError(
                 f"{where}: fold {fold_dir.fold} of {fold_dir.model} would train on pseudo-labels "
@@ -211,7 +211,7 @@ def check_pseudo_labels(
                 f"{fold_dir.fold}'s validation images; only fold {fold_dir.fold}'s own models may "
                 "label for it"
             )
-        if task == "segment" and source.get("model") != previous:
+        if family == "segment" and source.get("model") != previous:
             raise LeakageError(
                 f"{where}: {fold_dir.model} is labelled by {previous}, not {source.get('model')}"
             )

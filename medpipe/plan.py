@@ -180,11 +180,11 @@ def step_needs(config: Mapping[str, Any], size: DataSize) -> dict[str, StepNeeds
     }
     on_cpu = str(config.get("device", "auto")) == "cpu"
     workers = 1 if on_cpu else 8  # loader processes (num_workers: auto on a GPU node)
-    for task in (SEGMENT, GATE):
-        step = "train_seg" if task == SEGMENT else "train_gate"
+    for family in (SEGMENT, GATE):
+        step = "train_seg" if family == SEGMENT else "train_gate"
         hours = [
-            training_hours(cfg, task, m, per_fold, "cpu" if on_cpu else "gpu")
-            for m in cfg.trained_models(task)
+            training_hours(cfg, family, m, per_fold, "cpu" if on_cpu else "gpu")
+            for m in cfg.trained_models(family)
         ]
         if hours and all(h is not None for h in hours):
             runtime, note = max(60, int(60 * max(hours) * 1.5)), "runtime: 1.5x the measured figure"
@@ -212,10 +212,10 @@ def images_per_s(encoder: str, side: int, device: str) -> float | None:
 
 
 def training_hours(
-    cfg: RunConfig, task: str, model: str, per_fold: int, device: str
+    cfg: RunConfig, family: str, model: str, per_fold: int, device: str
 ) -> float | None:
     """Hours to train one fold of a model (epochs x training images / measured images/s)."""
-    block = cfg.models(task)[base_model(model)]
+    block = cfg.models(family)[base_model(model)]
     side = int(block.get("crop_size") or cfg.image_size)
     rate = images_per_s(str(block.get("encoder", "")), side, device)
     if rate is None:
@@ -268,10 +268,10 @@ def plan_table(config: Mapping[str, Any], size: DataSize | None = None) -> str:
     lines.append("training time per fold (hours), from measured images/s")
     pool = size.n("train") + (size.n("test") if cfg.stage == 2 else 0)
     per_fold = math.ceil(pool / max(1, int(config.get("folds", 1))))
-    for task in (SEGMENT, GATE):
-        for model in cfg.trained_models(task):
-            cpu = training_hours(cfg, task, model, per_fold, "cpu")
-            gpu = training_hours(cfg, task, model, per_fold, "gpu")
+    for family in (SEGMENT, GATE):
+        for model in cfg.trained_models(family):
+            cpu = training_hours(cfg, family, model, per_fold, "cpu")
+            gpu = training_hours(cfg, family, model, per_fold, "gpu")
             fmt = lambda h: "not measured" if h is None else f"{h:.2f}"  # noqa: E731
-            lines.append(f"  {task + ' ' + model:<28} CPU {fmt(cpu):>12}   GPU {fmt(gpu):>12}")
+            lines.append(f"  {family + ' ' + model:<28} CPU {fmt(cpu):>12}   GPU {fmt(gpu):>12}")
     return "\n".join(lines) + "\n"

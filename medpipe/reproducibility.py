@@ -28,7 +28,7 @@ from medpipe.guards import redact_config
 from medpipe.io.atomic import atomic_write_text
 from medpipe.io.hashing import sha256_file
 from medpipe.layout import (
-    TASKS,
+    FAMILIES,
     InputLayout,
     RunLayout,
     read_prediction_record,
@@ -146,14 +146,14 @@ def checkpoints_used(view: RunConfig, run_dir: str | Path, stage: int = 2) -> li
     cfg = RunConfig({**view.raw, "run_dir": str(run_dir)})  # the run where it is now
     chosen = _chosen_variants(cfg, run_dir) if stage == 2 else {}
     rows = []
-    for task in TASKS:
-        for model in cfg.trained_models(task):
-            snapshots = int(cfg.model(task, model).get("snapshots", 0) or 0) > 0
+    for family in FAMILIES:
+        for model in cfg.trained_models(family):
+            snapshots = int(cfg.model(family, model).get("snapshots", 0) or 0) > 0
             name = chosen.get(model, model)  # retrain: auto: the variant the stage kept
             for fold in cfg.folds:
-                trained = cfg.trained_fold(stage, task, name, fold)
+                trained = cfg.trained_fold(stage, family, name, fold)
                 row = {
-                    "task": task,
+                    "task": family,
                     "model": name,
                     "fold": fold,
                     **_hashed(trained.checkpoint, run_dir),
@@ -167,7 +167,7 @@ def checkpoints_used(view: RunConfig, run_dir: str | Path, stage: int = 2) -> li
 def _chosen_variants(cfg: RunConfig, run_dir: str | Path) -> dict[str, str]:
     """``retrain: auto`` models whose stage-1 weights were kept -> their ``@kept`` variant."""
     path = RunLayout(run_dir).stage(2).retrain_choice
-    if not any(cfg.auto_models(t) for t in TASKS) or not path.is_file():
+    if not any(cfg.auto_models(t) for t in FAMILIES) or not path.is_file():
         return {}
     return {m: m + KEPT for m, row in read_retrain_choice(path).items() if row["choice"] == "kept"}
 
@@ -236,8 +236,8 @@ def rule_wall_times(benchmark_dir: str | Path) -> pd.DataFrame:
     )
 
 
-def _cv_of(cv: Mapping[str, Any], task: str, model: str) -> str:
-    if task == "segment":
+def _cv_of(cv: Mapping[str, Any], family: str, model: str) -> str:
+    if family == "segment":
         value = (cv.get("models") or {}).get(model, {}).get("seg_only")
         return f"OOF dice {value:.4f}" if value is not None else "n/a"
     value = (cv.get("gates") or {}).get(model, {}).get("auc")
@@ -295,15 +295,15 @@ def write_reproduce_doc(
     decisions = []
     choice_path = run.stage(2).retrain_choice
     choice = read_retrain_choice(choice_path) if choice_path.is_file() else {}
-    for task in TASKS:
-        for model in view.trained_models(task):
+    for family in FAMILIES:
+        for model in view.trained_models(family):
             decisions.append(
                 [
                     model,
-                    task,
+                    family,
                     _decision_text(view, model, choice),
-                    _cv_of(cv1, task, model),
-                    _cv_of(cv2, task, model),
+                    _cv_of(cv1, family, model),
+                    _cv_of(cv2, family, model),
                 ]
             )
     times = rule_wall_times(run.benchmarks_dir)

@@ -161,18 +161,18 @@ def training_inputs(wildcards):
     return {"meta": path(LAYOUT.meta(wildcards.stage)), "folds": path(LAYOUT.folds(wildcards.stage))}
 
 
-def model_block(task):
-    return lambda wildcards: CFG.models(task)[base_model(wildcards.model)]
+def model_block(family):
+    return lambda wildcards: CFG.models(family)[base_model(wildcards.model)]
 
 
-def fold_dir(task):
+def fold_dir(family):
     """The fold folder pattern of a task: {stage}, {model}, {fold} are wildcards."""
-    return path(LAYOUT.fold_dir("{stage}", task, "{model}", "{fold}"))
+    return path(LAYOUT.fold_dir("{stage}", family, "{model}", "{fold}"))
 
 
-def fold_file(task, what):
+def fold_file(family, what):
     """A file of a task's fold folder, as a pattern for rules (``what``: a FoldDir attribute)."""
-    return path(getattr(FoldDir(task, "{model}", 0, Path(fold_dir(task))), what))
+    return path(getattr(FoldDir(family, "{model}", 0, Path(fold_dir(family))), what))
 
 
 def pseudo_outputs():
@@ -203,25 +203,25 @@ def pseudo_sources(wildcards):
     """The test predictions that label a ``@pl<k>`` fold: round k-1 of the same fold (and the
     finding gate's same fold); predictions.sources.pseudo_label_sources is the one rule."""
     sources = pseudo_label_sources(CFG, LAYOUT.stage(wildcards.stage), wildcards.model, int(wildcards.fold))
-    return {f"{task}_test": path(d.test) for task, d in sources.items()}
+    return {f"{family}_test": path(d.test) for family, d in sources.items()}
 
 
-def trained_checkpoint(task):
+def trained_checkpoint(family):
     """The weights a stage predicts with (stage 2 keeps stage 1's unless the model is retrained)."""
-    return lambda w: path(CFG.trained_fold(int(w.stage), task, w.model, int(w.fold)).checkpoint)
+    return lambda w: path(CFG.trained_fold(int(w.stage), family, w.model, int(w.fold)).checkpoint)
 
 
-def fold_predictions(stage, which, tasks=CFG.task.families):
+def fold_predictions(stage, which, families=CFG.task.families):
     """Every model x fold prediction file (``oof`` or ``test``) of a stage, of every model
     family the task trains: with ``retrain: auto`` both variants and the choice between them
     (the steps read the chosen one)."""
     files = [
         path(d.predictions(which))
-        for task in tasks
-        for dirs in stage_sources(CFG, LAYOUT.stage(stage), task, every_variant=True).values()
+        for family in families
+        for dirs in stage_sources(CFG, LAYOUT.stage(stage), family, every_variant=True).values()
         for d in dirs
     ]
-    if int(stage) == 2 and any(CFG.auto_models(t) for t in tasks):
+    if int(stage) == 2 and any(CFG.auto_models(t) for t in families):
         files.append(path(LAYOUT.stage(2).retrain_choice))
     return files
 
@@ -230,10 +230,10 @@ def variant_oof(wildcards):
     """The OOF predictions of both variants of every ``retrain: auto`` model (stage 2)."""
     return [
         path(d.predictions("oof"))
-        for task in (SEGMENT, GATE)
-        for m in CFG.auto_models(task)
+        for family in (SEGMENT, GATE)
+        for m in CFG.auto_models(family)
         for name in (m, m + KEPT)
-        for d in LAYOUT.folds_of(2, task, name, FOLDS)
+        for d in LAYOUT.folds_of(2, family, name, FOLDS)
     ]
 
 
@@ -312,10 +312,10 @@ def report_inputs(wildcards):
         # Training logs live where the fold was trained: stage 1 for a model kept in stage 2.
         "logs": [
             path(p)
-            for task in (SEGMENT, GATE)
-            for m in CFG.model_names(task)
+            for family in (SEGMENT, GATE)
+            for m in CFG.model_names(family)
             for f in FOLDS
-            for d in [CFG.trained_fold(STAGE, task, m, f)]
+            for d in [CFG.trained_fold(STAGE, family, m, f)]
             for p in (d.metrics, d.log_csv)
         ],
     }

@@ -22,7 +22,7 @@ def test_the_files_each_step_runs_are_its_code_inputs():
         "models/segmentation.py",
         "models/gate.py",
         "metrics.py",
-        "training/tasks.py",
+        "training/families.py",
     } <= training
     assert "io/labels.py" in _names("medpipe.data.ingest")
 

@@ -85,11 +85,11 @@ def model_card(run: RunLayout, cfg, stage: int, decision, spec: Mapping[str, Any
         f"- stage {stage}, cache size {spec['image_size']}x{spec['image_size']}, folds "
         f"{spec['folds']}",
     ]
-    for task, entries in models.items():
+    for family, entries in models.items():
         for name, entry in entries.items():
             block = entry["config"]
             lines.append(
-                f"- {task} `{name}`: {block.get('arch', block.get('logit_from', ''))} "
+                f"- {family} `{name}`: {block.get('arch', block.get('logit_from', ''))} "
                 f"encoder {block.get('encoder', '?')}, hflip TTA {bool(block.get('tta_hflip'))}, "
                 f"{len(entry['folds'])} folds"
             )

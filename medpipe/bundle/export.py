@@ -152,18 +152,18 @@ def _copy(src: Path, dest: Path, what: str) -> None:
         shutil.copyfile(src, tmp)
 
 
-def _carried(cfg, stage: int, tasks: Sequence[str]) -> dict[str, dict[str, list]]:
-    """``{task: {model: [(predicted FoldDir, trained FoldDir)]}}``: the folds whose predictions
+def _carried(cfg, stage: int, families: Sequence[str]) -> dict[str, dict[str, list]]:
+    """``{family: {model: [(predicted FoldDir, trained FoldDir)]}}``: the folds whose predictions
     the stage's submit read (:func:`medpipe.predictions.sources.stage_sources`), and the folds
     that trained their weights (in stage 2, a kept or ``retrain: auto`` kept model's are stage
     1's)."""
     from medpipe.predictions.sources import stage_sources
 
     carried: dict[str, dict[str, list]] = {}
-    for task in tasks:
-        predicted = stage_sources(cfg, cfg.layout.stage(stage), task)
-        carried[task] = {
-            name: [(d, cfg.trained_fold(stage, task, d.model, d.fold)) for d in dirs]
+    for family in families:
+        predicted = stage_sources(cfg, cfg.layout.stage(stage), family)
+        carried[family] = {
+            name: [(d, cfg.trained_fold(stage, family, d.model, d.fold)) for d in dirs]
             for name, dirs in predicted.items()
         }
     return carried
@@ -176,19 +176,19 @@ def _models(
     from medpipe.inference.predict import checkpoints_to_average
 
     out: dict[str, dict[str, Any]] = {}
-    for task, models in carried.items():
-        out[task] = {}
+    for family, models in carried.items():
+        out[family] = {}
         for name, folds in models.items():
-            block = blocks[task][name]
+            block = blocks[family][name]
             entries = []
             for predicted, trained in folds:
                 weights = []
                 for k, ckpt in enumerate(checkpoints_to_average(trained.checkpoint, block)):
-                    dest = layout.weights(task, name, predicted.fold, k)
+                    dest = layout.weights(family, name, predicted.fold, k)
                     _save_weights(ckpt, dest)
                     weights.append(layout.relative(dest))
                 entries.append({"fold": int(predicted.fold), "weights": weights})
-            out[task][name] = {"config": _model_block(block), "folds": entries}
+            out[family][name] = {"config": _model_block(block), "folds": entries}
     return out
 
 
@@ -395,8 +395,10 @@ def export_bundle(
     stage_layout = run.stage(stage)
     decision = read_decision(stage_layout.thresholds)
     uses_lgbm = decision.rule == "seg_gate_lgbm" or (with_fusion and cfg.fusion_enabled)
-    tasks = [SEGMENT] + ([GATE] if (decision.uses_gate or uses_lgbm) and cfg.models(GATE) else [])
-    carried = _carried(cfg, stage, tasks)
+    families = [SEGMENT] + (
+        [GATE] if (decision.uses_gate or uses_lgbm) and cfg.models(GATE) else []
+    )
+    carried = _carried(cfg, stage, families)
     trained = trained_settings(
         raw,
         run.resolved_config,

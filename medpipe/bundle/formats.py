@@ -1,7 +1,7 @@
 """Deployment copies of each fold network (``medpipe export --format torchscript,onnx``).
 
 Each copy is the network with its sigmoid heads, ``image (B, 1, S, S) float32 in [0, 1]`` in,
-the task's probabilities out (segmentation: ``prob (B, S, S)``, ``cls_prob (B,)``; gate:
+the family's probabilities out (segmentation: ``prob (B, S, S)``, ``cls_prob (B,)``; gate:
 ``prob (B,)``, ``emb (B, D)``). Each is checked against the PyTorch network on the bundle's
 self-test images: every output within :data:`TOLERANCE` times ``max(1, |output|)``, else the
 export fails. ONNX needs the ``onnx`` extra (onnx, onnxscript, onnxruntime).
@@ -26,7 +26,7 @@ TOLERANCE = 1e-4
 OUTPUTS = {"segment": ("prob", "cls_prob"), "gate": ("prob", "emb")}
 
 
-def _wrapped(task, model):
+def _wrapped(family, model):
     """The network with its sigmoid heads, every output's batch size taken from the input (a
     traced ``len()`` would freeze it)."""
     import torch
@@ -37,14 +37,14 @@ def _wrapped(task, model):
             self.model = model
 
         def forward(self, image):
-            if task.name == "segment":
+            if family.name == "segment":
                 mask_logits, cls_logit = self.model(image)
                 prob = torch.sigmoid(mask_logits[:, 0].float())
                 if cls_logit is None:
                     return prob, torch.full_like(prob[:, 0, 0], float("nan"))
                 return prob, torch.sigmoid(cls_logit.float())
-            out = task.probabilities(self.model(image))
-            return tuple(out[k] for k in OUTPUTS[task.name])
+            out = family.probabilities(self.model(image))
+            return tuple(out[k] for k in OUTPUTS[family.name])
 
     return Probabilities().eval()
 
@@ -122,17 +122,17 @@ def export_formats(
     import torch
 
     from medpipe.inference.predict import load_model
-    from medpipe.training.tasks import get_task
+    from medpipe.training.families import get_family
 
     x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
     report = {fmt: {"tolerance": TOLERANCE, "max_difference": 0.0, "files": []} for fmt in formats}
     for task_name, entries in spec["models"].items():
         for name, entry in entries.items():
-            task = get_task(task_name, entry["config"])
+            family = get_family(task_name, entry["config"])
             for fold in entry["folds"]:
                 for k, weights in enumerate(fold["weights"]):
-                    model = load_model(task, layout.resolve(weights), torch.device("cpu"))
-                    wrapper = _wrapped(task, model)
+                    model = load_model(family, layout.resolve(weights), torch.device("cpu"))
+                    wrapper = _wrapped(family, model)
                     with torch.no_grad():
                         reference = [t.numpy() for t in wrapper(x)]
                     for fmt in formats:

@@ -55,9 +55,9 @@ _DECISION_CHUNK = 256
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One network of the ensemble: its task, name, config block and each fold's weight files."""
+    """One network of the ensemble: its family, name, config block and each fold's weight files."""
 
-    task: str
+    family: str
     name: str
     config: dict[str, Any]
     folds: list[tuple[int, list[Path]]]
@@ -104,9 +104,9 @@ class Bundle:
         self.decision: Decision = read_decision(self.layout.decision)
         self.image_size = int(self.spec["image_size"])
         self._models = {
-            task: [
+            family: [
                 ModelSpec(
-                    task,
+                    family,
                     name,
                     dict(entry["config"]),
                     [
@@ -114,9 +114,9 @@ class Bundle:
                         for f in entry["folds"]
                     ],
                 )
-                for name, entry in (self.spec["models"].get(task) or {}).items()
+                for name, entry in (self.spec["models"].get(family) or {}).items()
             ]
-            for task in (SEGMENT, GATE)
+            for family in (SEGMENT, GATE)
         }
         if not self._models[SEGMENT]:
             raise BundleError(f"{path}: no segmentation model")
@@ -158,8 +158,8 @@ class Bundle:
                 ", ".join(differ),
             )
 
-    def models(self, task: str) -> list[ModelSpec]:
-        return self._models[task]
+    def models(self, family: str) -> list[ModelSpec]:
+        return self._models[family]
 
     @property
     def uses_lgbm(self) -> bool:
@@ -171,11 +171,11 @@ class Bundle:
 
     def check_weights(self) -> None:
         """Every weight file the ensemble needs is there (else one error naming them)."""
-        tasks = (SEGMENT, GATE) if self.needs_gate else (SEGMENT,)
+        families = (SEGMENT, GATE) if self.needs_gate else (SEGMENT,)
         missing = [
             self.layout.relative(w)
-            for task in tasks
-            for spec in self._models[task]
+            for family in families
+            for spec in self._models[family]
             for _, weights in spec.folds
             for w in weights
             if not w.is_file()
@@ -236,22 +236,22 @@ def _predict(
     a chunk of rows at a time, in row order."""
     from medpipe.data.dataset import XrayDataset
     from medpipe.inference.predict import load_model, predict_rows
-    from medpipe.training.tasks import get_task
+    from medpipe.training.families import get_family
 
-    task = get_task(spec.task, spec.config)
+    family = get_family(spec.family, spec.config)
     step = spec.batch_size * max(1, _CHUNK_IMAGES // spec.batch_size)
     for fold, weights in spec.folds:
         if runtime == "onnx":
             models = [_onnx_session(w) for w in weights]
         else:
-            models = [load_model(task, w, device) for w in weights]
+            models = [load_model(family, w, device) for w in weights]
         for sl in _chunks(len(rows), step):
             dataset = XrayDataset(data_dir, rows.iloc[sl].reset_index(drop=True), image_size)
             if runtime == "onnx":
                 outputs = _onnx_rows(spec, models, dataset)
             else:
                 outputs = predict_rows(
-                    task,
+                    family,
                     models,
                     dataset,
                     batch_size=spec.batch_size,
@@ -287,7 +287,7 @@ def _onnx_rows(spec: ModelSpec, sessions: list, dataset) -> dict[str, np.ndarray
     from medpipe.data.dataset import make_loader
     from medpipe.inference.predict import average_rows
 
-    names = OUTPUTS[spec.task]
+    names = OUTPUTS[spec.family]
 
     def predictor(session):
         def predict(x):

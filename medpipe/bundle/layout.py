@@ -9,7 +9,7 @@
 ├── configs/requirements.txt  the exporting environment's versions (name==version)
 ├── models/model.pt           one network in MONAI's form (the first segmentation model's
 │                             first fold, plain state dict), for tools that expect one
-├── models/<task>/<model>/fold_<i>/weights_<k>.pt    each fold's weights (k: snapshots)
+├── models/<family>/<model>/fold_<i>/weights_<k>.pt    each fold's weights (k: snapshots)
 │                                   network_<k>.{torchscript.pt,onnx}  with --format
 ├── fusion/                   LightGBM boosters (native text), their index, the embedding PCA
 ├── selftest/dicom/           synthetic reference inputs (no patient data)
@@ -87,14 +87,14 @@ class BundleLayout:
         """MONAI's ``models/model.pt``: one network's plain state dict (not what infer uses)."""
         return self.root / "models" / "model.pt"
 
-    def weights(self, task: str, model: str, fold: int, k: int) -> Path:
-        return self.root / "models" / task / model / f"fold_{int(fold)}" / f"weights_{int(k)}.pt"
+    def weights(self, family: str, model: str, fold: int, k: int) -> Path:
+        return self.root / "models" / family / model / f"fold_{int(fold)}" / f"weights_{int(k)}.pt"
 
-    def exported(self, task: str, model: str, fold: int, k: int, fmt: str) -> Path:
+    def exported(self, family: str, model: str, fold: int, k: int, fmt: str) -> Path:
         """A deployment copy of weights ``k`` of a fold: ``torchscript`` (.pt) or ``onnx``."""
         suffix = {"torchscript": "torchscript.pt", "onnx": "onnx"}[fmt]
         name = f"network_{int(k)}.{suffix}"
-        return self.root / "models" / task / model / f"fold_{int(fold)}" / name
+        return self.root / "models" / family / model / f"fold_{int(fold)}" / name
 
     def exported_beside(self, weights: Path, fmt: str) -> Path:
         """The deployment copy of the weights file ``weights`` (same fold, same ``k``)."""

@@ -50,9 +50,9 @@ class TrainedSettings:
     unrecorded: list[str] = field(default_factory=list)
 
 
-def prediction_slice(config: Mapping[str, Any], task: str, model: str) -> dict[str, Any]:
+def prediction_slice(config: Mapping[str, Any], family: str, model: str) -> dict[str, Any]:
     """The settings of ``config`` that change what ``model``'s weights predict (or are)."""
-    section = config_section(task)
+    section = config_section(family)
     models = (config.get(section) or {}).get("models") or {}
     found: dict[str, Any] = {k: config.get(k) for k in TRAIN_GLOBALS}
     found[f"{section}.models.{base_model(model)}"] = models.get(base_model(model))
@@ -106,7 +106,7 @@ def trained_settings(
     *,
     assume_run_config: bool = False,
 ) -> TrainedSettings:
-    """Read the record of every carried fold (``{task: {model: [trained FoldDir]}}``) and check
+    """Read the record of every carried fold (``{family: {model: [trained FoldDir]}}``) and check
     it against ``config`` (the run's config now, read from ``resolved``).
 
     A fold with no record (trained before medpipe wrote one) is an error, unless
@@ -119,8 +119,8 @@ def trained_settings(
     settings: TrainedSettings | None = None
     blocks: dict[str, dict[str, dict[str, Any]]] = {}
     unrecorded: list[str] = []
-    for task, models in carried.items():
-        blocks[task] = {}
+    for family, models in carried.items():
+        blocks[family] = {}
         for name, folds in models.items():
             for trained in folds:
                 what = f"fold {trained.fold} of {name}"
@@ -137,8 +137,8 @@ def trained_settings(
                         f"{resolved} as its record (the export still checks the bundle against "
                         "the run's stored test predictions), or retrain the run"
                     )
-                recorded = prediction_slice(record, task, name)
-                differs = _first_difference(recorded, prediction_slice(config, task, name))
+                recorded = prediction_slice(record, family, name)
+                differs = _first_difference(recorded, prediction_slice(config, family, name))
                 if differs:
                     key, was, now = differs
                     raise RecordError(
@@ -149,8 +149,8 @@ def trained_settings(
                         "(snakemake submission retrains), then export again"
                     )
                 # every record equals the config on these keys, so the folds agree too
-                blocks[task][name] = dict(
-                    recorded[f"{config_section(task)}.models.{base_model(name)}"]
+                blocks[family][name] = dict(
+                    recorded[f"{config_section(family)}.models.{base_model(name)}"]
                 )
                 if settings is None:
                     settings = TrainedSettings(

@@ -37,7 +37,7 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _train(args: argparse.Namespace, task: str) -> int:
+def _train(args: argparse.Namespace, family: str) -> int:
     # torch and Lightning: seconds that `medpipe --help` need not pay
     from medpipe.training import train_fold
 
@@ -45,9 +45,9 @@ def _train(args: argparse.Namespace, task: str) -> int:
     cfg = run_config(args.config)
     check_training_data(args.data_dir)  # a leak fails here, before any epoch
     metrics = train_fold(
-        task,
+        family,
         args.model,
-        cfg.model(task, args.model),
+        cfg.model(family, args.model),
         cfg.raw,
         Path(args.data_dir),
         args.fold,
@@ -83,7 +83,9 @@ def cmd_train_gate(args: argparse.Namespace) -> int:
     "predict",
     "Predict one fold's validation images (OOF) and the test set.",
     CONFIG,
-    arg("--task", choices=["segment", "gate"], required=True),
+    arg(
+        "--task", dest="family", choices=["segment", "gate"], required=True, help="the model family"
+    ),
     arg("--model", required=True),
     arg("--fold", type=int, required=True),
     arg("--data-dir", required=True),
@@ -104,8 +106,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     cfg = run_config(args.config)
     predict_fold(
-        args.task,
-        cfg.model(args.task, args.model),
+        args.family,
+        cfg.model(args.family, args.model),
         cfg.raw,
         Path(args.data_dir),
         args.fold,

@@ -429,7 +429,7 @@ def pseudo_label_rows(fold_dir: FoldDir, data_dir: str | Path) -> pd.DataFrame |
     from medpipe.config import pseudo_round
     from medpipe.guards import check_pseudo_labels
 
-    if fold_dir.task != "segment" or pseudo_round(fold_dir.model) < 1:
+    if fold_dir.family != "segment" or pseudo_round(fold_dir.model) < 1:
         return None
     for path in (fold_dir.pseudo_rows, fold_dir.pseudo_provenance):
         if not path.is_file():

@@ -157,11 +157,11 @@ def ingest(
         raise IngestError(f"missing_labels={missing_labels!r}: expected error or quarantine")
     label_map = read_labels(labels) if labels is not None else None
 
-    tasks, quarantine = _collect(sources, out)
+    families, quarantine = _collect(sources, out)
     for stale in remove_stale_temps(out) if out.is_dir() else []:
         log.info("ingest: removed %s, left by a killed run", stale.name)
     splits = list(dict.fromkeys(split for split, _ in sources))
-    counts = {s: sum(t.split == s for t in tasks) for s in splits}
+    counts = {s: sum(t.split == s for t in families) for s in splits}
     kinds = ("images", "masks") if label_map is not None else ("images",)
     temps: dict[tuple[str, str], Path] = {}
     try:
@@ -177,8 +177,8 @@ def ingest(
             labels_path=str(labels),
             caches={key: str(path) for key, path in temps.items()},
         )
-        results = _run(tasks, state, workers, progress)
-        meta, quarantine = _assemble(tasks, results, quarantine)
+        results = _run(families, state, workers, progress)
+        meta, quarantine = _assemble(families, results, quarantine)
         meta = _check_labels(meta, results, label_map, labels, sources, missing_labels, quarantine)
         if meta.empty:
             _write_quarantine(out, quarantine)
@@ -219,7 +219,7 @@ def _collect(
     sources: list[tuple[str, str | Path]], out: Path
 ) -> tuple[list[_Task], list[dict[str, str]]]:
     """Every candidate file of every source, in a stable order; DICOMDIRs go straight to quarantine."""
-    tasks: list[_Task] = []
+    families: list[_Task] = []
     quarantine: list[dict[str, str]] = []
     next_index: dict[str, int] = {}
     skip = out.resolve()
@@ -233,19 +233,19 @@ def _collect(
                 continue
             index = next_index.get(split, 0)
             next_index[split] = index + 1
-            tasks.append(_Task(split, index, str(path), source))
-    return tasks, quarantine
+            families.append(_Task(split, index, str(path), source))
+    return families, quarantine
 
 
 # ---------------------------------------------------------------- decoding
 
 
 def _run(
-    tasks: list[_Task], state: _WorkerState, workers: int, progress: bool = True
+    families: list[_Task], state: _WorkerState, workers: int, progress: bool = True
 ) -> list[dict[str, Any]]:
-    """Decode every task, in order, with one progress bar; quarantine lines are logged as they come."""
+    """Decode every family, in order, with one progress bar; quarantine lines are logged as they come."""
     bar = tqdm(
-        total=len(tasks),
+        total=len(families),
         desc="ingest",
         unit="img",
         mininterval=1.0,
@@ -254,19 +254,19 @@ def _run(
     )
     results: list[dict[str, Any]] = []
     with logging_redirect_tqdm(), bar:
-        if workers <= 1 or len(tasks) < 2:
+        if workers <= 1 or len(families) < 2:
             _init_worker(state)
             try:
-                stream = map(_process, tasks)
-                results = _drain(stream, tasks, bar)
+                stream = map(_process, families)
+                results = _drain(stream, families, bar)
             finally:
                 state.arrays.clear()  # unmap before the caches are renamed
                 _init_worker(None)
         else:
-            chunk = max(1, min(32, len(tasks) // (workers * 8)))
+            chunk = max(1, min(32, len(families) // (workers * 8)))
             pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(state,))
             try:
-                results = _drain(pool.map(_process, tasks, chunksize=chunk), tasks, bar)
+                results = _drain(pool.map(_process, families, chunksize=chunk), families, bar)
             except BaseException:
                 # a label error or Ctrl-C: do not decode the rest of a 10k-file folder first
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -275,11 +275,11 @@ def _run(
     return results
 
 
-def _drain(stream, tasks: list[_Task], bar: tqdm) -> list[dict[str, Any]]:
+def _drain(stream, families: list[_Task], bar: tqdm) -> list[dict[str, Any]]:
     results = []
-    for task, result in zip(tasks, stream, strict=True):
+    for family, result in zip(families, stream, strict=True):
         if "reason" in result:
-            log.warning("ingest: %s: %s (quarantined)", task.source, result["reason"])
+            log.warning("ingest: %s: %s (quarantined)", family.source, result["reason"])
         results.append(result)
         bar.update()
     return results
@@ -290,17 +290,17 @@ def _init_worker(state: _WorkerState | None) -> None:
     _STATE = state
 
 
-def _process(task: _Task) -> dict[str, Any]:
+def _process(family: _Task) -> dict[str, Any]:
     """Decode, resize and cache one file; return its meta row or the quarantine reason."""
     state = _STATE
     assert state is not None, "ingest worker used before _init_worker"
     try:
-        image = read_dicom(task.path, draft_size=state.size)
+        image = read_dicom(family.path, draft_size=state.size)
     except DicomReadError as err:
         return {
             "reason": str(err),
-            "image_id": err.image_id or Path(task.path).stem,
-            "stem": Path(task.path).stem,
+            "image_id": err.image_id or Path(family.path).stem,
+            "stem": Path(family.path).stem,
             "named": err.shape is not None,
             "shape": err.shape,
         }
@@ -310,11 +310,11 @@ def _process(task: _Task) -> dict[str, Any]:
         detail = " ".join(str(err).split())  # one quarantine row, one log line
         return {
             "reason": f"unexpected {type(err).__name__}: {detail}",
-            "image_id": Path(task.path).stem,
+            "image_id": Path(family.path).stem,
         }
     meta = image.meta
     image_id = meta["image_id"]
-    state.array(task.split, "images")[task.index] = _resize_image(image.pixels, state.size)
+    state.array(family.split, "images")[family.index] = _resize_image(image.pixels, state.size)
     has_finding = n_regions = None
     regions = state.labels.get(image_id) if state.labels is not None else None
     if regions is not None:
@@ -322,16 +322,16 @@ def _process(task: _Task) -> dict[str, Any]:
         n_regions = int(ndimage.label(full, structure=EIGHT_CONNECTED)[1]) if regions else 0
         has_finding = int(n_regions > 0)
         if n_regions:
-            state.array(task.split, "masks")[task.index] = _resize_mask(full, state.size)
+            state.array(family.split, "masks")[family.index] = _resize_mask(full, state.size)
     patient_id = meta["patient_id"]
     # films without a PatientID cannot be grouped: each becomes its own patient
     key = pseudonymous_key(patient_id or f"no-patient-id:{image_id}", state.salt)
     row = {
         "image_id": image_id,
-        "split": task.split,
+        "split": family.split,
         "patient_key": key,
         **{c: meta[c] for c in HEADER_COLUMNS},
-        "source": task.source,
+        "source": family.source,
         "has_finding": has_finding,
         "n_regions": n_regions,
     }
@@ -378,14 +378,14 @@ def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
 
 
 def _assemble(
-    tasks: list[_Task], results: list[dict[str, Any]], quarantine: list[dict[str, str]]
+    families: list[_Task], results: list[dict[str, Any]], quarantine: list[dict[str, str]]
 ) -> tuple[pd.DataFrame, list[dict[str, str]]]:
     """meta rows (``_slot``: the row each was written to) and quarantine rows, in file order."""
     rows: list[dict[str, Any]] = []
     first_source: dict[str, str] = {}
-    for task, result in zip(tasks, results, strict=True):
+    for family, result in zip(families, results, strict=True):
         if "reason" in result:
-            row = {"source": task.source, "split": task.split, "reason": result["reason"]}
+            row = {"source": family.source, "split": family.split, "reason": result["reason"]}
             if result.get("named"):
                 row["image_id"] = result["image_id"]
                 row["orig_height"], row["orig_width"] = result["shape"]
@@ -395,10 +395,10 @@ def _assemble(
         image_id = row["image_id"]
         if image_id in first_source:
             reason = f"duplicate ImageId {image_id} (first seen in {first_source[image_id]})"
-            _quarantine(quarantine, task.source, task.split, reason)
+            _quarantine(quarantine, family.source, family.split, reason)
             continue
-        first_source[image_id] = f"{task.split}/{task.source}"
-        rows.append({**row, "_slot": task.index})
+        first_source[image_id] = f"{family.split}/{family.source}"
+        rows.append({**row, "_slot": family.index})
     meta = pd.DataFrame(rows, columns=[*META_COLUMNS, "_slot"])
     for column in ("has_finding", "n_regions"):
         meta[column] = meta[column].astype("Int64")

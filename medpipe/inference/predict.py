@@ -26,13 +26,13 @@ from medpipe.layout import (
     write_prediction_record,
     write_seg_predictions,
 )
+from medpipe.training.families import Family, get_family
 from medpipe.training.runtime import (
     resolve_accelerator,
     resolve_num_workers,
     resolve_precision,
     torch_device,
 )
-from medpipe.training.tasks import Task, get_task
 
 __all__ = [
     "predict_fold",
@@ -55,8 +55,8 @@ def checkpoint_state(ckpt: str | Path) -> dict[str, torch.Tensor]:
     return state["state_dict"]
 
 
-def load_model(task: Task, ckpt: str | Path, device: torch.device) -> torch.nn.Module:
-    """Build the task's model and load the weights of a ``train_fold`` checkpoint (eval mode)."""
+def load_model(family: Family, ckpt: str | Path, device: torch.device) -> torch.nn.Module:
+    """Build the family's model and load the weights of a ``train_fold`` checkpoint (eval mode)."""
     ckpt = Path(ckpt)
     weights = {
         k.removeprefix("model."): v
@@ -65,7 +65,7 @@ def load_model(task: Task, ckpt: str | Path, device: torch.device) -> torch.nn.M
     }
     # The checkpoint holds every tensor: build without pretrained encoder weights, so prediction
     # needs no weights file and no network (a Kaggle notebook, a closed hospital network).
-    untrained = get_task(task.name, {**task.cfg, "encoder_weights": None})
+    untrained = get_family(family.name, {**family.cfg, "encoder_weights": None})
     model = untrained.build_model()
     try:
         model.load_state_dict(weights)
@@ -78,7 +78,7 @@ def checkpoints_to_average(ckpt: str | Path, model_cfg: Mapping[str, Any]) -> li
     """The snapshot checkpoints beside ``ckpt`` when the model trains with ``snapshots: K``, else ``[ckpt]``."""
     ckpt = Path(ckpt)
     if int(model_cfg.get("snapshots", 0) or 0) > 0:
-        # the fold folder's own snapshots (task, model and fold do not change where they are)
+        # the fold folder's own snapshots (family, model and fold do not change where they are)
         snapshots = FoldDir(SEGMENT, "", 0, ckpt.parent).snapshots()
         if snapshots:
             return snapshots
@@ -87,7 +87,7 @@ def checkpoints_to_average(ckpt: str | Path, model_cfg: Mapping[str, Any]) -> li
 
 @torch.inference_mode()
 def predict_rows(
-    task: Task,
+    family: Family,
     models: list[torch.nn.Module],
     dataset: XrayDataset,
     *,
@@ -106,7 +106,7 @@ def predict_rows(
         if device.type == "cuda" and "mixed" in precision
         else contextlib.nullcontext()
     )
-    predictors = [lambda x, m=model: task.probabilities(m(x)) for model in models]
+    predictors = [lambda x, m=model: family.probabilities(m(x)) for model in models]
     return average_rows(
         loader, predictors, len(dataset), hflip=hflip, device=device, autocast=autocast
     )
@@ -149,10 +149,14 @@ def average_rows(
 
 
 def _write(
-    task: Task, name: str, image_ids: np.ndarray, results: Mapping[str, np.ndarray], out_dir: Path
+    family: Family,
+    name: str,
+    image_ids: np.ndarray,
+    results: Mapping[str, np.ndarray],
+    out_dir: Path,
 ) -> None:
-    path = FoldDir(task.name, "", 0, out_dir).predictions(name)
-    if task.name == SEGMENT:
+    path = FoldDir(family.name, "", 0, out_dir).predictions(name)
+    if family.name == SEGMENT:
         from medpipe.fusion.statistics import seg_statistics
 
         # the fusion features come from the float16 maps, before the file quantises them
@@ -189,7 +193,7 @@ def use_recorded_settings(record: Mapping[str, Any] | None) -> int:
 
 
 def predict_fold(
-    task: str,
+    family: str,
     model_cfg: Mapping[str, Any],
     run_cfg: Mapping[str, Any],
     data_dir: Path,
@@ -212,7 +216,7 @@ def predict_fold(
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    spec = get_task(task, model_cfg)
+    spec = get_family(family, model_cfg)
     accelerator = resolve_accelerator(run_cfg)
     device = torch_device(accelerator)
     precision = resolve_precision(run_cfg, accelerator)
@@ -236,6 +240,6 @@ def predict_fold(
         )
         _write(spec, name, rows["image_id"].astype(str).to_numpy(), results, out_dir)
     write_prediction_record(
-        FoldDir(task, "", int(fold), out_dir).prediction_record,
+        FoldDir(family, "", int(fold), out_dir).prediction_record,
         prediction_settings(device, precision),
     )

@@ -34,11 +34,11 @@ from medpipe.layout.artifacts import (
 )
 from medpipe.layout.decision import Decision, dumps, read_decision, write_decision
 from medpipe.layout.paths import (
+    FAMILIES,
     GATE,
     PREDICT_RULE,
     PSEUDO_SPLIT,
     SEGMENT,
-    TASKS,
     TRAIN_RULE,
     FoldDir,
     InputLayout,
@@ -59,7 +59,7 @@ __all__ = [
     "stored_probabilities",
     "GATE",
     "SEGMENT",
-    "TASKS",
+    "FAMILIES",
     "TRAIN_RULE",
     "PREDICT_RULE",
     "Decision",

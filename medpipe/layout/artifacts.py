@@ -394,7 +394,7 @@ def identify_test_set(
 
 
 def write_retrain_choice(path: str | Path, choice: Mapping[str, Mapping]) -> None:
-    """``{model: {"task", "retrained": {...}, "kept": {...}, "choice": "retrained"|"kept"}}``."""
+    """``{model: {"family", "retrained": {...}, "kept": {...}, "choice": "retrained"|"kept"}}``."""
     atomic_write_text(json.dumps(dict(choice), indent=2, sort_keys=True) + "\n", path)
 
 
@@ -459,7 +459,7 @@ def read_pseudo_rows(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype=TABLE_DTYPES)
 
 
-# ---------------------------------------------------------------- the multi-label task's data
+# ---------------------------------------------------------------- the multi-label family's data
 
 __all__ += ["write_target_matrix", "read_target_matrix", "open_channel_cache"]
 

@@ -5,7 +5,7 @@ model in stage 1" and it answers with a :class:`FoldDir`, which knows its fold n
 names of what is in it. Nothing else in medpipe joins run-tree path parts, and no fold number is
 ever parsed back from a folder name. ``stages/common.smk`` builds every rule path from here.
 
-The words (docs/architecture.md): a *task* is ``segment`` or ``gate``; a *stage* is a competition
+The words (docs/architecture.md): a *family* is ``segment`` or ``gate``; a *stage* is a competition
 stage (1, or 2 once the stage-1 test labels are out); a *step* is one Snakemake rule's job.
 Stage and fold arguments may be Snakemake wildcards (``"{stage}"``, ``"{fold}"``): every path
 method formats them as given, so the same call yields a rule's output pattern.
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
-    "TASKS",
+    "FAMILIES",
     "TRAIN_RULE",
     "PREDICT_RULE",
     "SEGMENT",
@@ -35,12 +35,12 @@ __all__ = [
 ]
 
 SEGMENT, GATE = "segment", "gate"
-TASKS = (SEGMENT, GATE)
-# The config's section per task: `segmentation` is the contract's key (DESIGN.md), the only place
-# the task is spelled that way.
+FAMILIES = (SEGMENT, GATE)
+# The config's section per family: `segmentation` is the contract's key (DESIGN.md), the only place
+# the family is spelled that way.
 _SECTION = {SEGMENT: "segmentation", GATE: GATE}
 
-# Each task's Snakemake rules (their names are the CLI's contract: train-seg, train-gate).
+# Each family's Snakemake rules (their names are the CLI's contract: train-seg, train-gate).
 TRAIN_RULE = {SEGMENT: "train_seg", GATE: "train_gate"}
 PREDICT_RULE = {SEGMENT: "predict_seg", GATE: "predict_gate"}
 
@@ -48,12 +48,14 @@ Stage = int | str  # a stage number, or the "{stage}" wildcard
 Fold = int | str
 
 
-def config_section(task: str) -> str:
-    """The config section of a task's model blocks (``segmentation`` or ``gate``)."""
+def config_section(family: str) -> str:
+    """The config section of a family's model blocks (``segmentation`` or ``gate``)."""
     try:
-        return _SECTION[task]
+        return _SECTION[family]
     except KeyError:
-        raise ValueError(f"unknown task {task!r}: expected one of {', '.join(TASKS)}") from None
+        raise ValueError(
+            f"unknown task {family!r}: expected one of {', '.join(FAMILIES)}"
+        ) from None
 
 
 def test_split(stage: int) -> str:
@@ -101,7 +103,7 @@ def booster_file(fusion_dir: str | Path, fold: int) -> Path:
 class FoldDir:
     """One trained fold of one model: where it is, which fold it is, and what is in it."""
 
-    task: str
+    family: str
     model: str
     fold: int
     path: Path
@@ -168,7 +170,7 @@ class FoldDir:
         """``which`` = ``oof`` or ``test``: npz maps for segmentation, a csv table for the gate."""
         if which not in ("oof", "test"):
             raise ValueError(f"predictions: which must be 'oof' or 'test', not {which!r}")
-        return self.path / f"{which}.{'npz' if self.task == SEGMENT else 'csv'}"
+        return self.path / f"{which}.{'npz' if self.family == SEGMENT else 'csv'}"
 
     @property
     def oof(self) -> Path:
@@ -219,18 +221,18 @@ class StageLayout:
             raise ValueError(f"{self.dir}: the stage's number is not known (give --stage)")
         return self.number == 2
 
-    def model_dir(self, task: str, model: str) -> Path:
-        config_section(task)  # refuses an unknown task
-        return self.dir / task / model
+    def model_dir(self, family: str, model: str) -> Path:
+        config_section(family)  # refuses an unknown family
+        return self.dir / family / model
 
-    def fold_dir(self, task: str, model: str, fold: Fold) -> Path:
-        return self.model_dir(task, model) / f"fold{fold}"
+    def fold_dir(self, family: str, model: str, fold: Fold) -> Path:
+        return self.model_dir(family, model) / f"fold{fold}"
 
-    def fold(self, task: str, model: str, fold: int) -> FoldDir:
-        return FoldDir(task, model, int(fold), self.fold_dir(task, model, int(fold)))
+    def fold(self, family: str, model: str, fold: int) -> FoldDir:
+        return FoldDir(family, model, int(fold), self.fold_dir(family, model, int(fold)))
 
-    def folds_of(self, task: str, model: str, folds: list[int]) -> list[FoldDir]:
-        return [self.fold(task, model, f) for f in folds]
+    def folds_of(self, family: str, model: str, folds: list[int]) -> list[FoldDir]:
+        return [self.fold(family, model, f) for f in folds]
 
     # -- ensemble.external: a teammate's predictions, imported into medpipe's fold layout
     def external_dir(self, name: str) -> Path:
@@ -241,27 +243,27 @@ class StageLayout:
     def external_fold_dir(self, name: str, fold: Fold) -> Path:
         return self.external_dir(name) / f"fold{fold}"
 
-    def external_folds(self, name: str, task: str, folds: list[int]) -> list[FoldDir]:
-        """A source's imported folds, read like a trained model's: task ``segment`` for maps
+    def external_folds(self, name: str, family: str, folds: list[int]) -> list[FoldDir]:
+        """A source's imported folds, read like a trained model's: family ``segment`` for maps
         (``oof.npz``, ``test.npz``), ``gate`` for p(finding) (``oof.csv``, ``test.csv``)."""
-        config_section(task)  # refuses an unknown task
-        return [FoldDir(task, name, int(f), self.external_fold_dir(name, int(f))) for f in folds]
+        config_section(family)  # refuses an unknown family
+        return [FoldDir(family, name, int(f), self.external_fold_dir(name, int(f))) for f in folds]
 
     def external_pattern(self, name: str, fold: Fold, which: str) -> Path:
         """Rule import_external's output pattern of one fold's ``oof`` or ``test`` file:
         ``{ext}`` is the wildcard of its extension, the one :meth:`FoldDir.predictions` gives
-        the source's task (``npz`` for maps, ``csv`` for p(finding))."""
+        the source's family (``npz`` for maps, ``csv`` for p(finding))."""
         if which not in ("oof", "test"):
             raise ValueError(f"external_pattern: which must be 'oof' or 'test', not {which!r}")
         return self.external_fold_dir(name, fold) / f"{which}.{{ext}}"
 
     @staticmethod
-    def external_source(task: str, path: str | Path) -> FoldDir:
+    def external_source(family: str, path: str | Path) -> FoldDir:
         """A source folder as a teammate hands it over (docs/ensemble.md): shaped like one fold
         folder, so ``predictions("oof")`` is its ``oof.npz`` (maps) or ``oof.csv`` (p(finding));
         its fold is -1: it holds every fold."""
-        config_section(task)
-        return FoldDir(task, Path(path).name, -1, Path(path))
+        config_section(family)
+        return FoldDir(family, Path(path).name, -1, Path(path))
 
     @property
     def fusion_dir(self) -> Path:
@@ -346,30 +348,32 @@ class RunLayout:
         number = int(stage) if str(stage).isdigit() else None  # a "{stage}" wildcard has none
         return StageLayout(self.stage_dir(stage), number)
 
-    def model_dir(self, stage: Stage, task: str, model: str) -> Path:
-        return self.stage(stage).model_dir(task, model)
+    def model_dir(self, stage: Stage, family: str, model: str) -> Path:
+        return self.stage(stage).model_dir(family, model)
 
-    def fold_dir(self, stage: Stage, task: str, model: str, fold: Fold) -> Path:
-        return self.stage(stage).fold_dir(task, model, fold)
+    def fold_dir(self, stage: Stage, family: str, model: str, fold: Fold) -> Path:
+        return self.stage(stage).fold_dir(family, model, fold)
 
-    def fold(self, stage: Stage, task: str, model: str, fold: int) -> FoldDir:
-        return self.stage(stage).fold(task, model, fold)
+    def fold(self, stage: Stage, family: str, model: str, fold: int) -> FoldDir:
+        return self.stage(stage).fold(family, model, fold)
 
-    def folds_of(self, stage: Stage, task: str, model: str, folds: list[int]) -> list[FoldDir]:
-        return self.stage(stage).folds_of(task, model, folds)
+    def folds_of(self, stage: Stage, family: str, model: str, folds: list[int]) -> list[FoldDir]:
+        return self.stage(stage).folds_of(family, model, folds)
 
     def trained_fold(
-        self, stage: int, task: str, model: str, fold: int, retrained: bool
+        self, stage: int, family: str, model: str, fold: int, retrained: bool
     ) -> FoldDir:
         """Where a fold's weights are: stage 2 reuses stage 1's unless the model is retrained."""
         own = int(stage) == 1 or retrained
-        return self.fold(int(stage) if own else 1, task, model, fold)
+        return self.fold(int(stage) if own else 1, family, model, fold)
 
     def external_dir(self, stage: Stage, name: str) -> Path:
         return self.stage(stage).external_dir(name)
 
-    def external_folds(self, stage: Stage, name: str, task: str, folds: list[int]) -> list[FoldDir]:
-        return self.stage(stage).external_folds(name, task, folds)
+    def external_folds(
+        self, stage: Stage, name: str, family: str, folds: list[int]
+    ) -> list[FoldDir]:
+        return self.stage(stage).external_folds(name, family, folds)
 
     def fusion_dir(self, stage: Stage) -> Path:
         return self.stage(stage).fusion_dir
@@ -494,7 +498,7 @@ class InputLayout:
         return self.root / "preview.png"
 
 
-# ---------------------------------------------------------------- the multi-label task's input
+# ---------------------------------------------------------------- the multi-label family's input
 
 __all__ += ["target_file", "HpaInputLayout"]
 
@@ -522,5 +526,24 @@ class HpaInputLayout:
         return self.root / "sample_submission.csv"
 
     def image_dir(self, split: str) -> Path:
-        """The flat folder of a split's channel PNGs: ``train/`` or ``test/``."""
+        """The flat folder of a split's channel PNGs: ``train/``, ``test/`` or ``stage2_test/``."""
         return self.root / split
+
+    @property
+    def stage2_labels(self) -> Path:
+        """Stage 2's released labels: train plus the stage-1 test set, ``Id,Target``."""
+        return self.root / "stage2_train.csv"
+
+    @property
+    def stage2_sample_submission(self) -> Path:
+        """The stage-2 test Ids, in the order the stage-2 submission keeps."""
+        return self.root / "stage2_sample_submission.csv"
+
+    def hidden_labels(self, stage: int) -> Path:
+        """The demo set's answers for a stage's test set; no pipeline rule reads them."""
+        name = "test_labels.csv" if int(stage) == 1 else "stage2_test_labels.csv"
+        return self.root / "hidden" / name
+
+    @property
+    def preview(self) -> Path:
+        return self.root / "preview.png"

@@ -85,9 +85,9 @@ class FinishedRun:
     def fusion_enabled(self) -> bool:
         return self.view.fusion_enabled
 
-    def models(self, task: str) -> list[str]:
+    def models(self, family: str) -> list[str]:
         """The models the stage trained: the config's, each with its ``@pl<k>`` variants."""
-        return self.view.trained_models(task)
+        return self.view.trained_models(family)
 
     def sources(self, family: str, stage: int | None = None) -> dict[str, list[FoldDir]]:
         """The folds the stage's decisions read (with ``retrain: auto``, the chosen variant):
@@ -95,21 +95,21 @@ class FinishedRun:
         stage = self.stage if stage is None else stage
         return stage_sources(self.view, self.layout.stage(stage), family)
 
-    def training_dirs(self, task: str, stage: int | None = None) -> dict[str, list[FoldDir]]:
+    def training_dirs(self, family: str, stage: int | None = None) -> dict[str, list[FoldDir]]:
         """Where each model's folds were trained (``metrics.json``, ``log.csv``): a model kept in
         stage 2 predicts into stage 2's folders but was trained, and logged, in stage 1's."""
         stage = self.stage if stage is None else stage
         view = self.view
-        external = view.external(task)  # a teammate's predictions: no training here
+        external = view.external(family)  # a teammate's predictions: no training here
         return {
-            model: [view.trained_fold(stage, task, model, d.fold) for d in dirs]
-            for model, dirs in self.sources(task, stage).items()
+            model: [view.trained_fold(stage, family, model, d.fold) for d in dirs]
+            for model, dirs in self.sources(family, stage).items()
             if model not in external
         }
 
-    def external(self, task: str) -> dict[str, Mapping[str, Any]]:
-        """The task's ``ensemble.external`` sources (docs/ensemble.md): imported, not trained."""
-        return self.view.external(task)
+    def external(self, family: str) -> dict[str, Mapping[str, Any]]:
+        """The family's ``ensemble.external`` sources (docs/ensemble.md): imported, not trained."""
+        return self.view.external(family)
 
     def need(self, path: Path, what: str) -> Path:
         """``path`` if it exists, else :class:`Unavailable` naming it and the rule that makes it."""

@@ -33,14 +33,14 @@ VARIANTS = {
 }
 
 
-def _task_label(task: str) -> str:
-    return config_section(task)
+def _task_label(family: str) -> str:
+    return config_section(family)
 
 
-def fold_table(run: FinishedRun, task: str, stage: int | None = None) -> pd.DataFrame:
+def fold_table(run: FinishedRun, family: str, stage: int | None = None) -> pd.DataFrame:
     """One row per model and fold from ``metrics.json``: the selected epoch and its scores."""
     rows = []
-    for model, dirs in run.training_dirs(task, stage).items():
+    for model, dirs in run.training_dirs(family, stage).items():
         for d in dirs:
             path = d.metrics
             if not path.is_file():
@@ -90,12 +90,12 @@ def gate_auc(run: FinishedRun, model: str, stage: int | None = None) -> float | 
 
 
 def _learning_curves(
-    run: FinishedRun, section: Section, task: str, model: str, dirs: list[FoldDir]
+    run: FinishedRun, section: Section, family: str, model: str, dirs: list[FoldDir]
 ) -> None:
     logs = {d.path.name: d.log_csv for d in dirs if d.log_csv.is_file()}
     if not logs:
         raise Unavailable(
-            f"{model}: no learning curve in its fold folders (rule {TRAIN_RULE[task]})"
+            f"{model}: no learning curve in its fold folders (rule {TRAIN_RULE[family]})"
         )
     monitor = None
     for d in dirs:
@@ -128,23 +128,23 @@ def _learning_curves(
     axes[2].set(title="learning rate", xlabel="epoch")
     if any(line.get_ydata().min() > 0 for line in axes[2].get_lines() if len(line.get_ydata())):
         axes[2].set_yscale("log")
-    fig.suptitle(f"{_task_label(task)} model {model}", fontsize=10)
+    fig.suptitle(f"{_task_label(family)} model {model}", fontsize=10)
     fig.tight_layout()
     section.image(
-        run.save_png(figure_png(fig), f"curves_{task}_{model}"),
-        f"Learning curves of {_task_label(task)} model {model}, one colour per fold.",
+        run.save_png(figure_png(fig), f"curves_{family}_{model}"),
+        f"Learning curves of {_task_label(family)} model {model}, one colour per fold.",
     )
 
 
 def _cv_table(run: FinishedRun, section: Section) -> None:
     cv = run.read_json(run.layout.cv(run.stage), "the CV summary (rule thresholds)")
-    for task in ("segment", "gate"):
-        table = fold_table(run, task)
+    for family in ("segment", "gate"):
+        table = fold_table(run, family)
         if table.empty:
-            section.note(f"No {_task_label(task)} models in the config.")
+            section.note(f"No {_task_label(family)} models in the config.")
             continue
         section.text(
-            f"{_task_label(task).capitalize()} models, per fold (the epoch kept by the validation metric):"
+            f"{_task_label(family).capitalize()} models, per fold (the epoch kept by the validation metric):"
         )
         section.table(table)
     rows = []
@@ -233,12 +233,12 @@ def _ablation(run: FinishedRun, section: Section) -> None:
 def add_training_section(run: FinishedRun, section: Section) -> None:
     """Learning curves per model (folds overlaid), the CV table and the ablation."""
     section.heading("Learning curves")
-    for task in ("segment", "gate"):
-        for model, dirs in run.training_dirs(task).items():
-            guarded(section, _learning_curves, run, section, task, model, dirs)
-        for model, block in run.external(task).items():
+    for family in ("segment", "gate"):
+        for model, dirs in run.training_dirs(family).items():
+            guarded(section, _learning_curves, run, section, family, model, dirs)
+        for model, block in run.external(family).items():
             section.note(
-                f"{_task_label(task).capitalize()} source {model} is external ({block['kind']} "
+                f"{_task_label(family).capitalize()} source {model} is external ({block['kind']} "
                 f"from {block['path']}, ensemble.external): its predictions were imported, "
                 "so it has no learning curves; it is in the CV table, the weights and the ablation."
             )

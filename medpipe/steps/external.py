@@ -398,12 +398,12 @@ def import_external(
         >>> import_external(cfg, cfg.layout.stage(1), "runs/default/data", "team_unet")  # doctest: +SKIP
     """
     checked = check_source(cfg, stage, data_dir, name)
-    task = KIND_TASK[checked.kind]
-    out = stage.external_folds(name, task, cfg.folds)
+    family = KIND_TASK[checked.kind]
+    out = stage.external_folds(name, family, cfg.folds)
     for d in out:
         d.path.mkdir(parents=True, exist_ok=True)
     mine = {d.fold: np.flatnonzero(checked.oof_fold == d.fold) for d in out}
-    if task == SEGMENT:
+    if family == SEGMENT:
         size = cfg.image_size
         for d in out:
             oof = checked.maps["oof"]

@@ -183,13 +183,13 @@ def label_fold(
         "n_finding": int((chosen["label"] == 1).sum()),
         "n_empty": int((chosen["label"] == 0).sum()),
         "made_by": {
-            task: {
+            family: {
                 "model": d.model,
                 "fold": d.fold,
                 "file": d.test.name,
                 "sha256": sha256_file(d.test),
             }
-            for task, d in sources.items()
+            for family, d in sources.items()
         },
         "settings": asdict(settings),
     }

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from medpipe.config import KEPT, RunConfig
-from medpipe.layout import GATE, TASKS, FoldDir, StageLayout, write_retrain_choice
+from medpipe.layout import FAMILIES, GATE, FoldDir, StageLayout, write_retrain_choice
 from medpipe.predictions.sources import oof_pool
 
 __all__ = ["choose_variants", "variant_cv"]
@@ -25,14 +25,14 @@ log = logging.getLogger(__name__)
 
 
 def variant_cv(
-    cfg: RunConfig, data_dir: str | Path, task: str, dirs: list[FoldDir]
+    cfg: RunConfig, data_dir: str | Path, family: str, dirs: list[FoldDir]
 ) -> dict[str, Any]:
     """One variant's CV on the stage's OOF pool: ``{"cv", "measure"}`` (+ ``"oof"`` for a
     segmentation model: its OOF score at the setting chosen on all folds)."""
     from medpipe.predictions.stored import values_for
 
     folds = oof_pool(cfg, data_dir)
-    if task == GATE:
+    if family == GATE:
         from sklearn.metrics import roc_auc_score
 
         from medpipe.predictions.stored import load_gate_probs
@@ -65,21 +65,21 @@ def choose_variants(
 ) -> dict[str, dict[str, Any]]:
     """Score both variants of every ``retrain: auto`` model, write ``retrain_choice.json``."""
     choice: dict[str, dict[str, Any]] = {}
-    for task in TASKS:
-        for model in cfg.auto_models(task):
+    for family in FAMILIES:
+        for model in cfg.auto_models(family):
             scores = {
-                variant: variant_cv(cfg, data_dir, task, stage.folds_of(task, name, cfg.folds))
+                variant: variant_cv(cfg, data_dir, family, stage.folds_of(family, name, cfg.folds))
                 for variant, name in (("retrained", model), ("kept", model + KEPT))
             }
             kept_better = scores["kept"]["cv"] > scores["retrained"]["cv"]
             choice[model] = {
-                "task": task,
+                "task": family,
                 **scores,
                 "choice": "kept" if kept_better else "retrained",
             }
             log.info(
                 "choose_variants: %s %s: retrained %.4f, kept %.4f (%s) -> %s",
-                task,
+                family,
                 model,
                 scores["retrained"]["cv"],
                 scores["kept"]["cv"],

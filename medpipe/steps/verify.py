@@ -17,7 +17,7 @@ from medpipe.config import RunConfig, model_config
 from medpipe.inference.predict import predict_fold, use_recorded_settings
 from medpipe.io.hashing import sha256_file
 from medpipe.layout import (
-    TASKS,
+    FAMILIES,
     InputLayout,
     RunLayout,
     read_metrics,
@@ -137,20 +137,26 @@ def verify_retrain(
             "--retrain needs deterministic: true in the run's config (it is false): "
             "retrained weights could not be expected to match"
         ]
-    chosen = [(t, m) for t in TASKS for m in cfg.trained_models(t) if cfg.retrained(m)]
+    chosen = [(t, m) for t in FAMILIES for m in cfg.trained_models(t) if cfg.retrained(m)]
     if not chosen:
         return ["stage 2 retrained no model (stage2.retrain): there is nothing to retrain"]
     problems = []
     data_dir = RunLayout(run_dir).data_dir(2)
-    for task, model in chosen:
-        recorded = cfg.trained_fold(2, task, model, fold)
-        retrained = work.stage(2).fold(task, model, fold)
+    for family, model in chosen:
+        recorded = cfg.trained_fold(2, family, model, fold)
+        retrained = work.stage(2).fold(family, model, fold)
         if recorded.pseudo_dir.is_dir():  # a @pl<k> variant trains on its recorded labels
             shutil.copytree(recorded.pseudo_dir, retrained.pseudo_dir, dirs_exist_ok=True)
         recorded_metrics = read_metrics(recorded.metrics)
         torch.set_num_threads(int(threads or recorded_metrics.get("torch_threads") or 1))
         train_fold(
-            task, model, model_config(config, task, model), config, data_dir, fold, retrained.path
+            family,
+            model,
+            model_config(config, family, model),
+            config,
+            data_dir,
+            fold,
+            retrained.path,
         )
         pairs = [(recorded.checkpoint, retrained.checkpoint)] + list(
             zip(recorded.snapshots(), retrained.snapshots(), strict=False)
@@ -161,7 +167,7 @@ def verify_retrain(
             if old != new:
                 shown = before.relative_to(run_dir) if before.is_relative_to(run_dir) else before
                 problems.append(
-                    f"retrained {task} {model} fold {fold}: {shown} weights {old[:12]}, "
+                    f"retrained {family} {model} fold {fold}: {shown} weights {old[:12]}, "
                     f"retrained {new[:12]}"
                 )
     return problems

@@ -1,1 +1,1 @@
-"""The embedded demo data of every task, apart from the code that reads real data."""
+"""The embedded demo data of every family, apart from the code that reads real data."""

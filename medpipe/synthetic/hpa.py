@@ -42,6 +42,7 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
 from medpipe.io.atomic import atomic_path
+from medpipe.layout.paths import HpaInputLayout
 from medpipe.synthetic.folder import MARKER, check_demo_folder
 
 __all__ = [
@@ -79,14 +80,21 @@ LABEL_COUNTS = (1, 2, 3)
 LABEL_COUNT_PROBS = (0.70, 0.25, 0.05)
 
 TRAIN_DIR, TEST_DIR, STAGE2_DIR = "train", "test", "stage2_test"
-LABEL_FILES = (
-    "train.csv",
-    "sample_submission.csv",
-    "stage2_train.csv",
-    "stage2_sample_submission.csv",
-    "hidden/test_labels.csv",
-    "hidden/stage2_test_labels.csv",
-)
+
+
+def _label_files(out: Path) -> tuple[Path, ...]:
+    """Every CSV the generator writes (last, so an interrupted run has none)."""
+    layout = HpaInputLayout(out)
+    return (
+        layout.train_labels,
+        layout.sample_submission,
+        layout.stage2_labels,
+        layout.stage2_sample_submission,
+        layout.hidden_labels(1),
+        layout.hidden_labels(2),
+    )
+
+
 _SPLIT_DIR = {"train": TRAIN_DIR, "test": TEST_DIR, "stage2_test": STAGE2_DIR}
 # per stain: median peak grey level and its log-sd over images; the protein is sometimes dim
 _EXPOSURE = {
@@ -769,8 +777,8 @@ def _prepare(out: Path, keep: set[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / MARKER) as tmp:
         tmp.write_text("written by medpipe synth; its files here may be replaced\n")
-    for name in LABEL_FILES:  # first, so an interrupted rerun is visibly incomplete
-        (out / name).unlink(missing_ok=True)
+    for path in _label_files(out):  # first, so an interrupted rerun is visibly incomplete
+        path.unlink(missing_ok=True)
     for folder in (TRAIN_DIR, TEST_DIR, STAGE2_DIR):
         if (out / folder).is_dir():
             for f in (out / folder).glob("*.png"):
@@ -831,24 +839,15 @@ def generate(
         with ProcessPoolExecutor(max_workers=workers) as pool:
             list(pool.map(_write_chunk, chunks))
     by_split = {k: [s for s in specs if s.split == k] for k in _SPLIT_DIR}
-    _csv(out / "hidden" / "test_labels.csv", "Id,Target", _targets(by_split["test"]))
+    layout = HpaInputLayout(out)
+    _csv(layout.hidden_labels(1), "Id,Target", _targets(by_split["test"]))
     if n_stage2_test:
         stage2 = by_split["stage2_test"]
-        _csv(out / "hidden" / "stage2_test_labels.csv", "Id,Target", _targets(stage2))
-        _csv(
-            out / "stage2_sample_submission.csv",
-            "Id,Predicted",
-            [(s.image_id, "") for s in stage2],
-        )
-        _csv(
-            out / "stage2_train.csv",
-            "Id,Target",
-            _targets(by_split["train"] + by_split["test"]),
-        )
-    _csv(
-        out / "sample_submission.csv", "Id,Predicted", [(s.image_id, "") for s in by_split["test"]]
-    )
-    _csv(out / "train.csv", "Id,Target", _targets(by_split["train"]))
+        _csv(layout.hidden_labels(2), "Id,Target", _targets(stage2))
+        _csv(layout.stage2_sample_submission, "Id,Predicted", [(s.image_id, "") for s in stage2])
+        _csv(layout.stage2_labels, "Id,Target", _targets(by_split["train"] + by_split["test"]))
+    _csv(layout.sample_submission, "Id,Predicted", [(s.image_id, "") for s in by_split["test"]])
+    _csv(layout.train_labels, "Id,Target", _targets(by_split["train"]))
     seconds = time.perf_counter() - start
     if preview:
         draw_preview(out, preview, classes=names)

@@ -1,7 +1,7 @@
 """Training: one Lightning module shared by segmentation and the gate, and ``train_fold``.
 
 The names load on first use (PEP 562): ``medpipe predict`` imports ``medpipe.training.runtime``
-and the tasks, and must not pay Lightning's import (seconds per job) for a module it never runs.
+and the families, and must not pay Lightning's import (seconds per job) for a module it never runs.
 """
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["FoldModule", "GateTask", "SegmentationTask", "get_task", "train_fold"]
+__all__ = ["FoldModule", "GateFamily", "SegmentationFamily", "get_family", "train_fold"]
 
 _HOME = {
     "train_fold": "medpipe.training.fit",
     "FoldModule": "medpipe.training.module",
-    "GateTask": "medpipe.training.tasks",
-    "SegmentationTask": "medpipe.training.tasks",
-    "get_task": "medpipe.training.tasks",
+    "GateFamily": "medpipe.training.families",
+    "SegmentationFamily": "medpipe.training.families",
+    "get_family": "medpipe.training.families",
 }
 
 

@@ -43,6 +43,7 @@ from medpipe.training.callbacks import (
     ProgressWriter,
     SnapshotCheckpoint,
 )
+from medpipe.training.families import get_family
 from medpipe.training.module import FoldModule
 from medpipe.training.runtime import (
     resolve_accelerator,
@@ -51,13 +52,12 @@ from medpipe.training.runtime import (
     resolve_precision,
 )
 from medpipe.training.schedule import cycle_ends
-from medpipe.training.tasks import get_task
 
 __all__ = ["train_fold", "summarise"]
 
 
 def _loggers(
-    run_cfg: Mapping[str, Any], out_dir: Path, task: str, model_name: str, fold: int
+    run_cfg: Mapping[str, Any], out_dir: Path, family: str, model_name: str, fold: int
 ) -> list[Logger]:
     """CSV always; TensorBoard, MLflow (file store) and W&B (offline) only when the config asks."""
     wanted = dict(run_cfg.get("logging") or {})
@@ -83,9 +83,9 @@ def _loggers(
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         loggers.append(
             MLFlowLogger(
-                experiment_name=f"medpipe-{task}",
+                experiment_name=f"medpipe-{family}",
                 run_name=RunLayout.fold_job(model_name, fold),
-                tracking_uri=FoldDir(task, model_name, fold, out_dir).mlruns.resolve().as_uri(),
+                tracking_uri=FoldDir(family, model_name, fold, out_dir).mlruns.resolve().as_uri(),
             )
         )
     if wanted.get("wandb"):
@@ -96,7 +96,7 @@ def _loggers(
         loggers.append(
             WandbLogger(
                 project="medpipe",
-                name=f"{task}-{RunLayout.fold_job(model_name, fold)}",
+                name=f"{family}-{RunLayout.fold_job(model_name, fold)}",
                 save_dir=str(out_dir),
                 offline=True,
             )
@@ -121,7 +121,7 @@ def _resumable(
     epochs: int,
     monitor: str | None = None,
 ) -> int:
-    """The epochs ``last.ckpt`` completed when it is an unfinished run of the same task, config,
+    """The epochs ``last.ckpt`` completed when it is an unfinished run of the same family, config,
     seed and data (training resumes after them); 0 when it is not to be resumed.
 
     A finished ``last.ckpt`` is not resumed: Snakemake reruns a finished job only when asked to
@@ -161,18 +161,18 @@ def _resumable(
 
 
 def launcher_environment(devices: Any) -> list[Any]:
-    """``[LightningEnvironment()]`` when a SLURM task must start its own DDP ranks, else ``[]``.
+    """``[LightningEnvironment()]`` when a SLURM family must start its own DDP ranks, else ``[]``.
 
-    Snakemake's SLURM jobs run each rule as one ``srun`` task. Lightning would take SLURM's word
-    for the world (one task) and silently train on one device; its own launcher starts one
-    process per device instead. With one task per device
+    Snakemake's SLURM jobs run each rule as one ``srun`` family. Lightning would take SLURM's word
+    for the world (one family) and silently train on one device; its own launcher starts one
+    process per device instead. With one family per device
     (``srun --ntasks-per-node=<devices>``) SLURM starts the ranks and Lightning follows it.
     """
     wanted = len(devices) if isinstance(devices, list | tuple) else devices
     if not isinstance(wanted, int) or wanted <= 1 or not SLURMEnvironment.detect():
         return []
-    tasks = os.environ.get("SLURM_NTASKS_PER_NODE") or os.environ.get("SLURM_NTASKS", "1")
-    per_node = int(str(tasks).split("(")[0].split(",")[0])
+    families = os.environ.get("SLURM_NTASKS_PER_NODE") or os.environ.get("SLURM_NTASKS", "1")
+    per_node = int(str(families).split("(")[0].split(",")[0])
     return [LightningEnvironment()] if per_node < wanted else []
 
 
@@ -225,7 +225,7 @@ def _json_safe(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def train_fold(
-    task: str,
+    family: str,
     model_name: str,
     model_cfg: Mapping[str, Any],
     run_cfg: Mapping[str, Any],
@@ -250,7 +250,7 @@ def train_fold(
         >>> metrics["best_epoch"], metrics["val_dice"]  # doctest: +SKIP
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    here = FoldDir(task, model_name, int(fold), out_dir)
+    here = FoldDir(family, model_name, int(fold), out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out_dir)  # a checkpoint write cut by SIGKILL
     started = time.perf_counter()
@@ -270,7 +270,7 @@ def train_fold(
     if run_cfg.get("num_workers", "auto") in (None, "auto") and isinstance(devices, int):
         workers //= max(devices, 1)  # every DDP rank starts its own loader workers
     performance = resolve_performance(run_cfg, model_cfg)
-    spec = get_task(task, model_cfg)
+    spec = get_family(family, model_cfg)
 
     train_rows, val_rows = fold_rows(data_dir, fold)
     crop_size = model_cfg.get("crop_size")
@@ -326,7 +326,12 @@ def train_fold(
     val_loader = make_loader(val_set, batch_size, num_workers=workers, cuda=cuda)
     steps_per_epoch = len(train_loader)
 
-    hparams = {"task": task, "model_cfg": dict(model_cfg), "seed": seed, "image_size": image_size}
+    hparams = {
+        "family": family,
+        "model_cfg": dict(model_cfg),
+        "seed": seed,
+        "image_size": image_size,
+    }
     module = FoldModule(**hparams, performance=performance)
     checkpoint = ModelCheckpoint(
         dirpath=out_dir,
@@ -354,7 +359,7 @@ def train_fold(
     # Every rank decides from the files as they are before fit; rank 0 rewrites the stamp only
     # once all ranks have joined (ResumeStamp), so the ranks cannot decide differently.
     resume = _resumable(last, hparams, fingerprint, epochs, spec.monitor)
-    label = f"train {task} {model_name} fold {fold}"
+    label = f"train {family} {model_name} fold {fold}"
     if resume:
         message = f"{label}: resumed from {last.name} after epoch {resume}/{epochs} (same config and data)"
         print(message, flush=True)
@@ -379,7 +384,7 @@ def train_fold(
         # CUDA lacks deterministic kernels for some ops: warn there instead of failing.
         deterministic=(True if not cuda else "warn") if deterministic else False,
         benchmark=cuda and not deterministic,
-        logger=_loggers(run_cfg, out_dir, task, model_name, fold),
+        logger=_loggers(run_cfg, out_dir, family, model_name, fold),
         callbacks=[
             checkpoint,
             every_epoch,
@@ -402,7 +407,7 @@ def train_fold(
 
     # ddp_spawn trains in child processes: the parent's module has no history, last.ckpt does.
     history = module.history or _saved_history(last)
-    metrics: dict[str, Any] = {"task": task, "model": model_name, "fold": fold}
+    metrics: dict[str, Any] = {"task": family, "model": model_name, "fold": fold}
     metrics.update(summarise(history, spec.monitor))
     metrics.update(
         {

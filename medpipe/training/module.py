@@ -1,7 +1,7 @@
 """The one LightningModule behind both segmentation and the gate.
 
 Optimiser (AdamW), the per-step warmup + cosine schedule, per-epoch reseeding, logging and
-the per-epoch history live here; the task (:mod:`medpipe.training.tasks`) supplies the model,
+the per-epoch history live here; the family (:mod:`medpipe.training.families`) supplies the model,
 loss, validation metric and outputs.
 """
 
@@ -18,9 +18,9 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
 from medpipe.data.transforms import BatchAugment
+from medpipe.training.families import get_family
 from medpipe.training.runtime import resolve_performance
 from medpipe.training.schedule import lr_factor
-from medpipe.training.tasks import get_task
 
 __all__ = ["FoldModule", "step_seed"]
 
@@ -32,20 +32,20 @@ def step_seed(seed: int, step: int) -> int:
 
 
 class FoldModule(L.LightningModule):
-    """Train one model of one task; selection metric is ``self.task.monitor`` (higher is better).
+    """Train one model of one family; selection metric is ``self.family.monitor`` (higher is better).
 
     ``self.history`` holds one dict per finished epoch (losses, validation scores, learning rate,
     throughput) and travels inside checkpoints, so progress plots survive a resume.
 
     Example:
         >>> module = FoldModule("gate", {"encoder": "resnet18", "epochs": 2, "batch_size": 4, "lr": 1e-3})
-        >>> module.task.monitor
+        >>> module.family.monitor
         'val_auc'
     """
 
     def __init__(
         self,
-        task: str,
+        family: str,
         model_cfg: Mapping[str, Any],
         seed: int = 0,
         image_size: int | None = None,
@@ -53,9 +53,9 @@ class FoldModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.task = get_task(task, model_cfg)
+        self.family = get_family(family, model_cfg)
         self.cfg = dict(model_cfg)
-        self.model = self.task.build_model()
+        self.model = self.family.build_model()
         perf = resolve_performance({"performance": performance}, self.cfg)
         self.channels_last = perf["channels_last"]
         self.compile = perf["compile"]
@@ -109,7 +109,7 @@ class FoldModule(L.LightningModule):
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         torch.manual_seed(step_seed(int(self.hparams.seed), self.global_step))
-        loss = self.task.loss(self(batch["image"]), batch)
+        loss = self.family.loss(self(batch["image"]), batch)
         n = len(batch["image"])
         self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
         self._train_loss += loss.detach() * n
@@ -137,9 +137,9 @@ class FoldModule(L.LightningModule):
             return
         outputs = self(batch["image"])
         n = len(batch["image"])
-        self._val_loss += float(self.task.loss(outputs, batch)) * n
+        self._val_loss += float(self.family.loss(outputs, batch)) * n
         self._val_images += n
-        self._val_stats.append(self.task.validation_stats(outputs, batch))
+        self._val_stats.append(self.family.validation_stats(outputs, batch))
 
     def on_validation_epoch_end(self) -> None:
         fitting = self.trainer.state.fn == TrainerFn.FITTING
@@ -147,11 +147,11 @@ class FoldModule(L.LightningModule):
             return
         if self._val_stats:
             stats = {k: np.concatenate([s[k] for s in self._val_stats]) for k in self._val_stats[0]}
-            scores = self.task.score(stats)
+            scores = self.family.score(stats)
             val_loss = self._val_loss / max(self._val_images, 1)
         elif fitting and not self._validates():
             # Not scored: NaN, which ModelCheckpoint ranks below any real score.
-            scores, val_loss = {self.task.monitor: float("nan")}, float("nan")
+            scores, val_loss = {self.family.monitor: float("nan")}, float("nan")
         else:
             return
         self.log_dict({"val_loss": val_loss, **scores}, prog_bar=True)

@@ -29,10 +29,10 @@ CONFIG = {
 }
 
 
-def _folds(tmp_path: Path, task: str, model: str, record: dict | None) -> list[FoldDir]:
+def _folds(tmp_path: Path, family: str, model: str, record: dict | None) -> list[FoldDir]:
     folds = []
     for fold in (0, 1):
-        d = FoldDir(task, model, fold, tmp_path / task / model / f"fold{fold}")
+        d = FoldDir(family, model, fold, tmp_path / family / model / f"fold{fold}")
         d.path.mkdir(parents=True)
         if record is not None:
             d.trained_config.write_text(yaml.safe_dump(record))

@@ -57,9 +57,7 @@ def _medpipe(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def _stored_max_prob(run: RunLayout, config: dict, weights: dict) -> pd.Series:
-    test = TestMaps(
-        stage_sources(as_view(config), as_stage(config, run.stage_dir(1)), SEGMENT)
-    )
+    test = TestMaps(stage_sources(as_view(config), as_stage(config, run.stage_dir(1)), SEGMENT))
     top = [
         blend(probs, weights).reshape(sl.stop - sl.start, -1).max(axis=1)
         for sl, probs in test.chunks()

@@ -88,7 +88,7 @@ PARSED = [
     (
         ["predict", "--config", "c", "--task", "gate", "--model", "m", "--fold", "0",
          "--data-dir", "d", "--ckpt", "k", "--out", "o", "--no-oof"],
-        {"task": "gate", "ckpt": "k", "no_oof": True, "test_split": "test"},
+        {"family": "gate", "ckpt": "k", "no_oof": True, "test_split": "test"},
     ),
     (
         ["export", "runs/x", "--out", "b", "--format", "torchscript,onnx"],

@@ -83,8 +83,8 @@ def test_siim_config_runs_end_to_end_offline_at_512(tmp_path, monkeypatch):
     sizes = expected_ids_from_dicom_dir(tmp_path / "data" / "dicom-images-test")
     frame = validate_submission(run / "submission.csv", expected_ids=sizes.keys(), sizes=sizes)
     assert len(frame) == 4
-    for task, model in (("segment", "unet_r34"), ("gate", "cls_r34")):
+    for family, model in (("segment", "unet_r34"), ("gate", "cls_r34")):
         for fold in (0, 1):
-            assert (run / "stage1" / task / model / f"fold{fold}" / "model.ckpt").is_file()
+            assert (run / "stage1" / family / model / f"fold{fold}" / "model.ckpt").is_file()
     print(f"siim.yaml rehearsal at 512²: {wall:.0f} s")  # the wall time, for the notes
     assert not any(p.name.endswith(".pth") for p in Path(os.environ["TORCH_HOME"]).rglob("*"))

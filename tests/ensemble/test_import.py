@@ -141,12 +141,12 @@ def test_p_finding_reads_back_like_a_gate_and_enters_the_features(imported_maps)
 def test_the_rule_pattern_names_the_files_the_steps_read(stage):
     """external_pattern's {ext} is the extension FoldDir.predictions gives each task."""
     layout = StageLayout(stage["stage_dir"])
-    for task, ext in ((SEGMENT, "npz"), (GATE, "csv")):
-        (d,) = layout.external_folds("x", task, [2])
+    for family, ext in ((SEGMENT, "npz"), (GATE, "csv")):
+        (d,) = layout.external_folds("x", family, [2])
         for which in ("oof", "test"):
             pattern = str(layout.external_pattern("x", 2, which))
             assert pattern.format(ext=ext) == str(d.predictions(which))
-        source = layout.external_source(task, stage["root"] / "team")
+        source = layout.external_source(family, stage["root"] / "team")
         assert isinstance(source, FoldDir) and source.oof == stage["root"] / "team" / f"oof.{ext}"
 
 

@@ -10,7 +10,7 @@ import torch
 
 from medpipe.inference.predict import checkpoints_to_average, load_model, predict_fold
 from medpipe.layout import read_seg_predictions
-from medpipe.training.tasks import get_task
+from medpipe.training.families import get_family
 
 
 def test_oof_covers_every_training_image_once(trained, tmp_path: Path) -> None:
@@ -81,8 +81,8 @@ def test_snapshots_are_averaged(trained, tmp_path: Path) -> None:
 
 
 def test_no_aux_head_gives_nan_cls_prob(trained, tmp_path: Path) -> None:
-    task = get_task("segment", {**trained["seg"], "aux_head": False})
-    model = task.build_model()
+    family = get_family("segment", {**trained["seg"], "aux_head": False})
+    model = family.build_model()
     ckpt = tmp_path / "fold" / "model.ckpt"
     ckpt.parent.mkdir()
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, ckpt)
@@ -96,10 +96,12 @@ def test_no_aux_head_gives_nan_cls_prob(trained, tmp_path: Path) -> None:
 def test_checkpoint_of_another_model_is_refused(trained, tmp_path: Path) -> None:
     shutil.copy(trained["root"] / "gate" / "model.ckpt", tmp_path / "gate.ckpt")
     with pytest.raises(ValueError, match="gate.ckpt: weights do not fit"):
-        load_model(get_task("segment", trained["seg"]), tmp_path / "gate.ckpt", torch.device("cpu"))
+        load_model(
+            get_family("segment", trained["seg"]), tmp_path / "gate.ckpt", torch.device("cpu")
+        )
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
         load_model(
-            get_task("segment", trained["seg"]), tmp_path / "missing.ckpt", torch.device("cpu")
+            get_family("segment", trained["seg"]), tmp_path / "missing.ckpt", torch.device("cpu")
         )
 
 
@@ -112,9 +114,9 @@ def test_prediction_imports_neither_lightning_nor_monai() -> None:
     code = (
         "import sys\n"
         "import medpipe.inference.predict\n"
-        "from medpipe.training.tasks import get_task\n"
-        "get_task('segment', {'encoder': 'resnet18', 'loss': 'dice_bce'})\n"
-        "get_task('gate', {'encoder': 'resnet18', 'logit_from': 'mask', 'mask_aux_weight': 1})\n"
+        "from medpipe.training.families import get_family\n"
+        "get_family('segment', {'encoder': 'resnet18', 'loss': 'dice_bce'})\n"
+        "get_family('gate', {'encoder': 'resnet18', 'logit_from': 'mask', 'mask_aux_weight': 1})\n"
         "print(sorted(m for m in ('lightning', 'monai') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

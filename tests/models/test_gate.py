@@ -46,7 +46,7 @@ def test_a_classifier_gate_has_no_mask_head_and_says_so() -> None:
 def test_mask_gate_classifies_by_its_brightest_pixels() -> None:
     """logit_from mask: a U-Net gate whose image logit is the mean of its top 0.1% pixel logits."""
     from medpipe.models.gate import top_fraction_mean
-    from medpipe.training.tasks import get_task
+    from medpipe.training.families import get_family
 
     cfg = {
         "encoder": "resnet18",
@@ -64,22 +64,22 @@ def test_mask_gate_classifies_by_its_brightest_pixels() -> None:
     assert float(top_fraction_mean(spot)) == 4.0
     assert len(gate.eval()(torch.rand(2, 1, 64, 64))) == 2
     # the full-resolution mask is trained with the segmentation loss (Dice + BCE)
-    task = get_task("gate", cfg)
+    family = get_family("gate", cfg)
     mask = torch.zeros(2, 1, 64, 64)
     mask[0, 0, 10:20, 10:20] = 1
     batch = {"has_finding": torch.tensor([1.0, 0.0]), "mask": mask}
-    good = task.loss((torch.tensor([5.0, -5.0]), None, mask * 20 - 10), batch)
-    bad = task.loss((torch.tensor([5.0, -5.0]), None, 10 - mask * 20), batch)
+    good = family.loss((torch.tensor([5.0, -5.0]), None, mask * 20 - 10), batch)
+    bad = family.loss((torch.tensor([5.0, -5.0]), None, 10 - mask * 20), batch)
     assert good < 0.05 < 1.0 < bad
 
 
 def test_image_loss_weight_scales_the_image_term() -> None:
-    from medpipe.training.tasks import get_task
+    from medpipe.training.families import get_family
 
     batch = {"has_finding": torch.tensor([1.0, 0.0]), "mask": torch.zeros(2, 1, 8, 8)}
     logit = torch.tensor([-3.0, 3.0])  # both wrong
-    full = get_task("gate", {"encoder": "resnet18"}).loss((logit, None), batch)
-    light = get_task("gate", {"encoder": "resnet18", "image_loss_weight": 0.1}).loss(
+    full = get_family("gate", {"encoder": "resnet18"}).loss((logit, None), batch)
+    light = get_family("gate", {"encoder": "resnet18", "image_loss_weight": 0.1}).loss(
         (logit, None), batch
     )
     assert torch.isclose(light, 0.1 * full)

@@ -92,8 +92,8 @@ def _oof(fold_dir: FoldDir, ids: list[str], kind: str) -> None:
 @pytest.mark.parametrize("kind", ["npz", "csv"])
 def test_oof_row_of_a_trained_image_fails(data_dir: Path, tmp_path: Path, kind: str) -> None:
     folds, _ = frames(data_dir)
-    task = "segment" if kind == "npz" else "gate"
-    dirs = {"m": StageLayout(tmp_path).folds_of(task, "m", range(3))}
+    family = "segment" if kind == "npz" else "gate"
+    dirs = {"m": StageLayout(tmp_path).folds_of(family, "m", range(3))}
     for k, d in enumerate(dirs["m"]):
         _oof(d, folds.loc[folds["fold"] == k, "image_id"].tolist(), kind)
     check_oof_folds(dirs, folds)

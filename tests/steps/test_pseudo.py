@@ -65,7 +65,7 @@ def test_the_confident_images_and_their_masks_become_the_variants_pseudo_cache(s
     drawn = (maps_of(source) >= 0.5) & (rows["has_finding"].to_numpy() == 1)[:, None, None]
     assert np.array_equal(masks.astype(bool), drawn)
     assert made["n_images"] == len(gate) and made["fold"] == 1
-    assert {task: m["fold"] for task, m in made["made_by"].items()} == {SEGMENT: 1, GATE: 1}
+    assert {family: m["fold"] for family, m in made["made_by"].items()} == {SEGMENT: 1, GATE: 1}
     assert made["made_by"][SEGMENT]["model"] == SEG
 
 

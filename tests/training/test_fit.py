@@ -311,14 +311,14 @@ class BatchSides(L.Callback):
         self.val.add(int(batch["image"].shape[-1]))
 
 
-@pytest.mark.parametrize("task", ["segment", "gate"])
-def test_crops_train_and_whole_images_validate_from_the_set_epoch(tmp_path: Path, task) -> None:
+@pytest.mark.parametrize("family", ["segment", "gate"])
+def test_crops_train_and_whole_images_validate_from_the_set_epoch(tmp_path: Path, family) -> None:
     data_dir = write_data_dir(tmp_path / "data")
     extra = {"crop_size": 32, "validate_from": 0.5, "epochs": 3}
-    cfg = small_seg_config(**extra) if task == "segment" else gate_config(**MASK_GATE, **extra)
+    cfg = small_seg_config(**extra) if family == "segment" else gate_config(**MASK_GATE, **extra)
     sides = BatchSides()
     metrics = train_fold(
-        task, "m", cfg, run_config(), data_dir, 0, tmp_path / "out", callbacks=[sides]
+        family, "m", cfg, run_config(), data_dir, 0, tmp_path / "out", callbacks=[sides]
     )
     assert sides.train == {32} and sides.val == {64}
     log = pd.read_csv(tmp_path / "out" / "log.csv")

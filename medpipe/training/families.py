@@ -1,7 +1,7 @@
 """What differs between segmentation and the gate: model, loss, validation metric, outputs.
 
 Everything else (optimiser, schedule, logging, checkpoint selection) lives once in
-:class:`medpipe.training.module.FoldModule`, which takes one of these tasks.
+:class:`medpipe.training.module.FoldModule`, which takes one of these families.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from medpipe.metrics import dice_per_image
 from medpipe.models import build_gate, build_segment_model
 from medpipe.training.losses import build_seg_loss, check_seg_loss
 
-__all__ = ["Task", "SegmentationTask", "GateTask", "get_task", "TASKS"]
+__all__ = ["Family", "SegmentationFamily", "GateFamily", "get_family", "FAMILIES"]
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -31,8 +31,8 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores))
 
 
-class Task:
-    """The task-specific pieces the shared Lightning module plugs in."""
+class Family:
+    """The family-specific pieces the shared Lightning module plugs in."""
 
     name: str
     monitor: str  # validation metric that selects the best checkpoint (higher is better)
@@ -86,7 +86,7 @@ def best_grid_dice(
     return float(dice.mean(axis=0).max())
 
 
-class SegmentationTask(Task):
+class SegmentationFamily(Family):
     """smp segmenter; loss = Dice/DiceFocal + BCE (+ BCE of the aux head on has_finding).
 
     Validation: ``val_score``, the competition Dice at the best pixel threshold and minimum mask
@@ -183,7 +183,7 @@ class SegmentationTask(Task):
         return {"prob": prob, "cls_prob": cls_prob}
 
 
-class GateTask(Task):
+class GateFamily(Family):
     """timm classifier of "has a finding"; BCE loss, selected by validation ROC AUC."""
 
     name = "gate"
@@ -238,16 +238,16 @@ class GateTask(Task):
         return {"prob": torch.sigmoid(logit.float()), "emb": embedding.float()}
 
 
-TASKS: dict[str, type[Task]] = {"segment": SegmentationTask, "gate": GateTask}
+FAMILIES: dict[str, type[Family]] = {"segment": SegmentationFamily, "gate": GateFamily}
 
 
-def get_task(name: str, cfg: Mapping[str, Any]) -> Task:
-    """The task called ``name`` ("segment" or "gate") for a model config block.
+def get_family(name: str, cfg: Mapping[str, Any]) -> Family:
+    """The family called ``name`` ("segment" or "gate") for a model config block.
 
     Example:
         >>> get_task("gate", {"encoder": "resnet18"}).monitor
         'val_auc'
     """
-    if name not in TASKS:
-        raise ValueError(f"task {name!r}: expected one of {sorted(TASKS)}")
-    return TASKS[name](cfg)
+    if name not in FAMILIES:
+        raise ValueError(f"task {name!r}: expected one of {sorted(FAMILIES)}")
+    return FAMILIES[name](cfg)
