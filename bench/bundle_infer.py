@@ -59,7 +59,7 @@ def fabricated_bundle(work: Path, size: int = SMALL_SIZE, folds: int = SMALL_FOL
     import torch
 
     from medpipe.bundle.export import export_bundle
-    from medpipe.training.families import get_family
+    from medpipe.models.families import get_family
 
     run = RunLayout(work / "run")
     scale = _bench_module("scale")  # its one-model override of the default config

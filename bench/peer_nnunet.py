@@ -68,11 +68,10 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from medpipe.data.cache import cache_file, open_images, open_masks
+from medpipe.data.cache import cache_area_scale, cache_file, open_images, open_masks
 from medpipe.data.ingest import ingest
 from medpipe.decision.apply import resize_mask
 from medpipe.decision.morphology import remove_small_components
-from medpipe.decision.thresholds import cache_area_scale
 from medpipe.io.atomic import atomic_write_csv, atomic_write_text
 from medpipe.metrics import competition_dice
 from medpipe.submission import (

@@ -36,8 +36,8 @@ from medpipe.decision.apply import apply_triplet, resize_mask
 from medpipe.inference.predict import load_model, predict_rows
 from medpipe.io import rle
 from medpipe.io.atomic import atomic_write_text
-from medpipe.training.families import get_family
-from medpipe.training.runtime import resolve_num_workers
+from medpipe.models.families import get_family
+from medpipe.runtime import resolve_num_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 # --small: 2 folds on 4 images at 64² (seconds on 2 cores), so CI sees the bench still runs

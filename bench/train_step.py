@@ -37,8 +37,8 @@ import yaml
 from medpipe.data.dataset import PositiveFractionSampler, XrayDataset, make_loader, training_rows
 from medpipe.data.transforms import BatchAugment, build_train_transforms
 from medpipe.io.atomic import atomic_write_text
+from medpipe.runtime import resolve_num_workers
 from medpipe.training.module import FoldModule
-from medpipe.training.runtime import resolve_num_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = {"segment": ("segmentation", "unet_regnetx"), "gate": ("gate", "gate_regnetx")}

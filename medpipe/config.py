@@ -419,12 +419,10 @@ class RunConfig:
         return int(self.raw.get("stage", 1))
 
     @property
-    def task(self):
-        """The competition task (``task:``, default ``siim``): :class:`medpipe.tasks.Task`."""
-        # the tasks' modules take this view: a top-level import would be circular
-        from medpipe.tasks import get_task
-
-        return get_task(self.raw.get("task"))
+    def task_name(self) -> str:
+        """The competition task (``task:``, default ``siim``); the task itself is
+        ``medpipe.tasks.get_task(cfg.task_name)`` (the registry, not this view, imports it)."""
+        return str(self.raw.get("task") or "siim")
 
     @property
     def image_size(self) -> int:

@@ -9,6 +9,7 @@ import sys
 from medpipe import runlock
 from medpipe.code_inputs import code_inputs
 from medpipe.synthetic.folder import check_demo_folder
+from medpipe.tasks import get_task
 from medpipe.config import (
     KEPT,
     RunConfig,
@@ -28,6 +29,7 @@ from medpipe.console import CONSOLE_FD, CONSOLE_FD_ENV
 from medpipe.run_summary import finished_run_lines
 
 CFG = RunConfig(config)
+TASK = get_task(CFG.task_name)  # the competition task (medpipe/tasks/): families, step modules
 LAYOUT = CFG.layout
 INPUTS = CFG.inputs
 RUN = str(LAYOUT.run_dir)
@@ -211,7 +213,7 @@ def trained_checkpoint(family):
     return lambda w: path(CFG.trained_fold(int(w.stage), family, w.model, int(w.fold)).checkpoint)
 
 
-def fold_predictions(stage, which, families=CFG.task.families):
+def fold_predictions(stage, which, families=TASK.families):
     """Every model x fold prediction file (``oof`` or ``test``) of a stage, of every model
     family the task trains: with ``retrain: auto`` both variants and the choice between them
     (the steps read the chosen one)."""

@@ -78,15 +78,16 @@ rule ingest:
 
 
 rule make_folds:
-    """Patient-grouped folds, stratified on 'has finding'."""
+    """Patient-grouped folds, stratified on the task's key (SIIM: 'has finding')."""
     input:
         meta=path(LAYOUT.meta(1)),
-        code=code("medpipe.data.folds"),
+        code=code(TASK.module_of("folds")),
     output:
         path(LAYOUT.folds(1)),
     params:
         folds=config["folds"],
         seed=config["seed"],
+        task=TASK.name,
     log:
         path(LAYOUT.log("folds")),
     resources:
@@ -94,4 +95,4 @@ rule make_folds:
         runtime=NEEDS["folds"].runtime_min,
     shell:
         "medpipe folds --meta {input.meta:q} --n-folds {params.folds} --seed {params.seed} "
-        "--out {output:q} > {log:q} 2>&1"
+        "--task {params.task:q} --out {output:q} > {log:q} 2>&1"

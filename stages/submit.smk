@@ -7,7 +7,7 @@ rule thresholds:
         unpack(training_inputs),
         unpack(fused("oof")),
         predictions=lambda w: fold_predictions(w.stage, "oof"),
-        code=code("medpipe.steps.thresholds"),
+        code=code("medpipe.steps.thresholds", TASK.module_of("decide")),
     output:
         thresholds=report(path(LAYOUT.thresholds("{stage}")), category="Decisions", subcategory="stage {stage}"),
         cv=report(path(LAYOUT.cv("{stage}")), category="Decisions", subcategory="stage {stage}"),
@@ -36,7 +36,7 @@ rule submit:
         unpack(fused("test")),
         predictions=lambda w: fold_predictions(w.stage, "test"),
         thresholds=path(LAYOUT.thresholds("{stage}")),
-        code=code("medpipe.steps.submit"),
+        code=code("medpipe.steps.submit", TASK.module_of("submit")),
     output:
         path(LAYOUT.stage_submission("{stage}")),
     params:
@@ -62,7 +62,7 @@ rule publish_submission:
     input:
         submission=path(LAYOUT.stage_submission(STAGE)),
         doc=[path(LAYOUT.reproduce("doc"))] if STAGE == 2 else [],
-        code=code("medpipe.submission"),
+        code=code(TASK.module_of("format")),
     output:
         report(path(LAYOUT.submission), category="Submission"),
     params:

@@ -7,14 +7,17 @@ from pathlib import Path
 import pytest
 
 from medpipe.code_inputs import PACKAGE_DIR, code_inputs, imports_of
+from medpipe.tasks import get_task
 
 
-def _names(entry: str) -> set[str]:
-    return {Path(p).relative_to(PACKAGE_DIR).as_posix() for p in code_inputs(entry)}
+def _names(*entries: str) -> set[str]:
+    return {Path(p).relative_to(PACKAGE_DIR).as_posix() for p in code_inputs(*entries)}
 
 
 def test_the_files_each_step_runs_are_its_code_inputs():
-    submit = _names("medpipe.steps.submit")
+    siim = get_task("siim")
+    # as stages/submit.smk declares it: the runner and the task's module of that step
+    submit = _names("medpipe.steps.submit", siim.module_of("submit"))
     assert {"io/rle.py", "submission.py", "decision/apply.py", "layout/decision.py"} <= submit
     assert "fusion/lgbm.py" not in submit  # submit does not fit LightGBM
     training = _names("medpipe.training.fit")
@@ -22,9 +25,26 @@ def test_the_files_each_step_runs_are_its_code_inputs():
         "models/segmentation.py",
         "models/gate.py",
         "metrics.py",
-        "training/families.py",
+        "models/families.py",
     } <= training
     assert "io/labels.py" in _names("medpipe.data.ingest")
+
+
+def test_a_task_step_reruns_only_its_own_rules():
+    """The task names each step's module and loads it when the step runs, so a rule depends on
+    its own step's code only: editing the submission writer reruns submit, not the folds or
+    training (which read the config view, and through it once reached every task module)."""
+    siim = get_task("siim")
+    writer = {"submission.py", "decision/submission.py"}
+    for entries in (
+        (siim.module_of("folds"),),
+        ("medpipe.training.fit",),
+        ("medpipe.inference.predict",),
+        ("medpipe.steps.thresholds", siim.module_of("decide")),  # it applies rules, not writes
+    ):
+        assert not writer & _names(*entries), entries
+    assert writer <= _names("medpipe.steps.submit", siim.module_of("submit"))
+    assert "decision/policy.py" not in _names("medpipe.steps.pseudo")
 
 
 def test_lazy_and_relative_imports_count(tmp_path, monkeypatch):
@@ -62,7 +82,10 @@ def test_every_rule_declares_computed_code_inputs():
                 continue
             codes = re.findall(r"code=code\((.*?)\)", block)
             assert codes, f"{smk.name}: rule {name} has no code inputs"
-            assert all(c.startswith('"medpipe.') and ".py" not in c for c in codes), (
+            assert all(
+                c.startswith(('"medpipe.', "TASK.module_of(")) and ".py" not in c
+                for c in ", ".join(codes).split(", ")
+            ), (
                 smk.name,
                 name,
                 codes,

@@ -19,7 +19,7 @@ from medpipe.config import (
     load_config,
     trained_folds,
 )
-from medpipe.training.runtime import PERFORMANCE_DEFAULTS
+from medpipe.runtime import PERFORMANCE_DEFAULTS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -234,7 +234,7 @@ def test_every_key_the_code_reads_from_a_model_block_is_declared():
     readers = {
         "medpipe/models/segmentation.py": "cfg",
         "medpipe/models/gate.py": "cfg",
-        "medpipe/training/families.py": r"self\.cfg",
+        "medpipe/models/families.py": r"self\.cfg",
         "medpipe/training/module.py": r"(?:self\.)?cfg",
         "medpipe/training/fit.py": "model_cfg",
         "medpipe/inference/predict.py": "model_cfg",

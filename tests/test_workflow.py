@@ -123,7 +123,7 @@ def test_forcing_an_unavailable_rule_fails_before_any_work(stage):
 def test_config_areas_are_original_image_pixels(stage, tmp_path):
     """area_grid means the same region at every cache size: it is converted from original-image
     pixels (meta.csv's DICOM size) to cache pixels, and thresholds.json says both."""
-    from medpipe.decision.thresholds import cache_area_scale
+    from medpipe.data.cache import cache_area_scale
 
     config, run = stage
     size = int(config["image_size"])
@@ -171,8 +171,8 @@ def test_a_quarantined_test_file_that_names_its_image_gets_an_empty_row(stage, t
 
 def _in_memory(config, run):
     """Today's answer the way it was computed before streaming: every map held at once."""
+    from medpipe.data.cache import cache_area_scale
     from medpipe.decision.policy import ablation
-    from medpipe.decision.thresholds import cache_area_scale
     from medpipe.predictions.blend import blend
     from medpipe.predictions.sources import oof_pool, stage_sources
     from medpipe.predictions.stored import load_seg_probs, load_truths, values_for

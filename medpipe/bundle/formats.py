@@ -122,7 +122,7 @@ def export_formats(
     import torch
 
     from medpipe.inference.predict import load_model
-    from medpipe.training.families import get_family
+    from medpipe.models.families import get_family
 
     x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
     report = {fmt: {"tolerance": TOLERANCE, "max_difference": 0.0, "files": []} for fmt in formats}

@@ -211,7 +211,7 @@ class InferResult:
 
 
 def _device(name: str):
-    from medpipe.training.runtime import resolve_accelerator, torch_device
+    from medpipe.runtime import resolve_accelerator, torch_device
 
     accelerator = resolve_accelerator({"device": name})
     return accelerator, torch_device(accelerator)
@@ -236,7 +236,7 @@ def _predict(
     a chunk of rows at a time, in row order."""
     from medpipe.data.dataset import XrayDataset
     from medpipe.inference.predict import load_model, predict_rows
-    from medpipe.training.families import get_family
+    from medpipe.models.families import get_family
 
     family = get_family(spec.family, spec.config)
     step = spec.batch_size * max(1, _CHUNK_IMAGES // spec.batch_size)
@@ -401,7 +401,7 @@ def _run(
     from medpipe.decision.submission import expected_test_images, write_decided_submission
     from medpipe.layout import data_files, read_meta, read_quarantine, stored_probabilities
     from medpipe.resources import cpu_count
-    from medpipe.training.runtime import resolve_num_workers, resolve_precision
+    from medpipe.runtime import resolve_num_workers, resolve_precision
 
     if not dicom_dir.is_dir():
         raise FileNotFoundError(f"{dicom_dir}: DICOM folder not found")

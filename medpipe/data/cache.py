@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from medpipe.layout import cache_file as layout_cache_file
+from medpipe.layout import data_files, read_meta
 
 __all__ = [
     "cache_file",
@@ -23,6 +24,7 @@ __all__ = [
     "pseudonymous_key",
     "new_cache",
     "commit_cache",
+    "cache_area_scale",
 ]
 
 KINDS = ("images", "masks")
@@ -122,3 +124,16 @@ def _open(path: Path, size: int) -> np.ndarray:
             f"{path}: holds {array.dtype} {array.shape}, expected uint8 (N, {size}, {size})"
         )
     return array
+
+
+def cache_area_scale(data_dir: str | Path, image_size: int) -> float:
+    """Cache pixels per original-image pixel: config areas (``area_grid``) are in original pixels,
+    as the SIIM winners quote them (600-3,500 px at 1024²), so one config means the same region
+    at every cache size. The original size is the median DICOM size of the training images
+    (``meta.csv``; SIIM's are all 1024²)."""
+    path = data_files(data_dir)["meta"]
+    meta = read_meta(path, ["orig_height", "orig_width"])
+    if meta.empty:
+        raise ValueError(f"{path}: no images to take the original size from")
+    height, width = float(meta["orig_height"].median()), float(meta["orig_width"].median())
+    return (image_size / height) * (image_size / width)

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from medpipe.config import RunConfig
+from medpipe.data.cache import cache_area_scale
 from medpipe.decision.plots import plot_heatmap
 from medpipe.decision.policy import ablation_of_tables, check_rule
 from medpipe.decision.search import dice_tables_streamed
@@ -21,32 +22,17 @@ from medpipe.layout import (
     GATE,
     SEGMENT,
     StageLayout,
-    data_files,
     dumps,
     read_fused,
-    read_meta,
     write_decision,
 )
 from medpipe.predictions.blend import blend, optimise_weights_of
 from medpipe.predictions.sources import gate_mean, oof_pool, stage_sources
 from medpipe.predictions.stored import OofMaps, values_for
 
-__all__ = ["cache_area_scale", "choose_decision", "gate_aucs"]
+__all__ = ["choose_decision", "gate_aucs"]
 
 log = logging.getLogger(__name__)
-
-
-def cache_area_scale(data_dir: str | Path, image_size: int) -> float:
-    """Cache pixels per original-image pixel: config areas (``area_grid``) are in original pixels,
-    as the SIIM winners quote them (600-3,500 px at 1024²), so one config means the same region
-    at every cache size. The original size is the median DICOM size of the training images
-    (``meta.csv``; SIIM's are all 1024²)."""
-    path = data_files(data_dir)["meta"]
-    meta = read_meta(path, ["orig_height", "orig_width"])
-    if meta.empty:
-        raise ValueError(f"{path}: no images to take the original size from")
-    height, width = float(meta["orig_height"].median()), float(meta["orig_width"].median())
-    return (image_size / height) * (image_size / width)
 
 
 def gate_aucs(gate: Mapping[str, list], folds: pd.DataFrame) -> dict[str, dict[str, float | None]]:

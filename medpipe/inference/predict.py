@@ -26,8 +26,8 @@ from medpipe.layout import (
     write_prediction_record,
     write_seg_predictions,
 )
-from medpipe.training.families import Family, get_family
-from medpipe.training.runtime import (
+from medpipe.models.families import Family, get_family
+from medpipe.runtime import (
     resolve_accelerator,
     resolve_num_workers,
     resolve_precision,

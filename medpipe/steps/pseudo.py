@@ -129,7 +129,7 @@ def label_fold(
     Example:
         >>> label_fold(cfg, cfg.layout.stage(1), "runs/default/data", "unet_regnetx@pl1", 0)  # doctest: +SKIP
     """
-    from medpipe.decision.thresholds import cache_area_scale
+    from medpipe.data.cache import cache_area_scale
 
     settings = cfg.pseudo_settings()
     sources = pseudo_label_sources(cfg, stage, model, fold)

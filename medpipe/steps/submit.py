@@ -8,6 +8,7 @@ import pandas as pd
 
 from medpipe.config import RunConfig
 from medpipe.layout import StageLayout
+from medpipe.tasks import get_task
 
 __all__ = ["run_submit"]
 
@@ -21,4 +22,4 @@ def run_submit(
 ) -> pd.DataFrame:
     """Write and validate ``out`` in the task's format (SIIM:
     :func:`medpipe.decision.submission.write_stage_submission`)."""
-    return cfg.task.write_submission(cfg, stage, data_dir, dicom_dir, out)
+    return get_task(cfg.task_name).write_submission(cfg, stage, data_dir, dicom_dir, out)

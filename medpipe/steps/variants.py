@@ -41,8 +41,8 @@ def variant_cv(
         y = values_for(frame["image_id"].tolist(), folds, "has_finding").astype(int)
         auc = float(roc_auc_score(y, frame["v"])) if len(set(y)) == 2 else float("nan")
         return {"cv": auc, "measure": "OOF ROC AUC"}
+    from medpipe.data.cache import cache_area_scale
     from medpipe.decision.search import dice_tables_streamed, search_rule
-    from medpipe.decision.thresholds import cache_area_scale
     from medpipe.predictions.stored import OofMaps
 
     post = cfg.postprocess

@@ -13,6 +13,7 @@ code (a metric module, a decision search, a writer), register it, and give it a 
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -50,13 +51,30 @@ class Score:
 
 
 class Task(ABC):
-    """One competition task shape. Subclasses are stateless; the registry makes one of each."""
+    """One competition task shape. Subclasses are stateless; the registry makes one of each.
+
+    A task names the module behind each of its steps (``modules``) and loads it only when the
+    step runs. A rule's rerun triggers are the files its command imports
+    (:mod:`medpipe.code_inputs`); the workflow adds the module of the rule's step
+    (:meth:`module_of`), so editing the submission writer reruns ``submit`` and not training,
+    as it would if this class imported every step's code.
+    """
 
     name: ClassVar[str]
     #: the model families the task trains, in DAG order (config sections ``<family>.models``)
     families: ClassVar[tuple[str, ...]]
     #: the competition metric, in the field's words ("mean Dice", "macro F1")
     metric: ClassVar[str]
+    #: step -> the module that implements it: ``folds``, ``decide``, ``submit``, ``format``
+    modules: ClassVar[Mapping[str, str]]
+
+    def module_of(self, step: str) -> str:
+        """The module behind ``step``: a rule's code input (its rerun trigger)."""
+        return self.modules[step]
+
+    def implementation(self, step: str) -> Any:
+        """The module behind ``step``, imported now (see the class docstring)."""
+        return importlib.import_module(self.modules[step])
 
     # -- labels and folds
     @abstractmethod

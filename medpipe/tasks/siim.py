@@ -15,11 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from medpipe.data.folds import by_patient, check_no_patient_overlap
-from medpipe.decision.submission import write_stage_submission
-from medpipe.decision.thresholds import choose_decision
 from medpipe.layout import GATE, SEGMENT
-from medpipe.submission import expected_ids_from_dicom_dir, score_breakdown, validate_submission
 from medpipe.tasks.base import Score, Task
 
 __all__ = ["SiimTask"]
@@ -29,29 +25,42 @@ class SiimTask(Task):
     name = "siim"
     families = (SEGMENT, GATE)
     metric = "mean Dice (an empty truth and an empty prediction score 1)"
+    modules = {
+        "folds": "medpipe.data.folds",
+        "decide": "medpipe.decision.thresholds",
+        "submit": "medpipe.decision.submission",
+        "format": "medpipe.submission",
+    }
 
     def assign_folds(self, meta: pd.DataFrame, n_folds: int, seed: int) -> pd.DataFrame:
-        folds = by_patient(meta, n_folds=n_folds, seed=seed)
-        check_no_patient_overlap(folds)
+        folds_module = self.implementation("folds")
+        folds = folds_module.by_patient(meta, n_folds=n_folds, seed=seed)
+        folds_module.check_no_patient_overlap(folds)
         return folds
 
     def choose_decision(self, cfg, stage, data_dir: str | Path) -> dict[str, Any]:
-        return choose_decision(cfg, stage, data_dir)
+        return self.implementation("decide").choose_decision(cfg, stage, data_dir)
 
     def write_submission(self, cfg, stage, data_dir, input_dir, out) -> pd.DataFrame:
-        return write_stage_submission(cfg, stage, data_dir, input_dir, out)
+        return self.implementation("submit").write_stage_submission(
+            cfg, stage, data_dir, input_dir, out
+        )
 
     def validate_submission(
         self, path: str | Path, input_dir: str | Path | None = None
     ) -> pd.DataFrame:
-        sizes = expected_ids_from_dicom_dir(input_dir) if input_dir else None
-        return validate_submission(path, expected_ids=sizes.keys() if sizes else None, sizes=sizes)
+        fmt = self.implementation("format")
+        sizes = fmt.expected_ids_from_dicom_dir(input_dir) if input_dir else None
+        return fmt.validate_submission(
+            path, expected_ids=sizes.keys() if sizes else None, sizes=sizes
+        )
 
     def score(
         self, submission: str | Path, labels: str | Path, input_dir: str | Path | None = None
     ) -> Score:
-        sizes = expected_ids_from_dicom_dir(input_dir) if input_dir else None
-        parts = score_breakdown(submission, labels, sizes=sizes)
+        fmt = self.implementation("format")
+        sizes = fmt.expected_ids_from_dicom_dir(input_dir) if input_dir else None
+        parts = fmt.score_breakdown(submission, labels, sizes=sizes)
         n_empty = parts["n_images"] - parts["n_positive"]
         lines = (
             f"all-empty: {parts['all_empty']:.4f}",

@@ -1,6 +1,6 @@
 """Training: one Lightning module shared by segmentation and the gate, and ``train_fold``.
 
-The names load on first use (PEP 562): ``medpipe predict`` imports ``medpipe.training.runtime``
+The names load on first use (PEP 562): ``medpipe predict`` imports ``medpipe.runtime``
 and the families, and must not pay Lightning's import (seconds per job) for a module it never runs.
 """
 
@@ -9,14 +9,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["FoldModule", "GateFamily", "SegmentationFamily", "get_family", "train_fold"]
+__all__ = ["FoldModule", "train_fold"]
 
 _HOME = {
     "train_fold": "medpipe.training.fit",
     "FoldModule": "medpipe.training.module",
-    "GateFamily": "medpipe.training.families",
-    "SegmentationFamily": "medpipe.training.families",
-    "get_family": "medpipe.training.families",
 }
 
 

@@ -37,20 +37,20 @@ from medpipe.data.transforms import build_train_transforms
 from medpipe.guards import redact_config
 from medpipe.io.atomic import atomic_write_text, remove_stale_temps
 from medpipe.layout import PSEUDO_SPLIT, FoldDir, RunLayout, data_files
+from medpipe.models.families import get_family
+from medpipe.runtime import (
+    resolve_accelerator,
+    resolve_num_workers,
+    resolve_performance,
+    resolve_precision,
+)
 from medpipe.training.callbacks import (
     AtomicCheckpointIO,
     ConsoleEpochLine,
     ProgressWriter,
     SnapshotCheckpoint,
 )
-from medpipe.training.families import get_family
 from medpipe.training.module import FoldModule
-from medpipe.training.runtime import (
-    resolve_accelerator,
-    resolve_num_workers,
-    resolve_performance,
-    resolve_precision,
-)
 from medpipe.training.schedule import cycle_ends
 
 __all__ = ["train_fold", "summarise"]

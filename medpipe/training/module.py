@@ -1,7 +1,7 @@
 """The one LightningModule behind both segmentation and the gate.
 
 Optimiser (AdamW), the per-step warmup + cosine schedule, per-epoch reseeding, logging and
-the per-epoch history live here; the family (:mod:`medpipe.training.families`) supplies the model,
+the per-epoch history live here; the family (:mod:`medpipe.models.families`) supplies the model,
 loss, validation metric and outputs.
 """
 
@@ -18,8 +18,8 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
 from medpipe.data.transforms import BatchAugment
-from medpipe.training.families import get_family
-from medpipe.training.runtime import resolve_performance
+from medpipe.models.families import get_family
+from medpipe.runtime import resolve_performance
 from medpipe.training.schedule import lr_factor
 
 __all__ = ["FoldModule", "step_seed"]

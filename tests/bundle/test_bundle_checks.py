@@ -154,6 +154,6 @@ def test_metadata_follows_the_monai_schema_with_true_values(bundle):
 
 
 def _network(block: dict):
-    from medpipe.training.families import get_family
+    from medpipe.models.families import get_family
 
     return get_family("segment", {**block, "encoder_weights": None}).build_model()

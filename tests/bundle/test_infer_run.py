@@ -32,7 +32,15 @@ from tests.sources import as_stage, as_view
 
 pytestmark = pytest.mark.slow
 
-TRAINING_STACK = ("lightning", "pytorch_lightning", "monai", "snakemake", "optuna")
+TRAINING_STACK = (
+    "lightning",
+    "pytorch_lightning",
+    "monai",
+    "snakemake",
+    "optuna",
+    "medpipe.training",
+    "medpipe.steps",
+)
 
 
 def _config(run_dir: Path) -> dict:
@@ -152,7 +160,9 @@ def _imports_of_infer(bundle: Path, dicoms: Path, out: Path) -> set[str]:
         f"rc = main(['infer', '--bundle', {str(bundle)!r}, '--dicom-dir', {str(dicoms)!r}, "
         f"'--out', {str(out)!r}, '--device', 'cpu', '--no-progress'])\n"
         "assert rc == 0, rc\n"
-        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))\n"
+        "names = {m.split('.')[0] for m in sys.modules}\n"
+        "names |= {'.'.join(m.split('.')[:2]) for m in sys.modules if m.startswith('medpipe.')}\n"
+        "print(' '.join(sorted(names)))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]

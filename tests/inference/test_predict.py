@@ -10,7 +10,7 @@ import torch
 
 from medpipe.inference.predict import checkpoints_to_average, load_model, predict_fold
 from medpipe.layout import read_seg_predictions
-from medpipe.training.families import get_family
+from medpipe.models.families import get_family
 
 
 def test_oof_covers_every_training_image_once(trained, tmp_path: Path) -> None:
@@ -114,7 +114,7 @@ def test_prediction_imports_neither_lightning_nor_monai() -> None:
     code = (
         "import sys\n"
         "import medpipe.inference.predict\n"
-        "from medpipe.training.families import get_family\n"
+        "from medpipe.models.families import get_family\n"
         "get_family('segment', {'encoder': 'resnet18', 'loss': 'dice_bce'})\n"
         "get_family('gate', {'encoder': 'resnet18', 'logit_from': 'mask', 'mask_aux_weight': 1})\n"
         "print(sorted(m for m in ('lightning', 'monai') if m in sys.modules))\n"

@@ -45,8 +45,8 @@ def test_a_classifier_gate_has_no_mask_head_and_says_so() -> None:
 
 def test_mask_gate_classifies_by_its_brightest_pixels() -> None:
     """logit_from mask: a U-Net gate whose image logit is the mean of its top 0.1% pixel logits."""
+    from medpipe.models.families import get_family
     from medpipe.models.gate import top_fraction_mean
-    from medpipe.training.families import get_family
 
     cfg = {
         "encoder": "resnet18",
@@ -74,7 +74,7 @@ def test_mask_gate_classifies_by_its_brightest_pixels() -> None:
 
 
 def test_image_loss_weight_scales_the_image_term() -> None:
-    from medpipe.training.families import get_family
+    from medpipe.models.families import get_family
 
     batch = {"has_finding": torch.tensor([1.0, 0.0]), "mask": torch.zeros(2, 1, 8, 8)}
     logit = torch.tensor([-3.0, 3.0])  # both wrong

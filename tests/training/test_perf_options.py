@@ -76,7 +76,7 @@ def test_loader_pins_memory_for_cuda_and_keeps_workers(data_dir):
 
 # ------------------------------------------------------------------ config
 def test_performance_options_default_off_and_a_model_block_overrides_the_global_one():
-    from medpipe.training.runtime import resolve_performance
+    from medpipe.runtime import resolve_performance
 
     assert resolve_performance({}) == {
         "channels_last": False,

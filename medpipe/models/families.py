@@ -18,7 +18,7 @@ from torch import nn
 
 from medpipe.metrics import dice_per_image
 from medpipe.models import build_gate, build_segment_model
-from medpipe.training.losses import build_seg_loss, check_seg_loss
+from medpipe.models.losses import build_seg_loss, check_seg_loss
 
 __all__ = ["Family", "SegmentationFamily", "GateFamily", "get_family", "FAMILIES"]
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from medpipe.training.families import get_family
+from medpipe.models.families import get_family
 
 
 def test_segmentation_validation_empties_small_masks_and_scores_positives() -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medpipe.training.losses import build_seg_loss
+from medpipe.models.losses import build_seg_loss
 
 
 @pytest.mark.parametrize("name", ["dice_bce", "dicefocal_bce", "dice", "bce"])

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medpipe.training import runtime
+from medpipe import runtime
 
 
 def test_cpu_runs_in_full_precision() -> None:
