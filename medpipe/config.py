@@ -12,10 +12,14 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import yaml
+
+if TYPE_CHECKING:  # annotations only: the validator imports it when it runs
+    import jsonschema
+
+from medpipe.layout import InputLayout, RunLayout, config_section
 
 __all__ = [
     "ConfigError",
@@ -193,6 +197,8 @@ def validate(
     ``overlay.yaml:7: segmentation.models.unet_regnetx.tta_flip: unknown key (did you mean
     'tta_hflip'?)``.
     """
+    import jsonschema  # about 40 ms that every command reading a config view need not pay
+
     with open(schema_path) as handle:
         schema = yaml.safe_load(handle)
     validator = jsonschema.Draft202012Validator(schema)
@@ -263,7 +269,6 @@ def model_config(config: Mapping[str, Any], task: str, name: str) -> dict[str, A
     A block with ``encoder_weights`` also gets ``_config_key`` (its path) and ``_weights_dir``
     (the run's ``weights_dir``), which :mod:`medpipe.models.weights` reads.
     """
-    from medpipe.layout import config_section
 
     section = config_section(task)
     models = config.get(section, {}).get("models", {}) or {}
@@ -404,13 +409,11 @@ class RunConfig:
 
     @property
     def layout(self):
-        from medpipe.layout import RunLayout
 
         return RunLayout(self.run_dir)
 
     @property
     def inputs(self):
-        from medpipe.layout import InputLayout
 
         return InputLayout(self.section("data")["root"])
 
@@ -443,7 +446,6 @@ class RunConfig:
 
     def models(self, task: str) -> Mapping[str, Mapping[str, Any]]:
         """``{name: block}`` of a task (``segment`` or ``gate``), in config order."""
-        from medpipe.layout import config_section
 
         return self.section(config_section(task)).get("models") or {}
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medpipe.config import pseudo_round, pseudo_variant
 from medpipe.layout import FoldDir, data_files, read_folds, read_meta, read_prediction_ids
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,6 @@ def check_pseudo_labels(
         ...
         medpipe.guards.LeakageError: pseudo/provenance.json: fold 0 of u@pl1 would train on pseudo-labels made by u fold 1, which trained on fold 0's validation images; only fold 0's own models may label for it
     """
-    from medpipe.config import pseudo_round, pseudo_variant
 
     where = fold_dir.pseudo_provenance
     if (

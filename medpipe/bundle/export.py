@@ -31,11 +31,14 @@ from typing import Any
 from medpipe import __version__
 from medpipe.bundle import BUNDLE_FORMAT
 from medpipe.bundle.card import model_card
+from medpipe.bundle.infer import Bundle
 from medpipe.bundle.layout import BundleLayout
 from medpipe.bundle.manifest import write_manifest
 from medpipe.bundle.records import trained_settings
-from medpipe.config import read_yaml
+from medpipe.bundle.runcheck import check_against_run
+from medpipe.config import RunConfig, read_yaml
 from medpipe.io.atomic import atomic_path, atomic_write_text
+from medpipe.io.dicom import PERCENTILES
 from medpipe.layout import (
     GATE,
     SEGMENT,
@@ -47,6 +50,7 @@ from medpipe.layout import (
     read_prediction_record,
 )
 from medpipe.layout.paths import booster_file
+from medpipe.predictions.sources import stage_sources
 
 __all__ = ["export_bundle", "preprocessing_spec", "PINNED_PACKAGES"]
 
@@ -95,7 +99,6 @@ def versions() -> dict[str, str]:
 
 def preprocessing_spec(image_size: int) -> dict[str, Any]:
     """What happens to a DICOM file before the network sees it (ingest's and the dataset's)."""
-    from medpipe.io.dicom import PERCENTILES
     from medpipe.models.segmentation import INPUT_MEAN, INPUT_STD
 
     return {
@@ -157,7 +160,6 @@ def _carried(cfg, stage: int, families: Sequence[str]) -> dict[str, dict[str, li
     the stage's submit read (:func:`medpipe.predictions.sources.stage_sources`), and the folds
     that trained their weights (in stage 2, a kept or ``retrain: auto`` kept model's are stage
     1's)."""
-    from medpipe.predictions.sources import stage_sources
 
     carried: dict[str, dict[str, list]] = {}
     for family in families:
@@ -371,9 +373,6 @@ def export_bundle(
     Example:
         >>> export_bundle("runs/default", "bundles/default")  # doctest: +SKIP
     """
-    from medpipe.bundle.infer import Bundle
-    from medpipe.bundle.runcheck import check_against_run
-    from medpipe.config import RunConfig
 
     run = RunLayout(run_dir)
     out = Path(out)

@@ -32,16 +32,29 @@ import pandas as pd
 
 from medpipe import __version__
 from medpipe.bundle import BUNDLE_FORMAT, BundleError
+from medpipe.bundle.formats import OUTPUTS
 from medpipe.bundle.layout import BundleLayout, default_outputs
+from medpipe.bundle.manifest import check_manifest
 from medpipe.io.atomic import atomic_write_csv
 from medpipe.layout import (
     GATE,
     SEGMENT,
     Decision,
     StageLayout,
+    data_files,
+    fusion_files,
     read_boosters_index,
     read_decision,
+    read_meta,
+    read_quarantine,
+    stored_probabilities,
+    write_gate_predictions,
 )
+from medpipe.layout.paths import booster_file
+from medpipe.predictions.blend import blend
+from medpipe.predictions.sources import gate_mean
+from medpipe.predictions.stored import values_for
+from medpipe.resources import cpu_count
 
 __all__ = ["Bundle", "BundleError", "ModelSpec", "run_infer", "InferResult", "default_outputs"]
 
@@ -130,7 +143,6 @@ class Bundle:
     def verify(self) -> None:
         """Every file the manifest lists has its size and SHA-256, before anything is read: an
         edited decision or truncated weights are refused here (:class:`ManifestError`, one line)."""
-        from medpipe.bundle.manifest import check_manifest
 
         if not self.layout.manifest.is_file() and not self.layout.inference.is_file():
             raise BundleError(f"{self.root}: not a medpipe bundle (no manifest.json)")
@@ -189,8 +201,6 @@ class Bundle:
             )
 
     def _fusion_files(self) -> list[Path]:
-        from medpipe.layout import fusion_files
-        from medpipe.layout.paths import booster_file
 
         files = fusion_files(self.layout.fusion_dir)
         paths = [files["boosters"], files["pca"]]
@@ -211,6 +221,7 @@ class InferResult:
 
 
 def _device(name: str):
+    # heavy imports (torch, ...) load when infer runs, not with `medpipe --help`
     from medpipe.runtime import resolve_accelerator, torch_device
 
     accelerator = resolve_accelerator({"device": name})
@@ -234,6 +245,7 @@ def _predict(
 ) -> Iterator[tuple[int, slice, dict[str, np.ndarray]]]:
     """``(fold, rows, outputs)``: each fold's outputs (its snapshots averaged), fold by fold and
     a chunk of rows at a time, in row order."""
+    # heavy imports (torch, ...) load when infer runs, not with `medpipe --help`
     from medpipe.data.dataset import XrayDataset
     from medpipe.inference.predict import load_model, predict_rows
     from medpipe.models.families import get_family
@@ -283,7 +295,7 @@ def _onnx_rows(spec: ModelSpec, sessions: list, dataset) -> dict[str, np.ndarray
     snapshot mean."""
     import torch
 
-    from medpipe.bundle.formats import OUTPUTS
+    # heavy imports (torch, ...) load when infer runs, not with `medpipe --help`
     from medpipe.data.dataset import make_loader
     from medpipe.inference.predict import average_rows
 
@@ -303,8 +315,8 @@ def _onnx_rows(spec: ModelSpec, sessions: list, dataset) -> dict[str, np.ndarray
 def _ingest(
     dicom_dir: Path, data_dir: Path, size: int, workers: int, quarantine_out: Path, progress: bool
 ):
+    # heavy imports (pydicom, ...) load when infer runs, not with `medpipe --help`
     from medpipe.data.ingest import IngestError, ingest
-    from medpipe.layout import data_files, read_quarantine
 
     try:
         ingest([("test", dicom_dir)], data_dir, size, workers=workers, progress=progress)
@@ -397,10 +409,9 @@ def _run(
 ) -> InferResult:
     from tqdm.auto import tqdm
 
+    # heavy imports (torch, ...) load when infer runs, not with `medpipe --help`
     from medpipe.data.dataset import split_rows
     from medpipe.decision.submission import expected_test_images, write_decided_submission
-    from medpipe.layout import data_files, read_meta, read_quarantine, stored_probabilities
-    from medpipe.resources import cpu_count
     from medpipe.runtime import resolve_num_workers, resolve_precision
 
     if not dicom_dir.is_dir():
@@ -502,6 +513,7 @@ def _run(
 def _statistics(prob: np.ndarray) -> dict[str, np.ndarray]:
     """:func:`~medpipe.fusion.features.seg_statistics` of one fold's maps, a chunk at a time
     (predict computes them from the float16 maps before the file quantises them: so does this)."""
+    # heavy imports (scikit-learn, ...) load when infer runs, not with `medpipe --help`
     from medpipe.fusion.features import seg_statistics
 
     parts = [seg_statistics(prob[sl]) for sl in _chunks(len(prob), _DECISION_CHUNK)] or [
@@ -523,7 +535,6 @@ def _predict_gates(
     runtime: str,
 ) -> dict[str, list]:
     """Each gate fold's ``test`` table, written by the run's writer into a scratch stage folder."""
-    from medpipe.layout import write_gate_predictions
 
     dirs: dict[str, list] = {}
     for spec in bundle.models(GATE):
@@ -550,11 +561,8 @@ def _finding_probabilities(
     meta_path: Path,
 ) -> np.ndarray | None:
     """The p(finding) the rule thresholds, in ``ids`` order (None for rules without one)."""
-    from medpipe.predictions.stored import values_for
 
     if bundle.decision.rule == "seg_gate":
-        from medpipe.predictions.sources import gate_mean
-
         return values_for(ids, gate_mean(gate_dirs, "test", None), "p_finding")
     if not bundle.uses_lgbm:
         return None
@@ -569,6 +577,7 @@ def lgbm_probabilities(
     meta_path: Path,
 ) -> np.ndarray:
     """LightGBM's p(finding): the features step's test rows, the saved boosters' fold mean."""
+    # heavy imports (scikit-learn, ...) load when infer runs, not with `medpipe --help`
     from medpipe.fusion.features import (
         gate_test_features,
         load_transforms,
@@ -576,7 +585,6 @@ def lgbm_probabilities(
         seg_test_features,
     )
     from medpipe.fusion.lgbm import load_boosters, predict_test
-    from medpipe.layout import fusion_files
 
     fusion_dir = bundle.layout.fusion_dir
     transforms, n_components = load_transforms(fusion_files(fusion_dir)["pca"])
@@ -607,7 +615,6 @@ def _write_probabilities(
     found: Mapping[str, bool],
     sizes: Mapping[str, tuple[int, int]],
 ) -> None:
-    from medpipe.predictions.blend import blend
 
     max_prob = np.empty(len(ids))
     for sl in _chunks(len(ids), _DECISION_CHUNK):
@@ -641,6 +648,7 @@ def _write_nifti(
     meta: pd.DataFrame,
 ) -> None:
     """Each predicted image's mask at DICOM size, with its pixel spacing (``<id>_mask.nii.gz``)."""
+    # heavy imports (pydicom, scipy, ...) load when infer runs, not with `medpipe --help`
     from medpipe.decision.submission import decided_masks
     from medpipe.io.nifti import write_nifti
 

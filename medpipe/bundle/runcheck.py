@@ -22,7 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medpipe.config import RunConfig
 from medpipe.layout import GATE, SEGMENT, ProbRows, RunLayout, read_meta, test_split
+from medpipe.predictions.blend import blend
+from medpipe.predictions.sources import finding_probabilities, stage_sources
+from medpipe.predictions.stored import TestMaps
 
 __all__ = ["RunMismatch", "RunCheck", "check_against_run", "MAX_PROB_TOLERANCE"]
 
@@ -78,8 +82,6 @@ def _copy_sources(sources: pd.Series, dicom_dir: Path, dest: Path) -> None:
 
 def _stored_max_prob(seg_dirs, decision, ids: set[str]) -> pd.Series:
     """Each image's blended maximum from the run's stored fold maps, as ``submit`` blends them."""
-    from medpipe.predictions.blend import blend
-    from medpipe.predictions.stored import TestMaps
 
     test = TestMaps(seg_dirs)
     found = {}
@@ -121,8 +123,6 @@ def check_against_run(
         RunMismatch: the bundle's probabilities, p(finding) or submission rows are not the run's.
     """
     from medpipe.bundle.infer import run_infer
-    from medpipe.config import RunConfig
-    from medpipe.predictions.sources import finding_probabilities, stage_sources
 
     cfg, stage_layout = RunConfig(config), run.stage(stage)
     seg_dirs = stage_sources(cfg, stage_layout, SEGMENT)

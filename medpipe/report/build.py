@@ -23,6 +23,7 @@ from medpipe.report.html import Page, Section
 from medpipe.report.run import FinishedRun, guarded
 from medpipe.report.stage2 import add_stage2_section
 from medpipe.report.training import add_training_section
+from medpipe.submission import original_sizes, score_breakdown
 
 __all__ = ["build_report"]
 
@@ -92,7 +93,6 @@ def _margins(cv: Mapping[str, Any]) -> list[list[Any]]:
 def _test_rows(run: FinishedRun, submission: Path) -> list[list[Any]]:
     """The submission scored on the test labels, where they exist (the synthetic set's hidden
     answers, or ``report.test_labels``)."""
-    from medpipe.submission import original_sizes, score_breakdown
 
     labels = run.test_labels()
     if labels is None:

@@ -12,6 +12,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from medpipe.data.cache import open_images
+from medpipe.decision.apply import apply_triplet
+from medpipe.metrics import dice_per_image
+from medpipe.predictions.blend import blend
+from medpipe.predictions.sources import finding_probabilities
+from medpipe.predictions.stored import OofMaps, values_for
 from medpipe.report.figures import new_figure, tile_grid
 from medpipe.report.html import Section, figure_png
 from medpipe.report.run import FinishedRun, Unavailable, guarded
@@ -54,11 +60,6 @@ def fold_predictions(run: FinishedRun):
     """Yield a :class:`FoldPrediction` per chunk of OOF images, fold by fold: blended OOF
     probability, final mask, truth, dice. The maps stream through :class:`OofMaps`, so memory
     is one chunk's worth, whatever the number of images."""
-    from medpipe.decision.apply import apply_triplet
-    from medpipe.metrics import dice_per_image
-    from medpipe.predictions.blend import blend
-    from medpipe.predictions.sources import finding_probabilities
-    from medpipe.predictions.stored import OofMaps, values_for
 
     decision = run.decision()
     folds = run.read_table(run.layout.folds(run.stage), "the training pool (rule make_folds)")
@@ -122,7 +123,6 @@ def hold_picks(held: pd.DataFrame, scores: pd.DataFrame, n: int) -> pd.DataFrame
 
 
 def _images(run: FinishedRun, ids: list[str]) -> dict[str, np.ndarray]:
-    from medpipe.data.cache import open_images
     from medpipe.data.dataset import training_rows
 
     rows = training_rows(run.data_dir).set_index("image_id").loc[ids]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from medpipe.data.cache import open_images, open_masks
 from medpipe.report.figures import new_figure, tile_grid
 from medpipe.report.html import Section, figure_png
 from medpipe.report.run import FinishedRun, Unavailable, guarded
@@ -46,7 +47,6 @@ def pick_contact_sheet(pool: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
 
 
 def _load_rows(run: FinishedRun, rows: pd.DataFrame, kind: str) -> list[np.ndarray]:
-    from medpipe.data.cache import open_images, open_masks
 
     opener = open_images if kind == "images" else open_masks
     out = []
@@ -57,7 +57,6 @@ def _load_rows(run: FinishedRun, rows: pd.DataFrame, kind: str) -> list[np.ndarr
 
 def finding_areas(run: FinishedRun, pool: pd.DataFrame) -> np.ndarray:
     """Percent of the image covered by the finding, per positive training image (streamed)."""
-    from medpipe.data.cache import open_masks
 
     areas = []
     positives = pool[pool["has_finding"] > 0]

@@ -17,8 +17,14 @@ import numpy as np
 import pandas as pd
 
 from medpipe.config import RunConfig
+from medpipe.data.cache import open_images
+from medpipe.decision.apply import apply_triplet
 from medpipe.io.atomic import atomic_write_csv
 from medpipe.io.nifti import cache_spacing, write_nifti
+from medpipe.predictions.blend import blend
+from medpipe.predictions.sources import finding_probabilities
+from medpipe.predictions.stored import TestMaps, values_for
+from medpipe.report.cases import fold_predictions
 from medpipe.report.run import FinishedRun
 
 __all__ = ["export_masks"]
@@ -28,10 +34,6 @@ log = logging.getLogger(__name__)
 
 def _test_predictions(run: FinishedRun) -> Iterator[tuple[list[str], np.ndarray, np.ndarray, None]]:
     """The test maps chunk by chunk (:class:`TestMaps`, the fold means submit blends)."""
-    from medpipe.decision.apply import apply_triplet
-    from medpipe.predictions.blend import blend
-    from medpipe.predictions.sources import finding_probabilities
-    from medpipe.predictions.stored import TestMaps, values_for
 
     decision = run.decision()
     test = TestMaps(run.sources("segment"))
@@ -47,7 +49,6 @@ def _test_predictions(run: FinishedRun) -> Iterator[tuple[list[str], np.ndarray,
 def _oof_predictions(
     run: FinishedRun,
 ) -> Iterator[tuple[list[str], np.ndarray, np.ndarray, np.ndarray]]:
-    from medpipe.report.cases import fold_predictions
 
     for fold in fold_predictions(run):
         yield fold.ids, fold.prob, fold.pred, fold.truth
@@ -71,8 +72,6 @@ def export_masks(
         >>> export_masks(cfg, "runs/default", "oof", "runs/default/reports/nifti", limit=5)  # doctest: +SKIP
     """
     from tqdm import tqdm
-
-    from medpipe.data.cache import open_images
 
     if which not in ("oof", "test"):
         raise ValueError(f"export-masks: --which must be oof or test, not {which!r}")

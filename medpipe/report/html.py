@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medpipe.io.atomic import atomic_write_text
+
 __all__ = ["Page", "Section", "figure_png", "png_data_uri"]
 
 _CSS = """
@@ -137,7 +139,6 @@ class Page:
         )
 
     def write(self, path: str | Path) -> Path:
-        from medpipe.io.atomic import atomic_write_text
 
         atomic_write_text(self.render(), path)
         return Path(path)

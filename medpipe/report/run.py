@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from medpipe.config import RunConfig
+from medpipe.config import RunConfig, test_labels
 from medpipe.io.atomic import atomic_path
 from medpipe.layout import Decision, FoldDir, RunLayout, read_decision, read_table
 from medpipe.predictions.sources import stage_sources
@@ -77,7 +77,6 @@ class FinishedRun:
 
     def test_labels(self) -> Path | None:
         """This stage's test labels, when someone holds them (:func:`medpipe.config.test_labels`)."""
-        from medpipe.config import test_labels
 
         return test_labels(self.config, self.stage)
 

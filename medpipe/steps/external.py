@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from medpipe.config import ConfigError, RunConfig
+from medpipe.fusion.statistics import seg_statistics
 from medpipe.io.atomic import atomic_path
 from medpipe.layout import (
     SEGMENT,
@@ -372,7 +373,6 @@ def _cache_maps(maps: _MapArray, rows: np.ndarray, size: int) -> np.ndarray:
 
 
 def _write_maps(path: Path, ids: np.ndarray, prob: np.ndarray) -> None:
-    from medpipe.fusion.statistics import seg_statistics
 
     # as predict: the fusion statistics from the maps before the file quantises them
     no_aux = np.full(len(ids), np.nan, np.float32)

@@ -35,6 +35,8 @@ import numpy as np
 import pandas as pd
 
 from medpipe.config import PseudoSettings, RunConfig, pseudo_round
+from medpipe.data.cache import cache_area_scale
+from medpipe.data.dataset import split_rows
 from medpipe.io.atomic import atomic_path, atomic_write_csv, atomic_write_text
 from medpipe.io.hashing import sha256_file
 from medpipe.layout import (
@@ -129,7 +131,6 @@ def label_fold(
     Example:
         >>> label_fold(cfg, cfg.layout.stage(1), "runs/default/data", "unet_regnetx@pl1", 0)  # doctest: +SKIP
     """
-    from medpipe.data.cache import cache_area_scale
 
     settings = cfg.pseudo_settings()
     sources = pseudo_label_sources(cfg, stage, model, fold)
@@ -140,7 +141,6 @@ def label_fold(
     if maps.shape[1:] != (size, size):
         raise ValueError(f"{seg.test}: maps are {maps.shape[1:]}, the cache is {size}²")
     split = test_split(stage.number)  # the job's stage: a stage-2 run reruns stage 1 too
-    from medpipe.data.dataset import split_rows
 
     test_rows = split_rows(data_dir, split).set_index("image_id")
     unknown = [i for i in ids if i not in test_rows.index]

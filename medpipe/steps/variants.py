@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from medpipe.config import KEPT, RunConfig
+from medpipe.data.cache import cache_area_scale
+from medpipe.decision.search import dice_tables_streamed, search_rule
 from medpipe.layout import FAMILIES, GATE, FoldDir, StageLayout, write_retrain_choice
 from medpipe.predictions.sources import oof_pool
+from medpipe.predictions.stored import OofMaps, load_gate_probs, values_for
 
 __all__ = ["choose_variants", "variant_cv"]
 
@@ -29,21 +32,15 @@ def variant_cv(
 ) -> dict[str, Any]:
     """One variant's CV on the stage's OOF pool: ``{"cv", "measure"}`` (+ ``"oof"`` for a
     segmentation model: its OOF score at the setting chosen on all folds)."""
-    from medpipe.predictions.stored import values_for
 
     folds = oof_pool(cfg, data_dir)
     if family == GATE:
         from sklearn.metrics import roc_auc_score
 
-        from medpipe.predictions.stored import load_gate_probs
-
         frame = load_gate_probs({"v": dirs}, "oof", folds=folds)
         y = values_for(frame["image_id"].tolist(), folds, "has_finding").astype(int)
         auc = float(roc_auc_score(y, frame["v"])) if len(set(y)) == 2 else float("nan")
         return {"cv": auc, "measure": "OOF ROC AUC"}
-    from medpipe.data.cache import cache_area_scale
-    from medpipe.decision.search import dice_tables_streamed, search_rule
-    from medpipe.predictions.stored import OofMaps
 
     post = cfg.postprocess
     scale = cache_area_scale(data_dir, cfg.image_size)

@@ -67,6 +67,7 @@ from scipy import ndimage
 
 from medpipe.io import rle
 from medpipe.io.atomic import atomic_path
+from medpipe.io.labels import mask_for, read_labels
 from medpipe.synthetic import phantom
 from medpipe.synthetic.folder import MARKER, check_demo_folder
 
@@ -574,8 +575,6 @@ def draw_preview(root: str | Path, out_png: str | Path, n: int = 16) -> Path:
         >>> draw_preview("data/synthetic", "preview.png")  # doctest: +SKIP
     """
     import pydicom
-
-    from medpipe.io.labels import mask_for, read_labels
 
     root = Path(root)
     labels = read_labels(root / "train-rle.csv")
