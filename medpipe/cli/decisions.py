@@ -14,7 +14,7 @@ from medpipe.cli.registry import (
     arg,
     command,
     run_config,
-    run_stage,
+    stage_command,
 )
 from medpipe.layout import test_split
 
@@ -33,8 +33,7 @@ def cmd_choose_variants(args: argparse.Namespace) -> int:
     # medpipe.steps.variants imports medpipe.config: jsonschema and yaml, about 50 ms
     from medpipe.steps.variants import choose_variants
 
-    cfg = run_config(args.config)
-    stage, data_dir = run_stage(cfg, args)
+    cfg, stage, data_dir = stage_command(args)
     choice = choose_variants(cfg, stage, data_dir)
     for model, row in choice.items():
         print(
@@ -57,8 +56,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     # scikit-learn and scipy: about 0.9 s that `medpipe --help` need not pay
     from medpipe.steps.features import run_features
 
-    cfg = run_config(args.config)
-    stage, data_dir = run_stage(cfg, args)
+    cfg, stage, data_dir = stage_command(args)
     run_features(cfg, stage, data_dir, args.out)
     return 0
 
@@ -92,8 +90,7 @@ def cmd_thresholds(args: argparse.Namespace) -> int:
     # medpipe.steps.thresholds imports medpipe.config: jsonschema and yaml, about 50 ms
     from medpipe.steps.thresholds import run_thresholds
 
-    cfg = run_config(args.config)
-    stage, data_dir = run_stage(cfg, args)
+    cfg, stage, data_dir = stage_command(args)
     decision = run_thresholds(cfg, stage, data_dir)
     print(json.dumps({k: v for k, v in decision.items() if k != "weights"}, default=str))
     return 0
@@ -113,8 +110,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     # medpipe.steps.submit imports medpipe.config: jsonschema and yaml, about 50 ms
     from medpipe.steps.submit import run_submit
 
-    cfg = run_config(args.config)
-    stage, data_dir = run_stage(cfg, args)
+    cfg, stage, data_dir = stage_command(args)
     run_submit(cfg, stage, data_dir, args.dicom_dir, args.out)
     return 0
 
@@ -135,8 +131,7 @@ def cmd_import_external(args: argparse.Namespace) -> int:
     # medpipe.steps.external imports medpipe.config: jsonschema and yaml, about 50 ms
     from medpipe.steps.external import import_external
 
-    cfg = run_config(args.config)
-    stage, data_dir = run_stage(cfg, args)
+    cfg, stage, data_dir = stage_command(args)
     if args.test_split and args.test_split != test_split(stage.number):
         raise ValueError(
             f"import-external: --test-split {args.test_split} is not stage {stage.number}'s "

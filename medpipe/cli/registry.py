@@ -29,6 +29,7 @@ __all__ = [
     "command",
     "run_config",
     "run_stage",
+    "stage_command",
     "STAGE",
 ]
 
@@ -113,6 +114,13 @@ def run_config(files: str | Sequence[str]) -> RunConfig:
     from medpipe.config import RunConfig, load_config
 
     return RunConfig(load_config(files))
+
+
+def stage_command(args: argparse.Namespace) -> tuple[RunConfig, StageLayout, Path]:
+    """What a stage's command works on, built once: the config view (``--config``), the stage
+    and its data folder (:func:`run_stage`)."""
+    cfg = run_config(args.config)
+    return (cfg, *run_stage(cfg, args))
 
 
 def run_stage(cfg: RunConfig, args: argparse.Namespace) -> tuple[StageLayout, Path]:

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from medpipe.cli.registry import CONFIG, RUN_EXAMPLE, STAGE, arg, command, run_config, run_stage
+from medpipe.cli.registry import CONFIG, RUN_EXAMPLE, STAGE, arg, command, run_config, stage_command
 from medpipe.guards import check_training_data
 
 THREADS = arg(
@@ -134,8 +134,7 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
     # medpipe.steps.pseudo imports medpipe.config: jsonschema and yaml, about 50 ms
     from medpipe.steps.pseudo import label_fold
 
-    cfg = run_config(args.config)
-    stage, data_dir = run_stage(cfg, args)
+    cfg, stage, data_dir = stage_command(args)
     made = label_fold(cfg, stage, data_dir, args.model, args.fold)
     print(
         f"pseudo-label: {args.model} fold {args.fold}: {made['n_finding']} findings and "
