@@ -9,6 +9,7 @@ from medpipe.layout.artifacts import (
     ProbRows,
     identify_test_set,
     read_boosters_index,
+    read_class_predictions,
     read_features,
     read_folds,
     read_fused,
@@ -27,6 +28,7 @@ from medpipe.layout.artifacts import (
     seg_prediction_ids,
     stored_probabilities,
     write_boosters_index,
+    write_class_predictions,
     write_gate_predictions,
     write_prediction_record,
     write_retrain_choice,
@@ -34,6 +36,7 @@ from medpipe.layout.artifacts import (
 )
 from medpipe.layout.decision import Decision, dumps, read_decision, write_decision
 from medpipe.layout.paths import (
+    CLASSIFY,
     FAMILIES,
     GATE,
     PREDICT_RULE,
@@ -59,6 +62,7 @@ __all__ = [
     "stored_probabilities",
     "GATE",
     "SEGMENT",
+    "CLASSIFY",
     "FAMILIES",
     "TRAIN_RULE",
     "PREDICT_RULE",
@@ -78,6 +82,8 @@ __all__ = [
     "read_folds",
     "read_fused",
     "read_gate_predictions",
+    "read_class_predictions",
+    "write_class_predictions",
     "read_meta",
     "read_prediction_ids",
     "read_prediction_record",

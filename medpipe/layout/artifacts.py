@@ -37,6 +37,8 @@ __all__ = [
     "read_prediction_ids",
     "read_gate_predictions",
     "write_gate_predictions",
+    "read_class_predictions",
+    "write_class_predictions",
     "read_features",
     "read_fused",
     "identify_test_set",
@@ -352,6 +354,46 @@ def write_gate_predictions(
     frame = pd.DataFrame({"image_id": list(image_ids), "prob": prob})
     emb = pd.DataFrame(embeddings, columns=[f"emb_{i}" for i in range(embeddings.shape[1])])
     atomic_write_csv(pd.concat([frame, emb], axis=1), path)
+
+
+def write_class_predictions(
+    path: str | Path, image_ids: Iterable[str], prob: np.ndarray, embeddings: np.ndarray
+) -> None:
+    """A classifier fold's ``oof``/``test`` table: ``image_id, p_0 … p_{K-1}, emb_0 … emb_{E-1}``.
+
+    Values are float32, written in pandas' shortest round-trip form of each float32, so
+    :func:`read_class_predictions` gives back the same bits.
+    """
+    prob = np.asarray(prob, dtype=np.float32)
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    ids = [str(i) for i in image_ids]
+    if prob.ndim != 2 or embeddings.ndim != 2 or not len(prob) == len(embeddings) == len(ids):
+        raise ValueError(
+            f"{path}: prob {prob.shape} and embeddings {embeddings.shape} do not match "
+            f"{len(ids)} image ids"
+        )
+    frame = pd.DataFrame({"image_id": ids})
+    probs = pd.DataFrame(prob, columns=[f"p_{k}" for k in range(prob.shape[1])])
+    emb = pd.DataFrame(embeddings, columns=[f"emb_{i}" for i in range(embeddings.shape[1])])
+    atomic_write_csv(pd.concat([frame, probs, emb], axis=1), path)
+
+
+def read_class_predictions(path: str | Path, embeddings: bool = False) -> pd.DataFrame:
+    """A classifier fold's ``oof``/``test`` table: ``image_id`` (str) and the class
+    probabilities ``p_0 … p_{K-1}`` (float32), and ``emb_*`` (float32) when asked."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: fold output not found (rule predict_cls)")
+    header = pd.read_csv(path, nrows=0).columns
+    probs = [c for c in header if c.startswith("p_")]
+    emb = [c for c in header if c.startswith("emb_")] if embeddings else []
+    if "image_id" not in header or not probs:
+        raise ValueError(
+            f"{path}: expected columns image_id, p_0 … p_{{K-1}}; got {list(header)[:5]}"
+        )
+    columns = ["image_id", *probs, *emb]
+    dtypes = {"image_id": str, **dict.fromkeys([*probs, *emb], np.float32)}
+    return pd.read_csv(path, usecols=columns, dtype=dtypes)[columns]
 
 
 def read_features(path: str | Path) -> pd.DataFrame:

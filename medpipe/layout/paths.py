@@ -22,6 +22,7 @@ __all__ = [
     "PREDICT_RULE",
     "SEGMENT",
     "GATE",
+    "CLASSIFY",
     "config_section",
     "test_split",
     "FoldDir",
@@ -34,22 +35,22 @@ __all__ = [
     "booster_file",
 ]
 
-SEGMENT, GATE = "segment", "gate"
-FAMILIES = (SEGMENT, GATE)
+SEGMENT, GATE, CLASSIFY = "segment", "gate", "classify"
+FAMILIES = (SEGMENT, GATE, CLASSIFY)
 # The config's section per family: `segmentation` is the contract's key (DESIGN.md), the only place
-# the family is spelled that way.
-_SECTION = {SEGMENT: "segmentation", GATE: GATE}
+# the family is spelled that way; the multi-label classifier's is `classifier`.
+_SECTION = {SEGMENT: "segmentation", GATE: GATE, CLASSIFY: "classifier"}
 
-# Each family's Snakemake rules (their names are the CLI's contract: train-seg, train-gate).
-TRAIN_RULE = {SEGMENT: "train_seg", GATE: "train_gate"}
-PREDICT_RULE = {SEGMENT: "predict_seg", GATE: "predict_gate"}
+# Each family's Snakemake rules (their names are the CLI's contract: train-seg, train-gate, train-cls).
+TRAIN_RULE = {SEGMENT: "train_seg", GATE: "train_gate", CLASSIFY: "train_cls"}
+PREDICT_RULE = {SEGMENT: "predict_seg", GATE: "predict_gate", CLASSIFY: "predict_cls"}
 
 Stage = int | str  # a stage number, or the "{stage}" wildcard
 Fold = int | str
 
 
 def config_section(family: str) -> str:
-    """The config section of a family's model blocks (``segmentation`` or ``gate``)."""
+    """The config section of a family's model blocks (``segmentation``, ``gate``, ``classifier``)."""
     try:
         return _SECTION[family]
     except KeyError:
@@ -167,7 +168,8 @@ class FoldDir:
         return self.path / "progress.png"
 
     def predictions(self, which: str) -> Path:
-        """``which`` = ``oof`` or ``test``: npz maps for segmentation, a csv table for the gate."""
+        """``which`` = ``oof`` or ``test``: npz maps for segmentation, a csv table for the gate
+        and the classifier."""
         if which not in ("oof", "test"):
             raise ValueError(f"predictions: which must be 'oof' or 'test', not {which!r}")
         return self.path / f"{which}.{'npz' if self.family == SEGMENT else 'csv'}"
