@@ -12,7 +12,12 @@ min_version("9.0")
 
 from medpipe.config import ConfigError, drop_removed_models, read_yaml, validate as validate_config
 
-DEFAULT_CONFIG = Path(workflow.basedir) / "configs" / "default.yaml"
+# The embedded default of the task the command line asks for (`task:` in an overlay), under
+# the overlays: configs/default.yaml for SIIM, configs/<task>.yaml for another task.
+_TASK_ASKED = (workflow.config_settings.overwrite_config or {}).get("task") or "siim"
+DEFAULT_CONFIG = Path(workflow.basedir) / "configs" / (
+    "default.yaml" if _TASK_ASKED == "siim" else f"{_TASK_ASKED}.yaml"
+)
 try:  # Snakemake's own reader says only "not valid JSON or YAML": ours names file and line
     read_yaml(DEFAULT_CONFIG)
 except ConfigError as err:
@@ -38,14 +43,12 @@ except ConfigError as err:
 
 
 include: "stages/common.smk"
-include: "stages/data.smk"
-include: "stages/segment.smk"
-include: "stages/gate.smk"
-include: "stages/external.smk"
-include: "stages/fuse.smk"
-include: "stages/submit.smk"
-include: "stages/stage2.smk"
-include: "stages/report.smk"
+
+
+# The task's DAG: the rule files it names (medpipe/tasks/), after the shared ones above.
+for _rules in TASK.rule_files:
+
+    include: f"stages/{_rules}"
 
 
 rule submission:
@@ -56,7 +59,7 @@ rule submission:
 
 
 rule all:
-    """The submission and the report."""
+    """The submission and the report (a task without a report: the submission)."""
     input:
         path(LAYOUT.submission),
-        path(LAYOUT.report_html),
+        [path(LAYOUT.report_html)] if "report.smk" in TASK.rule_files else [],

@@ -521,8 +521,10 @@ class RunConfig:
                     f"ensemble.external.{name}: the name of a model in the config; "
                     "give the source a name of its own"
                 )
-        kind = {"segment": "maps", "gate": "p_finding", None: None}[task]
-        return {n: b for n, b in sources.items() if kind is None or b["kind"] == kind}
+        if task is None:
+            return dict(sources)
+        kind = {"segment": "maps", "gate": "p_finding"}.get(task)  # a classifier takes none yet
+        return {n: b for n, b in sources.items() if kind is not None and b["kind"] == kind}
 
     def retrain_setting(self, model: str) -> bool | str:
         """Stage 2's ``retrain.<model>``: ``True``, ``False`` or ``"auto"``."""

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medpipe.errors import SubmissionError
 from medpipe.io import rle
 from medpipe.io.atomic import atomic_path
 from medpipe.io.dicom import dicom_candidates, header_image
@@ -36,10 +37,6 @@ log = logging.getLogger(__name__)
 
 HEADER = ("ImageId", "EncodedPixels")
 _SHOWN = 5  # ids quoted in a "missing" / "extra" message
-
-
-class SubmissionError(ValueError):
-    """A submission file breaks the format; the message names the file, the row and the rule."""
 
 
 def _examples(ids: Sequence[str]) -> str:

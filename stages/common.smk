@@ -20,7 +20,7 @@ from medpipe.config import (
     write_yaml_atomic,
 )
 from medpipe.guards import redact_config
-from medpipe.layout import GATE, SEGMENT, FoldDir, test_split
+from medpipe.layout import CLASSIFY, GATE, SEGMENT, FoldDir, HpaInputLayout, target_file, test_split
 from medpipe.plan import data_size, step_needs
 from medpipe.predictions.sources import pseudo_label_sources, stage_sources
 from medpipe.resources import cpu_count

@@ -43,7 +43,7 @@ rule submit:
         config=CONFIG_FILE,
         data=lambda w: data_dir(w.stage),
         stage_dir=folder_of("output", 0, STAGE_DIR, LAYOUT.stage_submission("{stage}")),
-        dicom_dir=lambda w: path(INPUTS.test_dicom_dir(w.stage)),
+        dicom_dir=lambda w: path(TASK.test_reference(ROOT, w.stage)),
     log:
         stage_log("submit"),
     benchmark:
@@ -66,8 +66,10 @@ rule publish_submission:
     output:
         report(path(LAYOUT.submission), category="Submission"),
     params:
-        dicom_dir=path(INPUTS.test_dicom_dir(STAGE)),
+        dicom_dir=path(TASK.test_reference(ROOT, STAGE)),
+        task=TASK.name,
     log:
         path(LAYOUT.log("publish_submission")),
     shell:
-        "medpipe publish {input.submission:q} {output:q} --dicom-dir {params.dicom_dir:q} > {log:q} 2>&1"
+        "medpipe publish {input.submission:q} {output:q} --dicom-dir {params.dicom_dir:q} "
+        "--task {params.task:q} > {log:q} 2>&1"

@@ -19,6 +19,7 @@ from medpipe.config import (
     load_config,
     trained_folds,
 )
+from medpipe.models.families import ClassifierFamily
 from medpipe.runtime import PERFORMANCE_DEFAULTS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -174,7 +175,14 @@ def test_model_jobs_share_the_real_cores(tmp_path):
 def _model_schemas() -> dict[str, dict]:
     defs = yaml.safe_load(SCHEMA_PATH.read_text())["$defs"]
     return {
-        name: defs[name] for name in ("train_common", "smp_net", "segmentation_model", "gate_model")
+        name: defs[name]
+        for name in (
+            "train_common",
+            "smp_net",
+            "segmentation_model",
+            "gate_model",
+            "classifier_model",
+        )
     }
 
 
@@ -205,7 +213,7 @@ def test_unknown_keys_anywhere_are_named_by_their_path_once():
         load_config(REPO / "configs/default.yaml", overrides)
     lines = str(info.value).splitlines()[1:]
     assert lines == [
-        "  data.ingest_workers: unknown key (expected one of missing_labels, root, salt, synthetic)",
+        "  data.ingest_workers: unknown key (expected one of channels, classes, missing_labels, root, salt, synthetic)",
         "  segmentation.models.unet_regnetx.augment.flip: unknown key (did you mean 'hflip'?)",
         "  segmentation.models.unet_regnetx.epochs: 0 is less than the minimum of 1",
     ]
@@ -225,6 +233,7 @@ def test_every_key_of_a_model_block_has_a_description():
         schemas[m].get("unevaluatedProperties") is False
         for m in ("segmentation_model", "gate_model")
     )
+    assert schemas["classifier_model"].get("additionalProperties") is False
     missing = [k for name, s in schemas.items() for k in undescribed(s.get("properties", {}), name)]
     assert missing == []
 
@@ -234,6 +243,7 @@ def test_every_key_the_code_reads_from_a_model_block_is_declared():
     readers = {
         "medpipe/models/segmentation.py": "cfg",
         "medpipe/models/gate.py": "cfg",
+        "medpipe/models/classifier.py": "cfg",
         "medpipe/models/families.py": r"self\.cfg",
         "medpipe/training/module.py": r"(?:self\.)?cfg",
         "medpipe/training/fit.py": "model_cfg",
@@ -245,9 +255,13 @@ def test_every_key_the_code_reads_from_a_model_block_is_declared():
         read |= set(re.findall(rf"(?<![\w.]){name}(?:\.get\(|\[)\"(\w+)\"", source))
     read |= set(PERFORMANCE_DEFAULTS)  # a model block's own speed switches
     schemas = _model_schemas()
-    declared = _declared(schemas["segmentation_model"]) | _declared(schemas["gate_model"])
+    declared = set().union(
+        *(_declared(schemas[m]) for m in ("segmentation_model", "gate_model", "classifier_model"))
+    )
     assert {"arch_kwargs", "aux_dropout", "dropout", "val_min_area", "tta_hflip"} <= read
-    assert read - declared == set()
+    assert {"tta", "class_ratio_power", "loss_options", "model_kwargs"} <= read
+    # the classifier's channels and classes come from the data, never from the config
+    assert read - declared == set(ClassifierFamily.DATA_KEYS)
 
 
 def test_keys_the_code_reads_are_accepted():

@@ -67,6 +67,7 @@ from medpipe.layout.artifacts import write_target_matrix
 from medpipe.layout.paths import HpaInputLayout, target_file
 
 __all__ = [
+    "ingest_stage",
     "ingest_channels",
     "ingest_hpa",
     "ChannelIngestError",
@@ -160,6 +161,44 @@ def ingest_hpa(
         workers=workers,
         progress=progress,
         **options,
+    )
+
+
+def ingest_stage(
+    root: str | Path,
+    out: str | Path,
+    size: int,
+    *,
+    channels: Sequence[str] = DEFAULT_CHANNELS,
+    classes: Sequence[str] | None = None,
+    stage: int = 1,
+    workers: int = 1,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """One competition stage's data from the HPA layout: stage 1 the training images with
+    ``train.csv`` and the test images in ``sample_submission.csv``'s order; stage 2 the training
+    and stage-1 test images with the released ``stage2_train.csv``, and ``stage2_test/`` in
+    ``stage2_sample_submission.csv``'s order.
+
+    Example:
+        >>> meta = ingest_stage("data/synthetic-hpa", "runs/multilabel/data", 256)  # doctest: +SKIP
+    """
+    layout = HpaInputLayout(root)
+    if int(stage) == 1:
+        return ingest_hpa(
+            root, out, size, channels, classes, workers, splits=("train", "test"), progress=progress
+        )
+    return ingest_channels(
+        [(split, layout.image_dir(split)) for split in ("train", "test", "stage2_test")],
+        out,
+        size,
+        channels,
+        labels=layout.stage2_labels,
+        classes=classes,
+        sample_submission=layout.stage2_sample_submission,
+        submission_split="stage2_test",
+        workers=workers,
+        progress=progress,
     )
 
 

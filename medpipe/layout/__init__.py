@@ -8,6 +8,7 @@ from medpipe.layout.artifacts import (
     NpyRows,
     ProbRows,
     identify_test_set,
+    open_channel_cache,
     read_boosters_index,
     read_class_predictions,
     read_features,
@@ -25,6 +26,7 @@ from medpipe.layout.artifacts import (
     read_seg_predictions,
     read_seg_statistics,
     read_table,
+    read_target_matrix,
     seg_prediction_ids,
     stored_probabilities,
     write_boosters_index,
@@ -33,8 +35,15 @@ from medpipe.layout.artifacts import (
     write_prediction_record,
     write_retrain_choice,
     write_seg_predictions,
+    write_target_matrix,
 )
-from medpipe.layout.decision import Decision, dumps, read_decision, write_decision
+from medpipe.layout.decision import (
+    Decision,
+    dumps,
+    read_decision,
+    read_decision_fields,
+    write_decision,
+)
 from medpipe.layout.paths import (
     CLASSIFY,
     FAMILIES,
@@ -44,6 +53,7 @@ from medpipe.layout.paths import (
     SEGMENT,
     TRAIN_RULE,
     FoldDir,
+    HpaInputLayout,
     InputLayout,
     RunLayout,
     StageLayout,
@@ -51,6 +61,7 @@ from medpipe.layout.paths import (
     config_section,
     data_files,
     fusion_files,
+    target_file,
     test_split,
 )
 
@@ -68,6 +79,11 @@ __all__ = [
     "PREDICT_RULE",
     "Decision",
     "FoldDir",
+    "HpaInputLayout",
+    "target_file",
+    "read_target_matrix",
+    "write_target_matrix",
+    "open_channel_cache",
     "InputLayout",
     "RunLayout",
     "StageLayout",
@@ -78,6 +94,7 @@ __all__ = [
     "dumps",
     "fusion_files",
     "read_decision",
+    "read_decision_fields",
     "read_features",
     "read_folds",
     "read_fused",

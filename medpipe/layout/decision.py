@@ -92,6 +92,18 @@ def read_decision(path: str | Path) -> Decision:
     return Decision.from_dict(data, str(path))
 
 
+def read_decision_fields(path: str | Path) -> dict[str, Any]:
+    """A stage's ``thresholds.json`` as written, for a task whose decision is not SIIM's rule
+    (the multi-label thresholds: :mod:`medpipe.multilabel.decision`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the decision not found (rule thresholds)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+
+
 def write_decision(path: str | Path, fields: Mapping[str, Any]) -> Decision:
     """Check ``fields`` decode, then write them atomically; returns the decoded decision."""
     decision = Decision.from_dict(fields, str(path))

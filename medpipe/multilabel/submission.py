@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medpipe.errors import SubmissionError
 from medpipe.io.atomic import atomic_path
 from medpipe.io.labels import LabelError
 from medpipe.multilabel.metric import as_khot, baselines, f1_per_class
-from medpipe.submission import SubmissionError
 
 __all__ = [
     "HEADER",

@@ -8,14 +8,18 @@ Example:
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from medpipe.errors import SubmissionError
 from medpipe.tasks.base import Score, Task
+from medpipe.tasks.multilabel import MultilabelTask
 from medpipe.tasks.siim import SiimTask
 
-__all__ = ["Task", "Score", "TASKS", "DEFAULT_TASK", "get_task"]
+__all__ = ["Task", "Score", "TASKS", "DEFAULT_TASK", "get_task", "task_of_submission"]
 
 DEFAULT_TASK = "siim"
 # The registry: a task's config name -> its implementation (timm's register_model, in small).
-TASKS: dict[str, type[Task]] = {SiimTask.name: SiimTask}
+TASKS: dict[str, type[Task]] = {SiimTask.name: SiimTask, MultilabelTask.name: MultilabelTask}
 
 
 def get_task(name: str | None) -> Task:
@@ -27,3 +31,16 @@ def get_task(name: str | None) -> Task:
         raise ValueError(
             f"task: {name!r} is not a task medpipe knows ({', '.join(TASKS)})"
         ) from None
+
+
+def task_of_submission(path: str | Path) -> Task:
+    """The task whose submission header ``path`` has (``medpipe score`` without ``--task``)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    with open(path) as handle:
+        header = tuple(c.strip() for c in handle.readline().strip().split(","))
+    for task in TASKS.values():
+        if header == task.submission_header:
+            return task()
+    known = "; ".join(f"{n}: {','.join(t.submission_header)}" for n, t in TASKS.items())
+    raise SubmissionError(f"{path}: header {','.join(header)} is no task's ({known})")

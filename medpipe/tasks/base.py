@@ -67,6 +67,10 @@ class Task(ABC):
     metric: ClassVar[str]
     #: step -> the module that implements it: ``folds``, ``decide``, ``submit``, ``format``
     modules: ClassVar[Mapping[str, str]]
+    #: the submission's header, which also tells a submission's task (`medpipe score`)
+    submission_header: ClassVar[tuple[str, ...]]
+    #: the workflow's rule files (stages/*.smk) this task's DAG is made of, in order
+    rule_files: ClassVar[tuple[str, ...]]
 
     def module_of(self, step: str) -> str:
         """The module behind ``step``: a rule's code input (its rerun trigger)."""
@@ -75,6 +79,19 @@ class Task(ABC):
     def implementation(self, step: str) -> Any:
         """The module behind ``step``, imported now (see the class docstring)."""
         return importlib.import_module(self.modules[step])
+
+    @abstractmethod
+    def test_reference(self, root: str | Path, stage: int) -> Path:
+        """What a stage's submission must cover, below the data root: the test images (SIIM's
+        DICOM folder) or their list (the multi-label sample submission)."""
+
+    @abstractmethod
+    def demo_labels(self, root: str | Path, stage: int) -> Path:
+        """The demo data's hidden answers for a stage's test set (no rule reads them)."""
+
+    @abstractmethod
+    def describe(self, submission: pd.DataFrame) -> str:
+        """A validated submission in a few words: ``90 images, 21 with a finding``."""
 
     # -- labels and folds
     @abstractmethod

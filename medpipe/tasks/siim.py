@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from medpipe.layout import GATE, SEGMENT
+from medpipe.layout import GATE, SEGMENT, InputLayout
 from medpipe.tasks.base import Score, Task
 
 __all__ = ["SiimTask"]
@@ -31,6 +31,27 @@ class SiimTask(Task):
         "submit": "medpipe.decision.submission",
         "format": "medpipe.submission",
     }
+    submission_header = ("ImageId", "EncodedPixels")
+    rule_files = (
+        "data.smk",
+        "segment.smk",
+        "gate.smk",
+        "external.smk",
+        "fuse.smk",
+        "submit.smk",
+        "stage2.smk",
+        "report.smk",
+    )
+
+    def test_reference(self, root: str | Path, stage: int) -> Path:
+        return InputLayout(root).test_dicom_dir(stage)
+
+    def demo_labels(self, root: str | Path, stage: int) -> Path:
+        return InputLayout(root).hidden_labels(stage)
+
+    def describe(self, submission: pd.DataFrame) -> str:
+        n_pos = int((submission["EncodedPixels"].astype(str).str.strip() != "-1").sum())
+        return f"{len(submission)} images, {n_pos} with a finding"
 
     def assign_folds(self, meta: pd.DataFrame, n_folds: int, seed: int) -> pd.DataFrame:
         folds_module = self.implementation("folds")

@@ -20,6 +20,7 @@ MISSING = "/nonexistent/medpipe-test"
 CASES = {
     "synth": (["--out", "/proc/no/such/dir", "--n-train", "2", "--n-test", "1"], "/proc/no"),
     "ingest": (["--dicom-dir", MISSING, "--out", "{tmp}"], "DICOM folder not found"),
+    "ingest-channels": (["--root", MISSING, "--out", "{tmp}"], MISSING),
     "folds": (["--meta", MISSING, "--out", "{tmp}/folds.csv"], MISSING),
     "train-seg": (
         ["--config", CONFIG, "--model", "unet_regnetx", "--fold", "0", "--data-dir", MISSING,
@@ -28,6 +29,11 @@ CASES = {
     ),
     "train-gate": (
         ["--config", CONFIG, "--model", "gate_regnetx", "--fold", "0", "--data-dir", MISSING,
+         "--out", "{tmp}"],
+        f"{MISSING}/folds.csv",
+    ),
+    "train-cls": (
+        ["--config", CONFIG, "--model", "m", "--fold", "0", "--data-dir", MISSING,
          "--out", "{tmp}"],
         f"{MISSING}/folds.csv",
     ),

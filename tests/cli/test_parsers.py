@@ -122,7 +122,7 @@ def test_the_documented_flags_parse(argv, expected):
         (["score", "s.csv"], "the following arguments are required: --labels"),
         (["train-seg", "--config", "c", "--model", "m", "--data-dir", "d", "--out", "o"],
          "the following arguments are required: --fold"),
-        (["predict", "--task", "classify"], "argument --task: invalid choice: 'classify'"),
+        (["predict", "--task", "detect"], "argument --task: invalid choice: 'detect'"),
         (["export", "runs/x", "--out", "b", "--format", "pdf"], "unknown format(s) ['pdf']"),
         (["train-gate", "--config", "c", "--model", "m", "--fold", "one"],
          "argument --fold: invalid int value: 'one'"),

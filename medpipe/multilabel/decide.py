@@ -1,0 +1,97 @@
+"""The multi-label stage's decision on out-of-fold probabilities: the models blended, then the
+thresholds rule chosen by nested CV (:func:`medpipe.multilabel.decision.choose_decision`);
+written as the stage's ``thresholds.json`` and ``cv.json``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medpipe.config import RunConfig
+from medpipe.io.atomic import atomic_path, atomic_write_text
+from medpipe.layout import CLASSIFY, StageLayout, dumps
+from medpipe.multilabel.decision import choose_decision
+from medpipe.multilabel.metric import macro_f1
+from medpipe.multilabel.tables import blend_mean, khot_of, n_classes, oof_probabilities
+from medpipe.predictions.sources import oof_pool, stage_sources
+
+__all__ = ["choose_stage_decision", "plot_thresholds"]
+
+log = logging.getLogger(__name__)
+
+
+def choose_stage_decision(
+    cfg: RunConfig, stage: StageLayout, data_dir: str | Path
+) -> dict[str, Any]:
+    """Blend the classifiers' OOF probabilities (equal weights), choose the rule by nested CV,
+    write ``thresholds.json`` (the rule, every threshold, each candidate's nested score) and
+    ``cv.json`` (each model's and the blend's scores, the trivial baselines)."""
+    post = cfg.section("postprocess")
+    pool = oof_pool(cfg, data_dir)
+    k = n_classes(data_dir)
+    truth = khot_of(pool["target"].tolist(), k)
+    folds = pool["fold"].astype(int).to_numpy()
+    probs = oof_probabilities(stage_sources(cfg, stage, CLASSIFY), pool)
+    weights = {m: 1.0 / len(probs) for m in probs}
+    blended = blend_mean(probs, weights)
+    options: dict[str, Any] = {"classes": cfg.section("data").get("classes")}
+    for key in ("grid", "at_least_one", "caps", "tolerance"):
+        if post.get(key) is not None:
+            options[key] = post[key]
+    decision = choose_decision(blended, truth, folds, **options)
+    decision["weights"] = weights
+    per_model = {
+        m: {"oof_f1_at_0.5": macro_f1(truth, (p >= 0.5).astype("uint8"))} for m, p in probs.items()
+    }
+    cv = {
+        "metric": "macro F1",
+        "n_images": int(len(pool)),
+        "ensemble_rule": decision["rule"],
+        "ensemble": decision["oof_score"],
+        "nested": {"ensemble": decision["nested_score"]},
+        "baselines": decision["baselines"],
+        "candidates": {name: c["nested_score"] for name, c in decision["candidates"].items()},
+        "models": per_model,
+        "weights": weights,
+    }
+    atomic_write_text(dumps(decision), stage.thresholds)
+    atomic_write_text(dumps(cv), stage.cv)
+    plot_thresholds(decision, stage.heatmap)
+    log.info(
+        "thresholds: rule %s, nested macro F1 %.4f (baselines %s)",
+        decision["rule"],
+        decision["nested_score"],
+        {n: round(v, 4) for n, v in decision["baselines"].items()},
+    )
+    return decision
+
+
+def plot_thresholds(decision: dict[str, Any], out_png: str | Path) -> None:
+    """Each class's threshold as chosen (and the global one), beside each candidate's nested
+    macro F1: the picture of the decision that a rare class's threshold is easiest to judge on."""
+    from matplotlib.figure import Figure  # matplotlib: only the thresholds step draws
+
+    thresholds = np.asarray(decision["thresholds"], dtype=float)
+    names = decision.get("classes") or [str(k) for k in range(len(thresholds))]
+    fig = Figure(figsize=(12, 3.8))
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    left.bar(range(len(thresholds)), thresholds, color="C0")
+    if decision.get("global_threshold") is not None:
+        left.axhline(decision["global_threshold"], color="k", ls=":", label="global")
+        left.legend(fontsize=8)
+    left.set_xticks(range(len(thresholds)), names, rotation=45, ha="right", fontsize=7)
+    left.set(title=f"thresholds of rule {decision['rule']}", ylim=(0, 1))
+    scores = {k: v["nested_score"] for k, v in decision["candidates"].items()}
+    right.barh(
+        list(scores),
+        list(scores.values()),
+        color=["C1" if k == decision["rule"] else "C7" for k in scores],
+    )
+    right.set(title="nested macro F1 per candidate", xlim=(0, 1))
+    right.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)

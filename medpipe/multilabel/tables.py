@@ -1,0 +1,74 @@
+"""A multi-label stage's stored class probabilities, gathered: the out-of-fold table of the
+training pool (each image from the fold model that never trained on it) and the test table
+(each model's fold mean), per model; and the pool's K-hot truths. Torch-free."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medpipe.layout import FoldDir, read_class_predictions, read_target_matrix, target_file
+
+__all__ = ["n_classes", "khot_of", "oof_probabilities", "test_probabilities", "blend_mean"]
+
+
+def n_classes(data_dir: str | Path) -> int:
+    """K: the width of the training split's K-hot targets (ingest wrote them)."""
+    return int(read_target_matrix(target_file(data_dir, "train")).shape[1])
+
+
+def khot_of(targets: Sequence[str], k: int) -> np.ndarray:
+    """K-hot rows of ``target`` strings (space-separated class indices; empty: no label)."""
+    out = np.zeros((len(targets), k), dtype=np.uint8)
+    for row, value in enumerate(targets):
+        for index in str(value if isinstance(value, str) else "").split():
+            out[row, int(index)] = 1
+    return out
+
+
+def oof_probabilities(
+    sources: Mapping[str, Sequence[FoldDir]], pool: pd.DataFrame
+) -> dict[str, np.ndarray]:
+    """``{model: (N, K)}`` out-of-fold probabilities in ``pool``'s row order: image ``i`` from
+    the fold ``pool`` gives it. A missing image is an error naming the fold file."""
+    ids = pool["image_id"].astype(str).to_numpy()
+    fold_of = dict(zip(ids, pool["fold"].astype(int), strict=True))
+    out = {}
+    for model, dirs in sources.items():
+        frames = []
+        for d in dirs:
+            table = read_class_predictions(d.oof)
+            mine = table[table["image_id"].map(fold_of) == d.fold]
+            frames.append(mine)
+        table = pd.concat(frames).set_index("image_id")
+        missing = [i for i in ids if i not in table.index]
+        if missing:
+            raise ValueError(
+                f"{dirs[0].oof}: {len(missing)} images of the out-of-fold pool have no "
+                f"prediction of {model} (e.g. {missing[0]}): rerun its predict rules"
+            )
+        out[model] = table.loc[ids].to_numpy(np.float32)
+    return out
+
+
+def test_probabilities(sources: Mapping[str, Sequence[FoldDir]]) -> tuple[list[str], dict]:
+    """``(ids, {model: (N, K) fold mean})`` of the test split, in the first fold's row order."""
+    ids: list[str] | None = None
+    out = {}
+    for model, dirs in sources.items():
+        tables = [read_class_predictions(d.test).set_index("image_id") for d in dirs]
+        if ids is None:
+            ids = list(tables[0].index)
+        out[model] = np.mean([t.loc[ids].to_numpy(np.float64) for t in tables], axis=0)
+    return ids or [], out
+
+
+def blend_mean(probs: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None):
+    """The models' weighted mean probability (equal weights by default)."""
+    names = list(probs)
+    w = np.array([float((weights or {}).get(n, 1.0)) for n in names])
+    w = w / w.sum()
+    return np.tensordot(w, np.stack([np.asarray(probs[n], np.float64) for n in names]), axes=1)

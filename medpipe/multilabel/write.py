@@ -1,0 +1,59 @@
+"""The multi-label stage's submission: the classifiers' test probabilities blended with the
+decision's weights, its thresholds rule applied, written as ``Id,Predicted`` in the sample
+submission's order (an Id ingest could not read gets an empty row) and validated."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medpipe.config import RunConfig
+from medpipe.io.hpa import read_sample_submission
+from medpipe.layout import CLASSIFY, HpaInputLayout, StageLayout, read_decision_fields
+from medpipe.multilabel.decision import apply_decision
+from medpipe.multilabel.submission import validate_submission, write_submission
+from medpipe.multilabel.tables import blend_mean, n_classes, test_probabilities
+from medpipe.predictions.sources import stage_sources
+
+__all__ = ["write_stage_submission", "sample_ids"]
+
+log = logging.getLogger(__name__)
+
+
+def sample_ids(cfg: RunConfig, stage: StageLayout) -> list[str]:
+    """The stage's test Ids in the order its submission keeps (``sample_submission.csv``)."""
+    layout = HpaInputLayout(cfg.section("data")["root"])
+    path = layout.sample_submission if stage.number == 1 else layout.stage2_sample_submission
+    return list(read_sample_submission(path).ids)
+
+
+def write_stage_submission(
+    cfg: RunConfig,
+    stage: StageLayout,
+    data_dir: str | Path,
+    input_dir: str | Path | None,
+    out: str | Path,
+) -> pd.DataFrame:
+    decision = read_decision_fields(stage.thresholds)
+    ids, probs = test_probabilities(stage_sources(cfg, stage, CLASSIFY))
+    khot = apply_decision(decision, blend_mean(probs, decision.get("weights")))
+    k = n_classes(data_dir)
+    order = sample_ids(cfg, stage)
+    row_of = {image_id: i for i, image_id in enumerate(ids)}
+    missing = [i for i in order if i not in row_of]
+    if missing:
+        log.warning(
+            "submit: %d test images had no prediction (quarantined at ingest): written empty",
+            len(missing),
+        )
+    rows = np.zeros((len(order), k), dtype=np.uint8)
+    for r, image_id in enumerate(order):
+        if image_id in row_of:
+            rows[r] = khot[row_of[image_id]]
+    write_submission(out, order, rows)
+    frame = validate_submission(out, expected_ids=order, n_classes=k)
+    log.info("submit: %d images, %.2f labels per image -> %s", len(order), rows.sum(1).mean(), out)
+    return frame

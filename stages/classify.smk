@@ -1,0 +1,64 @@
+# Classifier: one multi-label timm classifier per model x fold, then its OOF and test class
+# probabilities and embeddings.
+
+
+rule train_cls:
+    """Train one classifier on one fold (resumes from last.ckpt after a crash)."""
+    input:
+        unpack(training_inputs),
+        code=code("medpipe.training.fit"),
+    output:
+        ckpt=fold_file(CLASSIFY, "checkpoint"),
+        metrics=fold_file(CLASSIFY, "metrics"),
+        log_csv=fold_file(CLASSIFY, "log_csv"),
+    params:
+        config=CONFIG_FILE,
+        model=model_block(CLASSIFY),
+        run=TRAIN_GLOBALS,
+        data=data_folder(),
+        out=folder_of("output", "ckpt", fold_dir(CLASSIFY), fold_file(CLASSIFY, "checkpoint")),
+    log:
+        fold_log("train_cls"),
+    benchmark:
+        fold_benchmark("train_cls")
+    threads: model_threads
+    resources:
+        mem_mb=NEEDS["train_gate"].request_mb,
+        runtime=NEEDS["train_gate"].runtime_min,
+        gpu=1,
+        model_jobs=model_job_slot,
+    shell:
+        "medpipe train-cls --config {params.config:q} --model {wildcards.model} --fold {wildcards.fold} --threads {threads} "
+        "--data-dir {params.data:q} --out {params.out:q} > {log:q} 2>&1"
+
+
+rule predict_cls:
+    """Class probabilities and embeddings of the fold's validation images (OOF) and of the test set."""
+    input:
+        unpack(training_inputs),
+        ckpt=trained_checkpoint(CLASSIFY),
+        code=code("medpipe.inference.predict"),
+    output:
+        oof=fold_file(CLASSIFY, "oof"),
+        test=fold_file(CLASSIFY, "test"),
+    params:
+        config=CONFIG_FILE,
+        model=model_block(CLASSIFY),
+        run=TRAIN_GLOBALS,
+        data=data_folder(),
+        out=folder_of("output", "oof", fold_dir(CLASSIFY), fold_file(CLASSIFY, "oof")),
+        test_split=lambda w: test_split(w.stage),
+    log:
+        fold_log("predict_cls"),
+    benchmark:
+        fold_benchmark("predict_cls")
+    threads: model_threads
+    resources:
+        mem_mb=NEEDS["predict_gate"].request_mb,
+        runtime=NEEDS["predict_gate"].runtime_min,
+        gpu=1,
+        model_jobs=model_job_slot,
+    shell:
+        "medpipe predict --task classify --config {params.config:q} --model {wildcards.model} --threads {threads} "
+        "--fold {wildcards.fold} --data-dir {params.data:q} --ckpt {input.ckpt:q} --out {params.out:q} "
+        "--test-split {params.test_split} > {log:q} 2>&1"
