@@ -78,6 +78,10 @@ def predicted_split(meta: pd.DataFrame) -> str:
     return "stage2_test" if (meta["split"] == "stage2_test").any() else "test"
 
 
+# The column that says an image is labelled: SIIM's meta.csv; the multi-label meta has n_labels.
+LABEL_COLUMN = "has_finding"
+
+
 def check_training_pool(
     folds: pd.DataFrame, meta: pd.DataFrame, where: str = "the training pool"
 ) -> None:
@@ -88,8 +92,10 @@ def check_training_pool(
     of the ``test`` split may be there; in stage 2 the labelled stage-1 test set may, the
     ``stage2_test`` split may not. An image unknown to ``meta.csv`` is refused too.
     """
-    split = meta.drop_duplicates("image_id").set_index("image_id")["split"].astype(str)
-    labelled = meta.drop_duplicates("image_id").set_index("image_id")["has_finding"].notna()
+    rows = meta.drop_duplicates("image_id").set_index("image_id")
+    split = rows["split"].astype(str)
+    # a label: SIIM's has_finding, a multi-label image's label count (0 allowed where labels may be empty)
+    labelled = rows[LABEL_COLUMN if LABEL_COLUMN in rows else "n_labels"].notna()
     ids = folds["image_id"].astype(str)
     unknown = ids[~ids.isin(split.index)]
     if len(unknown):

@@ -19,7 +19,7 @@ if SYNTH:
             preview=path(ML_INPUTS.preview),
         params:
             synthetic=SYNTH,
-            classes=SYNTH.get("classes") or "",
+            classes=SYNTH.get("classes") or "all",
             root=folder_of("output", "labels", ROOT, ML_INPUTS.train_labels),
         log:
             path(LAYOUT.log("synthesize")),

@@ -30,7 +30,11 @@ def _workers(value: str | int | None) -> int:
     "Write a synthetic dataset: SIIM-ACR-like DICOM films, or HPA-like 4-channel cells.",
     arg("--out", required=True),
     arg("--task", default="siim", choices=["siim", "multilabel"], help="which demo data"),
-    arg("--classes", help="multilabel: the number of classes, or their names comma-separated"),
+    arg(
+        "--classes",
+        default="all",
+        help="multilabel: the number of classes, their names comma-separated, or all (default)",
+    ),
     arg("--n-train", type=int, default=600),
     arg("--n-test", type=int, default=150),
     arg("--n-stage2-test", type=int, default=0),
@@ -52,7 +56,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         # scipy.ndimage and Pillow's drawing: not paid by `medpipe --help`
         from medpipe.synthetic.hpa import generate as generate_cells
 
-        classes = args.classes
+        classes = None if args.classes == "all" else args.classes
         if classes is not None:
             classes = int(classes) if classes.isdigit() else classes.split(",")
         summary = generate_cells(
