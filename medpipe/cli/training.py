@@ -1,5 +1,5 @@
 """Commands that train and predict, one fold of one model each: ``train-seg``, ``train-gate``,
-``predict``, ``pseudo-label``."""
+``train-cls``, ``predict``, ``pseudo-label``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 from medpipe.cli.registry import CONFIG, RUN_EXAMPLE, STAGE, arg, command, run_config, stage_command
 from medpipe.guards import check_training_data
+from medpipe.layout import FAMILIES
 
 THREADS = arg(
     "--threads",
@@ -80,11 +81,27 @@ def cmd_train_gate(args: argparse.Namespace) -> int:
 
 
 @command(
+    "train-cls",
+    "Train a multi-label classifier on one fold of a multi-channel cache (resumes from its "
+    "last epoch's checkpoint).",
+    *TRAINING,
+    example=f"medpipe train-cls --config configs/multilabel.yaml --model NAME --fold 0 "
+    f"--data-dir {RUN_EXAMPLE.data_dir(1)} --out {RUN_EXAMPLE.fold_dir(1, 'classify', 'NAME', 0)}",
+)
+def cmd_train_cls(args: argparse.Namespace) -> int:
+    return _train(args, "classify")
+
+
+@command(
     "predict",
     "Predict one fold's validation images (OOF) and the test set.",
     CONFIG,
     arg(
-        "--task", dest="family", choices=["segment", "gate"], required=True, help="the model family"
+        "--task",
+        dest="family",
+        choices=list(FAMILIES),
+        required=True,
+        help="the model family",
     ),
     arg("--model", required=True),
     arg("--fold", type=int, required=True),

@@ -3,28 +3,27 @@
 Segmentation writes ``oof.npz`` / ``test.npz`` (``image_id``, ``prob`` ``(N, S, S)`` stored as
 uint8 levels by :func:`medpipe.layout.write_seg_predictions` and read back as float16,
 ``cls_prob`` float32 ``N``, NaN without an aux head); the gate writes ``oof.csv`` / ``test.csv``
-(``image_id, prob, emb_0 … emb_{d-1}``). OOF rows are the fold's validation rows of
+(``image_id, prob, emb_0 … emb_{d-1}``); the classifier ``oof.csv`` / ``test.csv``
+(``image_id, p_0 … p_{K-1}, emb_0 … emb_{E-1}``). OOF rows are the fold's validation rows of
 ``folds.csv``, so across folds every training image gets exactly one OOF prediction per model.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from medpipe.data.dataset import XrayDataset, fold_rows, make_loader, split_rows
+from medpipe.data.dataset import XrayDataset, make_loader, split_rows
 from medpipe.inference.tta import hflip_tta
 from medpipe.layout import (
     SEGMENT,
     FoldDir,
-    write_gate_predictions,
     write_prediction_record,
-    write_seg_predictions,
 )
 from medpipe.models.families import Family, get_family
 from medpipe.runtime import (
@@ -33,6 +32,8 @@ from medpipe.runtime import (
     resolve_precision,
     torch_device,
 )
+
+Predict = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
 __all__ = [
     "predict_fold",
@@ -96,8 +97,10 @@ def predict_rows(
     precision: str,
     num_workers: int = 0,
     hflip: bool = False,
+    tta: Callable[[Predict, torch.Tensor], dict[str, torch.Tensor]] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Probabilities for every row of ``dataset``, averaged over ``models`` (and hflip TTA)."""
+    """Probabilities for every row of ``dataset``, averaged over ``models`` and the TTA views
+    (``tta``: the family's, e.g. ``Family.tta``; else the hflip TTA when ``hflip``)."""
     loader = make_loader(dataset, batch_size, num_workers=num_workers, cuda=device.type == "cuda")
     autocast = (
         torch.autocast(
@@ -108,7 +111,7 @@ def predict_rows(
     )
     predictors = [lambda x, m=model: family.probabilities(m(x)) for model in models]
     return average_rows(
-        loader, predictors, len(dataset), hflip=hflip, device=device, autocast=autocast
+        loader, predictors, len(dataset), hflip=hflip, device=device, autocast=autocast, tta=tta
     )
 
 
@@ -120,9 +123,11 @@ def average_rows(
     hflip: bool,
     device: torch.device | None = None,
     autocast=None,
+    tta: Callable[[Predict, torch.Tensor], dict[str, torch.Tensor]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Every row's outputs, the mean over ``predictors`` (each ``images -> {name: tensor}``) and
-    the hflip TTA, batch by batch: maps as float16 ``(N, S, S)``, the rest float32. One loop for
+    the TTA views (``tta``, else hflip when ``hflip``), batch by batch: maps as float16
+    ``(N, S, S)``, the rest float32. One loop for
     PyTorch modules (:func:`predict_rows`) and the bundle's ONNX sessions, so both average the
     same way."""
     autocast = autocast or contextlib.nullcontext()
@@ -134,7 +139,7 @@ def average_rows(
         total: dict[str, torch.Tensor] = {}
         for predict in predictors:
             with autocast:
-                out = hflip_tta(predict, images, hflip)
+                out = tta(predict, images) if tta else hflip_tta(predict, images, hflip)
             for key, value in out.items():
                 total[key] = total.get(key, 0) + value.float()
         n = len(images)
@@ -146,24 +151,6 @@ def average_rows(
             results[key][start : start + n] = value
         start += n
     return results
-
-
-def _write(
-    family: Family,
-    name: str,
-    image_ids: np.ndarray,
-    results: Mapping[str, np.ndarray],
-    out_dir: Path,
-) -> None:
-    path = FoldDir(family.name, "", 0, out_dir).predictions(name)
-    if family.name == SEGMENT:
-        from medpipe.fusion.statistics import seg_statistics
-
-        # the fusion features come from the float16 maps, before the file quantises them
-        stats = seg_statistics(results["prob"])
-        write_seg_predictions(path, image_ids, results["prob"], results["cls_prob"], stats)
-    else:
-        write_gate_predictions(path, image_ids, results["prob"], results["emb"])
 
 
 def prediction_settings(device: torch.device, precision: str) -> dict[str, Any]:
@@ -206,8 +193,9 @@ def predict_fold(
     """Predict the fold's validation rows (``oof``) and every row of ``test_split`` in meta.csv.
 
     With ``snapshots: K`` in the model config, the ``snapshot_<k>.ckpt`` files beside ``ckpt``
-    are averaged like folds; otherwise ``ckpt`` (the best checkpoint) is used. ``tta_hflip``
-    adds the mirrored image. Probabilities stay at cache size.
+    are averaged like folds; otherwise ``ckpt`` (the best checkpoint) is used. The family's TTA
+    (``tta_hflip``: the mirrored image; the classifier's ``tta`` list) is averaged too.
+    Probabilities stay at cache size; the family writes them (``Family.write_predictions``).
 
     Example:
         >>> predict_fold("segment", cfg["segmentation"]["models"]["unet_regnetx"], cfg,
@@ -216,7 +204,7 @@ def predict_fold(
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    spec = get_family(family, model_cfg)
+    spec = get_family(family, model_cfg).for_data(data_dir, run_cfg)
     accelerator = resolve_accelerator(run_cfg)
     device = torch_device(accelerator)
     precision = resolve_precision(run_cfg, accelerator)
@@ -224,10 +212,10 @@ def predict_fold(
     models = [load_model(spec, path, device) for path in checkpoints_to_average(ckpt, model_cfg)]
     jobs = []
     if oof:
-        jobs.append(("oof", fold_rows(data_dir, fold)[1]))
+        jobs.append(("oof", spec.fold_rows(data_dir, fold)[1]))
     jobs.append(("test", split_rows(data_dir, test_split)))
     for name, rows in jobs:
-        dataset = XrayDataset(data_dir, rows, image_size)
+        dataset = spec.dataset(data_dir, rows, image_size)
         results = predict_rows(
             spec,
             models,
@@ -236,9 +224,10 @@ def predict_fold(
             device=device,
             precision=precision,
             num_workers=resolve_num_workers(run_cfg, "gpu" if device.type == "cuda" else "cpu"),
-            hflip=bool(model_cfg.get("tta_hflip", False)),
+            tta=spec.tta,
         )
-        _write(spec, name, rows["image_id"].astype(str).to_numpy(), results, out_dir)
+        path = FoldDir(family, "", int(fold), out_dir).predictions(name)
+        spec.write_predictions(path, rows["image_id"].astype(str).to_numpy(), results)
     write_prediction_record(
         FoldDir(family, "", int(fold), out_dir).prediction_record,
         prediction_settings(device, precision),

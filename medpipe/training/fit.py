@@ -14,29 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
-import pandas as pd
 import torch
 from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger
 
-from medpipe.config import RunConfig, write_yaml_atomic
+from medpipe.config import write_yaml_atomic
 from medpipe.console import say
 from medpipe.data.dataset import (
-    PositiveFractionSampler,
-    PseudoLabelSampler,
-    XrayDataset,
     explain_worker_death,
-    fold_rows,
     make_loader,
-    pseudo_label_rows,
-    training_finding_prior,
 )
-from medpipe.data.transforms import build_train_transforms
 from medpipe.guards import redact_config
 from medpipe.io.atomic import atomic_write_text, remove_stale_temps
-from medpipe.layout import PSEUDO_SPLIT, FoldDir, RunLayout, data_files
+from medpipe.layout import FoldDir, RunLayout, data_files
 from medpipe.models.families import get_family
 from medpipe.runtime import (
     resolve_accelerator,
@@ -235,11 +226,12 @@ def train_fold(
     *,
     callbacks: Sequence[L.Callback] = (),
 ) -> dict[str, Any]:
-    """Train one model ("segment" or "gate") on one fold; resume from ``out_dir/last.ckpt``.
+    """Train one model of a family ("segment", "gate", "classify") on one fold; resume from
+    ``out_dir/last.ckpt``. The family supplies the data, model, loss and metric.
 
     Writes ``model.ckpt`` (best by the validation metric: competition Dice for segmentation,
-    ROC AUC for the gate), ``last.ckpt`` (every epoch), ``snapshot_<k>.ckpt`` (``snapshots: K``),
-    ``metrics.json``, ``log.csv`` (one row per epoch), ``progress.png`` and
+    ROC AUC for the gate, macro F1 for the classifier), ``last.ckpt`` (every epoch),
+    ``snapshot_<k>.ckpt`` (``snapshots: K``), ``metrics.json``, ``log.csv`` (one row per epoch), ``progress.png`` and
     ``csv/version_<n>/metrics.csv`` (Lightning's step log, one folder per attempt). With
     ``deterministic: true`` on CPU, a run killed anywhere and rerun ends with the same weights
     as an uninterrupted one. ``callbacks`` are extra Lightning callbacks (tests use them).
@@ -270,50 +262,11 @@ def train_fold(
     if run_cfg.get("num_workers", "auto") in (None, "auto") and isinstance(devices, int):
         workers //= max(devices, 1)  # every DDP rank starts its own loader workers
     performance = resolve_performance(run_cfg, model_cfg)
-    spec = get_family(family, model_cfg)
-
-    train_rows, val_rows = fold_rows(data_dir, fold)
-    crop_size = model_cfg.get("crop_size")
-    prior = training_finding_prior(data_dir, train_rows, image_size) if crop_size else None
-    n_labelled = len(train_rows)
-    pseudo = pseudo_label_rows(here, data_dir)  # a @pl<k> variant's rows, after the guard
-    if pseudo is not None:
-        train_rows = pd.concat(
-            [train_rows, pseudo.reindex(columns=train_rows.columns)], ignore_index=True
-        )
-    train_set = XrayDataset(
-        data_dir,
-        train_rows,
-        image_size,
-        caches={PSEUDO_SPLIT: here.pseudo_dir} if pseudo is not None else None,
-        masks=spec.needs_masks,
-        # augment_on: gpu leaves the workers only the crop and the uint8 -> float copy
-        # (FoldModule augments the batch).
-        transform=build_train_transforms(
-            None if performance["augment_on"] == "gpu" else model_cfg.get("augment"),
-            image_size,
-            crop_size=crop_size,
-            masks=spec.needs_masks,
-            crop_prior=prior,
-        ),
+    spec = get_family(family, model_cfg).for_data(data_dir, run_cfg)
+    data = spec.training_data(
+        data_dir, int(fold), here, run_cfg, augment=performance["augment_on"] != "gpu"
     )
-    val_set = XrayDataset(data_dir, val_rows, image_size, masks=spec.needs_masks)
-    if pseudo is None:
-        sampler = PositiveFractionSampler(
-            train_rows["has_finding"].to_numpy(),
-            pos_frac=model_cfg.get("pos_frac"),
-            epochs=epochs,
-            seed=seed,
-        )
-    else:
-        sampler = PseudoLabelSampler(
-            train_rows["has_finding"].to_numpy()[:n_labelled],
-            np.arange(n_labelled, len(train_rows)),
-            weight=float(RunConfig(run_cfg).pseudo_settings().weight),
-            pos_frac=model_cfg.get("pos_frac"),
-            epochs=epochs,
-            seed=seed,
-        )
+    train_set, val_set, sampler = data.train_set, data.val_set, data.sampler
     # BatchNorm cannot train on a batch of one: drop the ragged last batch when there is a full one.
     train_loader = make_loader(
         train_set,
@@ -328,7 +281,7 @@ def train_fold(
 
     hparams = {
         "family": family,
-        "model_cfg": dict(model_cfg),
+        "model_cfg": dict(spec.cfg),
         "seed": seed,
         "image_size": image_size,
     }
@@ -355,7 +308,7 @@ def train_fold(
         enable_version_counter=False,
     )
     last = here.last_checkpoint
-    fingerprint = data_fingerprint(data_dir, *([here.pseudo_rows] if pseudo is not None else []))
+    fingerprint = data_fingerprint(data_dir, *data.inputs)
     # Every rank decides from the files as they are before fit; rank 0 rewrites the stamp only
     # once all ranks have joined (ResumeStamp), so the ranks cannot decide differently.
     resume = _resumable(last, hparams, fingerprint, epochs, spec.monitor)
@@ -412,15 +365,7 @@ def train_fold(
     metrics.update(
         {
             "n_train": len(train_set),
-            **(
-                {
-                    "n_pseudo": len(pseudo),
-                    "n_pseudo_finding": int((pseudo["has_finding"] > 0.5).sum()),
-                    "pseudo_per_epoch": sampler.n_pseudo,
-                }
-                if pseudo is not None
-                else {}
-            ),
+            **data.record,
             "n_val": len(val_set),
             "steps_per_epoch": steps_per_epoch,
             "world_size": trainer.world_size,

@@ -1,4 +1,4 @@
-"""The one LightningModule behind both segmentation and the gate.
+"""The one LightningModule behind every model family (segmentation, the gate, the classifier).
 
 Optimiser (AdamW), the per-step warmup + cosine schedule, per-epoch reseeding, logging and
 the per-epoch history live here; the family (:mod:`medpipe.models.families`) supplies the model,
@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
-from medpipe.data.transforms import BatchAugment
 from medpipe.models.families import get_family
 from medpipe.runtime import resolve_performance
 from medpipe.training.schedule import lr_factor
@@ -62,7 +61,7 @@ class FoldModule(L.LightningModule):
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         # augment_on: gpu moves the augmentations from the loader workers into the step.
-        gpu_augment = BatchAugment(self.cfg.get("augment"))
+        gpu_augment = self.family.batch_augment()
         self.batch_augment = (
             gpu_augment if perf["augment_on"] == "gpu" and gpu_augment.active else None
         )

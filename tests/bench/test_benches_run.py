@@ -83,6 +83,12 @@ def check_train_step(out: dict) -> None:
     _real(run, "data_over_model.cpu", "data_over_model.gpu")
 
 
+def check_train_cls_step(out: dict) -> None:
+    (run,) = out.values()  # one entry per (size, channels, batch, device)
+    for row in run["rows"]:
+        _real(row, "train_images_per_s", "model_only_images_per_s", "predict_images_per_s")
+
+
 def check_predict(out: dict) -> None:
     _real(out, "images_per_s.predict", "images_per_s.encode", "images_per_s.end_to_end")
     _real(out, "rle.vectorised_masks_per_s", "rle.loop_masks_per_s", "rle.speedup")
@@ -156,6 +162,13 @@ BENCHES: dict[str, tuple[str, str, list[str], Callable[[dict], None], str]] = {
     "scale": ("scale.py", "scale.json", [], check_scale, sys.executable),
     "predict": ("predict.py", "predict.json", [], check_predict, sys.executable),
     "train_step": ("train_step.py", "train_step.json", [], check_train_step, sys.executable),
+    "train_cls_step": (
+        "train_cls_step.py",
+        "train_cls_step.json",
+        [],
+        check_train_cls_step,
+        sys.executable,
+    ),
     "ingest": ("ingest.py", "ingest.json", [], check_ingest, sys.executable),
     "ingest_channels": (
         "ingest_channels.py",

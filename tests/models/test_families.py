@@ -42,8 +42,8 @@ def test_gate_scores_auc_and_tolerates_one_class() -> None:
 
 
 def test_unknown_task() -> None:
-    with pytest.raises(ValueError, match="classify"):
-        get_family("classify", {})
+    with pytest.raises(ValueError, match="detect"):
+        get_family("detect", {})
 
 
 def test_checkpoint_score_takes_the_best_threshold_and_area_of_the_grid() -> None:
