@@ -34,8 +34,7 @@ import torch
 from medpipe.data.channels import ChannelDataset, ClassRatioSampler
 from medpipe.data.dataset import make_loader
 from medpipe.io.atomic import atomic_write_text
-from medpipe.layout import cache_file, data_files, write_target_matrix
-from medpipe.layout.paths import target_file
+from medpipe.layout import cache_file, data_files, target_file, write_target_matrix
 from medpipe.training.module import FoldModule
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,9 +20,15 @@ import torch
 from torch.utils.data import Dataset
 
 from medpipe.data.dataset import PositiveFractionSampler
-from medpipe.layout import cache_file, data_files, read_folds, read_meta
-from medpipe.layout.artifacts import open_channel_cache, read_target_matrix
-from medpipe.layout.paths import target_file
+from medpipe.layout import (
+    cache_file,
+    data_files,
+    open_channel_cache,
+    read_folds,
+    read_meta,
+    read_target_matrix,
+    target_file,
+)
 
 __all__ = [
     "ChannelDataset",

@@ -12,8 +12,7 @@ import torch
 from medpipe.data.channel_augment import ChannelAugment
 from medpipe.data.channels import ChannelDataset, ClassRatioSampler, channel_fold_rows
 from medpipe.data.dataset import split_rows
-from medpipe.layout import cache_file
-from medpipe.layout.paths import target_file
+from medpipe.layout import cache_file, target_file
 from tests.training.tiny_channels import CHANNELS, SIZE, write_channel_data_dir
 
 

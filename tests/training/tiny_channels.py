@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medpipe.layout import cache_file, data_files, write_target_matrix
-from medpipe.layout.paths import target_file
+from medpipe.layout import cache_file, data_files, target_file, write_target_matrix
 
 SIZE, CHANNELS, CLASSES = 32, 4, 5
 
