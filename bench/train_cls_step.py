@@ -5,7 +5,8 @@ For each backbone (``--archs``) and torch thread count (``--threads``), on a fab
 C-channel uint8 cache read as training reads it (:class:`medpipe.data.channels.ChannelDataset`
 with the microscopy augmentations in the loader, the class-ratio sampler, one process):
 
-- ``train``: the full step, data path + forward + backward + AdamW, images/s;
+- ``train``: the full step, data path + forward + backward + AdamW, images/s, and images per
+  CPU second of the process (on a shared machine, one thread's CPU-time rate is a free core's);
 - ``model_only``: the same step on batches already in memory;
 - ``predict``: an eval forward pass (no TTA), images/s.
 
@@ -68,14 +69,16 @@ def _to(batch: dict, device: torch.device) -> dict:
     }
 
 
-def step_rate(module, optimizer, batches, steps, warmup, device, autocast) -> float:
-    """Images/s of [loading +] forward + backward + optimiser step over ``batches``."""
-    done, images, started = 0, 0, time.perf_counter()
+def step_rate(module, optimizer, batches, steps, warmup, device, autocast) -> tuple[float, float]:
+    """Images per wall second and per CPU second (this process, all its threads) of [loading +]
+    forward + backward + optimiser step over ``batches``. On a shared machine the CPU-time rate
+    of one thread is what a free core gives."""
+    done, images, started, cpu = 0, 0, time.perf_counter(), time.process_time()
     module.train()
     for batch in batches:
         if done == warmup:
             _sync(device)
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
         batch = _to(batch, device)
         optimizer.zero_grad(set_to_none=True)
         with autocast():
@@ -87,7 +90,7 @@ def step_rate(module, optimizer, batches, steps, warmup, device, autocast) -> fl
         if done == warmup + steps:
             break
     _sync(device)
-    return images / (time.perf_counter() - started)
+    return images / (time.perf_counter() - started), images / (time.process_time() - cpu)
 
 
 @torch.inference_mode()
@@ -159,10 +162,10 @@ def main(argv: list[str] | None = None) -> int:
                     dataset, args.batch, num_workers=0, cuda=cuda, sampler=sampler, drop_last=True
                 )
                 in_memory = [next(iter(loader))] * (args.steps + args.warmup)
-                model_only = step_rate(
+                model_only, _ = step_rate(
                     module, optimizer, in_memory, args.steps, args.warmup, device, autocast
                 )
-                train = step_rate(
+                train, train_cpu = step_rate(
                     module, optimizer, loader, args.steps, args.warmup, device, autocast
                 )
                 predict = predict_rate(
@@ -175,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                         "threads": threads,
                         "params_m": params,
                         "train_images_per_s": train,
+                        "train_images_per_cpu_s": train_cpu,
                         "model_only_images_per_s": model_only,
                         "predict_images_per_s": predict,
                     }
@@ -200,13 +204,14 @@ def main(argv: list[str] | None = None) -> int:
         f"classes, batch {args.batch}, on {name}"
     )
     print(
-        f"  {'arch':24s} {'threads':>7s} {'params':>7s} {'train':>8s} {'model':>8s} {'predict':>8s}  images/s"
+        f"  {'arch':24s} {'threads':>7s} {'params':>7s} {'train':>8s} {'per cpu-s':>9s} "
+        f"{'model':>8s} {'predict':>8s}  images/s"
     )
     for r in rows:
         print(
             f"  {r['arch']:24s} {r['threads']:7d} {r['params_m']:6.1f}M "
-            f"{r['train_images_per_s']:8.1f} {r['model_only_images_per_s']:8.1f} "
-            f"{r['predict_images_per_s']:8.1f}"
+            f"{r['train_images_per_s']:8.1f} {r['train_images_per_cpu_s']:9.1f} "
+            f"{r['model_only_images_per_s']:8.1f} {r['predict_images_per_s']:8.1f}"
         )
     runs = json.loads(args.out.read_text()) if args.out.is_file() else {}
     runs[f"{args.size}-c{args.channels}-b{args.batch}-{'cuda' if cuda else 'cpu'}"] = result

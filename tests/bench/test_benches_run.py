@@ -86,7 +86,8 @@ def check_train_step(out: dict) -> None:
 def check_train_cls_step(out: dict) -> None:
     (run,) = out.values()  # one entry per (size, channels, batch, device)
     for row in run["rows"]:
-        _real(row, "train_images_per_s", "model_only_images_per_s", "predict_images_per_s")
+        _real(row, "train_images_per_s", "train_images_per_cpu_s", "model_only_images_per_s")
+        _real(row, "predict_images_per_s")
 
 
 def check_predict(out: dict) -> None:
