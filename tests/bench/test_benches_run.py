@@ -13,6 +13,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -242,7 +243,69 @@ def test_small_run_writes_real_numbers(name, small_runs) -> None:
 
 
 def test_every_bench_script_has_a_small_run() -> None:
-    assert {script for script, *_ in BENCHES.values()} == {p.name for p in BENCH.glob("*.py")}
+    scripts = {script for script, *_ in BENCHES.values()} | set(HPA_PEERS)
+    assert scripts == {p.name for p in BENCH.glob("*.py")}
+
+
+# The multi-label peers read a Kaggle HPA folder, as a Kaggler's script does, and have no
+# --small mode: each runs on a tiny generated set with a tiny budget, and its submission must
+# pass medpipe's own check against the sample submission.
+HPA_PEERS = {
+    "peer_hpa_cnn.py": ["--seconds", "2", "--size", "32", "--batch-size", "8"],
+    "peer_hpa_lgbm.py": ["--size", "32", "--trees", "10", "--folds", "3"],
+}
+
+
+def _medpipe(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "medpipe.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def tiny_hpa(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("hpa") / "hpa"
+    sizes = ("--n-train", "24", "--n-test", "6", "--size", "64", "--seed", "5", "--workers", "1")
+    proc = _medpipe("synth", "--task", "multilabel", "--out", str(root), *sizes)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return root
+
+
+def _run_peer(script: str, root: Path, out: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(BENCH / script), "--root", str(root), "--out", str(out)]
+    command += [*HPA_PEERS[script], "--threads", "1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("script", list(HPA_PEERS))
+def test_hpa_peer_writes_a_valid_submission(script, tiny_hpa, tmp_path) -> None:
+    out = tmp_path / "submission.csv"
+    proc = _run_peer(script, tiny_hpa, out)
+    assert proc.returncode == 0, f"{script} exited {proc.returncode}:\n{proc.stderr[-4000:]}"
+    assert "wall" in proc.stdout and out.is_file()
+    sample = str(tiny_hpa / "sample_submission.csv")
+    check = _medpipe("validate-submission", str(out), "--dicom-dir", sample)
+    assert check.returncode == 0, check.stdout + check.stderr
+    labels = str(tiny_hpa / "hidden" / "test_labels.csv")
+    score = _medpipe("score", str(out), "--labels", labels)
+    assert score.returncode == 0 and "score:" in score.stdout, score.stdout + score.stderr
+
+
+@pytest.mark.parametrize("script", list(HPA_PEERS))
+def test_hpa_peer_on_a_bad_folder_says_so_in_one_line(script, tiny_hpa, tmp_path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = _run_peer(script, empty, tmp_path / "submission.csv")
+    (line,) = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and "train.csv: not found" in line
+    # a folder whose tables are there but one stain is missing
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_hpa, broken)
+    next((broken / "test").glob("*_yellow.png")).unlink()
+    proc = _run_peer(script, broken, tmp_path / "submission.csv")
+    (line,) = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and "_yellow.png: cannot read" in line
+    assert not (tmp_path / "submission.csv").exists()
 
 
 @pytest.mark.skipif(
