@@ -1,5 +1,6 @@
 # Classifier: one multi-label timm classifier per model x fold, then its OOF and test class
-# probabilities and embeddings.
+# probabilities and embeddings; with fusion.enabled, a per-class LightGBM fusion of those with
+# each image's statistics (the thresholds rule then compares both by nested CV).
 
 
 rule train_cls:
@@ -62,3 +63,33 @@ rule predict_cls:
         "medpipe predict --task classify --config {params.config:q} --model {wildcards.model} --threads {threads} "
         "--fold {wildcards.fold} --data-dir {params.data:q} --ckpt {input.ckpt:q} --out {params.out:q} "
         "--test-split {params.test_split} > {log:q} 2>&1"
+
+
+rule fuse_cls:
+    """Per-class LightGBM on the CNN's OOF probabilities and each image's statistics (fusion.enabled)."""
+    input:
+        unpack(training_inputs),
+        lambda w: fold_predictions(w.stage, "oof") + fold_predictions(w.stage, "test"),
+        code=code("medpipe.multilabel.fusion"),
+    output:
+        oof=path(LAYOUT.fused("{stage}", "oof")),
+        test=path(LAYOUT.fused("{stage}", "test")),
+        features=path(LAYOUT.features("{stage}")),
+    params:
+        config=CONFIG_FILE,
+        fusion=CFG.fusion,
+        seed=config["seed"],
+        data=data_folder(),
+        stage_dir=folder_of("output", "oof", STAGE_DIR, LAYOUT.fused("{stage}", "oof")),
+        out=folder_of("output", "oof", LAYOUT.fusion_dir("{stage}"), LAYOUT.fused("{stage}", "oof")),
+    log:
+        stage_log("fuse_cls"),
+    benchmark:
+        stage_benchmark("fuse_cls")
+    threads: heavy_threads
+    resources:
+        mem_mb=NEEDS["fuse"].request_mb,
+        runtime=NEEDS["fuse"].runtime_min,
+    shell:
+        "medpipe fuse-cls --config {params.config:q} --stage {wildcards.stage} --data-dir {params.data:q} "
+        "--stage-dir {params.stage_dir:q} --out-dir {params.out:q} --threads {threads} > {log:q} 2>&1"

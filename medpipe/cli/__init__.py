@@ -13,13 +13,13 @@ import argparse
 import logging
 import sys
 
-from medpipe.cli import bundle, data, decisions, report, submission, training
+from medpipe.cli import bundle, data, decisions, multilabel, report, submission, training
 from medpipe.cli.registry import COMMANDS, Command
 
 __all__ = ["GROUPS", "build_parser", "main"]
 
 # The command modules (importing one registers its commands), in the order `medpipe --help` lists them.
-GROUPS = (data, training, decisions, submission, report, bundle)
+GROUPS = (data, training, decisions, multilabel, submission, report, bundle)
 
 
 def _in_help_order() -> list[Command]:

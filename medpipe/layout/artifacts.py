@@ -41,6 +41,8 @@ __all__ = [
     "write_class_predictions",
     "read_features",
     "read_fused",
+    "read_fused_classes",
+    "write_fused_classes",
     "identify_test_set",
     "read_retrain_choice",
     "write_retrain_choice",
@@ -409,6 +411,22 @@ def read_fused(path: str | Path) -> pd.DataFrame:
             f"{path}: LightGBM p(finding) not found (rule fuse, fusion.enabled: true)"
         )
     return pd.read_csv(path, dtype={"image_id": str})
+
+
+def read_fused_classes(path: str | Path) -> pd.DataFrame:
+    """The multi-label fusion's ``image_id, p_0 … p_{K-1}`` (rule fuse_cls), ids as strings."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: fused class probabilities not found (rule fuse_cls, fusion.enabled: true)"
+        )
+    return read_class_predictions(path)
+
+
+def write_fused_classes(path: str | Path, image_ids: Iterable[str], prob: np.ndarray) -> None:
+    """The multi-label fusion's ``image_id, p_0 … p_{K-1}`` (float32, as the fold tables)."""
+    prob = np.asarray(prob, dtype=np.float32)
+    write_class_predictions(path, image_ids, prob, np.zeros((len(prob), 0), np.float32))
 
 
 def identify_test_set(

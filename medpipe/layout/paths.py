@@ -33,6 +33,7 @@ __all__ = [
     "data_files",
     "fusion_files",
     "booster_file",
+    "class_booster_file",
 ]
 
 SEGMENT, GATE, CLASSIFY = "segment", "gate", "classify"
@@ -98,6 +99,11 @@ def fusion_files(fusion_dir: str | Path) -> dict[str, Path]:
 def booster_file(fusion_dir: str | Path, fold: int) -> Path:
     """One outer fold's LightGBM booster, in LightGBM's native text format."""
     return Path(fusion_dir) / f"booster_fold{int(fold)}.txt"
+
+
+def class_booster_file(fusion_dir: str | Path, klass: int, fold: int) -> Path:
+    """The multi-label fusion's booster of one class and outer fold (LightGBM's text format)."""
+    return Path(fusion_dir) / f"booster_class{int(klass)}_fold{int(fold)}.txt"
 
 
 @dataclass(frozen=True)
@@ -276,7 +282,8 @@ class StageLayout:
         return fusion_files(self.fusion_dir)["features"]
 
     def fused(self, which: str) -> Path:
-        """LightGBM's ``image_id, p_finding`` of ``oof`` or ``test``."""
+        """LightGBM's ``oof`` or ``test`` table: ``image_id, p_finding`` (SIIM, rule fuse) or
+        ``image_id, p_0 … p_{K-1}`` (multi-label, rule fuse_cls)."""
         if which not in ("oof", "test"):
             raise ValueError(f"fused: which must be 'oof' or 'test', not {which!r}")
         return fusion_files(self.fusion_dir)[which]

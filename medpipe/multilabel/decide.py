@@ -1,6 +1,12 @@
 """The multi-label stage's decision on out-of-fold probabilities: the models blended, then the
 thresholds rule chosen by nested CV (:func:`medpipe.multilabel.decision.choose_decision`);
-written as the stage's ``thresholds.json`` and ``cv.json``."""
+written as the stage's ``thresholds.json`` and ``cv.json``.
+
+With ``fusion.enabled`` the rule is chosen for each probability source
+(:data:`medpipe.multilabel.tables.SOURCES`: the CNN blend, the per-class LightGBM fusion of
+:mod:`medpipe.multilabel.fusion`, their mean) and the source with the best nested macro F1 is
+kept; a tie (within :data:`SOURCE_TOLERANCE`) goes to the simpler source, so fusion is kept
+only when it beats the CNN on images its fit never saw."""
 
 from __future__ import annotations
 
@@ -13,14 +19,28 @@ import numpy as np
 from medpipe.config import RunConfig
 from medpipe.io.atomic import atomic_path, atomic_write_text
 from medpipe.layout import CLASSIFY, StageLayout, dumps
-from medpipe.multilabel.decision import choose_decision
+from medpipe.multilabel.decision import TIE_TOLERANCE, choose_decision
 from medpipe.multilabel.metric import macro_f1
-from medpipe.multilabel.tables import blend_mean, khot_of, n_classes, oof_probabilities
+from medpipe.multilabel.tables import (
+    SOURCES,
+    blend_mean,
+    fused_probabilities,
+    khot_of,
+    n_classes,
+    oof_probabilities,
+    source_probabilities,
+)
 from medpipe.predictions.sources import oof_pool, stage_sources
 
-__all__ = ["choose_stage_decision", "plot_thresholds"]
+__all__ = ["SOURCE_TOLERANCE", "choose_stage_decision", "choose_source", "plot_thresholds"]
 
 log = logging.getLogger(__name__)
+
+#: nested macro F1 a source must gain over a simpler one to replace it. Switching the source
+#: is a bigger step than a threshold rule, and the nested score of one source against another
+#: moves by a few thousandths on a few hundred images by chance alone (uninformative statistics
+#: fused with a CNN of macro F1 0.86 beat it in 3 of 16 draws, by at most 0.0036)
+SOURCE_TOLERANCE = 0.005
 
 
 def choose_stage_decision(
@@ -41,7 +61,11 @@ def choose_stage_decision(
     for key in ("grid", "at_least_one", "caps", "tolerance"):
         if post.get(key) is not None:
             options[key] = post[key]
-    decision = choose_decision(blended, truth, folds, **options)
+    if cfg.fusion_enabled:
+        fused = fused_probabilities(stage.fused("oof"), pool["image_id"].astype(str).tolist())
+        decision = choose_source(blended, fused, truth, folds, **options)
+    else:
+        decision = choose_decision(blended, truth, folds, **options)
     decision["weights"] = weights
     per_model = {
         m: {"oof_f1_at_0.5": macro_f1(truth, (p >= 0.5).astype("uint8"))} for m, p in probs.items()
@@ -57,6 +81,9 @@ def choose_stage_decision(
         "models": per_model,
         "weights": weights,
     }
+    if "source" in decision:
+        cv["source"] = decision["source"]
+        cv["sources"] = {n: r["nested_score"] for n, r in decision["sources"].items()}
     atomic_write_text(dumps(decision), stage.thresholds)
     atomic_write_text(dumps(cv), stage.cv)
     plot_thresholds(decision, stage.heatmap)
@@ -65,6 +92,48 @@ def choose_stage_decision(
         decision["rule"],
         decision["nested_score"],
         {n: round(v, 4) for n, v in decision["baselines"].items()},
+    )
+    return decision
+
+
+def choose_source(
+    cnn: np.ndarray,
+    fused: np.ndarray,
+    truth: np.ndarray,
+    folds: np.ndarray,
+    **options: Any,
+) -> dict[str, Any]:
+    """The decision of the best probability source: :func:`choose_decision` on each of
+    :data:`SOURCES` (same folds, same candidates); the best nested macro F1 wins, and a simpler
+    source within :data:`SOURCE_TOLERANCE` (or ``tolerance``, if larger) of it is preferred
+    (``cnn`` before ``fused`` before ``mean``).
+
+    Returns:
+        The chosen source's decision, plus ``source`` (its name) and ``sources`` (each source's
+        ``nested_score``, ``rule`` and ``oof_score``).
+
+    Example:
+        >>> choose_source(cnn_oof, fused_oof, truth, folds)["source"]  # doctest: +SKIP
+        'cnn'
+    """
+    tolerance = max(float(options.get("tolerance", TIE_TOLERANCE)), SOURCE_TOLERANCE)
+    decisions = {
+        name: choose_decision(source_probabilities(name, cnn, fused), truth, folds, **options)
+        for name in SOURCES
+    }
+    best = max(d["nested_score"] for d in decisions.values())
+    chosen = next(n for n in SOURCES if decisions[n]["nested_score"] >= best - tolerance)
+    decision = dict(decisions[chosen])
+    decision["source"] = chosen
+    decision["source_tolerance"] = tolerance
+    decision["sources"] = {
+        n: {"nested_score": d["nested_score"], "rule": d["rule"], "oof_score": d["oof_score"]}
+        for n, d in decisions.items()
+    }
+    log.info(
+        "thresholds: source %s (nested macro F1 %s)",
+        chosen,
+        ", ".join(f"{n} {d['nested_score']:.4f}" for n, d in decisions.items()),
     )
     return decision
 

@@ -10,9 +10,28 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medpipe.layout import FoldDir, read_class_predictions, read_target_matrix, target_file
+from medpipe.layout import (
+    FoldDir,
+    read_class_predictions,
+    read_fused_classes,
+    read_target_matrix,
+    target_file,
+)
 
-__all__ = ["n_classes", "khot_of", "oof_probabilities", "test_probabilities", "blend_mean"]
+__all__ = [
+    "SOURCES",
+    "n_classes",
+    "khot_of",
+    "oof_probabilities",
+    "test_probabilities",
+    "blend_mean",
+    "fused_probabilities",
+    "source_probabilities",
+]
+
+#: the probability sources the decision compares when fusion is on, simplest first (a tie goes
+#: to the earlier): the CNN blend, LightGBM's fused probabilities, and their mean
+SOURCES = ("cnn", "fused", "mean")
 
 
 def n_classes(data_dir: str | Path) -> int:
@@ -72,3 +91,29 @@ def blend_mean(probs: Mapping[str, np.ndarray], weights: Mapping[str, float] | N
     w = np.array([float((weights or {}).get(n, 1.0)) for n in names])
     w = w / w.sum()
     return np.tensordot(w, np.stack([np.asarray(probs[n], np.float64) for n in names]), axes=1)
+
+
+def fused_probabilities(path: str | Path, ids: Sequence[str]) -> np.ndarray:
+    """The fusion's ``(N, K)`` probabilities (rule fuse_cls) in ``ids``' order; an image it
+    lacks is an error naming the file."""
+    table = read_fused_classes(path).set_index("image_id")
+    missing = [i for i in ids if i not in table.index]
+    if missing:
+        raise ValueError(
+            f"{path}: {len(missing)} images have no fused probability (e.g. {missing[0]}): "
+            "rerun rule fuse_cls"
+        )
+    return table.loc[list(ids)].to_numpy(np.float64)
+
+
+def source_probabilities(source: str, cnn: np.ndarray, fused: np.ndarray | None) -> np.ndarray:
+    """The probabilities of one of :data:`SOURCES`: ``cnn``, ``fused`` or their ``mean``."""
+    if source == "cnn":
+        return np.asarray(cnn, np.float64)
+    if source not in SOURCES:
+        raise ValueError(f"decision: source {source!r} is not one of {', '.join(SOURCES)}")
+    if fused is None:
+        raise ValueError(f"decision: source {source!r} needs the fused probabilities")
+    if source == "fused":
+        return np.asarray(fused, np.float64)
+    return 0.5 * (np.asarray(cnn, np.float64) + np.asarray(fused, np.float64))

@@ -1,5 +1,6 @@
 """The multi-label stage's submission: the classifiers' test probabilities blended with the
-decision's weights, its thresholds rule applied, written as ``Id,Predicted`` in the sample
+decision's weights (or the source the decision chose: the LightGBM fusion, or its mean with the
+blend), its thresholds rule applied, written as ``Id,Predicted`` in the sample
 submission's order (an Id ingest could not read gets an empty row) and validated."""
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from medpipe.io.hpa import read_sample_submission
 from medpipe.layout import CLASSIFY, HpaInputLayout, StageLayout, read_decision_fields
 from medpipe.multilabel.decision import apply_decision
 from medpipe.multilabel.submission import validate_submission, write_submission
-from medpipe.multilabel.tables import blend_mean, n_classes, test_probabilities
+from medpipe.multilabel.tables import (
+    blend_mean,
+    fused_probabilities,
+    n_classes,
+    source_probabilities,
+    test_probabilities,
+)
 from medpipe.predictions.sources import stage_sources
 
 __all__ = ["write_stage_submission", "sample_ids"]
@@ -39,7 +46,10 @@ def write_stage_submission(
 ) -> pd.DataFrame:
     decision = read_decision_fields(stage.thresholds)
     ids, probs = test_probabilities(stage_sources(cfg, stage, CLASSIFY))
-    khot = apply_decision(decision, blend_mean(probs, decision.get("weights")))
+    cnn = blend_mean(probs, decision.get("weights"))
+    source = decision.get("source", "cnn")  # absent: fusion off, the CNN blend
+    fused = fused_probabilities(stage.fused("test"), ids) if source != "cnn" else None
+    khot = apply_decision(decision, source_probabilities(source, cnn, fused))
     k = n_classes(data_dir)
     order = sample_ids(cfg, stage)
     row_of = {image_id: i for i, image_id in enumerate(ids)}
