@@ -240,6 +240,10 @@ def run_class_fusion(
     k = n_classes(data_dir)
     truth = khot_of(pool["target"].tolist(), k)
     sources = stage_sources(cfg, stage, CLASSIFY)
+    if not sources:
+        raise ValueError(
+            "fuse-cls: the config names no classifier models (classifier.models): nothing to fuse"
+        )
     cnn_oof = blend_mean(oof_probabilities(sources, pool))
     test_ids, test_probs = test_probabilities(sources)
     cnn_test = blend_mean(test_probs) if test_ids else np.zeros((0, k))
