@@ -222,7 +222,7 @@ def drop_removed_models(config: dict[str, Any]) -> dict[str, Any]:
     ``pseudo_label.models``, and ``pseudo_label.finding`` (the top pixel probability decides).
     """
     removed: set[str] = set()
-    for section in ("segmentation", "gate"):
+    for section in ("segmentation", "gate", "classifier"):
         models = (config.get(section) or {}).get("models")
         if isinstance(models, dict):
             removed |= {k for k, v in models.items() if v is None}
@@ -234,9 +234,11 @@ def drop_removed_models(config: dict[str, Any]) -> dict[str, Any]:
         if pseudo.get("finding") in removed:
             pseudo["finding"] = None
     for name, _value in list(((config.get("stage2") or {}).get("retrain") or {}).items()):
-        known = set((config.get("segmentation") or {}).get("models") or {}) | set(
-            (config.get("gate") or {}).get("models") or {}
-        )
+        known = {
+            name
+            for section in ("segmentation", "gate", "classifier")
+            for name in (config.get(section) or {}).get("models") or {}
+        }
         if name not in known:
             del config["stage2"]["retrain"][name]
     return config

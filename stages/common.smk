@@ -25,11 +25,21 @@ from medpipe.plan import data_size, step_needs
 from medpipe.predictions.sources import pseudo_label_sources, stage_sources
 from medpipe.resources import cpu_count
 from medpipe.predictions.external import source_files
+from medpipe.tasks.base import NotForThisTask
 from medpipe.console import CONSOLE_FD, CONSOLE_FD_ENV
 from medpipe.run_summary import finished_run_lines
 
 CFG = RunConfig(config)
 TASK = get_task(CFG.task_name)  # the competition task (medpipe/tasks/): families, step modules
+try:  # what the task does not have is refused here, in one line, before any job starts
+    if CFG.stage == 2:
+        TASK.require("stage2", "stage: 2")
+    if CFG.pseudo_label.get("models"):
+        TASK.require("pseudo_labels", "pseudo_label.models")
+    if CFG.section("ensemble").get("external"):
+        TASK.require("external", "ensemble.external")
+except NotForThisTask as err:
+    raise WorkflowError(str(err)) from None
 LAYOUT = CFG.layout
 INPUTS = CFG.inputs
 RUN = str(LAYOUT.run_dir)

@@ -12,7 +12,7 @@ from pathlib import Path
 from medpipe.bundle.infer import run_infer
 from medpipe.bundle.layout import BundleLayout, default_outputs
 from medpipe.bundle.selftest import run_selftest
-from medpipe.cli.registry import RUN_EXAMPLE, arg, command
+from medpipe.cli.registry import RUN_EXAMPLE, arg, command, require, run_config
 
 FORMATS = ("torchscript", "onnx")
 
@@ -57,7 +57,11 @@ def _formats(value: str) -> list[str]:
 def cmd_export(args: argparse.Namespace) -> int:
     # medpipe.bundle.export imports medpipe.config: jsonschema and yaml, about 50 ms
     from medpipe.bundle.export import export_bundle
+    from medpipe.layout import RunLayout
 
+    own = RunLayout(args.run_dir).resolved_config
+    if own.is_file():  # export_bundle names a missing one; the task's refusal comes first
+        require(run_config(str(own)), "bundle", "medpipe export")
     out = export_bundle(
         args.run_dir,
         args.out,

@@ -9,7 +9,15 @@ import os
 import sys
 from pathlib import Path
 
-from medpipe.cli.registry import CONFIG, DATA_EXAMPLE, RUN_EXAMPLE, arg, command, run_config
+from medpipe.cli.registry import (
+    CONFIG,
+    DATA_EXAMPLE,
+    RUN_EXAMPLE,
+    arg,
+    command,
+    require,
+    run_config,
+)
 from medpipe.guards import check_patient_folds, check_training_pool
 from medpipe.io.atomic import atomic_write_csv
 from medpipe.layout import read_folds, read_meta
@@ -213,6 +221,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from medpipe.plan import DataSize, data_size, plan_table
 
     cfg = run_config(args.config)
+    require(cfg, "plan", "medpipe plan")
     if args.data_root:  # plan for another data folder with the same config
         cfg = RunConfig(deep_merge(cfg.raw, {"data": {"root": args.data_root, "synthetic": None}}))
     size = None

@@ -116,6 +116,13 @@ def run_config(files: str | Sequence[str]) -> RunConfig:
     return RunConfig(load_config(files))
 
 
+def require(cfg: RunConfig, feature: str, what: str) -> None:
+    """Refuse ``what`` in one line when the config's task lacks ``feature`` (Task.require)."""
+    from medpipe.tasks import get_task  # the task modules: only the commands that ask pay
+
+    get_task(cfg.task_name).require(feature, what)
+
+
 def stage_command(args: argparse.Namespace) -> tuple[RunConfig, StageLayout, Path]:
     """What a stage's command works on, built once: the config view (``--config``), the stage
     and its data folder (:func:`run_stage`)."""

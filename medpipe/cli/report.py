@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medpipe.cli.registry import CONFIG, RUN_EXAMPLE, arg, command, run_config
+from medpipe.cli.registry import CONFIG, RUN_EXAMPLE, arg, command, require, run_config
 from medpipe.layout import RunLayout
 
 if TYPE_CHECKING:  # a type only; medpipe.config costs `medpipe --help` about 50 ms
@@ -56,8 +56,10 @@ def cmd_reproduce_doc(args: argparse.Namespace) -> int:
     # medpipe.reproducibility imports medpipe.config: jsonschema and yaml, about 50 ms
     from medpipe.reproducibility import write_reproduce_doc
 
+    cfg = run_config(args.config)
+    require(cfg, "stage2", "medpipe reproduce-doc")
     write_reproduce_doc(
-        run_config(args.config),
+        cfg,
         args.run_dir,
         args.out,
         args.repo,
@@ -98,6 +100,7 @@ def cmd_verify_reproduction(args: argparse.Namespace) -> int:
         print(f"verify-reproduction: {config_files[0]} not found; pass --config", file=sys.stderr)
         return 2
     cfg = run_config(config_files)
+    require(cfg, "stage2", "medpipe verify-reproduction")
     with tempfile.TemporaryDirectory(prefix="medpipe-verify-") as work:
         work_dir = Path(args.work_dir or work)
         problems = verify_reproduction(cfg, args.run_dir, work_dir)
@@ -133,6 +136,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from medpipe.report import build_report
 
     cfg, run_dir = _config_and_run(args)
+    require(cfg, "report", "medpipe report")
     out = build_report(
         cfg,
         run_dir,
@@ -163,6 +167,7 @@ def cmd_export_masks(args: argparse.Namespace) -> int:
     from medpipe.report.export import export_masks
 
     cfg, run_dir = _config_and_run(args)
+    require(cfg, "masks", "medpipe export-masks")
     out = Path(args.out or RunLayout(run_dir).nifti_dir(args.which))
     index = export_masks(
         cfg,

@@ -26,7 +26,11 @@ if TYPE_CHECKING:  # the views the methods take; importing them here would be ci
     from medpipe.config import RunConfig
     from medpipe.layout import StageLayout
 
-__all__ = ["Task", "Score"]
+__all__ = ["Task", "Score", "NotForThisTask"]
+
+
+class NotForThisTask(ValueError):
+    """A command or setting the run's task does not have (yet): one line that says which and why."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,16 @@ class Task(ABC):
     submission_header: ClassVar[tuple[str, ...]]
     #: the workflow's rule files (stages/*.smk) this task's DAG is made of, in order
     rule_files: ClassVar[tuple[str, ...]]
+    #: what the task does not have, feature -> why (``report``, ``bundle``, ``stage2``,
+    #: ``masks``, ``plan``, ``pseudo_labels``, ``external``): :meth:`require` refuses them
+    missing: ClassVar[Mapping[str, str]] = {}
+
+    def require(self, feature: str, what: str) -> None:
+        """Refuse ``what`` (a command, a setting) in one line when the task lacks ``feature``."""
+        if feature in self.missing:
+            raise NotForThisTask(
+                f"{what}: not available for task {self.name!r}: {self.missing[feature]}"
+            )
 
     def module_of(self, step: str) -> str:
         """The module behind ``step``: a rule's code input (its rerun trigger)."""
