@@ -23,7 +23,7 @@ from PIL import Image
 from sklearn.metrics import f1_score
 
 CHANNELS = ("red", "green", "blue", "yellow")
-GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
+GRID = np.round(np.arange(0.01, 0.951, 0.01), 2)  # the global thresholds tried
 
 
 def read_table(path: Path, columns: tuple[str, str]) -> pd.DataFrame:

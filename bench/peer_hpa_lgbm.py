@@ -27,7 +27,7 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import KFold
 
 CHANNELS = ("red", "green", "blue", "yellow")
-GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
+GRID = np.round(np.arange(0.01, 0.951, 0.01), 2)  # the global thresholds tried
 QS = (5, 25, 50, 75, 95, 99)  # the percentiles of each stain
 
 
@@ -101,6 +101,7 @@ def fit_predict(x: pd.DataFrame, y: np.ndarray, x_new: pd.DataFrame, args) -> np
             colsample_bytree=0.8,
             n_jobs=args.threads,
             random_state=args.seed,
+            class_weight="balanced",  # rare classes: probabilities away from 0
             verbose=-1,
         )
         model.fit(x, y[:, c])
@@ -113,7 +114,7 @@ def main(argv=None) -> None:
     p.add_argument("--root", type=Path, required=True, help="the HPA folder")
     p.add_argument("--out", type=Path, required=True, help="the submission CSV to write")
     p.add_argument("--size", type=int, default=256, help="side the stains are resized to")
-    p.add_argument("--trees", type=int, default=300)
+    p.add_argument("--trees", type=int, default=200)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
