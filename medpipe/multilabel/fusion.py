@@ -234,7 +234,7 @@ def run_class_fusion(
     """The fusion step: features of the training pool and the test split, the per-class
     boosters, and the fused ``oof.csv`` / ``test.csv`` (``image_id, p_0 … p_{K-1}``),
     ``features.csv`` and ``boosters.json`` in ``out_dir`` (the stage's fusion folder); returns
-    what ``boosters.json`` records."""
+    what ``boosters.json`` records, plus the step's timings (``seconds``, ``seconds_statistics``)."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -290,10 +290,12 @@ def run_class_fusion(
         features=cnn_columns + list(stats_train.columns),
         n_images=len(train_ids),
         n_test=len(test_ids),
+    )
+    write_boosters_index(files["boosters"], record)  # no timings: a rerun writes the same bytes
+    record.update(
         seconds_statistics=round(read_at - started, 3),
         seconds=round(time.perf_counter() - started, 3),
     )
-    write_boosters_index(files["boosters"], record)
     write_fused_classes(files["oof"], train_ids, oof)
     write_fused_classes(files["test"], test_ids, test)
     n_fallback = sum(1 for c in record["classes"] for e in c["folds"] if e.get("fallback") == "cnn")

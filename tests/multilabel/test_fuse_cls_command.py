@@ -104,8 +104,12 @@ def test_the_command_writes_its_files_and_the_fused_source_is_kept(run, tmp_path
     assert {"a_mean", "corr_a_b", "cnn_p_0", "orig_height"} <= set(features.columns)
     assert len(features) == N_TRAIN + N_TEST
     index = json.loads((stage.fusion_dir / "boosters.json").read_text())
-    assert len(index["classes"]) == K and "seconds" in index
+    assert len(index["classes"]) == K and index["n_images"] == N_TRAIN
     assert len(list(stage.fusion_dir.glob("booster_class*_fold*.txt"))) == K * FOLDS
+
+    written = {f: stage.fusion_dir.joinpath(f).read_bytes() for f in ("oof.csv", "boosters.json")}
+    assert _fuse(files, cfg, data) == 0  # a rerun writes the same bytes
+    assert all(stage.fusion_dir.joinpath(f).read_bytes() == b for f, b in written.items())
 
     task = get_task(cfg.task_name)
     decision = task.choose_decision(cfg, stage, data)
