@@ -58,6 +58,8 @@ def cmd_reproduce_doc(args: argparse.Namespace) -> int:
 
     cfg = run_config(args.config)
     require(cfg, "stage2", "medpipe reproduce-doc")
+    if not Path(args.run_dir).is_dir():  # a document of nothing would list every hash MISSING
+        raise FileNotFoundError(f"{args.run_dir}: run folder not found (--run-dir)")
     write_reproduce_doc(
         cfg,
         args.run_dir,
