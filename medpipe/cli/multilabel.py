@@ -13,7 +13,11 @@ from medpipe.resources import cpu_count
     "Multi-label fusion: per-class LightGBM on the CNN's OOF probabilities and image statistics.",
     CONFIG,
     *STAGE,
-    arg("--out-dir", required=True, help="the stage's fusion folder: the fused OOF and test tables, features, boosters"),
+    arg(
+        "--out-dir",
+        required=True,
+        help="the stage's fusion folder: the fused OOF and test tables, features, boosters",
+    ),
     arg("--threads", type=int, default=1, help="LightGBM's threads"),
     example=f"medpipe fuse-cls --config configs/multilabel.yaml --data-dir "
     f"{RUN_EXAMPLE.data_dir(1)} --stage-dir {RUN_EXAMPLE.stage_dir(1)} "
