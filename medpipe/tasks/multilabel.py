@@ -37,10 +37,11 @@ class MultilabelTask(Task):
     rule_files = ("multilabel_data.smk", "classify.smk", "submit.smk")
     _LATER = "not built for the multi-label task yet (docs/multilabel.md, What is not there yet)"
     missing = {
-        "report": f"the HTML report is {_LATER}; the run's thresholds.png, cv.json and each "
-        "fold's progress.png show the decision and the training",
+        "report": f"the HTML report is {_LATER}; the run's thresholds plot, CV summary and each "
+        "fold's learning curve show the decision and the training",
         "bundle": f"model bundles and medpipe infer are {_LATER}",
-        "stage2": f"stage 2 (retraining on released labels, REPRODUCE.md, verify-reproduction) is {_LATER}",
+        "stage2": f"stage 2 (retraining on released labels, the reproducibility document, "
+        f"verify-reproduction) is {_LATER}",
         "masks": "a multi-label classifier predicts labels, not masks",
         "plan": f"medpipe plan is {_LATER}",
         "pseudo_labels": f"pseudo-labels are {_LATER}",
