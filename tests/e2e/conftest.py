@@ -52,14 +52,20 @@ def snakemake(
         env=package_env(repo),
         cwd=None if repo == REPO else repo,
     )
-    if check and proc.returncode != 0:
+    if check:
+        succeeded(proc, workdir)
+    return proc
+
+
+def succeeded(proc: subprocess.CompletedProcess, workdir: Path) -> None:
+    """Fail with Snakemake's output and the ends of the run's job logs unless ``proc`` succeeded."""
+    if proc.returncode != 0:
         logs = "\n".join(
             f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "runs").rglob("*.log"))
         )
         raise AssertionError(
             f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}\n{logs}"
         )
-    return proc
 
 
 def package_env(repo: Path) -> dict[str, str] | None:

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.e2e.conftest import REPO
+from tests.e2e.conftest import REPO, succeeded
 
 # The tiny multi-label run the e2e tests share: 2 folds x 2 epochs on 48 demo cells at 32².
 TINY_MULTILABEL = {
@@ -34,11 +34,6 @@ def snakemake_multilabel(
         "--configfile", str(REPO / "configs" / "multilabel.yaml"), *map(str, configfiles),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        logs = "\n".join(
-            f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "runs").rglob("*.log"))
-        )
-        raise AssertionError(
-            f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}\n{logs}"
-        )
+    if check:
+        succeeded(proc, workdir)
     return proc
