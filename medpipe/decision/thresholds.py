@@ -30,7 +30,7 @@ from medpipe.predictions.blend import blend, optimise_weights_of
 from medpipe.predictions.sources import gate_mean, oof_pool, stage_sources
 from medpipe.predictions.stored import OofMaps, values_for
 
-__all__ = ["choose_decision", "gate_aucs"]
+__all__ = ["choose_stage_decision", "gate_aucs"]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,9 @@ def gate_aucs(gate: Mapping[str, list], folds: pd.DataFrame) -> dict[str, dict[s
     return out
 
 
-def choose_decision(cfg: RunConfig, stage: StageLayout, data_dir: str | Path) -> dict[str, Any]:
+def choose_stage_decision(
+    cfg: RunConfig, stage: StageLayout, data_dir: str | Path
+) -> dict[str, Any]:
     """Ensemble weights and the submission's rule on OOF; writes thresholds.json, thresholds.png, cv.json."""
     post = cfg.postprocess
     area_scale = cache_area_scale(data_dir, cfg.image_size)

@@ -14,5 +14,5 @@ __all__ = ["run_thresholds"]
 
 def run_thresholds(cfg: RunConfig, stage: StageLayout, data_dir: str | Path) -> dict[str, Any]:
     """Write the stage's decision, as the task chooses it on OOF (SIIM:
-    :func:`medpipe.decision.thresholds.choose_decision`)."""
+    :func:`medpipe.decision.thresholds.choose_stage_decision`)."""
     return get_task(cfg.task_name).choose_decision(cfg, stage, data_dir)

@@ -113,15 +113,16 @@ class Task(ABC):
         """``folds.csv`` of the training split: patient-grouped folds stratified on the task's
         key (SIIM: "has a finding"; multi-label: the label set)."""
 
-    # -- the decision on out-of-fold predictions, and its application
-    @abstractmethod
+    # -- the decision on out-of-fold predictions, and its application: each task's ``decide``
+    # and ``submit`` modules have one entry point each, with these signatures
     def choose_decision(
         self, cfg: RunConfig, stage: StageLayout, data_dir: str | Path
     ) -> dict[str, Any]:
         """Search the decision on OOF (ensemble weights, rule, thresholds), choose by nested
-        CV; write the stage's ``thresholds.json`` and ``cv.json``; return the decision."""
+        CV; write the stage's ``thresholds.json`` and ``cv.json``; return the decision
+        (``choose_stage_decision`` of the task's ``decide`` module)."""
+        return self.implementation("decide").choose_stage_decision(cfg, stage, data_dir)
 
-    @abstractmethod
     def write_submission(
         self,
         cfg: RunConfig,
@@ -131,7 +132,11 @@ class Task(ABC):
         out: str | Path,
     ) -> pd.DataFrame:
         """Apply the stage's decision to its test predictions and write the validated
-        submission ``out`` (``input_dir``: the test images, checked against what ingest saw)."""
+        submission ``out`` (``input_dir``: the test images, checked against what ingest saw;
+        ``write_stage_submission`` of the task's ``submit`` module)."""
+        return self.implementation("submit").write_stage_submission(
+            cfg, stage, data_dir, input_dir, out
+        )
 
     # -- the submission's format and the metric
     @abstractmethod

@@ -12,7 +12,6 @@ chosen by nested CV on OOF; the submission is ``Id,Predicted`` in the sample sub
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -69,14 +68,6 @@ class MultilabelTask(Task):
         folds = folds_module.by_label_set(labelled, n_folds, seed, columns)
         folds["target"] = meta["target"].fillna("").astype(str).to_numpy()
         return folds[["image_id", "patient_key", "target", "fold"]]
-
-    def choose_decision(self, cfg, stage, data_dir: str | Path) -> dict[str, Any]:
-        return self.implementation("decide").choose_stage_decision(cfg, stage, data_dir)
-
-    def write_submission(self, cfg, stage, data_dir, input_dir, out) -> pd.DataFrame:
-        return self.implementation("submit").write_stage_submission(
-            cfg, stage, data_dir, input_dir, out
-        )
 
     def validate_submission(
         self, path: str | Path, input_dir: str | Path | None = None

@@ -11,7 +11,6 @@ is a (classification, pixel, minimum area) rule chosen by nested CV on OOF; the 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -58,14 +57,6 @@ class SiimTask(Task):
         folds = folds_module.by_patient(meta, n_folds=n_folds, seed=seed)
         folds_module.check_no_patient_overlap(folds)
         return folds
-
-    def choose_decision(self, cfg, stage, data_dir: str | Path) -> dict[str, Any]:
-        return self.implementation("decide").choose_decision(cfg, stage, data_dir)
-
-    def write_submission(self, cfg, stage, data_dir, input_dir, out) -> pd.DataFrame:
-        return self.implementation("submit").write_stage_submission(
-            cfg, stage, data_dir, input_dir, out
-        )
 
     def validate_submission(
         self, path: str | Path, input_dir: str | Path | None = None
