@@ -1,6 +1,19 @@
 # Data of the multi-label task: (demo cells) -> ingest of the channel PNGs -> label-set folds.
 ML_INPUTS = HpaInputLayout(ROOT)
 SYNTH = config["data"].get("synthetic")
+# png: <Id>_<channel>.png per channel (HPA); dicom: one <Id>.dcm film per image, C = 1
+IMAGE_FORMAT = CFG.section("data").get("image_format") or "png"
+ML_CHANNELS = CFG.section("data").get("channels") or ["red", "green", "blue", "yellow"]
+if IMAGE_FORMAT == "dicom" and SYNTH:
+    raise WorkflowError(
+        "data.image_format is dicom, but data.synthetic is set (the demo set is PNG cells): "
+        "set data.synthetic: null and point data.root at your films (docs/multilabel.md)"
+    )
+if IMAGE_FORMAT == "dicom" and len(ML_CHANNELS) != 1:
+    raise WorkflowError(
+        f"data.image_format is dicom, but data.channels is {list(ML_CHANNELS)}: a film is one "
+        "channel, set data.channels: [gray] (docs/multilabel.md)"
+    )
 
 if SYNTH:
     try:  # an overlay that points data.root at real data but leaves synthetic on
@@ -41,8 +54,8 @@ elif not ML_INPUTS.train_labels.exists():
 
 
 rule ingest_channels:
-    """Decode every image's channel PNGs once into the image table, the uint8 C-channel cache,
-    the K-hot targets and the quarantine list."""
+    """Decode every image's channel PNGs (or its DICOM film) once into the image table, the uint8
+    C-channel cache, the K-hot targets and the quarantine list."""
     input:
         labels=path(ML_INPUTS.train_labels),
         sample=path(ML_INPUTS.sample_submission),
@@ -57,8 +70,12 @@ rule ingest_channels:
         root=folder_of("input", "labels", ROOT, ML_INPUTS.train_labels),
         out=folder_of("output", "meta", DATA, LAYOUT.meta(1)),
         size=SIZE,
-        channels=CFG.section("data").get("channels") or ["red", "green", "blue", "yellow"],
+        channels=ML_CHANNELS,
         classes=CFG.section("data").get("classes") or [],
+        image_format=IMAGE_FORMAT,
+        # films' PatientIDs are hashed with the salt (it reaches ingest as $MEDPIPE_SALT); PNGs
+        # do not use it, so a new salt does not re-ingest them
+        salt_digest=SALT_DIGEST if IMAGE_FORMAT == "dicom" else None,
     log:
         path(LAYOUT.log("ingest")),
     benchmark:
@@ -69,8 +86,8 @@ rule ingest_channels:
         runtime=NEEDS["ingest"].runtime_min,
     shell:
         "medpipe ingest-channels --root {params.root:q} --out {params.out:q} --size {params.size} "
-        "--channels {params.channels:q} --classes {params.classes:q} --workers {threads} "
-        "--no-progress > {log:q} 2>&1"
+        "--channels {params.channels:q} --classes {params.classes:q} "
+        "--image-format {params.image_format} --workers {threads} --no-progress > {log:q} 2>&1"
 
 
 rule make_folds:

@@ -213,7 +213,7 @@ def test_unknown_keys_anywhere_are_named_by_their_path_once():
         load_config(REPO / "configs/default.yaml", overrides)
     lines = str(info.value).splitlines()[1:]
     assert lines == [
-        "  data.ingest_workers: unknown key (expected one of channels, classes, missing_labels, root, salt, synthetic)",
+        "  data.ingest_workers: unknown key (expected one of channels, classes, image_format, missing_labels, root, salt, synthetic)",
         "  segmentation.models.unet_regnetx.augment.flip: unknown key (did you mean 'hflip'?)",
         "  segmentation.models.unet_regnetx.epochs: 0 is less than the minimum of 1",
     ]

@@ -159,6 +159,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     arg("--channels", nargs="+", default=["red", "green", "blue", "yellow"]),
     arg("--classes", nargs="*", help="class names, index = position (default: from the labels)"),
     arg("--stage", type=int, choices=[1, 2], default=1, help="2: the stage-2 labels and test set"),
+    arg(
+        "--image-format",
+        choices=["png", "dicom"],
+        default="png",
+        help="png: <Id>_<channel>.png per channel; dicom: one <Id>.dcm film per image (C = 1, "
+        "--channels one name; PatientID hashed with $MEDPIPE_SALT, else 'medpipe')",
+    ),
     arg("--workers", default="auto"),
     arg("--no-progress", action="store_true"),
     example="medpipe ingest-channels --root data/synthetic-hpa --out runs/multilabel/data "
@@ -177,6 +184,12 @@ def cmd_ingest_channels(args: argparse.Namespace) -> int:
         stage=args.stage,
         workers=_workers(args.workers),
         progress=not args.no_progress,
+        image_format=args.image_format,
+        # the PatientID key (DICOM) takes the salt as the SIIM ingest does, from the environment;
+        # the PNG path keeps its group-column key as it was
+        salt=(os.environ.get("MEDPIPE_SALT") or "medpipe")
+        if args.image_format == "dicom"
+        else "medpipe",
     )
     print(f"ingest-channels: {len(meta)} images cached in {args.out}")
     return 0

@@ -23,6 +23,14 @@ and memory does not grow with the number of images. Results come back in order, 
 byte-identical for any number of workers. Rows of quarantined images are dropped at the end by a
 row-by-row copy. Readers memory-map the cache as usual.
 
+DICOM input (``image_format="dicom"``): an image is the one file ``<Id>.dcm`` of a split folder
+(a chest film in an ``Id,Target`` layout, CheXpert-style), read by :func:`medpipe.io.dicom.read_dicom`
+(every transfer syntax it knows, MONOCHROME1 inverted, the VOI window applied) and resized into
+the same cache with C = 1; ``channels`` is then one name (``[gray]``), the channel's name in the
+image features. A film that cannot be read is quarantined with the reader's reason, naming the
+file. ``patient_key`` is the salted hash of the film's PatientID (the raw ID is never written),
+unless the label file has a group column; a film without one is a group of its own.
+
 Outputs (names from :mod:`medpipe.layout`): ``<split>_images_<S>.npy``, uint8 ``(N, C, S, S)``;
 ``<split>_targets.npy``, uint8 K-hot ``(N, K)``, for labelled splits; ``meta.csv`` with
 :data:`META_COLUMNS` (``target``: the ascending class indices, space-separated; ``patient_key``:
@@ -51,6 +59,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from medpipe.data.cache import cache_file, pseudonymous_key
 from medpipe.io.atomic import atomic_path, atomic_write_csv, remove_stale_temps
+from medpipe.io.dicom import DicomReadError, read_dicom
 from medpipe.io.hpa import (
     DEFAULT_CHANNELS,
     GROUP_COLUMN,
@@ -73,6 +82,7 @@ __all__ = [
     "ChannelIngestError",
     "META_COLUMNS",
     "QUARANTINE_COLUMNS",
+    "IMAGE_FORMATS",
 ]
 
 log = logging.getLogger("medpipe.ingest")
@@ -91,6 +101,9 @@ META_COLUMNS = [
 # the DICOM ingest's columns: image_id names a quarantined image whose Id is known (the submission
 # still needs a row for a test image), the sizes stay empty here
 QUARANTINE_COLUMNS = ["source", "split", "reason", "image_id", "orig_height", "orig_width"]
+# png: one 8-bit PNG per channel (<Id>_<channel>.png); dicom: one film per image (<Id>.dcm), C = 1
+IMAGE_FORMATS = ("png", "dicom")
+_DICOM_SUFFIX = ".dcm"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
@@ -112,6 +125,8 @@ class _Item:
 class _WorkerState:
     channels: tuple[str, ...]
     size: int
+    image_format: str = "png"
+    salt: str = "medpipe"
     files: dict[str, int] = field(default_factory=dict)  # cache path -> open descriptor
 
     def descriptor(self, path: str) -> int:
@@ -174,11 +189,14 @@ def ingest_stage(
     stage: int = 1,
     workers: int = 1,
     progress: bool = True,
+    image_format: str = "png",
+    salt: str = "medpipe",
 ) -> pd.DataFrame:
     """One competition stage's data from the HPA layout: stage 1 the training images with
     ``train.csv`` and the test images in ``sample_submission.csv``'s order; stage 2 the training
     and stage-1 test images with the released ``stage2_train.csv``, and ``stage2_test/`` in
-    ``stage2_sample_submission.csv``'s order.
+    ``stage2_sample_submission.csv``'s order. ``image_format`` and ``salt``: as
+    :func:`ingest_channels`.
 
     Example:
         >>> meta = ingest_stage("data/synthetic-hpa", "runs/multilabel/data", 256)  # doctest: +SKIP
@@ -186,7 +204,16 @@ def ingest_stage(
     layout = HpaInputLayout(root)
     if int(stage) == 1:
         return ingest_hpa(
-            root, out, size, channels, classes, workers, splits=("train", "test"), progress=progress
+            root,
+            out,
+            size,
+            channels,
+            classes,
+            workers,
+            splits=("train", "test"),
+            progress=progress,
+            image_format=image_format,
+            salt=salt,
         )
     return ingest_channels(
         [(split, layout.image_dir(split)) for split in ("train", "test", "stage2_test")],
@@ -199,6 +226,8 @@ def ingest_stage(
         submission_split="stage2_test",
         workers=workers,
         progress=progress,
+        image_format=image_format,
+        salt=salt,
     )
 
 
@@ -218,14 +247,17 @@ def ingest_channels(
     group_column: str = GROUP_COLUMN,
     salt: str = "medpipe",
     progress: bool = True,
+    image_format: str = "png",
 ) -> pd.DataFrame:
-    """Read folders of ``<Id>_<channel>.png`` files into the data directory ``out``.
+    """Read folders of ``<Id>_<channel>.png`` files (or ``<Id>.dcm`` films) into the data
+    directory ``out``.
 
     Args:
         sources: ``[(split, folder), ...]``, each split once.
         out: the data directory; created if missing.
         size: side of the square cache images.
-        channels: the channel names (file suffixes), in the order the model sees them.
+        channels: the channel names (file suffixes), in the order the model sees them; DICOM:
+            one name (``["gray"]``), which names no file.
         labels: an ``Id,Target`` file, or None.
         classes: the class names (``data.classes``), index = position; None: 0..max index seen.
         sample_submission: ``Id,Predicted``: the Ids and order of ``submission_split``.
@@ -235,8 +267,9 @@ def ingest_channels(
             or ``"quarantine"``.
         allow_empty_target: accept an empty Target (no class); HPA has none.
         group_column: the label file's optional column of groups that must share a fold.
-        salt: salt of the hashed group key (keep it fixed across stages).
+        salt: salt of the hashed group key and PatientID (keep it fixed across stages).
         progress: show the progress bar.
+        image_format: ``"png"`` (a PNG per channel) or ``"dicom"`` (one ``<Id>.dcm`` film).
 
     Returns:
         The ``meta.csv`` table, one row per readable image.
@@ -253,7 +286,7 @@ def ingest_channels(
     """
     out = Path(out)
     channels = tuple(channels)
-    _check_arguments(sources, size, channels, missing_labels)
+    _check_arguments(sources, size, channels, missing_labels, image_format)
     n_classes = len(classes) if classes is not None else None
     targets = (
         read_targets(labels, n_classes, allow_empty=allow_empty_target, group_column=group_column)
@@ -266,9 +299,11 @@ def ingest_channels(
     plan: dict[str, list[str]] = {}
     folders = {split: Path(folder) for split, folder in sources}
     for split, folder in folders.items():
-        found = _scan(folder, channels)
+        found = _scan(folder, channels, image_format)
         if test_ids is not None and split == submission_split:
-            plan[split] = _against_sample_submission(split, found, test_ids, channels, quarantine)
+            plan[split] = _against_sample_submission(
+                split, found, test_ids, _pattern(channels, image_format), quarantine
+            )
         else:
             plan[split] = sorted(found)
     labelled = _check_labels(plan, folders, targets, missing_labels, quarantine)
@@ -277,7 +312,7 @@ def ingest_channels(
     for stale in remove_stale_temps(out):
         log.info("ingest: removed %s, left by a killed run", stale.name)
     total = sum(len(ids) for ids in plan.values())
-    state = _WorkerState(channels, size)
+    state = _WorkerState(channels, size, image_format, salt)
     rows: list[dict[str, Any]] = []
     bar = tqdm(
         total=total,
@@ -301,14 +336,16 @@ def ingest_channels(
             raise
         pool.shutdown(wait=True)
 
-    meta = pd.DataFrame(rows, columns=META_COLUMNS)
+    meta = pd.DataFrame(rows, columns=[*META_COLUMNS, "_patient"])
     _add_labels(meta, targets, labelled, list(plan), salt, out)
+    meta = meta.drop(columns="_patient")
     _write_quarantine(out, quarantine)
     if meta.empty:
         where = ", ".join(str(f) for f in folders.values())
         raise ChannelIngestError(
             f"no readable image in {where} ({len(quarantine)} quarantined, reasons in "
-            f"{data_files(out)['quarantine']}); channels {', '.join(channels)}"
+            f"{data_files(out)['quarantine']}); "
+            + (f"channels {', '.join(channels)}" if image_format == "png" else "<Id>.dcm films")
         )
     atomic_write_csv(meta, data_files(out)["meta"])
     return meta
@@ -322,7 +359,16 @@ def _check_arguments(
     size: int,
     channels: tuple[str, ...],
     missing_labels: str,
+    image_format: str,
 ) -> None:
+    if image_format not in IMAGE_FORMATS:
+        raise ChannelIngestError(
+            f"image_format={image_format!r}: expected one of {', '.join(IMAGE_FORMATS)}"
+        )
+    if image_format == "dicom" and len(channels) != 1:
+        raise ChannelIngestError(
+            f"channels {list(channels)}: a DICOM film is one channel; give one name (e.g. gray)"
+        )
     if size < 1:
         raise ChannelIngestError(f"size must be >= 1, got {size}")
     if not channels or len(set(channels)) != len(channels):
@@ -340,9 +386,12 @@ def _check_arguments(
             raise ChannelIngestError(f"{split}: image folder not found: {folder}")
 
 
-def _scan(folder: Path, channels: tuple[str, ...]) -> dict[str, list[str]]:
+def _scan(folder: Path, channels: tuple[str, ...], image_format: str) -> dict[str, list[str]]:
     """``Id -> [channel file names present]`` of a flat split folder (hidden files skipped)."""
-    suffixes = {f"_{channel}.png": channel for channel in channels}
+    if image_format == "dicom":
+        suffixes = [_DICOM_SUFFIX]
+    else:
+        suffixes = [f"_{channel}.png" for channel in channels]
     found: dict[str, list[str]] = {}
     other = 0
     with os.scandir(folder) as entries:  # the kind of each entry without a stat per file
@@ -356,10 +405,10 @@ def _scan(folder: Path, channels: tuple[str, ...]) -> dict[str, list[str]]:
             other += 1
     if other:
         log.info(
-            "ingest: %s: %d files are no channel of %s, not read",
+            "ingest: %s: %d files are not %s, not read",
             folder,
             other,
-            ", ".join(channels),
+            _pattern(channels, image_format).format("<Id>"),
         )
     return found
 
@@ -368,14 +417,14 @@ def _against_sample_submission(
     split: str,
     found: dict[str, list[str]],
     test_ids: TestIds,
-    channels: tuple[str, ...],
+    pattern: str,
     quarantine: list[dict[str, Any]],
 ) -> list[str]:
     """The sample submission's Ids that have files, in its order; the rest is quarantined."""
     listed = set(test_ids.ids)
     for image_id in test_ids.ids:
         if image_id not in found:
-            reason = f"listed in {test_ids.where(image_id)} but no channel file ({_pattern(image_id, channels)})"
+            reason = f"listed in {test_ids.where(image_id)} but no channel file ({pattern.format(image_id)})"
             _quarantine(quarantine, image_id, split, reason, image_id)
     for image_id in sorted(set(found) - listed):
         for name in sorted(found[image_id]):
@@ -425,8 +474,11 @@ def _check_labels(
     return set(labelled)
 
 
-def _pattern(image_id: str, channels: tuple[str, ...]) -> str:
-    return f"{image_id}_{{{','.join(channels)}}}.png"
+def _pattern(channels: tuple[str, ...], image_format: str) -> str:
+    """The files of an image, ``{}`` for its Id: ``{}_{red,green}.png`` or ``{}.dcm``."""
+    if image_format == "dicom":
+        return "{}" + _DICOM_SUFFIX
+    return "{}_{{" + ",".join(channels) + "}}.png"
 
 
 # ---------------------------------------------------------------- decoding
@@ -479,6 +531,7 @@ def _ingest_split(
                         "orig_height": result["height"],
                         "orig_width": result["width"],
                         "_slot": item.index,
+                        "_patient": result.get("patient"),
                     }
                 )
         finally:
@@ -541,6 +594,8 @@ def _process(item: _Item) -> dict[str, Any]:
     """Decode, check, resize and cache one image; its size, or the file to blame and why."""
     state = _STATE
     assert state is not None, "ingest worker used before _init_worker"
+    if state.image_format == "dicom":
+        return _process_film(item, state)
     try:
         images = open_channels(item.folder, item.image_id, state.channels)
     except ChannelReadError as err:
@@ -560,6 +615,34 @@ def _process(item: _Item) -> dict[str, Any]:
         item.offset + item.index * row.nbytes,
     )
     return {"height": images[0].height, "width": images[0].width}
+
+
+def _process_film(item: _Item, state: _WorkerState) -> dict[str, Any]:
+    """One ``<Id>.dcm`` film into its cache row (C = 1): as the SIIM ingest reads and resizes it;
+    its size and hashed PatientID, or the file and why it cannot be read."""
+    name = item.image_id + _DICOM_SUFFIX
+    try:
+        film = read_dicom(Path(item.folder) / name, draft_size=state.size)
+    except DicomReadError as err:
+        return {"file": name, "problem": str(err)}
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as err:  # a reader bug on one odd file must not stop a 30k-image run
+        detail = " ".join(str(err).split())
+        return {"file": name, "problem": f"unexpected {type(err).__name__}: {detail}"}
+    row = _resize(Image.fromarray(film.pixels), state.size)
+    _write(
+        state.descriptor(item.cache),
+        memoryview(row).cast("B"),
+        item.offset + item.index * row.nbytes,
+    )
+    patient_id = film.meta["patient_id"]
+    return {
+        "height": film.meta["orig_height"],
+        "width": film.meta["orig_width"],
+        # the raw PatientID never leaves the worker
+        "patient": pseudonymous_key(patient_id, state.salt) if patient_id else None,
+    }
 
 
 def _resize(image: Image.Image, size: int) -> np.ndarray:
@@ -582,7 +665,8 @@ def _add_labels(
     out: Path,
 ) -> None:
     """Fill target, n_labels and patient_key; write each labelled split's K-hot targets."""
-    meta["patient_key"] = meta["image_id"]
+    # a film's hashed PatientID, else the Id: an image without a patient is a group of its own
+    meta["patient_key"] = meta["_patient"].where(meta["_patient"].notna(), meta["image_id"])
     meta["target"] = np.full(len(meta), None, dtype=object)
     meta["n_labels"] = pd.array([pd.NA] * len(meta), dtype="Int64")
     for split in splits:
