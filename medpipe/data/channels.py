@@ -19,12 +19,11 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from medpipe.data.dataset import PositiveFractionSampler
+from medpipe.data.dataset import PositiveFractionSampler, fold_rows, training_rows
 from medpipe.layout import (
     cache_file,
     data_files,
     open_channel_cache,
-    read_folds,
     read_meta,
     read_target_matrix,
     target_file,
@@ -39,44 +38,20 @@ __all__ = [
     "cache_shape",
 ]
 
+_ROW_COLUMNS = ("image_id", "fold", "split", "cache_index")
+
 
 def channel_training_rows(data_dir: str | Path) -> pd.DataFrame:
-    """The training pool: ``image_id, fold`` from ``folds.csv``, ``split, cache_index`` from meta.
-
-    ``folds.csv`` is the one source of truth for the pool and its folds; the labels are the
-    K-hot target files, read by :class:`ChannelDataset`, not columns of ``folds.csv``.
-    """
-    files = data_files(data_dir)
-    folds = read_folds(files["folds"], ["image_id", "fold"])[["image_id", "fold"]]
-    meta = read_meta(files["meta"], ["image_id", "split", "cache_index"])
-    if folds["image_id"].duplicated().any():
-        dup = folds.loc[folds["image_id"].duplicated(), "image_id"].iloc[0]
-        raise ValueError(f"{files['folds']}: image_id {dup!r} appears more than once")
-    meta = meta[meta["image_id"].isin(folds["image_id"])]
-    if meta["image_id"].duplicated().any():
-        dup = meta.loc[meta["image_id"].duplicated(), "image_id"].iloc[0]
-        raise ValueError(f"{files['meta']}: training image {dup!r} is in more than one split")
-    rows = folds.merge(meta[["image_id", "split", "cache_index"]], on="image_id", how="left")
-    if rows["cache_index"].isna().any():
-        lost = rows.loc[rows["cache_index"].isna(), "image_id"].iloc[0]
-        raise ValueError(f"{files['folds']}: image {lost!r} has no row in {files['meta'].name}")
-    rows["cache_index"] = rows["cache_index"].astype(np.int64)
-    rows["fold"] = rows["fold"].astype(int)
-    return rows.reset_index(drop=True)
+    """The training pool: ``image_id, fold`` from ``folds.csv``, ``split, cache_index`` from meta
+    (:func:`medpipe.data.dataset.training_rows` without label columns: the labels are the K-hot
+    target files, read by :class:`ChannelDataset`)."""
+    return training_rows(data_dir, labels=())[list(_ROW_COLUMNS)]
 
 
 def channel_fold_rows(data_dir: str | Path, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Training and validation rows of one fold (validation = rows whose ``fold`` equals it)."""
-    rows = channel_training_rows(data_dir)
-    is_val = rows["fold"] == fold
-    folds = data_files(data_dir)["folds"]
-    if not is_val.any():
-        raise ValueError(
-            f"{folds}: no rows in fold {fold} (folds: {sorted(rows['fold'].unique())})"
-        )
-    if is_val.all():
-        raise ValueError(f"{folds}: every row is in fold {fold}, nothing to train on")
-    return rows[~is_val].reset_index(drop=True), rows[is_val].reset_index(drop=True)
+    train, val = fold_rows(data_dir, fold, labels=())
+    return train[list(_ROW_COLUMNS)], val[list(_ROW_COLUMNS)]
 
 
 def split_targets(data_dir: str | Path, split: str) -> np.ndarray | None:

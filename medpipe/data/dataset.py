@@ -120,13 +120,15 @@ def explain_worker_death(num_workers: int) -> Iterator[None]:
         ) from err
 
 
-def training_rows(data_dir: str | Path) -> pd.DataFrame:
+def training_rows(data_dir: str | Path, labels: Sequence[str] = ("has_finding",)) -> pd.DataFrame:
     """The training pool: every row of ``folds.csv``, with ``split`` and ``cache_index`` from meta.
 
-    ``has_finding`` and ``fold`` come from ``folds.csv``, the one source of truth for splits.
+    ``fold`` and the ``labels`` columns (float32; SIIM's ``has_finding``) come from
+    ``folds.csv``, the one source of truth for splits. The multi-label task asks for none: its
+    labels are the K-hot target files, read by its dataset.
     """
     files = data_files(data_dir)
-    folds = read_folds(files["folds"], ["image_id", "has_finding", "fold"])
+    folds = read_folds(files["folds"], ["image_id", *labels, "fold"])
     meta = read_meta(files["meta"], ["image_id", "split", "cache_index"])
     if folds["image_id"].duplicated().any():
         dup = folds.loc[folds["image_id"].duplicated(), "image_id"].iloc[0]
@@ -140,14 +142,17 @@ def training_rows(data_dir: str | Path) -> pd.DataFrame:
         lost = rows.loc[rows["cache_index"].isna(), "image_id"].iloc[0]
         raise ValueError(f"{files['folds']}: image {lost!r} has no row in {files['meta'].name}")
     rows["cache_index"] = rows["cache_index"].astype(np.int64)
-    rows["has_finding"] = rows["has_finding"].astype(np.float32)
+    for column in labels:
+        rows[column] = rows[column].astype(np.float32)
     rows["fold"] = rows["fold"].astype(int)
     return rows.reset_index(drop=True)
 
 
-def fold_rows(data_dir: str | Path, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def fold_rows(
+    data_dir: str | Path, fold: int, labels: Sequence[str] = ("has_finding",)
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Training and validation rows of one fold (validation = rows whose ``fold`` equals it)."""
-    rows = training_rows(data_dir)
+    rows = training_rows(data_dir, labels)
     is_val = rows["fold"] == fold
     if not is_val.any():
         raise ValueError(
