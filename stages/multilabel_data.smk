@@ -73,9 +73,9 @@ rule ingest_channels:
         channels=ML_CHANNELS,
         classes=CFG.section("data").get("classes") or [],
         image_format=IMAGE_FORMAT,
-        # films' PatientIDs are hashed with the salt (it reaches ingest as $MEDPIPE_SALT); PNGs
-        # do not use it, so a new salt does not re-ingest them
-        salt_digest=SALT_DIGEST if IMAGE_FORMAT == "dicom" else None,
+        # the group column and films' PatientIDs are hashed with the salt (it reaches ingest as
+        # $MEDPIPE_SALT): a new salt re-ingests
+        salt_digest=SALT_DIGEST,
     log:
         path(LAYOUT.log("ingest")),
     benchmark:

@@ -164,7 +164,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         choices=["png", "dicom"],
         default="png",
         help="png: <Id>_<channel>.png per channel; dicom: one <Id>.dcm film per image (C = 1, "
-        "--channels one name; PatientID hashed with $MEDPIPE_SALT, else 'medpipe')",
+        "--channels one name). The Group column and PatientID are hashed with $MEDPIPE_SALT, "
+        "else 'medpipe'",
     ),
     arg("--workers", default="auto"),
     arg("--no-progress", action="store_true"),
@@ -185,11 +186,9 @@ def cmd_ingest_channels(args: argparse.Namespace) -> int:
         workers=_workers(args.workers),
         progress=not args.no_progress,
         image_format=args.image_format,
-        # the PatientID key (DICOM) takes the salt as the SIIM ingest does, from the environment;
-        # the PNG path keeps its group-column key as it was
-        salt=(os.environ.get("MEDPIPE_SALT") or "medpipe")
-        if args.image_format == "dicom"
-        else "medpipe",
+        # the group column's and the PatientID's keys take the salt as the SIIM ingest does,
+        # from the environment (the workflow sets it from data.salt)
+        salt=os.environ.get("MEDPIPE_SALT") or "medpipe",
     )
     print(f"ingest-channels: {len(meta)} images cached in {args.out}")
     return 0
