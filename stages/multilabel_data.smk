@@ -87,7 +87,7 @@ rule ingest_channels:
     shell:
         "medpipe ingest-channels --root {params.root:q} --out {params.out:q} --size {params.size} "
         "--channels {params.channels:q} --classes {params.classes:q} "
-        "--image-format {params.image_format} --workers {threads} --no-progress > {log:q} 2>&1"
+        "--image-format {params.image_format:q} --workers {threads} --no-progress > {log:q} 2>&1"
 
 
 rule make_folds:
