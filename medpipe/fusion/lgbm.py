@@ -25,7 +25,16 @@ from medpipe.io.atomic import atomic_path, atomic_write_csv
 from medpipe.layout import fusion_files, read_boosters_index, write_boosters_index
 from medpipe.layout.paths import booster_file
 
-__all__ = ["fuse", "inner_split", "feature_columns", "ID_COLUMNS", "predict_test", "load_boosters"]
+__all__ = [
+    "fuse",
+    "inner_split",
+    "booster_params",
+    "train_booster",
+    "feature_columns",
+    "ID_COLUMNS",
+    "predict_test",
+    "load_boosters",
+]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +78,19 @@ def inner_split(
     return fit, stop
 
 
-def _booster_params(params: Mapping[str, Any], seed: int, n_rows: int) -> dict[str, Any]:
+def booster_params(
+    params: Mapping[str, Any],
+    seed: int,
+    n_rows: int,
+    *,
+    threads: int | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    own_keys: tuple[str, ...] = _OWN_KEYS,
+) -> dict[str, Any]:
+    """LightGBM parameters of one binary booster: deterministic, ``seed``; ``threads`` (default:
+    ``params.num_threads`` or every core); ``defaults`` under the configured ``params`` (less the
+    caller's own keys, ``own_keys``); ``min_data_in_leaf`` capped for ``n_rows`` training rows.
+    Shared by the SIIM fusion and the multi-label per-class fusion."""
     out = {
         "objective": "binary",
         "metric": "binary_logloss",
@@ -77,9 +98,12 @@ def _booster_params(params: Mapping[str, Any], seed: int, n_rows: int) -> dict[s
         "seed": seed,
         "deterministic": True,
         "force_col_wise": True,
-        "num_threads": int(params.get("num_threads") or os.cpu_count() or 1),
+        "num_threads": max(1, int(threads))
+        if threads is not None
+        else int(params.get("num_threads") or os.cpu_count() or 1),
+        **dict(defaults or {}),
     }
-    out.update({k: v for k, v in params.items() if k not in _OWN_KEYS and k != "num_threads"})
+    out.update({k: v for k, v in params.items() if k not in own_keys and k != "num_threads"})
     # A leaf needs room to exist: on tiny data the configured minimum would forbid every split.
     leaf = int(out.get("min_data_in_leaf", 20))
     cap = max(2, n_rows // 10)
@@ -89,7 +113,10 @@ def _booster_params(params: Mapping[str, Any], seed: int, n_rows: int) -> dict[s
     return out
 
 
-def _train(lgb, params: dict[str, Any], x_fit, y_fit, x_stop, y_stop, rounds: int, patience: int):
+def train_booster(
+    lgb, params: dict[str, Any], x_fit, y_fit, x_stop, y_stop, rounds: int, patience: int
+):
+    """One booster on the fitting rows, early-stopped on the stopping rows."""
     fit_set = lgb.Dataset(x_fit, label=y_fit, free_raw_data=False)
     stop_set = lgb.Dataset(x_stop, label=y_stop, reference=fit_set, free_raw_data=False)
     return lgb.train(
@@ -136,7 +163,7 @@ def _tune(
             "feature_fraction": trial.suggest_float("feature_fraction", 0.4, 1.0),
             "lambda_l2": trial.suggest_float("lambda_l2", 1e-3, 10.0, log=True),
         }
-        booster = _train(lgb, params, x_fit, y_fit, x_stop, y_stop, rounds, patience)
+        booster = train_booster(lgb, params, x_fit, y_fit, x_stop, y_stop, rounds, patience)
         return float(booster.best_score["early_stop"]["binary_logloss"])
 
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
@@ -272,11 +299,11 @@ def fuse(
         outer = np.flatnonzero(fold != f)
         fit, stop = inner_split(groups[outer], y[outer], seed + int(f), fraction)
         fit, stop = outer[fit], outer[stop]
-        booster_params = _booster_params(params, seed, len(fit))
+        fold_params = booster_params(params, seed, len(fit))
         if trials > 0:
-            booster_params = _tune(
+            fold_params = _tune(
                 lgb,
-                booster_params,
+                fold_params,
                 x_train[fit],
                 y[fit],
                 x_train[stop],
@@ -286,8 +313,8 @@ def fuse(
                 trials,
                 seed + int(f),
             )
-        booster = _train(
-            lgb, booster_params, x_train[fit], y[fit], x_train[stop], y[stop], rounds, patience
+        booster = train_booster(
+            lgb, fold_params, x_train[fit], y[fit], x_train[stop], y[stop], rounds, patience
         )
         best = booster.best_iteration or rounds
         _save_booster(booster, best, int(f), out_dir)

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from medpipe.config import RunConfig
-from medpipe.fusion.lgbm import inner_split
+from medpipe.fusion.lgbm import booster_params, inner_split, train_booster
 from medpipe.io.atomic import atomic_path, atomic_write_csv
 from medpipe.layout import (
     CLASSIFY,
@@ -73,23 +73,6 @@ _DEFAULTS = {
     "feature_fraction": 0.8,
     "lambda_l2": 1.0,
 }
-
-
-def _booster_params(params: Mapping[str, Any], seed: int, threads: int, n_rows: int) -> dict:
-    out = {
-        "objective": "binary",
-        "metric": "binary_logloss",
-        "verbosity": -1,
-        "seed": int(seed),
-        "deterministic": True,
-        "force_col_wise": True,
-        "num_threads": max(1, int(threads)),
-        **_DEFAULTS,
-    }
-    out.update({k: v for k, v in params.items() if k not in _OWN_KEYS and k != "num_threads"})
-    # a leaf needs room to exist: on a few hundred rows the configured minimum forbids every split
-    out["min_data_in_leaf"] = min(int(out["min_data_in_leaf"]), max(2, n_rows // 10))
-    return out
 
 
 def fuse_classes(
@@ -175,13 +158,17 @@ def fuse_classes(
                 continue
             fit, stop = inner_split(groups[rows], y, seed + int(f), fraction)
             fit, stop = rows[fit], rows[stop]
-            booster = lgb.train(
-                _booster_params(params, seed, threads, len(fit)),
-                lgb.Dataset(xtr[fit], label=truth[fit, c], free_raw_data=False),
-                num_boost_round=rounds,
-                valid_sets=[lgb.Dataset(xtr[stop], label=truth[stop, c], free_raw_data=False)],
-                valid_names=["early_stop"],
-                callbacks=[lgb.early_stopping(patience, verbose=False)],
+            booster = train_booster(
+                lgb,
+                booster_params(
+                    params, seed, len(fit), threads=threads, defaults=_DEFAULTS, own_keys=_OWN_KEYS
+                ),
+                xtr[fit],
+                truth[fit, c],
+                xtr[stop],
+                truth[stop, c],
+                rounds,
+                patience,
             )
             best = int(booster.best_iteration or rounds)
             oof[held, c] = booster.predict(xtr[held], num_iteration=best)

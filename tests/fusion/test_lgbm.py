@@ -74,14 +74,14 @@ def test_early_stopping_never_sees_the_outer_fold(
 ) -> None:
     features, folds = _synthetic(n_train=120, n_test=0)
     calls = []
-    real_train = lgbm._train
+    real_train = lgbm.train_booster
 
     def spy(lgb, params, x_fit, y_fit, x_stop, y_stop, rounds, patience):
         row = lgbm.feature_columns(features).index("row")
         calls.append((x_fit[:, row].astype(int), x_stop[:, row].astype(int)))
         return real_train(lgb, params, x_fit, y_fit, x_stop, y_stop, rounds, patience)
 
-    monkeypatch.setattr(lgbm, "_train", spy)
+    monkeypatch.setattr(lgbm, "train_booster", spy)
     fuse(
         features,
         folds.set_index("image_id")["has_finding"],

@@ -22,7 +22,7 @@ def test_optuna_tunes_each_fold_on_its_inner_split_and_never_sees_the_outer_fold
     features, folds = _synthetic(n_train=150, n_test=10)
     row = lgbm.feature_columns(features).index("row")
     calls = []
-    real_train = lgbm._train
+    real_train = lgbm.train_booster
 
     def spy(lgb, params, x_fit, y_fit, x_stop, y_stop, rounds, patience):
         calls.append(
@@ -30,7 +30,7 @@ def test_optuna_tunes_each_fold_on_its_inner_split_and_never_sees_the_outer_fold
         )
         return real_train(lgb, params, x_fit, y_fit, x_stop, y_stop, rounds, patience)
 
-    monkeypatch.setattr(lgbm, "_train", spy)
+    monkeypatch.setattr(lgbm, "train_booster", spy)
     oof, _ = lgbm.fuse(
         features,
         folds.set_index("image_id")["has_finding"],
