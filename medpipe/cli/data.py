@@ -60,6 +60,15 @@ def _workers(value: str | int | None) -> int:
     example="medpipe synth --out data/synthetic --preview preview.png",
 )
 def cmd_synth(args: argparse.Namespace) -> int:
+    common = {
+        "n_train": args.n_train,
+        "n_test": args.n_test,
+        "n_stage2_test": args.n_stage2_test,
+        "size": args.size,
+        "seed": args.seed,
+        "preview": args.preview,
+        "workers": _workers(args.workers),
+    }
     if args.task == "multilabel":
         # scipy.ndimage and Pillow's drawing: not paid by `medpipe --help`
         from medpipe.synthetic.hpa import generate as generate_cells
@@ -67,33 +76,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
         classes = None if args.classes == "all" else args.classes
         if classes is not None:
             classes = int(classes) if classes.isdigit() else classes.split(",")
-        summary = generate_cells(
-            args.out,
-            n_train=args.n_train,
-            n_test=args.n_test,
-            n_stage2_test=args.n_stage2_test,
-            size=args.size,
-            seed=args.seed,
-            classes=classes,
-            workers=_workers(args.workers),
-            preview=args.preview,
-        )
-        print(json.dumps(summary, indent=2, default=str))
-        return 0
-    # pydicom and scipy.ndimage: about 300 ms that `medpipe --help` need not pay
-    from medpipe.synthetic.siim import generate
+        summary = generate_cells(args.out, classes=classes, **common)
+    else:
+        # pydicom and scipy.ndimage: about 300 ms that `medpipe --help` need not pay
+        from medpipe.synthetic.siim import generate
 
-    summary = generate(
-        args.out,
-        n_train=args.n_train,
-        n_test=args.n_test,
-        n_stage2_test=args.n_stage2_test,
-        size=args.size,
-        seed=args.seed,
-        preview=args.preview,
-        workers=_workers(args.workers),
-        conspicuity=args.conspicuity,
-    )
+        summary = generate(args.out, conspicuity=args.conspicuity, **common)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
