@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from medpipe.layout import cache_file, data_files, target_file, write_target_matrix
+from tests.training import tiny_data
 
 SIZE, CHANNELS, CLASSES = 32, 4, 5
 
@@ -65,19 +66,9 @@ def write_channel_data_dir(
 
 
 def run_config(**overrides) -> dict:
-    cfg = {
-        "seed": 7,
-        "image_size": SIZE,
-        "deterministic": True,
-        "device": "cpu",
-        "precision": "auto",
-        "num_workers": 0,
-        "trainer": {"devices": 1, "strategy": "auto"},
-        "logging": {"tensorboard": False, "mlflow": False, "wandb": False},
-        "data": {"root": "unused", "channels": ["red", "green", "blue", "yellow"], "classes": None},
-    }
-    cfg.update(overrides)
-    return cfg
+    """The film fixtures' run config at this cache's side, with the four HPA channels."""
+    data = {"root": "unused", "channels": ["red", "green", "blue", "yellow"], "classes": None}
+    return tiny_data.run_config(**{"image_size": SIZE, "data": data, **overrides})
 
 
 def classifier_config(**overrides) -> dict:
