@@ -32,12 +32,7 @@ from medpipe.run_summary import finished_run_lines
 CFG = RunConfig(config)
 TASK = get_task(CFG.task_name)  # the competition task (medpipe/tasks/): families, step modules
 try:  # what the task does not have is refused here, in one line, before any job starts
-    if CFG.stage == 2:
-        TASK.require("stage2", "stage: 2")
-    if CFG.pseudo_label.get("models"):
-        TASK.require("pseudo_labels", "pseudo_label.models")
-    if CFG.section("ensemble").get("external"):
-        TASK.require("external", "ensemble.external")
+    TASK.check_config(CFG)
 except NotForThisTask as err:
     raise WorkflowError(str(err)) from None
 LAYOUT = CFG.layout

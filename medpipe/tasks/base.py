@@ -86,6 +86,16 @@ class Task(ABC):
                 f"{what}: not available for task {self.name!r}: {self.missing[feature]}"
             )
 
+    def check_config(self, cfg: RunConfig) -> None:
+        """Refuse the settings of ``cfg`` that need what the task lacks (the workflow asks this
+        before it plans any job): stage 2, pseudo-labels, teammates' predictions."""
+        if cfg.stage == 2:
+            self.require("stage2", "stage: 2")
+        if cfg.pseudo_label.get("models"):
+            self.require("pseudo_labels", "pseudo_label.models")
+        if cfg.section("ensemble").get("external"):
+            self.require("external", "ensemble.external")
+
     def module_of(self, step: str) -> str:
         """The module behind ``step``: a rule's code input (its rerun trigger)."""
         return self.modules[step]
