@@ -603,17 +603,11 @@ def _process(item: _Item) -> dict[str, Any]:
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as err:  # a reader bug on one odd file must not stop a 30k-image run
-        detail = " ".join(str(err).split())
-        return {"file": item.image_id, "problem": f"unexpected {type(err).__name__}: {detail}"}
+        return _unexpected(item.image_id, err)
     row = np.empty((len(images), state.size, state.size), np.uint8)
     for c, image in enumerate(images):
         row[c] = _resize(image, state.size)
-    # a write through the page cache, not a mapping: the worker's memory stays flat
-    _write(
-        state.descriptor(item.cache),
-        memoryview(row).cast("B"),
-        item.offset + item.index * row.nbytes,
-    )
+    _store(item, state, row)
     return {"height": images[0].height, "width": images[0].width}
 
 
@@ -628,14 +622,8 @@ def _process_film(item: _Item, state: _WorkerState) -> dict[str, Any]:
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as err:  # a reader bug on one odd file must not stop a 30k-image run
-        detail = " ".join(str(err).split())
-        return {"file": name, "problem": f"unexpected {type(err).__name__}: {detail}"}
-    row = _resize(Image.fromarray(film.pixels), state.size)
-    _write(
-        state.descriptor(item.cache),
-        memoryview(row).cast("B"),
-        item.offset + item.index * row.nbytes,
-    )
+        return _unexpected(name, err)
+    _store(item, state, _resize(Image.fromarray(film.pixels), state.size))
     patient_id = film.meta["patient_id"]
     return {
         "height": film.meta["orig_height"],
@@ -643,6 +631,22 @@ def _process_film(item: _Item, state: _WorkerState) -> dict[str, Any]:
         # the raw PatientID never leaves the worker
         "patient": pseudonymous_key(patient_id, state.salt) if patient_id else None,
     }
+
+
+def _unexpected(file: str, err: BaseException) -> dict[str, Any]:
+    """The quarantine entry of a reader bug on one file: its type and message on one line."""
+    detail = " ".join(str(err).split())
+    return {"file": file, "problem": f"unexpected {type(err).__name__}: {detail}"}
+
+
+def _store(item: _Item, state: _WorkerState, row: np.ndarray) -> None:
+    """Write one image's cache row through the page cache, not a mapping: the worker's memory
+    stays flat."""
+    _write(
+        state.descriptor(item.cache),
+        memoryview(np.ascontiguousarray(row)).cast("B"),
+        item.offset + item.index * row.nbytes,
+    )
 
 
 def _resize(image: Image.Image, size: int) -> np.ndarray:
