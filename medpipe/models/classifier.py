@@ -11,6 +11,7 @@ scale (``timm.models.adapt_input_conv``); the ImageNet head is dropped for K cla
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +22,8 @@ from torch import nn
 
 from medpipe.models.segmentation import INPUT_MEAN, INPUT_STD
 from medpipe.models.weights import CONFIG_KEY, WeightsError, resolve_encoder_weights
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Classifier", "build_classifier"]
 
@@ -92,6 +95,13 @@ def build_classifier(cfg: Mapping[str, Any]) -> Classifier:
             f"({type(err).__name__}: {str(err).strip().splitlines()[0][:200]})"
         ) from err
     _check_every_weight_loaded(net, weights.key, weights.file)
+    log.info(
+        "%s: %s starts from %s (every tensor loaded; timm adapted the stem to %d channels)",
+        weights.key,
+        arch,
+        weights.file,
+        in_chans,
+    )
     return Classifier(net, in_chans)
 
 

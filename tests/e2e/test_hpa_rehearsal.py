@@ -80,7 +80,11 @@ def test_hpa_config_runs_end_to_end_offline_at_512(tmp_path, monkeypatch):
     block = config["classifier"]["models"]["resnet34_4ch"]
     assert block["snapshots"] == 3 and block["encoder_weights"] == "imagenet"
     assert main(["validate-submission", str(run / "submission.csv"), "--task", "multilabel"]) == 0
+    weights_file = weights / "timm" / "resnet34__imagenet.pth"
     for fold in (0, 1):
+        # the local ImageNet file was read, every tensor of it, for each fold's training
+        train_log = run / "logs" / "stage1" / "train_cls" / f"resnet34_4ch_fold{fold}.log"
+        assert f"starts from {weights_file}" in train_log.read_text()
         fold_dir = run / "stage1" / "classify" / "resnet34_4ch" / f"fold{fold}"
         assert sorted(p.name for p in fold_dir.glob("snapshot_*.ckpt")) == [
             f"snapshot_{k}.ckpt" for k in range(3)
