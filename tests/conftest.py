@@ -1,4 +1,4 @@
-"""Session fixtures shared by tests/e2e and tests/reliability: one tiny pipeline run each for
+"""Session fixtures shared by the tests: one tiny pipeline run each for
 stage 1 and stage 2 (defined once here, so a session never runs the pipeline twice). Stage 2 runs
 on a copy of the stage-1 working folder: each run stays at its stage, whatever the test order.
 Tests that change a run (tamper with a file, run another target) work on their own copy.
@@ -18,8 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
+from medpipe.layout import HpaInputLayout
 from tests.e2e.conftest import REPO, snakemake
+from tests.e2e.multilabel_run import TINY_MULTILABEL, snakemake_multilabel
 
 HIDDEN = ("test-rle.csv", "stage2-test-rle.csv")
 
@@ -69,4 +72,24 @@ def stage2_run(tiny_run, tmp_path_factory) -> Path:
     workdir.joinpath("kept-before.txt").write_text(
         "\n".join(f"{k}\t{hashlib.sha256(v).hexdigest()}" for k, v in sorted(before.items()))
     )
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_ml_run(tmp_path_factory) -> Path:
+    """One tiny multi-label run (configs/multilabel.yaml under TINY_MULTILABEL), shared by the
+    tests that only read it; its hidden test labels are unreadable while the DAG runs."""
+    workdir = tmp_path_factory.mktemp("tiny-ml")
+    overlay = workdir / "tiny-ml.yaml"
+    overlay.write_text(yaml.safe_dump(TINY_MULTILABEL))
+    snakemake_multilabel(workdir, "synthesize_cells", configfiles=(overlay,))
+    hidden = HpaInputLayout(workdir / TINY_MULTILABEL["data"]["root"]).hidden_labels(1)
+    vault = workdir / "sealed.csv"
+    os.replace(hidden, vault)
+    hidden.mkdir()  # a rule that opens the hidden labels fails
+    try:
+        snakemake_multilabel(workdir, "submission", configfiles=(overlay,))
+    finally:
+        hidden.rmdir()
+        os.replace(vault, hidden)
     return workdir

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -25,25 +24,6 @@ pytestmark = pytest.mark.slow
 RUN = "runs/tiny-ml"
 
 
-@pytest.fixture(scope="module")
-def ml_run(tmp_path_factory) -> Path:
-    """One tiny multi-label run; its hidden test labels are unreadable while the DAG runs."""
-    workdir = tmp_path_factory.mktemp("tiny-ml")
-    overlay = workdir / "tiny-ml.yaml"
-    overlay.write_text(yaml.safe_dump(TINY_MULTILABEL))
-    snakemake_multilabel(workdir, "synthesize_cells", configfiles=(overlay,))
-    hidden = HpaInputLayout(workdir / TINY_MULTILABEL["data"]["root"]).hidden_labels(1)
-    vault = workdir / "sealed.csv"
-    os.replace(hidden, vault)
-    hidden.mkdir()  # a rule that opens the hidden labels fails
-    try:
-        snakemake_multilabel(workdir, "submission", configfiles=(overlay,))
-    finally:
-        hidden.rmdir()
-        os.replace(vault, hidden)
-    return workdir
-
-
 def _digests(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -52,24 +32,33 @@ def _digests(folder: Path) -> dict[str, str]:
     }
 
 
-def test_the_submission_is_valid_and_in_the_sample_order(ml_run):
-    root = HpaInputLayout(ml_run / TINY_MULTILABEL["data"]["root"])
-    submission = pd.read_csv(ml_run / RUN / "submission.csv", dtype=str, keep_default_na=False)
+def test_the_submission_is_valid_and_in_the_sample_order(tiny_ml_run):
+    root = HpaInputLayout(tiny_ml_run / TINY_MULTILABEL["data"]["root"])
+    submission = pd.read_csv(tiny_ml_run / RUN / "submission.csv", dtype=str, keep_default_na=False)
     sample = pd.read_csv(root.sample_submission, dtype=str)
     assert list(submission.columns) == ["Id", "Predicted"]
     assert submission["Id"].tolist() == sample["Id"].tolist()
-    k = len(json.loads((ml_run / RUN / "stage1" / "thresholds.json").read_text())["thresholds"])
+    k = len(
+        json.loads((tiny_ml_run / RUN / "stage1" / "thresholds.json").read_text())["thresholds"]
+    )
     for value in submission["Predicted"]:
         labels = [int(v) for v in value.split()]
         assert labels == sorted(set(labels)) and all(0 <= v < k for v in labels)
     assert (
-        main(["validate-submission", str(ml_run / RUN / "submission.csv"), "--task", "multilabel"])
+        main(
+            [
+                "validate-submission",
+                str(tiny_ml_run / RUN / "submission.csv"),
+                "--task",
+                "multilabel",
+            ]
+        )
         == 0
     )
 
 
-def test_the_decision_records_its_rule_and_every_candidates_nested_score(ml_run):
-    decision = json.loads((ml_run / RUN / "stage1" / "thresholds.json").read_text())
+def test_the_decision_records_its_rule_and_every_candidates_nested_score(tiny_ml_run):
+    decision = json.loads((tiny_ml_run / RUN / "stage1" / "thresholds.json").read_text())
     assert decision["rule"] in decision["candidates"]
     scores = {name: c["nested_score"] for name, c in decision["candidates"].items()}
     assert {"global", "per_class", "shrunk"} <= set(scores)
@@ -79,10 +68,10 @@ def test_the_decision_records_its_rule_and_every_candidates_nested_score(ml_run)
     assert all(0.0 < t < 1.0 for t in decision["thresholds"])
 
 
-def test_score_prints_macro_f1_against_the_trivial_baselines(ml_run, capsys):
-    root = HpaInputLayout(ml_run / TINY_MULTILABEL["data"]["root"])
+def test_score_prints_macro_f1_against_the_trivial_baselines(tiny_ml_run, capsys):
+    root = HpaInputLayout(tiny_ml_run / TINY_MULTILABEL["data"]["root"])
     code = main(
-        ["score", str(ml_run / RUN / "submission.csv"), "--labels", str(root.hidden_labels(1))]
+        ["score", str(tiny_ml_run / RUN / "submission.csv"), "--labels", str(root.hidden_labels(1))]
     )
     out = capsys.readouterr().out
     assert code == 0
@@ -90,18 +79,20 @@ def test_score_prints_macro_f1_against_the_trivial_baselines(ml_run, capsys):
     assert "class 0: F1 " in out and "score: " in out, out
 
 
-def test_a_dry_run_changes_nothing_and_has_nothing_to_do(ml_run, tmp_path):
+def test_a_dry_run_changes_nothing_and_has_nothing_to_do(tiny_ml_run, tmp_path):
     overlay = tmp_path / "tiny-ml.yaml"
     overlay.write_text(yaml.safe_dump(TINY_MULTILABEL))
-    before = _digests(ml_run / RUN)
-    proc = snakemake_multilabel(ml_run, "submission", "-n", configfiles=(overlay,))
+    before = _digests(tiny_ml_run / RUN)
+    proc = snakemake_multilabel(tiny_ml_run, "submission", "-n", configfiles=(overlay,))
     assert "Nothing to be done" in proc.stdout + proc.stderr
-    assert _digests(ml_run / RUN) == before
+    assert _digests(tiny_ml_run / RUN) == before
 
 
-def test_editing_postprocess_reruns_only_the_decision(ml_run, tmp_path):
+def test_editing_postprocess_reruns_only_the_decision(tiny_ml_run, tmp_path):
     overlay = tmp_path / "post.yaml"
     overlay.write_text(yaml.safe_dump({**TINY_MULTILABEL, "postprocess": {"caps": [2]}}))
-    rules = _planned_rules(snakemake_multilabel(ml_run, "submission", "-n", configfiles=(overlay,)))
+    rules = _planned_rules(
+        snakemake_multilabel(tiny_ml_run, "submission", "-n", configfiles=(overlay,))
+    )
     assert "thresholds" in rules
     assert rules <= {"thresholds", "submit", "publish_submission", "submission"}, rules
