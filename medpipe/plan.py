@@ -12,12 +12,29 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from medpipe.config import RunConfig, base_model
-from medpipe.layout import GATE, SEGMENT, data_files, read_meta, test_split
+from medpipe.layout import (
+    CLASSIFY,
+    GATE,
+    SEGMENT,
+    HpaInputLayout,
+    data_files,
+    read_meta,
+    test_split,
+)
 
-__all__ = ["DataSize", "StepNeeds", "data_size", "step_needs", "training_hours", "plan_table"]
+__all__ = [
+    "DataSize",
+    "StepNeeds",
+    "data_size",
+    "step_needs",
+    "training_hours",
+    "plan_table",
+    "classify_disk_gb",
+]
 
 MB = 1024**2
 CHUNK_PIXELS = 1 << 24  # what the streaming steps hold of the maps at once (decision.morphology)
@@ -64,6 +81,32 @@ GPU_TRAIN_ALLOWANCE_MIN = 720
 RELATIVE_COST = {"resnet34": 2.0, "resnet50": 2.3, "efficientnet-b0": 0.2}
 
 
+# The multi-label classifier's steps (ingest-channels, folds, train_cls, predict_cls, fuse_cls,
+# thresholds, submit). Its cache is memory-mapped and its loaders read rows, so only tables (a
+# few values per image and class) grow with the number of images.
+# Training throughput of the timm classifier (images/s per job, fp32, C = 4) at a reference side:
+# the default demo's three train_cls benchmarks (docs/multilabel.md, Peers) summed to 1,190 s
+# for 3 folds x 10 epochs x ~267 training images at 128², two jobs side by side on 2 cores.
+MEASURED_CLASSIFIER_IMAGES_PER_S = {("resnet18", "cpu"): (6.7, 128)}
+# The pooled embedding predict_cls stores beside the probabilities (timm's num_features).
+EMBEDDING_WIDTH = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "efficientnet_b0": 1280}
+DEFAULT_EMBEDDING_WIDTH = 2048  # an unlisted architecture: the widest common one
+# Bytes per value of a prediction table (CSV, each float32 in its shortest form): measured 7.4 on
+# write_class_predictions' output (28 probabilities, 512 embedding values); rounded up.
+CSV_BYTES_PER_VALUE = 10
+# Image statistics (fuse_cls) read DEFAULT_CHUNK images at a time; their peak per pixel of a
+# chunk (the uint8 rows, float copies, per-channel arrays), measured with tracemalloc on
+# 64 x 4 x 256²: 24.9 bytes.
+STATISTICS_CHUNK = 64
+STATISTICS_BYTES_PER_PIXEL = 25
+# The thresholds search (choose_source: 3 sources x candidates x nested folds) holds about this
+# many bytes per image and class at its peak: tracemalloc measured 58-65 at 2,000-16,000
+# images x 28 classes; plus the loaded float64 tables of each model.
+DECISION_BYTES_PER_VALUE = 64
+# A fold's loader keeps 2 batches in flight per worker (prefetch) plus the one the model holds.
+PREFETCH = 2
+
+
 @dataclass(frozen=True)
 class DataSize:
     """Images per split and their original size (pixels), from meta.csv or the DICOM folders."""
@@ -103,6 +146,8 @@ def data_size(config: Mapping[str, Any], ingested: bool = True) -> DataSize:
         frame = read_meta(meta, ["split", "orig_height", "orig_width"])
         pixels = int((frame["orig_height"] * frame["orig_width"]).median()) if len(frame) else 0
         return DataSize(frame["split"].value_counts().to_dict(), pixels, str(meta))
+    if _classifies(cfg) and _image_format(cfg) == "png":
+        return _hpa_size(cfg)
     from medpipe.io.dicom import dicom_candidates
 
     counts = {}
@@ -121,6 +166,59 @@ def data_size(config: Mapping[str, Any], ingested: bool = True) -> DataSize:
     return DataSize(counts, side * side, "DICOM folders (files counted, not read)")
 
 
+def _classifies(cfg: RunConfig) -> bool:
+    """Whether the run's task trains the multi-label classifier family (its own steps' needs)."""
+    from medpipe.tasks import get_task  # the registry imports every task's light module
+
+    return CLASSIFY in get_task(cfg.task_name).families
+
+
+def _image_format(cfg: RunConfig) -> str:
+    return str(cfg.section("data").get("image_format") or "png")
+
+
+def _channels(cfg: RunConfig) -> int:
+    if _image_format(cfg) == "dicom":
+        return 1
+    return max(1, len(cfg.section("data").get("channels") or ()))
+
+
+def _rows(path: Path) -> int:
+    """Data lines of a CSV (header and blank lines not counted), without parsing them."""
+    with path.open("rb") as handle:
+        return max(0, sum(1 for line in handle if line.strip()) - 1)
+
+
+def _hpa_size(cfg: RunConfig) -> DataSize:
+    """Images of an HPA-layout folder, counted from ``train.csv`` and ``sample_submission.csv``
+    (no image is decoded; one PNG header gives the side), else the synthetic block's counts."""
+    layout = HpaInputLayout(cfg.section("data")["root"])
+    counts: dict[str, int] = {}
+    tables = (
+        ("train", layout.train_labels),
+        ("test", layout.sample_submission),
+        ("stage2_test", layout.stage2_sample_submission),
+    )
+    for split, table in tables:
+        if table.is_file():
+            counts[split] = _rows(table)
+    synthetic = cfg.synthetic or {}
+    if not counts and synthetic:
+        counts = {
+            "train": int(synthetic.get("n_train", 0)),
+            "test": int(synthetic.get("n_test", 0)),
+        }
+    side = int(synthetic.get("size", 512))
+    channels = cfg.section("data").get("channels") or ["red"]
+    first = next(layout.image_dir("train").glob(f"*_{channels[0]}.png"), None)
+    if first is not None:
+        from PIL import Image  # the header only: Image.open does not decode the pixels
+
+        with Image.open(first) as image:
+            side = max(image.size)
+    return DataSize(counts, side * side, "HPA label tables (images counted, not read)")
+
+
 def _mem(base: str, pixels_held: float) -> int:
     return int(math.ceil(BASE_MB[base] + pixels_held / MB))
 
@@ -128,6 +226,8 @@ def _mem(base: str, pixels_held: float) -> int:
 def step_needs(config: Mapping[str, Any], size: DataSize) -> dict[str, StepNeeds]:
     """Peak memory (MB) and a runtime allowance (minutes) of each step for this config and data."""
     cfg = RunConfig(config)
+    if _classifies(cfg):
+        return classify_needs(cfg, size)
     s2 = cfg.image_size**2
     pool = size.n("train") + (size.n("test") if cfg.stage == 2 else 0)
     n_test = size.n(test_split(cfg.stage))
@@ -200,13 +300,16 @@ def step_needs(config: Mapping[str, Any], size: DataSize) -> dict[str, StepNeeds
     return needs
 
 
-def images_per_s(encoder: str, side: int, device: str) -> float | None:
-    """Measured training throughput of an encoder at a crop side, or None when never measured."""
-    if (encoder, device) in MEASURED_IMAGES_PER_S:
-        rate, ref = MEASURED_IMAGES_PER_S[encoder, device]
+def images_per_s(
+    encoder: str, side: int, device: str, measured: Mapping = MEASURED_IMAGES_PER_S
+) -> float | None:
+    """Measured training throughput of an encoder at a crop side, or None when never measured
+    (``measured``: the family's figures, the U-Net encoders' by default)."""
+    if (encoder, device) in measured:
+        rate, ref = measured[encoder, device]
         return rate * (ref / side) ** 2
-    if encoder in RELATIVE_COST and ("resnet18", device) in MEASURED_IMAGES_PER_S:
-        rate, ref = MEASURED_IMAGES_PER_S["resnet18", device]
+    if encoder in RELATIVE_COST and ("resnet18", device) in measured:
+        rate, ref = measured["resnet18", device]
         return rate * (ref / side) ** 2 / RELATIVE_COST[encoder]
     return None
 
@@ -246,6 +349,8 @@ def plan_table(config: Mapping[str, Any], size: DataSize | None = None) -> str:
     """The text ``medpipe plan`` prints (``size``: the data's, unless given)."""
     cfg = RunConfig(config)
     size = size or data_size(config)
+    if _classifies(cfg):
+        return classify_plan_table(cfg, size)
     lines = [
         f"images ({size.source}): " + ", ".join(f"{k} {v}" for k, v in sorted(size.counts.items()))
     ]
@@ -274,4 +379,189 @@ def plan_table(config: Mapping[str, Any], size: DataSize | None = None) -> str:
             gpu = training_hours(cfg, family, model, per_fold, "gpu")
             fmt = lambda h: "not measured" if h is None else f"{h:.2f}"  # noqa: E731
             lines.append(f"  {family + ' ' + model:<28} CPU {fmt(cpu):>12}   GPU {fmt(gpu):>12}")
+    return "\n".join(lines) + "\n"
+
+
+# -- the multi-label classifier's steps
+
+
+def _classifier_blocks(cfg: RunConfig) -> dict[str, Mapping[str, Any]]:
+    return {m: cfg.models(CLASSIFY)[base_model(m)] for m in cfg.trained_models(CLASSIFY)}
+
+
+def _n_classes(cfg: RunConfig) -> int:
+    """K: ``data.classes``, else 28 (HPA's count) when the labels have not been read."""
+    return len(cfg.section("data").get("classes") or ()) or 28
+
+
+def classifier_hours(cfg: RunConfig, model: str, per_fold: int, device: str) -> float | None:
+    """Hours to train one fold of a classifier (epochs x training images / measured images/s,
+    scaled from 4 channels to C), or None when the throughput was never measured."""
+    block = _classifier_blocks(cfg)[model]
+    side = int(block.get("crop_size") or cfg.image_size)
+    arch = str(block.get("arch", ""))
+    rate = images_per_s(arch, side, device, MEASURED_CLASSIFIER_IMAGES_PER_S)
+    if rate is None:
+        return None
+    n_train = per_fold * (max(1, int(cfg.raw.get("folds", 1))) - 1)
+    return int(block.get("epochs", 1)) * n_train / rate / 3600
+
+
+def classify_needs(cfg: RunConfig, size: DataSize) -> dict[str, StepNeeds]:
+    """Peak memory (MB) and runtime allowance (minutes) of the multi-label steps, by rule name
+    (``ingest`` and ``folds`` as SIIM's, then ``train_cls``, ``predict_cls``, ``fuse_cls``,
+    ``thresholds``, ``submit``)."""
+    from medpipe.multilabel.image_features import statistic_names
+
+    s2, c, k = cfg.image_size**2, _channels(cfg), _n_classes(cfg)
+    pool = size.n("train") + (size.n("test") if cfg.stage == 2 else 0)
+    n_test = size.n(test_split(cfg.stage))
+    n_all = sum(size.counts.values())
+    folds = max(1, int(cfg.raw.get("folds", 1)))
+    per_fold = math.ceil(pool / folds)
+    blocks = _classifier_blocks(cfg)
+    n_models = max(1, len(blocks))
+    batch = max([int(b.get("batch_size", 32)) for b in blocks.values()] or [32])
+    width = max(
+        [EMBEDDING_WIDTH.get(str(b.get("arch")), DEFAULT_EMBEDDING_WIDTH) for b in blocks.values()]
+        or [DEFAULT_EMBEDDING_WIDTH]
+    )
+    n_stats = len(statistic_names(c)) + 2  # + orig_height, orig_width
+    on_cpu = str(cfg.raw.get("device", "auto")) == "cpu"
+    workers = 1 if on_cpu else 8
+    # float32 batches in flight: each loader worker's prefetched ones and the model's
+    batches = 4 * batch * c * s2 * (PREFETCH * workers + 1)
+    loaders = workers * 600 * MB  # each worker is a process with torch loaded
+    tables = 8 * k  # one float64 value per class and image (targets, sampler weights)
+    needs = {
+        # each decoder holds one image's C originals (uint8 read, float resize); rows go
+        # straight to the memory-mapped cache file
+        "ingest": StepNeeds(
+            "ingest",
+            _mem("light", 8 * c * size.original_pixels * 4 + 256 * n_all),
+            30 + n_all // 200,
+            "cache written row by row (memory-mapped)",
+        ),
+        # the label table with one column per class, and iterative stratification's copy
+        "folds": StepNeeds("folds", _mem("light", 2 * tables * pool), 10 + pool * k // 100_000),
+        # the loader reads cache rows (memory-mapped: file pages the kernel can drop)
+        "predict_cls": StepNeeds(
+            "predict_cls",
+            _mem("torch", loaders + batches + 2 * 4 * (k + width) * max(per_fold, n_test)),
+            30 + (per_fold + n_test) // 200,
+            "one split's probabilities and embeddings",
+        ),
+        # per-image statistics read STATISTICS_CHUNK cache rows at a time; the feature table
+        # (float64), its per-fold copy and LightGBM's binned dataset
+        "fuse_cls": StepNeeds(
+            "fuse_cls",
+            _mem(
+                "features",
+                STATISTICS_BYTES_PER_PIXEL * STATISTICS_CHUNK * c * s2
+                + 3 * 8 * n_all * (n_stats + k * (n_models + 1)),
+            ),
+            30 + n_all * k // 20_000,
+            "streams the cache in chunks",
+        ),
+        "thresholds": StepNeeds(
+            "thresholds",
+            _mem("thresholds", pool * k * (DECISION_BYTES_PER_VALUE + 8 * n_models)),
+            30 + pool // 1000,
+            "probability tables only",
+        ),
+        # each fold's test table, their mean per model, the fused table
+        "submit": StepNeeds("submit", _mem("submit", n_test * k * 8 * (folds + n_models + 2)), 30),
+        # the OOF tables of every source, and a few cases drawn as channel composites
+        "report": StepNeeds(
+            "report", _mem("report", pool * k * 8 * (n_models + 3) + 16 * 4 * c * s2), 30
+        ),
+    }
+    hours = [classifier_hours(cfg, m, per_fold, "cpu" if on_cpu else "gpu") for m in blocks]
+    if hours and all(h is not None for h in hours):
+        runtime, note = max(60, int(60 * max(hours) * 1.5)), "runtime: 1.5x the measured figure"
+    else:
+        runtime, note = GPU_TRAIN_ALLOWANCE_MIN, "runtime: no measured figure, default allowance"
+    needs["train_cls"] = StepNeeds(
+        "train_cls", _mem("torch", loaders + batches + tables * pool), runtime, note
+    )
+    order = (
+        "ingest",
+        "folds",
+        "train_cls",
+        "predict_cls",
+        "fuse_cls",
+        "thresholds",
+        "submit",
+        "report",
+    )
+    return {step: needs[step] for step in order}
+
+
+def classify_disk_gb(cfg: RunConfig, size: DataSize) -> dict[str, float]:
+    """Disk of a multi-label run: the C-channel uint8 cache and K-hot targets, each classifier's
+    OOF and per-fold test tables (probabilities and embeddings), the fusion's tables, the
+    checkpoints."""
+    from medpipe.multilabel.image_features import statistic_names
+
+    s2, c, k = cfg.image_size**2, _channels(cfg), _n_classes(cfg)
+    pool = size.n("train") + (size.n("test") if cfg.stage == 2 else 0)
+    n_test = size.n(test_split(cfg.stage))
+    n_all = sum(size.counts.values())
+    folds = len(cfg.folds)
+    blocks = _classifier_blocks(cfg)
+    width = max(
+        [EMBEDDING_WIDTH.get(str(b.get("arch")), DEFAULT_EMBEDDING_WIDTH) for b in blocks.values()]
+        or [DEFAULT_EMBEDDING_WIDTH]
+    )
+    n_stats = len(statistic_names(c)) + 2
+    ckpts = sum(folds * (2 + int(b.get("snapshots") or 0)) for b in blocks.values())
+    gb = 1024**3
+    disk = {
+        "cache (N x C x S² uint8) and targets": (n_all * c * s2 + pool * k) / gb,
+        "predictions per classifier model": CSV_BYTES_PER_VALUE
+        * (k + width)
+        * (pool + folds * n_test)
+        / gb,
+        "fusion (features, fused OOF and test)": CSV_BYTES_PER_VALUE
+        * (n_all * (n_stats + k) + (pool + n_test) * k)
+        / gb
+        if cfg.fusion_enabled
+        else 0.0,
+        "checkpoints (about 100 MB each; best, last, snapshots)": 0.1 * ckpts,
+    }
+    return disk
+
+
+def classify_plan_table(cfg: RunConfig, size: DataSize) -> str:
+    """What ``medpipe plan`` prints for the multi-label task."""
+    c, k = _channels(cfg), _n_classes(cfg)
+    lines = [
+        f"images ({size.source}): " + ", ".join(f"{n} {v}" for n, v in sorted(size.counts.items()))
+    ]
+    lines.append(
+        f"cache {c} channels x {cfg.image_size}², {k} classes, {len(cfg.folds)} trained folds, "
+        f"stage {cfg.stage}"
+    )
+    lines.append("")
+    lines.append("disk (GB)")
+    disk = classify_disk_gb(cfg, size)
+    n_models = len(_classifier_blocks(cfg))
+    total = 0.0
+    for what, gb in disk.items():
+        lines.append(f"  {what:<56} {gb:8.2f}")
+        total += gb * (n_models if what.startswith("predictions per") else 1)
+    lines.append(f"  {'total':<56} {total:8.2f}")
+    lines.append("")
+    lines.append("peak memory per step (MB) and runtime allowance (min)")
+    for need in classify_needs(cfg, size).values():
+        lines.append(f"  {need.step:<14} {need.mem_mb:>8} {need.runtime_min:>6}  {need.note}")
+    lines.append("")
+    lines.append("training time per fold (hours), from measured images/s")
+    pool = size.n("train") + (size.n("test") if cfg.stage == 2 else 0)
+    per_fold = math.ceil(pool / max(1, int(cfg.raw.get("folds", 1))))
+    for model in _classifier_blocks(cfg):
+        cpu = classifier_hours(cfg, model, per_fold, "cpu")
+        gpu = classifier_hours(cfg, model, per_fold, "gpu")
+        fmt = lambda h: "not measured" if h is None else f"{h:.2f}"  # noqa: E731
+        lines.append(f"  {'classify ' + model:<28} CPU {fmt(cpu):>12}   GPU {fmt(gpu):>12}")
     return "\n".join(lines) + "\n"

@@ -24,8 +24,8 @@ rule train_cls:
         fold_benchmark("train_cls")
     threads: model_threads
     resources:
-        mem_mb=NEEDS["train_gate"].request_mb,
-        runtime=NEEDS["train_gate"].runtime_min,
+        mem_mb=NEEDS["train_cls"].request_mb,
+        runtime=NEEDS["train_cls"].runtime_min,
         gpu=1,
         model_jobs=model_job_slot,
     shell:
@@ -55,8 +55,8 @@ rule predict_cls:
         fold_benchmark("predict_cls")
     threads: model_threads
     resources:
-        mem_mb=NEEDS["predict_gate"].request_mb,
-        runtime=NEEDS["predict_gate"].runtime_min,
+        mem_mb=NEEDS["predict_cls"].request_mb,
+        runtime=NEEDS["predict_cls"].runtime_min,
         gpu=1,
         model_jobs=model_job_slot,
     shell:
@@ -88,8 +88,8 @@ rule fuse_cls:
         stage_benchmark("fuse_cls")
     threads: heavy_threads
     resources:
-        mem_mb=NEEDS["fuse"].request_mb,
-        runtime=NEEDS["fuse"].runtime_min,
+        mem_mb=NEEDS["fuse_cls"].request_mb,
+        runtime=NEEDS["fuse_cls"].runtime_min,
     shell:
         "medpipe fuse-cls --config {params.config:q} --stage {wildcards.stage} --data-dir {params.data:q} "
         "--stage-dir {params.stage_dir:q} --out-dir {params.out:q} --threads {threads} > {log:q} 2>&1"
