@@ -56,7 +56,17 @@ from medpipe.predictions.sources import gate_mean
 from medpipe.predictions.stored import values_for
 from medpipe.resources import cpu_count
 
-__all__ = ["Bundle", "BundleError", "ModelSpec", "run_infer", "InferResult", "default_outputs"]
+__all__ = [
+    "Bundle",
+    "BundleError",
+    "ModelSpec",
+    "run_infer",
+    "InferResult",
+    "default_outputs",
+    "read_spec",
+    "bundle_task",
+    "warn_on_versions",
+]
 
 log = logging.getLogger("medpipe.infer")
 
@@ -64,6 +74,59 @@ log = logging.getLogger("medpipe.infer")
 # the run's predict step made (and the memory of one call bounded).
 _CHUNK_IMAGES = 512
 _DECISION_CHUNK = 256
+
+
+def read_spec(layout: BundleLayout) -> dict[str, Any]:
+    """The bundle's ``configs/inference.json``, refused in one line when it is missing, not
+    JSON, or of another bundle format than this medpipe reads."""
+    path = layout.inference
+    if not path.is_file():
+        raise BundleError(f"{path}: not a medpipe bundle (configs/inference.json missing)")
+    try:
+        spec = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise BundleError(f"{path}: not valid JSON ({err})") from err
+    found = spec.get("bundle_format")
+    if found != BUNDLE_FORMAT:
+        raise BundleError(
+            f"{path}: bundle format {found} written by medpipe "
+            f"{spec.get('medpipe_version', '?')}; this medpipe {__version__} reads format "
+            f"{BUNDLE_FORMAT}: export the run again with this medpipe, or install medpipe "
+            f"{spec.get('medpipe_version', '?')} to use it"
+        )
+    return spec
+
+
+def bundle_task(root: str | Path) -> str | None:
+    """The task a bundle records (``task`` in ``configs/inference.json``); None for a bundle
+    that records none (the SIIM bundle, read by :class:`Bundle`) or no readable spec."""
+    try:
+        return json.loads(BundleLayout(root).inference.read_text()).get("task")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def warn_on_versions(root: Path, spec: Mapping[str, Any]) -> None:
+    """Other versions than the export's still run, but the bytes are promised only with them."""
+    from importlib import metadata
+
+    differ = []
+    for name, wanted in (spec.get("versions") or {}).items():
+        if name in ("python", "medpipe"):
+            continue
+        try:
+            found = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+        if found != wanted:
+            differ.append(f"{name} {found} (bundle: {wanted})")
+    if differ:
+        log.warning(
+            "infer: %s: other package versions than the export's: %s; outputs may differ "
+            "slightly from the run's",
+            root,
+            ", ".join(differ),
+        )
 
 
 @dataclass(frozen=True)
@@ -100,20 +163,7 @@ class Bundle:
             raise BundleError(f"{self.root}: bundle folder not found (medpipe export writes one)")
         if verify:
             self.verify()
-        if not path.is_file():
-            raise BundleError(f"{path}: not a medpipe bundle (configs/inference.json missing)")
-        try:
-            self.spec = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise BundleError(f"{path}: not valid JSON ({err})") from err
-        found = self.spec.get("bundle_format")
-        if found != BUNDLE_FORMAT:
-            raise BundleError(
-                f"{path}: bundle format {found} written by medpipe "
-                f"{self.spec.get('medpipe_version', '?')}; this medpipe {__version__} reads format "
-                f"{BUNDLE_FORMAT}: export the run again with this medpipe, or install medpipe "
-                f"{self.spec.get('medpipe_version', '?')} to use it"
-            )
+        self.spec = read_spec(self.layout)
         self.decision: Decision = read_decision(self.layout.decision)
         self.image_size = int(self.spec["image_size"])
         self._models = {
@@ -149,26 +199,7 @@ class Bundle:
         check_manifest(self.root, self.layout.manifest, strict=False)
 
     def _warn_on_versions(self) -> None:
-        """Other versions than the export's still run, but the bytes are promised only with them."""
-        from importlib import metadata
-
-        differ = []
-        for name, wanted in (self.spec.get("versions") or {}).items():
-            if name in ("python", "medpipe"):
-                continue
-            try:
-                found = metadata.version(name)
-            except metadata.PackageNotFoundError:
-                continue
-            if found != wanted:
-                differ.append(f"{name} {found} (bundle: {wanted})")
-        if differ:
-            log.warning(
-                "infer: %s: other package versions than the export's: %s; outputs may differ "
-                "slightly from the run's",
-                self.root,
-                ", ".join(differ),
-            )
+        warn_on_versions(self.root, self.spec)
 
     def models(self, family: str) -> list[ModelSpec]:
         return self._models[family]

@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from medpipe.bundle.infer import run_infer
+from medpipe.bundle.infer import bundle_task, run_infer
 from medpipe.bundle.layout import BundleLayout, default_outputs
 from medpipe.bundle.selftest import run_selftest
 from medpipe.cli.registry import RUN_EXAMPLE, arg, command, require, run_config
@@ -61,7 +61,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     own = RunLayout(args.run_dir).resolved_config
     if own.is_file():  # export_bundle names a missing one; the task's refusal comes first
-        require(run_config(str(own)), "bundle", "medpipe export")
+        cfg = run_config(str(own))
+        require(cfg, "bundle", "medpipe export")
+        export_bundle = _task_module(cfg.task_name, "export", export_bundle).export_bundle
     out = export_bundle(
         args.run_dir,
         args.out,
@@ -73,12 +75,26 @@ def cmd_export(args: argparse.Namespace) -> int:
     size = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())
     print(f"export: wrote {out} ({size / 2**20:.1f} MiB) and {out}.zip")
     check = json.loads(BundleLayout(out).inference.read_text()).get("run_check") or {}
-    if check:
+    if check.get("rows_equal"):
+        print(
+            f"export: checked on {check['images']} of the run's test images: the run's "
+            "submission rows"
+        )
+    elif check:
         print(
             f"export: checked on {check['images']} of the run's test images: the run's stored "
             f"outputs (largest probability difference {check['max_prob_difference']:.3g})"
         )
     return 0
+
+
+def _task_module(task: str | None, step: str, default):
+    """The bundle module of ``task`` for ``step`` (``export``, ``infer``): the task's own when
+    it names one in ``Task.modules`` (``bundle_export``, ``bundle_infer``), else ``default``."""
+    from medpipe.tasks import get_task
+
+    task_ = get_task(task)
+    return task_.implementation(f"bundle_{step}") if f"bundle_{step}" in task_.modules else default
 
 
 _EXAMPLE_OUT = Path("predictions.csv")  # infer's help shows where its other files go
@@ -91,6 +107,11 @@ _EXAMPLE_PROBABILITIES, _EXAMPLE_QUARANTINE = default_outputs(_EXAMPLE_OUT)
     "quarantine list.",
     arg("--bundle", required=True, help="a folder medpipe export wrote"),
     arg("--dicom-dir", help="walked recursively, like ingest"),
+    arg(
+        "--input-dir",
+        help="a multi-label bundle's input: a folder in the Kaggle HPA layout "
+        "(test/<Id>_<channel>.png and sample_submission.csv)",
+    ),
     arg("--out", help="the submission CSV"),
     arg(
         "--probabilities",
@@ -124,6 +145,17 @@ _EXAMPLE_PROBABILITIES, _EXAMPLE_QUARANTINE = default_outputs(_EXAMPLE_OUT)
     example="medpipe infer --bundle bundles/default --dicom-dir new-films --out predictions.csv",
 )
 def cmd_infer(args: argparse.Namespace) -> int:
+    task = bundle_task(args.bundle)
+    if args.self_test and task is not None:
+        from medpipe.bundle.manifest import check_manifest
+
+        layout = BundleLayout(args.bundle)
+        checked = check_manifest(layout.root, layout.manifest, strict=True)
+        print(
+            f"self-test: OK: {checked} files match the manifest (a {task} bundle carries no "
+            "reference images: export checked it against the run's submission)"
+        )
+        return 0
     if args.self_test:
         report = run_selftest(args.bundle)
         print(
@@ -131,6 +163,27 @@ def cmd_infer(args: argparse.Namespace) -> int:
             f"reference images reproduced (largest probability difference "
             f"{report.max_abs_difference:.3g})"
         )
+        return 0
+    if task is not None:  # a bundle that names its task predicts with that task's module
+        if not (args.input_dir or args.dicom_dir) or not args.out:
+            raise SystemExit("infer: give --input-dir and --out")
+        unsupported = [f"--{n}" for n in ("nifti",) if getattr(args, n)]
+        if args.runtime != "torch":
+            unsupported.append("--runtime onnx")
+        if unsupported:
+            raise SystemExit(f"infer: {', '.join(unsupported)}: not for a {task} bundle")
+        module = _task_module(task, "infer", None)
+        result = module.run_infer(
+            args.bundle,
+            args.input_dir or args.dicom_dir,
+            args.out,
+            probabilities=args.probabilities,
+            quarantine=args.quarantine,
+            device=args.device,
+            threads=args.threads,
+            progress=not args.no_progress,
+        )
+        print(result.summary())
         return 0
     if not args.dicom_dir or not args.out:
         raise SystemExit("infer: give --dicom-dir and --out (or --self-test)")

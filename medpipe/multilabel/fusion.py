@@ -57,7 +57,15 @@ from medpipe.multilabel.tables import (
 )
 from medpipe.predictions.sources import oof_pool, stage_sources
 
-__all__ = ["MIN_POSITIVES", "META_COLUMNS", "fuse_classes", "image_features", "run_class_fusion"]
+__all__ = [
+    "MIN_POSITIVES",
+    "META_COLUMNS",
+    "fuse_classes",
+    "image_features",
+    "statistics_of",
+    "predict_saved",
+    "run_class_fusion",
+]
 
 log = logging.getLogger(__name__)
 
@@ -203,12 +211,56 @@ def _statistics(
     return table.reset_index(drop=True)
 
 
-def image_features(cfg: RunConfig, data_dir: str | Path, ids: Sequence[str]) -> pd.DataFrame:
-    """The non-CNN features of ``ids`` (statistics and metadata), in their order."""
+def statistics_of(
+    data_dir: str | Path, ids: Sequence[str], size: int, names: Sequence[str] | None
+) -> pd.DataFrame:
+    """The non-CNN features of ``ids`` (statistics and metadata), in their order, from the
+    data folder's cache of side ``size`` (``names``: ``data.channels``). The bundle's infer
+    computes the test rows with this too."""
     data_dir = Path(data_dir)
     meta = read_meta(data_files(data_dir)["meta"], ["image_id", "split", "cache_index"])
-    names = cfg.section("data").get("channels")
-    return _statistics(data_dir, meta, ids, int(cfg.image_size), names)
+    return _statistics(data_dir, meta, ids, int(size), names)
+
+
+def image_features(cfg: RunConfig, data_dir: str | Path, ids: Sequence[str]) -> pd.DataFrame:
+    """The non-CNN features of ``ids`` (statistics and metadata), in their order."""
+    return statistics_of(data_dir, ids, int(cfg.image_size), cfg.section("data").get("channels"))
+
+
+def predict_saved(
+    fusion_dir: str | Path,
+    record: Mapping[str, Any],
+    cnn_test: np.ndarray,
+    x_test: np.ndarray,
+) -> np.ndarray:
+    """The fused test probabilities ``(M, K)`` from the boosters :func:`fuse_classes` saved in
+    ``fusion_dir`` (its ``record``, ``boosters.json``): the same fold mean, in the same order,
+    with the CNN probability where a class kept it. A missing booster file is an error naming it.
+
+    Example:
+        >>> test = predict_saved("runs/x/stage1/fusion", index, cnn_test, stats)  # doctest: +SKIP
+    """
+    import lightgbm as lgb  # heavy: only when the decision kept the fused source
+
+    fusion_dir = Path(fusion_dir)
+    cnn_test = np.asarray(cnn_test, np.float64)
+    xte = np.column_stack([cnn_test, np.asarray(x_test, np.float64)]).reshape(len(cnn_test), -1)
+    test = np.zeros((len(xte), len(record["classes"])))
+    for entry in record["classes"]:
+        c, folds = int(entry["class"]), entry["folds"]
+        for fold in folds:
+            if fold.get("fallback") == "cnn":
+                test[:, c] += cnn_test[:, c] / len(folds)
+                continue
+            path = fusion_dir / str(fold["file"])
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{path}: booster of class {c}, fold {fold['fold']} missing"
+                )
+            if len(xte):
+                booster = lgb.Booster(model_file=str(path))
+                test[:, c] += booster.predict(xte) / len(folds)
+    return test
 
 
 def run_class_fusion(
