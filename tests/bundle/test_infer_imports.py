@@ -28,6 +28,14 @@ def test_importing_the_bundle_infer_loads_no_training_stack():
     assert not loaded & HEAVY, sorted(loaded & HEAVY)
 
 
+def test_importing_the_multilabel_bundle_infer_loads_no_training_stack():
+    # the multi-label bundle's infer path (running it end to end:
+    # tests/bundle/test_multilabel_bundle.py::test_infer_loads_no_training_stack)
+    loaded = _loaded_after("import medpipe.bundle.multilabel, medpipe.cli.bundle")
+    assert "medpipe.bundle" in loaded
+    assert not loaded & HEAVY, sorted(loaded & HEAVY)
+
+
 def test_the_probe_sees_the_training_stack_when_it_is_there():
     loaded = _loaded_after("import medpipe.training.fit")
     assert {"medpipe.training", "lightning"} <= loaded
