@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -48,6 +49,7 @@ from medpipe.layout import (
     fusion_files,
     read_boosters_index,
     read_decision_fields,
+    test_split,
 )
 
 __all__ = ["export_bundle", "CHECK_IMAGES"]
@@ -200,16 +202,27 @@ def _license() -> str:
     )
 
 
-def _check_against_run(bundle_dir: Path, run_root: Path, submission: Path, n: int) -> dict:
-    """The bundle on the first ``n`` Ids of the run's sample submission (a scratch folder of
-    links to their files) must write the run's submission rows for them, byte for byte."""
+def _check_images(blocks: Mapping[str, Mapping[str, Any]]) -> int:
+    """About :data:`CHECK_IMAGES`, in whole batches of every classifier (the run's batches)."""
+    step = math.lcm(*(int(b.get("batch_size", 16)) for b in blocks[CLASSIFY].values()))
+    return step * max(1, CHECK_IMAGES // step)
+
+
+def _check_against_run(
+    bundle_dir: Path, run_root: Path, stage: int, submission: Path, n: int
+) -> dict:
+    """The bundle on the first ``n`` Ids of the stage's sample submission (a scratch folder in
+    the HPA layout, of links to their files) must write the run's submission rows for them,
+    byte for byte."""
     layout = HpaInputLayout(run_root)
-    if not layout.sample_submission.is_file() or not submission.is_file():
-        raise FileNotFoundError(
-            f"{layout.sample_submission if not submission.is_file() else submission}: needed to "
-            "check the bundle against the run (give the run's data folder with --dicom-dir)"
-        )
-    sample = layout.sample_submission.read_text().splitlines()
+    reference = layout.sample_submission if stage == 1 else layout.stage2_sample_submission
+    for need in (reference, submission):
+        if not need.is_file():
+            raise FileNotFoundError(
+                f"{need}: not found, needed to check the bundle against the run (give the "
+                "run's data folder with --dicom-dir when it has moved)"
+            )
+    sample = reference.read_text().splitlines()
     run_rows = submission.read_text().splitlines()
     take = sample[1 : n + 1]
     ids = [line.split(",")[0] for line in take]
@@ -218,7 +231,7 @@ def _check_against_run(bundle_dir: Path, run_root: Path, submission: Path, n: in
         (folder / "test").mkdir(parents=True)
         (folder / "sample_submission.csv").write_text("\n".join([sample[0], *take]) + "\n")
         wanted = set(ids)
-        for path in layout.image_dir("test").iterdir():
+        for path in layout.image_dir(test_split(stage)).iterdir():
             if path.name.rsplit("_", 1)[0] in wanted or path.stem in wanted:
                 (folder / "test" / path.name).symlink_to(path.resolve())
         out = Path(tmp) / "submission.csv"
@@ -322,7 +335,7 @@ def export_bundle(
         if check_run:
             root = Path(dicom_dir) if dicom_dir else working / data["root"]
             spec["run_check"] = _check_against_run(
-                building, root, stage_layout.submission, CHECK_IMAGES
+                building, root, stage, stage_layout.submission, _check_images(blocks)
             )
             atomic_write_text(_dumps(spec), layout.inference)
         atomic_write_text(_dumps(_metadata(spec, decision, found)), layout.metadata)
