@@ -26,6 +26,7 @@ from medpipe.config import RunConfig
 from medpipe.layout import CLASSIFY, cache_file, open_channel_cache, read_meta
 from medpipe.multilabel.decision import apply_decision
 from medpipe.multilabel.metric import f1_per_class
+from medpipe.multilabel.submission import score_breakdown
 from medpipe.multilabel.tables import (
     blend_mean,
     fused_probabilities,
@@ -119,10 +120,9 @@ def per_class_table(oof: OutOfFold, test: dict[str, Any] | None = None) -> pd.Da
         }
     )
     if test is not None:
-        k = len(oof.names)
-        table["test true"] = np.asarray(test["n_true"][:k], dtype=int)
-        table["test predicted"] = np.asarray(test["n_predicted"][:k], dtype=int)
-        table["test F1"] = np.asarray(test["per_class_f1"][:k], dtype=float)
+        table["test true"] = np.asarray(test["n_true"], dtype=int)
+        table["test predicted"] = np.asarray(test["n_predicted"], dtype=int)
+        table["test F1"] = np.asarray(test["per_class_f1"], dtype=float)
     return table
 
 
@@ -151,14 +151,12 @@ def _test_score(run: FinishedRun) -> tuple[dict[str, Any] | None, str]:
         return None, f"{labels}: not found"
     if not submission.is_file():
         return None, f"{submission}: not found (rule submit)"
-    task = get_task(run.view.task_name)
-    root = run.config.get("data", {}).get("root")
-    reference = task.test_reference(root, run.stage) if root else None
-    result = task.score(submission, labels, reference if reference and reference.exists() else None)
-    name, base = result.best_baseline
-    return dict(result.details), (
-        f"{result.score:.4f} ({result.score - base:+.4f} over {name} {base:.4f}; labels: {labels.name})"
-    )
+    # every class of the run, also one absent from both files (the task's `score` counts K
+    # from the files), so the test columns line up with the OOF ones
+    parts = score_breakdown(submission, labels, n_classes(run.data_dir))
+    name = max(parts["baselines"], key=parts["baselines"].get)
+    score, base = parts["score"], parts["baselines"][name]
+    return parts, f"{score:.4f} ({score - base:+.4f} over {name} {base:.4f}; labels: {labels.name})"
 
 
 def _overview(run: FinishedRun, section: Section, test_line: str) -> None:
