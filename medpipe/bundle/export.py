@@ -237,13 +237,18 @@ def _monai_version() -> str:
         return "0+none"  # a version string that says: no MONAI was installed
 
 
-def _metadata(
-    spec: Mapping[str, Any], decision, versions_: Mapping[str, str], uses_lgbm: bool
+def monai_metadata(
+    versions_: Mapping[str, str],
+    optional: set[str],
+    described: Mapping[str, Any],
+    inputs: Mapping[str, Any],
+    outputs: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
 ) -> dict:
-    """MONAI Bundle ``configs/metadata.json``: every key its schema requires, with true values."""
-    size = int(spec["image_size"])
-    # what infer imports beyond MONAI's own base (torch, numpy); LightGBM only for its rule
-    optional = {"nibabel", *(() if uses_lgbm else ("lightgbm", "scikit-learn"))}
+    """MONAI Bundle ``configs/metadata.json`` of any task's bundle: the versions (``optional``:
+    the packages infer needs only for some inputs or rules), ``described`` (``name``, ``task``,
+    ``description``, ``data_type``), the network's ``inputs`` and ``outputs``, and medpipe's
+    own keys (the bundle format, ``extra``, the versions)."""
     required = {"medpipe": __version__}
     required.update(
         {k: v for k, v in versions_.items() if k not in ("python", "medpipe", "torch", "numpy")}
@@ -257,6 +262,31 @@ def _metadata(
         "numpy_version": versions_.get("numpy", ""),
         "required_packages_version": {k: v for k, v in required.items() if k not in optional},
         "optional_packages_version": {k: v for k, v in required.items() if k in optional},
+        "name": described["name"],
+        "task": described["task"],
+        "description": described["description"],
+        "authors": "medpipe",
+        "copyright": "see LICENSE",
+        "data_source": "trained on the run's training split (see docs/README.md)",
+        "data_type": described["data_type"],
+        "intended_use": "research and competition use only; not a medical device",
+        "network_data_format": {"inputs": dict(inputs), "outputs": dict(outputs)},
+        "medpipe": {
+            "bundle_format": BUNDLE_FORMAT,
+            **dict(extra or {}),
+            "versions": dict(versions_),
+        },
+    }
+
+
+def _metadata(
+    spec: Mapping[str, Any], decision, versions_: Mapping[str, str], uses_lgbm: bool
+) -> dict:
+    """MONAI Bundle ``configs/metadata.json``: every key its schema requires, with true values."""
+    size = int(spec["image_size"])
+    # what infer imports beyond MONAI's own base (torch, numpy); LightGBM only for its rule
+    optional = {"nibabel", *(() if uses_lgbm else ("lightgbm", "scikit-learn"))}
+    described = {
         "name": "medpipe pneumothorax segmentation ensemble",
         "task": "Pneumothorax segmentation of chest radiographs (SIIM-ACR format)",
         "description": "Fold ensemble of U-Net segmenters"
@@ -265,40 +295,38 @@ def _metadata(
         "package, not MONAI, runs it: monai_version is the MONAI the run was trained with). "
         f"models/model.pt is one of its networks ({spec['model_pt']}) for MONAI tools; the "
         "ensemble's weights are in models/<task>/<model>/fold_<i>/.",
-        "authors": "medpipe",
-        "copyright": "see LICENSE",
-        "data_source": "trained on the run's training split (see docs/README.md)",
         "data_type": "dicom",
-        "intended_use": "research and competition use only; not a medical device",
-        "network_data_format": {
-            "inputs": {
-                "image": {
-                    "type": "image",
-                    "format": "magnitude",
-                    "modality": "DX/CR",
-                    "num_channels": 1,
-                    "spatial_shape": [size, size],
-                    "dtype": "float32",
-                    "value_range": [0, 1],
-                    "is_patch_data": False,
-                    "channel_def": {"0": "image"},
-                }
-            },
-            "outputs": {
-                "pred": {
-                    "type": "image",
-                    "format": "segmentation",
-                    "num_channels": 1,
-                    "spatial_shape": [size, size],
-                    "dtype": "float32",
-                    "value_range": [0, 1],
-                    "is_patch_data": False,
-                    "channel_def": {"0": "pneumothorax probability"},
-                }
-            },
-        },
-        "medpipe": {"bundle_format": BUNDLE_FORMAT, "versions": dict(versions_)},
     }
+    return monai_metadata(
+        versions_,
+        optional,
+        described,
+        {
+            "image": {
+                "type": "image",
+                "format": "magnitude",
+                "modality": "DX/CR",
+                "num_channels": 1,
+                "spatial_shape": [size, size],
+                "dtype": "float32",
+                "value_range": [0, 1],
+                "is_patch_data": False,
+                "channel_def": {"0": "image"},
+            }
+        },
+        {
+            "pred": {
+                "type": "image",
+                "format": "segmentation",
+                "num_channels": 1,
+                "spatial_shape": [size, size],
+                "dtype": "float32",
+                "value_range": [0, 1],
+                "is_patch_data": False,
+                "channel_def": {"0": "pneumothorax probability"},
+            }
+        },
+    )
 
 
 def _license() -> str:
@@ -340,6 +368,39 @@ def _check_threads(carried: Mapping[str, Mapping[str, list]]) -> int:
     return 1
 
 
+def open_run(run_dir: str | Path) -> tuple[RunLayout, dict[str, Any], Path, RunConfig]:
+    """A finished run to export: its layout, resolved config (``run_dir`` where the run is now,
+    not where it was made), the folder its relative paths start from, and the config view."""
+    run = RunLayout(run_dir)
+    if not run.resolved_config.is_file():
+        raise FileNotFoundError(
+            f"{run.resolved_config}: not a finished run folder (no resolved config)"
+        )
+    raw = read_yaml(run.resolved_config)
+    working = _working_dir(run, raw.get("run_dir", run.run_dir))
+    raw["run_dir"] = str(run.run_dir)  # where the run is now, not where it was made
+    return run, raw, working, RunConfig(raw)
+
+
+def carried_settings(
+    raw: Mapping[str, Any],
+    run: RunLayout,
+    carried: Mapping[str, Mapping[str, list]],
+    assume_run_config: bool,
+):
+    """What the carried folds (:func:`_carried`) were trained with (:func:`trained_settings`);
+    a fold without a record is named in the log."""
+    trained = trained_settings(
+        raw,
+        run.resolved_config,
+        {t: {m: [f for _, f in folds] for m, folds in ms.items()} for t, ms in carried.items()},
+        assume_run_config=assume_run_config,
+    )
+    for what in trained.unrecorded:
+        log.warning("export: %s has no training record: took %s", what, run.resolved_config)
+    return trained
+
+
 def export_bundle(
     run_dir: str | Path,
     out: str | Path,
@@ -374,16 +435,8 @@ def export_bundle(
         >>> export_bundle("runs/default", "bundles/default")  # doctest: +SKIP
     """
 
-    run = RunLayout(run_dir)
     out = Path(out)
-    if not run.resolved_config.is_file():
-        raise FileNotFoundError(
-            f"{run.resolved_config}: not a finished run folder (no resolved config)"
-        )
-    raw = read_yaml(run.resolved_config)
-    working = _working_dir(run, raw.get("run_dir", run.run_dir))
-    raw["run_dir"] = str(run.run_dir)  # where the run is now, not where it was made
-    cfg = RunConfig(raw)
+    run, raw, working, cfg = open_run(run_dir)
     if cfg.external():
         raise ValueError(
             f"{run.resolved_config}: ensemble.external ({', '.join(cfg.external())}) holds a "
@@ -398,14 +451,7 @@ def export_bundle(
         [GATE] if (decision.uses_gate or uses_lgbm) and cfg.models(GATE) else []
     )
     carried = _carried(cfg, stage, families)
-    trained = trained_settings(
-        raw,
-        run.resolved_config,
-        {t: {m: [f for _, f in folds] for m, folds in ms.items()} for t, ms in carried.items()},
-        assume_run_config=assume_run_config,
-    )
-    for what in trained.unrecorded:
-        log.warning("export: %s has no training record: took %s", what, run.resolved_config)
+    trained = carried_settings(raw, run, carried, assume_run_config)
     test_dicoms = Path(dicom_dir) if dicom_dir else working / cfg.inputs.test_dicom_dir(stage)
     out.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))

@@ -65,6 +65,7 @@ __all__ = [
     "default_outputs",
     "read_spec",
     "bundle_task",
+    "verify_bundle",
     "warn_on_versions",
 ]
 
@@ -95,6 +96,14 @@ def read_spec(layout: BundleLayout) -> dict[str, Any]:
             f"{spec.get('medpipe_version', '?')} to use it"
         )
     return spec
+
+
+def verify_bundle(layout: BundleLayout) -> None:
+    """Every file the manifest lists has its size and SHA-256 (:class:`ManifestError`, one line
+    naming each file that does not), before anything of the bundle is read."""
+    if not layout.manifest.is_file() and not layout.inference.is_file():
+        raise BundleError(f"{layout.root}: not a medpipe bundle (no manifest.json)")
+    check_manifest(layout.root, layout.manifest, strict=False)
 
 
 def bundle_task(root: str | Path) -> str | None:
@@ -193,10 +202,7 @@ class Bundle:
     def verify(self) -> None:
         """Every file the manifest lists has its size and SHA-256, before anything is read: an
         edited decision or truncated weights are refused here (:class:`ManifestError`, one line)."""
-
-        if not self.layout.manifest.is_file() and not self.layout.inference.is_file():
-            raise BundleError(f"{self.root}: not a medpipe bundle (no manifest.json)")
-        check_manifest(self.root, self.layout.manifest, strict=False)
+        verify_bundle(self.layout)
 
     def _warn_on_versions(self) -> None:
         warn_on_versions(self.root, self.spec)

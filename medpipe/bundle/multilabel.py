@@ -33,9 +33,8 @@ from typing import Any
 import numpy as np
 
 from medpipe.bundle import BundleError
-from medpipe.bundle.infer import read_spec, warn_on_versions
+from medpipe.bundle.infer import read_spec, verify_bundle, warn_on_versions
 from medpipe.bundle.layout import BundleLayout, default_outputs
-from medpipe.bundle.manifest import check_manifest
 from medpipe.io.atomic import atomic_write_csv
 from medpipe.layout import (
     CLASSIFY,
@@ -80,9 +79,7 @@ class MultilabelBundle:
         if not self.root.is_dir():
             raise BundleError(f"{self.root}: bundle folder not found (medpipe export writes one)")
         if verify:
-            if not self.layout.manifest.is_file() and not self.layout.inference.is_file():
-                raise BundleError(f"{self.root}: not a medpipe bundle (no manifest.json)")
-            check_manifest(self.root, self.layout.manifest, strict=False)
+            verify_bundle(self.layout)
         self.spec = read_spec(self.layout)
         path = self.layout.inference
         if self.spec.get("task") != TASK:

@@ -30,17 +30,17 @@ from medpipe.bundle.export import (
     _copy,
     _dumps,
     _models,
-    _monai_version,
     _replace_folder,
-    _working_dir,
     _zip,
+    carried_settings,
+    monai_metadata,
+    open_run,
     versions,
 )
 from medpipe.bundle.layout import BundleLayout
 from medpipe.bundle.manifest import write_manifest
 from medpipe.bundle.multilabel import TASK, MultilabelBundle, run_infer
-from medpipe.bundle.records import trained_settings
-from medpipe.config import RunConfig, read_yaml
+from medpipe.config import RunConfig
 from medpipe.io.atomic import atomic_write_text
 from medpipe.layout import (
     CLASSIFY,
@@ -101,20 +101,10 @@ def _metadata(spec: Mapping[str, Any], decision: Mapping[str, Any], found: Mappi
     size, channels, k = int(spec["image_size"]), spec["channels"], int(spec["n_classes"])
     names = spec.get("classes") or [str(c) for c in range(k)]
     uses_lgbm = decision.get("source", "cnn") != "cnn"
+    # what infer imports beyond torch and numpy only for some inputs (DICOM) or rules (fusion)
     optional = {"nibabel", "pydicom", "pylibjpeg", "pylibjpeg-libjpeg"}
     optional |= set() if uses_lgbm else {"lightgbm"}
-    required = {"medpipe": __version__}
-    required.update(
-        {k_: v for k_, v in found.items() if k_ not in ("python", "medpipe", "torch", "numpy")}
-    )
-    return {
-        "version": __version__,
-        "changelog": {__version__: "exported by medpipe export"},
-        "monai_version": _monai_version(),
-        "pytorch_version": found.get("torch", ""),
-        "numpy_version": found.get("numpy", ""),
-        "required_packages_version": {n: v for n, v in required.items() if n not in optional},
-        "optional_packages_version": {n: v for n, v in required.items() if n in optional},
+    described = {
         "name": "medpipe multi-label classification ensemble",
         "task": "Multi-label classification of multi-channel images (Kaggle HPA layout)",
         "description": f"Fold ensemble of {', '.join(spec['models'][CLASSIFY])}"
@@ -122,39 +112,30 @@ def _metadata(spec: Mapping[str, Any], decision: Mapping[str, Any], found: Mappi
         + f"; thresholds rule {decision.get('rule')}. Run with `medpipe infer --bundle DIR "
         "--input-dir FOLDER --out submission.csv` (FOLDER: test/<Id>_<channel>.png and "
         "sample_submission.csv).",
-        "authors": "medpipe",
-        "copyright": "see LICENSE",
-        "data_source": "trained on the run's training split (see docs/README.md)",
         "data_type": str(spec.get("image_format", "png")),
-        "intended_use": "research and competition use only; not a medical device",
-        "network_data_format": {
-            "inputs": {
-                "image": {
-                    "type": "image",
-                    "format": "magnitude",
-                    "num_channels": len(channels),
-                    "spatial_shape": [size, size],
-                    "dtype": "float32",
-                    "value_range": [0, 1],
-                    "is_patch_data": False,
-                    "channel_def": {str(i): str(c) for i, c in enumerate(channels)},
-                }
-            },
-            "outputs": {
-                "pred": {
-                    "type": "probabilities",
-                    "format": "classes",
-                    "num_channels": k,
-                    "spatial_shape": [k],
-                    "dtype": "float32",
-                    "value_range": [0, 1],
-                    "is_patch_data": False,
-                    "channel_def": {str(i): str(n) for i, n in enumerate(names)},
-                }
-            },
-        },
-        "medpipe": {"bundle_format": BUNDLE_FORMAT, "task": TASK, "versions": dict(found)},
     }
+    image = {
+        "type": "image",
+        "format": "magnitude",
+        "num_channels": len(channels),
+        "spatial_shape": [size, size],
+        "dtype": "float32",
+        "value_range": [0, 1],
+        "is_patch_data": False,
+        "channel_def": {str(i): str(c) for i, c in enumerate(channels)},
+    }
+    pred = {
+        "type": "probabilities",
+        "format": "classes",
+        "num_channels": k,
+        "spatial_shape": [k],
+        "dtype": "float32",
+        "value_range": [0, 1],
+        "is_patch_data": False,
+        "channel_def": {str(i): str(n) for i, n in enumerate(names)},
+    }
+    extra = {"task": TASK}
+    return monai_metadata(found, optional, described, {"image": image}, {"pred": pred}, extra)
 
 
 def _card(run: RunLayout, spec: Mapping[str, Any], decision: Mapping[str, Any], cv) -> str:
@@ -273,34 +254,19 @@ def export_bundle(
     Example:
         >>> export_bundle("runs/multilabel", "bundles/multilabel")  # doctest: +SKIP
     """
-    run = RunLayout(run_dir)
     out = Path(out)
     if formats:
         raise ValueError(
             f"export --format {','.join(formats)}: deployment copies are made for the SIIM "
             "task's networks only; the multi-label bundle runs with PyTorch"
         )
-    if not run.resolved_config.is_file():
-        raise FileNotFoundError(
-            f"{run.resolved_config}: not a finished run folder (no resolved config)"
-        )
-    raw = read_yaml(run.resolved_config)
-    working = _working_dir(run, raw.get("run_dir", run.run_dir))
-    raw["run_dir"] = str(run.run_dir)
-    cfg = RunConfig(raw)
+    run, raw, working, cfg = open_run(run_dir)
     stage = cfg.stage
     stage_layout = run.stage(stage)
     decision = read_decision_fields(stage_layout.thresholds)
     fused = decision.get("source", "cnn") != "cnn" or (with_fusion and cfg.fusion_enabled)
     carried = _carried(cfg, stage, [CLASSIFY])
-    trained = trained_settings(
-        raw,
-        run.resolved_config,
-        {t: {m: [f for _, f in folds] for m, folds in ms.items()} for t, ms in carried.items()},
-        assume_run_config=assume_run_config,
-    )
-    for what in trained.unrecorded:
-        log.warning("export: %s has no training record: took %s", what, run.resolved_config)
+    trained = carried_settings(raw, run, carried, assume_run_config)
     blocks = _blocks(cfg, stage, trained.blocks)
     data = cfg.section("data")
     first = next(iter(blocks[CLASSIFY].values()))

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +20,11 @@ from medpipe.bundle.manifest import ManifestError
 from medpipe.bundle.multilabel import MultilabelBundle, run_infer
 from medpipe.cli import main
 from medpipe.layout import CLASSIFY, RunLayout, read_decision_fields
+from tests.bundle.test_infer_run import TRAINING_STACK, _imports_of_infer
 from tests.e2e.multilabel_run import TINY_MULTILABEL
 
 pytestmark = pytest.mark.slow
 
-HEAVY = ("medpipe.training", "medpipe.steps", "lightning", "pytorch_lightning", "monai", "optuna")
 RUN = TINY_MULTILABEL["run_dir"]
 DATA = TINY_MULTILABEL["data"]["root"]
 
@@ -145,21 +143,10 @@ def test_an_altered_bundle_file_is_refused_by_name(work, ml_bundle, tmp_path, ca
 
 
 def test_infer_loads_no_training_stack(work, ml_bundle, tmp_path):
+    # the SIIM test's probe, run on the multi-label bundle (--dicom-dir names its input folder)
     out = tmp_path / "a.csv"
-    code = (
-        "import sys\n"
-        "from medpipe.cli import main\n"
-        f"rc = main(['infer', '--bundle', {str(ml_bundle)!r}, '--input-dir', "
-        f"{str(work / DATA)!r}, '--out', {str(out)!r}, '--device', 'cpu', '--no-progress'])\n"
-        "assert rc == 0, rc\n"
-        "names = {m.split('.')[0] for m in sys.modules}\n"
-        "names |= {'.'.join(m.split('.')[:2]) for m in sys.modules if m.startswith('medpipe.')}\n"
-        "print(' '.join(sorted(names)))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    loaded = set(proc.stdout.split())
+    loaded = _imports_of_infer(ml_bundle, work / DATA, out)
     assert {"torch", "lightgbm", "medpipe.bundle"} <= loaded  # the probe sees what ran
-    assert not loaded & set(HEAVY), loaded & set(HEAVY)
+    assert not loaded & set(TRAINING_STACK), loaded & set(TRAINING_STACK)
     run_submission = RunLayout(work / RUN).stage(1).submission
     assert out.read_bytes() == run_submission.read_bytes()
