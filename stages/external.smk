@@ -1,6 +1,8 @@
 # Teammates' predictions (ensemble.external, docs/ensemble.md): each source is checked against the
 # stage's meta.csv and folds.csv and written as medpipe's own fold files, so the steps after it
-# read it like a trained model (maps as a segmentation model, p_finding as a gate).
+# read it like a trained model (maps as a segmentation model, p_finding as a gate); a multi-label
+# run's class probabilities (kind: classes) become classifier folds that the thresholds decision
+# weighs as a source of their own (medpipe.multilabel.decide).
 
 
 rule import_external:
@@ -33,9 +35,9 @@ rule import_external:
     benchmark:
         path(LAYOUT.benchmark("import_external", "{name}_{ext}", stage="{stage}"))
     threads: 1
-    resources:  # one fold's maps at cache size, as predict holds them
-        mem_mb=NEEDS["predict_seg"].request_mb,
-        runtime=NEEDS["predict_seg"].runtime_min,
+    resources:  # one fold's maps at cache size, as predict holds them; class tables: a table
+        mem_mb=NEEDS.get("predict_seg", NEEDS["thresholds"]).request_mb,
+        runtime=NEEDS.get("predict_seg", NEEDS["thresholds"]).runtime_min,
     shell:
         "medpipe import-external --config {params.config:q} --name {wildcards.name:q} "
         "--data-dir {params.data:q} --stage-dir {params.stage_dir:q} --stage {wildcards.stage} "

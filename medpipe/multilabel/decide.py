@@ -6,11 +6,14 @@ With ``fusion.enabled`` the rule is chosen for each probability source
 (:data:`medpipe.multilabel.tables.SOURCES`: the CNN blend, the per-class LightGBM fusion of
 :mod:`medpipe.multilabel.fusion`, their mean) and the source with the best nested macro F1 is
 kept; a tie (within :data:`SOURCE_TOLERANCE`) goes to the simpler source, so fusion is kept
-only when it beats the CNN on images its fit never saw."""
+only when it beats the CNN on images its fit never saw. A teammate's class probabilities
+(``ensemble.external``, ``kind: classes``, rule import_external) are two further sources, the
+teammate's alone and its mean with the CNN blend, chosen the same way (fusion on or off)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +25,15 @@ from medpipe.layout import CLASSIFY, StageLayout, dumps
 from medpipe.multilabel.decision import TIE_TOLERANCE, choose_decision
 from medpipe.multilabel.metric import macro_f1
 from medpipe.multilabel.tables import (
-    SOURCES,
     blend_mean,
     fused_probabilities,
     khot_of,
     n_classes,
     oof_probabilities,
+    source_names,
     source_probabilities,
 )
+from medpipe.predictions.external import class_sources
 from medpipe.predictions.sources import oof_pool, stage_sources
 
 __all__ = ["SOURCE_TOLERANCE", "choose_stage_decision", "choose_source", "plot_thresholds"]
@@ -61,14 +65,18 @@ def choose_stage_decision(
     for key in ("grid", "at_least_one", "caps", "tolerance"):
         if post.get(key) is not None:
             options[key] = post[key]
+    teammates = oof_probabilities(class_sources(cfg, stage), pool)
+    fused = None
     if cfg.fusion_enabled:
         fused = fused_probabilities(stage.fused("oof"), pool["image_id"].astype(str).tolist())
-        decision = choose_source(blended, fused, truth, folds, **options)
+    if fused is not None or teammates:
+        decision = choose_source(blended, fused, truth, folds, teammates=teammates, **options)
     else:
         decision = choose_decision(blended, truth, folds, **options)
     decision["weights"] = weights
     per_model = {
-        m: {"oof_f1_at_0.5": macro_f1(truth, (p >= 0.5).astype("uint8"))} for m, p in probs.items()
+        m: {"oof_f1_at_0.5": macro_f1(truth, (p >= 0.5).astype("uint8"))}
+        for m, p in {**probs, **teammates}.items()
     }
     cv = {
         "metric": "macro F1",
@@ -98,15 +106,18 @@ def choose_stage_decision(
 
 def choose_source(
     cnn: np.ndarray,
-    fused: np.ndarray,
+    fused: np.ndarray | None,
     truth: np.ndarray,
     folds: np.ndarray,
+    teammates: Mapping[str, np.ndarray] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """The decision of the best probability source: :func:`choose_decision` on each of
-    :data:`SOURCES` (same folds, same candidates); the best nested macro F1 wins, and a simpler
+    :func:`source_names` (same folds, same candidates): the CNN blend, with ``fused`` the fusion
+    and their mean, and per teammate's source (``teammates``: name -> OOF probabilities) its
+    mean with the CNN blend and the source alone. The best nested macro F1 wins, and a simpler
     source within :data:`SOURCE_TOLERANCE` (or ``tolerance``, if larger) of it is preferred
-    (``cnn`` before ``fused`` before ``mean``).
+    (in :func:`source_names`' order).
 
     Returns:
         The chosen source's decision, plus ``source`` (its name) and ``sources`` (each source's
@@ -117,12 +128,16 @@ def choose_source(
         'cnn'
     """
     tolerance = max(float(options.get("tolerance", TIE_TOLERANCE)), SOURCE_TOLERANCE)
+    teammates = dict(teammates or {})
+    names = source_names(fused is not None, list(teammates))
     decisions = {
-        name: choose_decision(source_probabilities(name, cnn, fused), truth, folds, **options)
-        for name in SOURCES
+        name: choose_decision(
+            source_probabilities(name, cnn, fused, teammates), truth, folds, **options
+        )
+        for name in names
     }
     best = max(d["nested_score"] for d in decisions.values())
-    chosen = next(n for n in SOURCES if decisions[n]["nested_score"] >= best - tolerance)
+    chosen = next(n for n in names if decisions[n]["nested_score"] >= best - tolerance)
     decision = dict(decisions[chosen])
     decision["source"] = chosen
     decision["source_tolerance"] = tolerance

@@ -27,6 +27,7 @@ __all__ = [
     "blend_mean",
     "fused_probabilities",
     "source_probabilities",
+    "source_names",
 ]
 
 #: the probability sources the decision compares when fusion is on, simplest first (a tie goes
@@ -106,12 +107,45 @@ def fused_probabilities(path: str | Path, ids: Sequence[str]) -> np.ndarray:
     return table.loc[list(ids)].to_numpy(np.float64)
 
 
-def source_probabilities(source: str, cnn: np.ndarray, fused: np.ndarray | None) -> np.ndarray:
-    """The probabilities of one of :data:`SOURCES`: ``cnn``, ``fused`` or their ``mean``."""
+def source_names(fusion: bool, teammates: Sequence[str] = ()) -> list[str]:
+    """The probability sources a decision compares, simplest first (a tie goes to the earlier):
+    the CNN blend, with fusion :data:`SOURCES`' others, then per teammate's source
+    (``ensemble.external``, ``kind: classes``) its mean with the CNN blend (``cnn+<name>``) and
+    the teammate's alone (``<name>``).
+
+    Example:
+        >>> source_names(True, ["team"])
+        ['cnn', 'fused', 'mean', 'cnn+team', 'team']
+    """
+    names = list(SOURCES) if fusion else ["cnn"]
+    for name in teammates:
+        if name in SOURCES:
+            raise ValueError(
+                f"ensemble.external.{name}: the name of a probability source of the decision "
+                f"({', '.join(SOURCES)}); give the teammate's source another name"
+            )
+        names += [f"cnn+{name}", str(name)]
+    return names
+
+
+def source_probabilities(
+    source: str,
+    cnn: np.ndarray,
+    fused: np.ndarray | None,
+    teammates: Mapping[str, np.ndarray] | None = None,
+) -> np.ndarray:
+    """The probabilities of one source (:func:`source_names`): ``cnn``, ``fused``, their
+    ``mean``, a teammate's ``<name>`` or its mean with the CNN blend, ``cnn+<name>``."""
+    teammates = teammates or {}
     if source == "cnn":
         return np.asarray(cnn, np.float64)
+    if source in teammates:
+        return np.asarray(teammates[source], np.float64)
+    if source.startswith("cnn+") and source[4:] in teammates:
+        return 0.5 * (np.asarray(cnn, np.float64) + np.asarray(teammates[source[4:]], np.float64))
     if source not in SOURCES:
-        raise ValueError(f"decision: source {source!r} is not one of {', '.join(SOURCES)}")
+        known = [*SOURCES, *teammates, *(f"cnn+{n}" for n in teammates)]
+        raise ValueError(f"decision: source {source!r} is not one of {', '.join(known)}")
     if fused is None:
         raise ValueError(f"decision: source {source!r} needs the fused probabilities")
     if source == "fused":

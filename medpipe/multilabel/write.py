@@ -1,6 +1,6 @@
 """The multi-label stage's submission: the classifiers' test probabilities blended with the
 decision's weights (or the source the decision chose: the LightGBM fusion, or its mean with the
-blend), its thresholds rule applied, written as ``Id,Predicted`` in the sample
+blend, a teammate's probabilities or their mean with the blend), its thresholds rule applied, written as ``Id,Predicted`` in the sample
 submission's order (an Id ingest could not read gets an empty row) and validated."""
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from medpipe.multilabel.tables import (
     source_probabilities,
     test_probabilities,
 )
+from medpipe.predictions.external import class_sources
 from medpipe.predictions.sources import stage_sources
 
 __all__ = ["write_stage_submission", "sample_ids"]
@@ -47,9 +48,14 @@ def write_stage_submission(
     decision = read_decision_fields(stage.thresholds)
     ids, probs = test_probabilities(stage_sources(cfg, stage, CLASSIFY))
     cnn = blend_mean(probs, decision.get("weights"))
-    source = decision.get("source", "cnn")  # absent: fusion off, the CNN blend
-    fused = fused_probabilities(stage.fused("test"), ids) if source != "cnn" else None
-    khot = apply_decision(decision, source_probabilities(source, cnn, fused))
+    source = decision.get("source", "cnn")  # absent: fusion off and no teammates, the CNN blend
+    fused = fused_probabilities(stage.fused("test"), ids) if source in ("fused", "mean") else None
+    teammates = {}
+    for name, dirs in class_sources(cfg, stage).items():
+        if source in (name, f"cnn+{name}"):  # the teammate's fold mean, in this split's order
+            theirs_ids, theirs = test_probabilities({name: dirs})
+            teammates[name] = pd.DataFrame(theirs[name], index=theirs_ids).loc[ids].to_numpy()
+    khot = apply_decision(decision, source_probabilities(source, cnn, fused, teammates))
     k = n_classes(data_dir)
     order = sample_ids(cfg, stage)
     row_of = {image_id: i for i, image_id in enumerate(ids)}

@@ -6,8 +6,11 @@ the fold ``folds.csv`` gives it; the test ids those of the stage's test split; m
 one size, in [0, 1]) and written as the fold folders of a model: maps as segmentation folds
 (``oof.npz`` of the fold's validation images, ``test.npz`` of every test image, resized to the
 cache size, with the fusion statistics), p(finding) as gate folds (``oof.csv``, ``test.csv``
-without embeddings). So the weight search, the ablation, the features, submit and the report
-read a teammate's model like one of ours. Every problem is one :class:`ExternalSourceError`
+without embeddings), K class probabilities (``kind: classes``, a multi-label run) as
+classifier folds (``oof.csv``, ``test.csv``: ``p_0 … p_{K-1}``, K the run's). So the weight
+search, the ablation, the features, submit and the report read a teammate's model like one of
+ours (a multi-label run's decision weighs a ``classes`` source as a probability source of its
+own: :mod:`medpipe.multilabel.decide`). Every problem is one :class:`ExternalSourceError`
 naming the file, what is wrong and the first offending image.
 """
 
@@ -27,16 +30,21 @@ from medpipe.config import ConfigError, RunConfig
 from medpipe.fusion.statistics import seg_statistics
 from medpipe.io.atomic import atomic_path
 from medpipe.layout import (
+    GATE,
     SEGMENT,
     FoldDir,
     StageLayout,
     data_files,
     read_folds,
     read_meta,
+    read_target_matrix,
+    target_file,
     test_split,
+    write_class_predictions,
     write_gate_predictions,
     write_seg_predictions,
 )
+from medpipe.multilabel.tables import source_names
 from medpipe.predictions.external import KIND_TASK, source_files
 
 __all__ = ["ExternalSourceError", "check_source", "import_external"]
@@ -277,7 +285,8 @@ def _check_maps(checked: _Checked, folds, pool: pd.Index, test: pd.Index, split:
         )
 
 
-def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
+def _read_csv(path: Path, required: list[str], values: list[str]) -> pd.DataFrame:
+    """A source table with its ``values`` columns (probabilities) checked to lie in [0, 1]."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such source file ({_DOC})")
     try:
@@ -285,35 +294,41 @@ def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise _fail(path, f"not a readable CSV table ({str(err).strip()})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
-    missing = [c for c in required if c not in frame.columns]
+    missing = [c for c in [*required, *values] if c not in frame.columns]
     if missing:
         raise _fail(path, f"no column {missing[0]!r} (columns: {', '.join(frame.columns)})")
     if frame["image_id"].isna().any():
         raise _fail(
             path, f"row {int(np.flatnonzero(frame['image_id'].isna())[0]) + 2}: no image_id"
         )
-    p = pd.to_numeric(frame["p_finding"], errors="coerce").to_numpy(np.float64)
-    bad = np.flatnonzero(~np.isfinite(p) | (p < 0) | (p > 1))
+    p = frame[values].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    bad = np.argwhere(~np.isfinite(p) | (p < 0) | (p > 1))
     if len(bad):
+        row, col = bad[0]
         raise _fail(
             path,
-            f"image {_said(frame['image_id'].iloc[bad[0]])} has p_finding "
-            f"{_said(frame['p_finding'].iloc[bad[0]])}: values must lie in [0, 1]",
+            f"image {_said(frame['image_id'].iloc[row])} has {values[col]} "
+            f"{_said(frame[values[col]].iloc[row])}: values must lie in [0, 1]",
         )
-    return frame.assign(image_id=frame["image_id"].str.strip(), p_finding=p)
+    frame = frame.assign(image_id=frame["image_id"].str.strip())
+    frame[values] = p
+    return frame
 
 
-def _check_p_finding(checked: _Checked, folds, pool: pd.Index, test: pd.Index, split: str) -> None:
+def _check_table(
+    checked: _Checked, folds, pool: pd.Index, test: pd.Index, split: str, values: list[str]
+) -> None:
+    """A table source (``p_finding``, or a multi-label run's ``p_0 … p_{K-1}``)."""
     path = checked.files["oof"]
-    frame = _read_csv(path, ["image_id", "fold", "p_finding"])
+    frame = _read_csv(path, ["image_id", "fold"], values)
     ids = _check_ids(path, frame["image_id"].to_numpy())
     fold = _as_int(path, frame["fold"].to_numpy(), "fold")
     checked.oof_fold = _check_oof(path, ids, fold, folds)
     _check_coverage(path, ids, pool, f"images of the trained folds in {_FOLDS}")
-    checked.oof_ids, checked.p["oof"] = ids, frame["p_finding"].to_numpy()
+    checked.oof_ids, checked.p["oof"] = ids, _values(frame, values)
 
     path = checked.files["test"]
-    frame = _read_csv(path, ["image_id", "p_finding"])
+    frame = _read_csv(path, ["image_id"], values)
     if "fold" in frame.columns:  # each of the teammate's fold models: averaged per image
         _as_int(path, frame["fold"].to_numpy(), "fold")
         keys = frame["image_id"] + "\x00" + frame["fold"].astype(str)
@@ -321,10 +336,35 @@ def _check_p_finding(checked: _Checked, folds, pool: pd.Index, test: pd.Index, s
         if dup.any():
             row = frame[dup].iloc[0]
             raise _fail(path, f"image {_said(row['image_id'])} has two rows for fold {row['fold']}")
-        frame = frame.groupby("image_id", sort=False, as_index=False)["p_finding"].mean()
+        frame = frame.groupby("image_id", sort=False, as_index=False)[values].mean()
     ids = _check_ids(path, frame["image_id"].to_numpy())
     _check_test(path, ids, test, split)
-    checked.test_ids, checked.p["test"] = ids, frame["p_finding"].to_numpy()
+    checked.test_ids, checked.p["test"] = ids, _values(frame, values)
+
+
+def _values(frame: pd.DataFrame, values: list[str]) -> np.ndarray:
+    """One column: a vector (p_finding); several: an ``(N, K)`` matrix."""
+    return frame[values[0]].to_numpy() if len(values) == 1 else frame[values].to_numpy()
+
+
+def _class_columns(cfg: RunConfig, data_dir: Path, files: Mapping[str, Path]) -> list[str]:
+    """``p_0 … p_{K-1}`` of the run's K classes; a source table with another K is refused."""
+    k = int(read_target_matrix(target_file(data_dir, "train")).shape[1])
+    for path in files.values():
+        if path.is_file():
+            header = [str(c).strip() for c in pd.read_csv(path, nrows=0).columns]
+            extra = [c for c in header if c.startswith("p_") and c not in _p_columns(k)]
+            if extra:
+                raise _fail(
+                    path,
+                    f"column {extra[0]!r}: the run has {k} classes (p_0 … p_{k - 1}), "
+                    f"one column per class of data.classes",
+                )
+    return _p_columns(k)
+
+
+def _p_columns(k: int) -> list[str]:
+    return [f"p_{c}" for c in range(k)]
 
 
 def check_source(cfg: RunConfig, stage: StageLayout, data_dir: str | Path, name: str) -> _Checked:
@@ -343,8 +383,17 @@ def check_source(cfg: RunConfig, stage: StageLayout, data_dir: str | Path, name:
     checked = _Checked(name, block, source_files(block, stage.number))
     split = test_split(stage.number)
     folds, pool, test = _stage_ids(Path(data_dir), cfg, split)
-    check = _check_maps if block["kind"] == "maps" else _check_p_finding
-    check(checked, folds, pool, test, split)
+    if block["kind"] == "maps":
+        _check_maps(checked, folds, pool, test, split)
+    elif block["kind"] == "classes":
+        try:  # the decision names sources by these names: none may be one of its own
+            source_names(True, [name])
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        columns = _class_columns(cfg, Path(data_dir), checked.files)
+        _check_table(checked, folds, pool, test, split, columns)
+    else:
+        _check_table(checked, folds, pool, test, split, ["p_finding"])
     return checked
 
 
@@ -410,14 +459,15 @@ def import_external(
             _write_maps(d.oof, checked.oof_ids[mine[d.fold]], _cache_maps(oof, mine[d.fold], size))
         rows = np.arange(len(checked.test_ids))
         _write_maps(out[0].test, checked.test_ids, _cache_maps(checked.maps["test"], rows, size))
-    else:
+    else:  # a table: gate folds (p_finding) or classifier folds (K class probabilities)
+        write = write_gate_predictions if family == GATE else write_class_predictions
         for d in out:  # no embeddings: the features step then has no PCA columns for it
             rows = mine[d.fold]
             p_oof = checked.p["oof"][rows]
-            write_gate_predictions(d.oof, checked.oof_ids[rows], p_oof, np.empty((len(rows), 0)))
+            write(d.oof, checked.oof_ids[rows], p_oof, np.empty((len(rows), 0)))
         n_test = len(checked.test_ids)
         p_test = checked.p["test"]
-        write_gate_predictions(out[0].test, checked.test_ids, p_test, np.empty((n_test, 0)))
+        write(out[0].test, checked.test_ids, p_test, np.empty((n_test, 0)))
     for d in out[1:]:
         _copy(out[0].test, d.test)
     log.info(
