@@ -16,6 +16,7 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,13 +29,19 @@ from medpipe.guards import redact_config
 from medpipe.io.atomic import atomic_write_text
 from medpipe.io.hashing import sha256_file
 from medpipe.layout import (
+    CLASSIFY,
     FAMILIES,
+    HpaInputLayout,
     InputLayout,
     RunLayout,
+    fusion_files,
     read_prediction_record,
     read_retrain_choice,
+    read_target_matrix,
+    target_file,
 )
 from medpipe.predictions.external import source_files
+from medpipe.tasks import get_task
 
 log = logging.getLogger("medpipe.verify")
 
@@ -45,6 +52,7 @@ __all__ = [
     "package_lock",
     "git_state",
     "checkpoints_used",
+    "stage_artifacts",
     "external_sources",
     "rule_wall_times",
     "write_reproduce_doc",
@@ -237,6 +245,9 @@ def rule_wall_times(benchmark_dir: str | Path) -> pd.DataFrame:
 
 
 def _cv_of(cv: Mapping[str, Any], family: str, model: str) -> str:
+    if family == CLASSIFY:
+        value = (cv.get("models") or {}).get(model, {}).get("oof_f1_at_0.5")
+        return f"OOF macro F1 at 0.5 {value:.4f}" if value is not None else "n/a"
     if family == "segment":
         value = (cv.get("models") or {}).get(model, {}).get("seg_only")
         return f"OOF dice {value:.4f}" if value is not None else "n/a"
@@ -255,6 +266,101 @@ def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class TaskInputs:
+    """What REPRODUCE.md hashes below ``data.root``: whole files (labels, the sample
+    submissions' id lists) and image folders (as sorted path + size listings, in split order:
+    train, stage-1 test, stage-2 test); ``channels`` for a task of multi-channel images."""
+
+    files: list[Path]
+    folders: list[Path]
+    channels: list[str] | None = None
+
+
+_SPLITS = ("train", "test", "stage2_test")
+
+
+def task_inputs(view: RunConfig) -> TaskInputs:
+    """The run's input files: the SIIM film layout, or the HPA layout of a classifier task."""
+    root = view.section("data")["root"]
+    if CLASSIFY not in get_task(view.task_name).families:
+        films = InputLayout(root)
+        return TaskInputs(
+            [films.train_labels, films.stage2_labels], [films.dicom_dir(s) for s in _SPLITS]
+        )
+    hpa = HpaInputLayout(root)
+    return TaskInputs(
+        [hpa.train_labels, hpa.stage2_labels, hpa.sample_submission, hpa.stage2_sample_submission],
+        [hpa.image_dir(s) for s in _SPLITS],
+        list(view.section("data").get("channels") or ["red", "green", "blue", "yellow"]),
+    )
+
+
+def stage_artifacts(
+    view: RunConfig, run_dir: str | Path, ckpts: Iterable[Mapping[str, Any]], stage: int = 2
+) -> list[dict[str, str]]:
+    """Every file between the checkpoints and the submission of a stage, hashed: the stage's
+    data tables, each fold's OOF and test predictions, the fusion, the decision, the
+    submission. ``verify-reproduction`` compares its rebuild against these."""
+    run = RunLayout(run_dir)
+    files = [("image table", run.meta(stage)), ("folds", run.folds(stage))]
+    for row in ckpts:
+        fold = run.stage(stage).fold(row["task"], row["model"], int(row["fold"]))
+        name = f"{row['model']} fold {row['fold']}"
+        files += [(f"{name} OOF predictions", fold.oof), (f"{name} test predictions", fold.test)]
+    if view.fusion_enabled:
+        fusion = fusion_files(run.fusion_dir(stage))
+        files += [
+            ("fusion features", fusion["features"]),
+            ("fusion boosters", fusion["boosters"]),
+            ("fused OOF", fusion["oof"]),
+            ("fused test", fusion["test"]),
+        ]
+    files += [
+        ("decision", run.thresholds(stage)),
+        ("CV summary", run.cv(stage)),
+        ("submission", run.stage_submission(stage)),
+    ]
+    return [{"artifact": what, **_hashed(path, run_dir)} for what, path in files]
+
+
+def _task_text(view: RunConfig, run: RunLayout, inputs: TaskInputs) -> str:
+    """The task, its classes and channels (a multi-channel classifier task; SIIM: nothing)."""
+    if not inputs.channels:
+        return ""
+    task = get_task(view.task_name)
+    names = view.section("data").get("classes")
+    targets = target_file(run.data_dir(2), "train")
+    k = len(names) if names else _n_classes(targets)
+    shown = (
+        ", ".join(f"{i} {n}" for i, n in enumerate(names)) if names else "indices as in the labels"
+    )
+    return f"""
+## Task
+- task: `{task.name}`; metric: {task.metric}; submission `{",".join(task.submission_header)}` in the order of `{task.test_reference(view.section("data")["root"], 2).name}`
+- channels, in the order the model sees them: {", ".join(inputs.channels)} (image format: {view.section("data").get("image_format") or "png"})
+- classes: K = {k} ({shown})
+"""
+
+
+def _n_classes(targets: Path) -> str | int:
+    return int(read_target_matrix(targets).shape[1]) if targets.is_file() else "unknown"
+
+
+def _artifacts_text(artifacts: list[Mapping[str, str]]) -> str:
+    if not artifacts:
+        return ""
+    table = _table(
+        ["artifact", "path", "SHA-256"],
+        [[a["artifact"], a["path"], a["sha256"]] for a in artifacts],
+    )
+    return (
+        "## Stage-2 artifacts (from the checkpoints to the submission)\n"
+        "`medpipe verify-reproduction` rebuilds each and names the first that differs.\n\n"
+        f"{table}\n\n"
+    )
+
+
 def write_reproduce_doc(
     view: RunConfig,
     run_dir: str | Path,
@@ -271,18 +377,14 @@ def write_reproduce_doc(
     """
     config = view.raw
     run_dir, out_md = Path(run_dir), Path(out_md)
-    run, inputs = RunLayout(run_dir), InputLayout(config["data"]["root"])
+    run, inputs = RunLayout(run_dir), task_inputs(view)
     lock = package_lock()
     lock_name = run.reproduce("lock").name
     atomic_write_text(lock, out_md.with_name(lock_name))
     hw, git = hardware(), git_state(repo)
     submission = run.stage_submission(2)
-    labels = [inputs.train_labels, inputs.stage2_labels]
-    listings = {
-        inputs.dicom_dir(split).name: sha256_listing(inputs.dicom_dir(split))
-        for split in ("train", "test", "stage2_test")
-        if inputs.dicom_dir(split).is_dir()
-    }
+    labels = inputs.files
+    listings = {folder.name: sha256_listing(folder) for folder in inputs.folders if folder.is_dir()}
     cv1, cv2 = _read_json(run.cv(1)), _read_json(run.cv(2))
     files = " ".join(shlex.quote(f) for f in config_files)
     args = [a for a in config_args if a]
@@ -308,11 +410,12 @@ def write_reproduce_doc(
             )
     times = rule_wall_times(run.benchmarks_dir)
     ckpts = checkpoints_used(view, run_dir)
+    artifacts = stage_artifacts(view, run_dir, ckpts) if inputs.channels else []
 
     md = f"""# Reproducing this stage-2 submission
 
 Generated by `medpipe reproduce-doc` from the run in `{run_dir}`; do not edit by hand.
-
+{_task_text(view, run, inputs)}
 ## Expected result
 - Submission: `{submission}`
 - SHA-256: `{sha256_file(submission) if submission.exists() else "MISSING"}`
@@ -335,9 +438,9 @@ Generated by `medpipe reproduce-doc` from the run in `{run_dir}`; do not edit by
 ```bash
 git clone <this repository> medpipe && cd medpipe && git checkout {git["commit"] if "unknown" not in git["commit"] else "<commit>"}
 python3 -m venv .venv && .venv/bin/pip install -r {out_md.with_name(lock_name).as_posix()} && .venv/bin/pip install --no-deps -e .
-# stage 1: train on train-rle.csv, predict the stage-1 test set
+# stage 1: train on {labels[0].name}, predict the stage-1 test set
 .venv/bin/snakemake --cores 8 submission --configfile {files} --config {stage1_args}
-# stage 2: retrain the chosen models on the released labels, predict stage_2_images
+# stage 2: retrain the chosen models on the released labels, predict {inputs.folders[-1].name}
 .venv/bin/snakemake --cores 8 submission --configfile {files}{stage2_args}
 ```
 
@@ -362,7 +465,7 @@ Ensemble OOF score (the submission's rule): stage 1 {cv1.get("ensemble", "n/a")}
 ## Checkpoints used for the stage-2 predictions
 {_table(["task", "model", "fold", "path", "SHA-256"], [[r["task"], r["model"], r["fold"], h["path"], h["sha256"]] for r in ckpts for h in [r, *r.get("snapshots", [])]])}
 
-## Wall time per rule (Snakemake benchmark files)
+{_artifacts_text(artifacts)}## Wall time per rule (Snakemake benchmark files)
 {_table(["rule", "jobs", "seconds"], [[r.rule, r.jobs, f"{r.seconds:.1f}"] for r in times.itertuples()])}
 
 ## Resolved config
@@ -377,6 +480,8 @@ Ensemble OOF score (the submission's rule): stage 1 {cv1.get("ensemble", "n/a")}
         "external": external_sources(view, run_dir),
         "git": git,
     }
+    if artifacts:  # the multi-label task's: verify-reproduction names the one that differs
+        manifest["artifacts"] = artifacts
     atomic_write_text(
         json.dumps(manifest, indent=2) + "\n", out_md.with_name(run.reproduce("manifest").name)
     )

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from medpipe.guards import LABEL_COLUMN
+
 __all__ = ["ALWAYS_TRAIN", "stage2_folds"]
 
 ALWAYS_TRAIN = -1
@@ -22,15 +24,20 @@ ALWAYS_TRAIN = -1
 def stage2_folds(
     stage1_folds: pd.DataFrame, meta: pd.DataFrame, labelled_split: str = "test"
 ) -> pd.DataFrame:
-    """Stage-1 folds plus the newly labelled images: in their patient's fold, else always in training."""
-    new = meta[(meta["split"] == labelled_split) & meta["has_finding"].notna()]
+    """Stage-1 folds plus the newly labelled images: in their patient's fold, else always in training.
+
+    The label columns are stage 1's (``folds.csv`` between ``patient_key`` and ``fold``: SIIM's
+    ``has_finding``, the multi-label task's ``target``), read from the stage-2 ``meta.csv``.
+    """
+    labels = [c for c in stage1_folds.columns if c not in _KEYS]
+    new = meta[(meta["split"] == labelled_split) & _labelled(meta)]
     new = new[~new["image_id"].isin(stage1_folds["image_id"])]
     fold_of_patient = stage1_folds.drop_duplicates("patient_key").set_index("patient_key")["fold"]
     added = pd.DataFrame(
         {
             "image_id": new["image_id"].to_numpy(),
             "patient_key": new["patient_key"].to_numpy(),
-            "has_finding": new["has_finding"].astype(int).to_numpy(),
+            **{column: _label_values(new, column) for column in labels},
             "fold": new["patient_key"]
             .map(fold_of_patient)
             .fillna(ALWAYS_TRAIN)
@@ -39,3 +46,18 @@ def stage2_folds(
         }
     )
     return pd.concat([stage1_folds[added.columns], added], ignore_index=True)
+
+
+_KEYS = ("image_id", "patient_key", "fold")
+
+
+def _labelled(meta: pd.DataFrame) -> pd.Series:
+    """Rows with a label, as the training-pool guard reads them: SIIM's ``has_finding``, a
+    multi-label image's ``n_labels`` (its ``target`` is empty when it has no class)."""
+    return meta[LABEL_COLUMN if LABEL_COLUMN in meta.columns else "n_labels"].notna()
+
+
+def _label_values(rows: pd.DataFrame, column: str):
+    if column == LABEL_COLUMN:
+        return rows[column].astype(int).to_numpy()
+    return rows[column].fillna("").astype(str).to_numpy()

@@ -3,46 +3,50 @@
 # keep their stage-1 checkpoints; all predict the new stage-2 test set; fusion and thresholds are
 # refitted on stage-2 OOF; REPRODUCE.md documents it. Stage-1 outputs are never overwritten.
 
-if STAGE == 2 and not SYNTH and not INPUTS.stage2_labels.exists():
-    raise WorkflowError(
-        f"stage: 2 needs {INPUTS.stage2_labels} and {INPUTS.dicom_dir('stage2_test')}/ (the released stage-2 "
-        "data). With synthetic data, set data.synthetic.n_stage2_test > 0."
-    )
+# The film task's stage-2 ingest (stages/data.smk's input layout); a task with other input
+# brings its own with its data rules (the multi-label task: stages/multilabel_stage2.smk).
+if "data.smk" in TASK.rule_files:
+
+    if STAGE == 2 and not SYNTH and not INPUTS.stage2_labels.exists():
+        raise WorkflowError(
+            f"stage: 2 needs {INPUTS.stage2_labels} and {INPUTS.dicom_dir('stage2_test')}/ (the released stage-2 "
+            "data). With synthetic data, set data.synthetic.n_stage2_test > 0."
+        )
 
 
-rule ingest_stage2:
-    """Cache train, the now-labelled stage-1 test set and the stage-2 test set with the stage-2 labels."""
-    input:
-        labels=path(INPUTS.stage2_labels),
-        code=code("medpipe.data.ingest"),
-    output:
-        meta=path(LAYOUT.meta(2)),
-        quarantine=path(LAYOUT.quarantine(2)),
-        train=path(LAYOUT.cache(2, "train", "images", SIZE)),
-        test=path(LAYOUT.cache(2, "test", "images", SIZE)),
-        test_masks=path(LAYOUT.cache(2, "test", "masks", SIZE)),
-        stage2_test=path(LAYOUT.cache(2, "stage2_test", "images", SIZE)),
-    params:
-        train_dicom=path(INPUTS.dicom_dir("train")),
-        test_dicom=path(INPUTS.dicom_dir("test")),
-        stage2_dicom=path(INPUTS.dicom_dir("stage2_test")),
-        out=folder_of("output", "meta", data_dir(2), LAYOUT.meta(2)),
-        size=SIZE,
-        salt_digest=SALT_DIGEST,  # the salt itself reaches ingest as $MEDPIPE_SALT
-        missing_labels=config["data"].get("missing_labels", "error"),
-    log:
-        path(LAYOUT.log("ingest", stage=2)),
-    benchmark:
-        path(LAYOUT.benchmark("ingest", stage=2))
-    threads: heavy_threads
-    resources:
-        mem_mb=NEEDS["ingest"].request_mb,
-        runtime=NEEDS["ingest"].runtime_min,
-    shell:
-        "medpipe ingest --dicom-dir {params.train_dicom:q} --split train "
-        "--dicom-dir {params.test_dicom:q} --split test "
-        "--dicom-dir {params.stage2_dicom:q} --split stage2_test --labels {input.labels:q} "
-        "--out {params.out:q} --size {params.size} --workers {threads} --missing-labels {params.missing_labels} > {log:q} 2>&1"
+    rule ingest_stage2:
+        """Cache train, the now-labelled stage-1 test set and the stage-2 test set with the stage-2 labels."""
+        input:
+            labels=path(INPUTS.stage2_labels),
+            code=code("medpipe.data.ingest"),
+        output:
+            meta=path(LAYOUT.meta(2)),
+            quarantine=path(LAYOUT.quarantine(2)),
+            train=path(LAYOUT.cache(2, "train", "images", SIZE)),
+            test=path(LAYOUT.cache(2, "test", "images", SIZE)),
+            test_masks=path(LAYOUT.cache(2, "test", "masks", SIZE)),
+            stage2_test=path(LAYOUT.cache(2, "stage2_test", "images", SIZE)),
+        params:
+            train_dicom=path(INPUTS.dicom_dir("train")),
+            test_dicom=path(INPUTS.dicom_dir("test")),
+            stage2_dicom=path(INPUTS.dicom_dir("stage2_test")),
+            out=folder_of("output", "meta", data_dir(2), LAYOUT.meta(2)),
+            size=SIZE,
+            salt_digest=SALT_DIGEST,  # the salt itself reaches ingest as $MEDPIPE_SALT
+            missing_labels=config["data"].get("missing_labels", "error"),
+        log:
+            path(LAYOUT.log("ingest", stage=2)),
+        benchmark:
+            path(LAYOUT.benchmark("ingest", stage=2))
+        threads: heavy_threads
+        resources:
+            mem_mb=NEEDS["ingest"].request_mb,
+            runtime=NEEDS["ingest"].runtime_min,
+        shell:
+            "medpipe ingest --dicom-dir {params.train_dicom:q} --split train "
+            "--dicom-dir {params.test_dicom:q} --split test "
+            "--dicom-dir {params.stage2_dicom:q} --split stage2_test --labels {input.labels:q} "
+            "--out {params.out:q} --size {params.size} --workers {threads} --missing-labels {params.missing_labels} > {log:q} 2>&1"
 
 
 rule make_folds_stage2:

@@ -18,7 +18,6 @@ from medpipe.inference.predict import predict_fold, use_recorded_settings
 from medpipe.io.hashing import sha256_file
 from medpipe.layout import (
     FAMILIES,
-    InputLayout,
     RunLayout,
     read_metrics,
     read_prediction_record,
@@ -29,6 +28,7 @@ from medpipe.steps.features import run_features
 from medpipe.steps.fuse import run_fuse
 from medpipe.steps.submit import run_submit
 from medpipe.steps.thresholds import run_thresholds
+from medpipe.tasks import get_task
 from medpipe.training import train_fold
 
 __all__ = ["verify_reproduction", "verify_retrain"]
@@ -41,7 +41,9 @@ def verify_reproduction(cfg: RunConfig, run_dir: str | Path, work_dir: str | Pat
 
     An empty list means the rebuilt submission has the recorded SHA-256. Otherwise each entry
     names what differs: a checkpoint whose hash changed, then the first intermediate files
-    (predictions, fusion, thresholds) whose bytes differ from the run's.
+    (predictions, fusion, thresholds) whose bytes differ from the run's. Where the manifest
+    lists the stage's artifacts (the multi-label task's), each of the run's files and each
+    rebuilt one is also checked against its recorded SHA-256, by name.
     """
     config = cfg.raw
     run_dir, work_dir = Path(run_dir), Path(work_dir)
@@ -59,6 +61,15 @@ def verify_reproduction(cfg: RunConfig, run_dir: str | Path, work_dir: str | Pat
                 problems.append(
                     f"checkpoint {hashed['path']} differs: recorded {hashed['sha256'][:12]}, now {now[:12]}"
                 )
+    artifacts = manifest.get("artifacts") or []
+    for row in artifacts:  # the run's own files: changed since REPRODUCE.md recorded them?
+        path = run_dir / row["path"]
+        now = sha256_file(path) if path.exists() else "MISSING"
+        if now != row["sha256"]:
+            problems.append(
+                f"{row['artifact']} {row['path']} differs from its recorded SHA-256: "
+                f"{row['sha256'][:12]}, now {now[:12]}"
+            )
 
     data_dir = run.data_dir(2)
     stage = work.stage(2)
@@ -91,13 +102,14 @@ def verify_reproduction(cfg: RunConfig, run_dir: str | Path, work_dir: str | Pat
             test_split=test_split(2),
         )
     view = RunConfig({**config, "run_dir": str(work_dir), "stage": 2})  # the rebuild's own tree
+    task = get_task(view.task_name)
     if view.fusion_enabled:
-        run_features(view, stage, data_dir, stage.features)
-        run_fuse(view, stage.features, data_dir, stage.fusion_dir)
+        _fuse(task, view, stage, data_dir)
     run_thresholds(view, stage, data_dir)
-    dicom_dir = InputLayout(config["data"]["root"]).dicom_dir("stage2_test")
+    reference = task.test_reference(config["data"]["root"], 2)  # the test images, or their list
     rebuilt = stage.submission
-    run_submit(view, stage, data_dir, dicom_dir if dicom_dir.is_dir() else None, rebuilt)
+    run_submit(view, stage, data_dir, reference if reference.exists() else None, rebuilt)
+    problems += _rebuilt_artifacts(artifacts, run_dir, work_dir)
     if sha256_file(rebuilt) == manifest["submission_sha256"]:
         return problems
     problems.append(
@@ -109,6 +121,29 @@ def verify_reproduction(cfg: RunConfig, run_dir: str | Path, work_dir: str | Pat
         original = run.stage_dir(2) / path.relative_to(stage_dir)
         if original.exists() and sha256_file(original) != sha256_file(path):
             problems.append(f"differs: {original}")
+    return problems
+
+
+def _fuse(task, view: RunConfig, stage, data_dir: Path) -> None:
+    """The stage's fusion step, as its rule runs it: the task's own (``fuse`` in its modules:
+    the multi-label per-class boosters) or the SIIM features and LightGBM p(finding)."""
+    if "fuse" in task.modules:  # LightGBM is deterministic: any thread count gives these bytes
+        task.implementation("fuse").run_class_fusion(view, stage, data_dir, stage.fusion_dir)
+        return
+    run_features(view, stage, data_dir, stage.features)
+    run_fuse(view, stage.features, data_dir, stage.fusion_dir)
+
+
+def _rebuilt_artifacts(artifacts: list[dict], run_dir: Path, work_dir: Path) -> list[str]:
+    """Each recorded artifact the rebuild made again whose bytes differ from the record."""
+    problems = []
+    for row in artifacts:
+        rebuilt = work_dir / row["path"]
+        if rebuilt.is_file() and sha256_file(rebuilt) != row["sha256"]:
+            problems.append(
+                f"rebuilt {row['artifact']} differs: {run_dir / row['path']} recorded "
+                f"{row['sha256'][:12]}, rebuilt {sha256_file(rebuilt)[:12]}"
+            )
     return problems
 
 

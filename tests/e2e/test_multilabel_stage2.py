@@ -1,0 +1,162 @@
+"""Stage 2 of the multi-label task end to end, on a copy of the tiny multi-label run: the released
+labels ingested, the classifier retrained on train + the stage-1 test images, the stage-2 test
+set predicted in the stage-2 sample submission's order, REPRODUCE.md with the task's artifacts
+and their hashes, and verify-reproduction on the untouched and on a tampered run."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from medpipe.io.hashing import sha256_file
+from medpipe.layout import HpaInputLayout
+from medpipe.tasks import get_task
+from tests.e2e.multilabel_run import TINY_MULTILABEL, snakemake_multilabel
+
+pytestmark = pytest.mark.slow
+
+N_STAGE2_TEST = 6
+# Stage 2 on the fixture's data: the released files added, the generator off (its settings
+# would otherwise rerun stage 1), the classifier retrained on the released labels.
+STAGE2 = {
+    "stage": 2,
+    "data": {"synthetic": None},
+    "stage2": {"retrain": {"resnet18_4ch": True}},
+}
+
+
+def _release_stage2(root: Path, scratch: Path) -> None:
+    """Write the stage-2 files of the fixture's draw into ``root``: the generator with the same
+    seed and a stage-2 test set draws the same train and test images first."""
+    synth = dict(TINY_MULTILABEL["data"]["synthetic"], n_stage2_test=N_STAGE2_TEST)
+    subprocess.run(
+        [
+            sys.executable, "-m", "medpipe.cli", "synth", "--task", "multilabel", "--out", str(scratch),
+            "--n-train", str(synth["n_train"]), "--n-test", str(synth["n_test"]),
+            "--n-stage2-test", str(N_STAGE2_TEST), "--size", str(synth["size"]),
+            "--seed", str(synth["seed"]),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    new, old = HpaInputLayout(scratch), HpaInputLayout(root)
+    for same in (new.train_labels, new.sample_submission):  # the stage-1 part is the fixture's
+        assert same.read_bytes() == (root / same.name).read_bytes()
+    shutil.copytree(new.image_dir("stage2_test"), old.image_dir("stage2_test"))
+    for name in ("stage2_labels", "stage2_sample_submission"):
+        shutil.copy2(getattr(new, name), getattr(old, name))
+    shutil.copy2(new.hidden_labels(2), old.hidden_labels(2))
+
+
+@pytest.fixture(scope="module")
+def ml_stage2_run(tiny_ml_run, tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("ml-stage2") / "run"
+    shutil.copytree(tiny_ml_run, workdir, symlinks=True)
+    root = workdir / TINY_MULTILABEL["data"]["root"]
+    _release_stage2(root, tmp_path_factory.mktemp("ml-stage2-data"))
+    overlay = workdir / "stage2.yaml"
+    overlay.write_text(yaml.safe_dump(STAGE2))
+    hidden = HpaInputLayout(root).hidden_labels(2)
+    vault = workdir / "sealed-stage2.csv"
+    os.replace(hidden, vault)
+    hidden.mkdir()  # a rule that opens the hidden stage-2 labels fails
+    try:
+        snakemake_multilabel(workdir, "submission", configfiles=(workdir / "tiny-ml.yaml", overlay))
+    finally:
+        hidden.rmdir()
+        os.replace(vault, hidden)
+    return workdir
+
+
+def _run(workdir: Path) -> Path:
+    return workdir / TINY_MULTILABEL["run_dir"]
+
+
+def test_stage2_submission_is_valid_in_the_stage2_sample_order(ml_stage2_run):
+    run, layout = _run(ml_stage2_run), HpaInputLayout(ml_stage2_run / "data/tiny-hpa")
+    submission = run / "stage2/submission.csv"
+    task = get_task("multilabel")
+    frame = task.validate_submission(submission, layout.stage2_sample_submission)
+    sample = pd.read_csv(layout.stage2_sample_submission, dtype=str)
+    assert frame["Id"].tolist() == sample["Id"].tolist()
+    assert len(frame) == N_STAGE2_TEST
+    assert (run / "submission.csv").read_bytes() == submission.read_bytes()
+    stage1 = pd.read_csv(run / "stage1/submission.csv", dtype=str)  # kept, not overwritten
+    assert not set(stage1["Id"]) & set(frame["Id"])
+
+
+def test_stage2_trains_on_the_released_labels(ml_stage2_run):
+    run, layout = _run(ml_stage2_run), HpaInputLayout(ml_stage2_run / "data/tiny-hpa")
+    folds = pd.read_csv(run / "stage2/data/folds.csv", dtype=str, keep_default_na=False)
+    stage1_test = pd.read_csv(layout.sample_submission, dtype=str)["Id"]
+    released = pd.read_csv(layout.stage2_labels, dtype=str, keep_default_na=False)
+    added = folds[folds["image_id"].isin(stage1_test)]
+    assert len(added) == len(stage1_test) and (added["fold"] == "-1").all()
+    targets = released.set_index("Id")["Target"].map(lambda t: sorted(map(int, t.split())))
+    assert [sorted(map(int, t.split())) for t in added["target"]] == targets[
+        added["image_id"]
+    ].tolist()
+    stage1_folds = pd.read_csv(run / "data/folds.csv", dtype=str, keep_default_na=False)
+    assert folds.iloc[: len(stage1_folds)].equals(stage1_folds)  # the OOF images are stage 1's
+    for fold in (0, 1):  # retrained: new weights in stage2/, from more images
+        ckpt = run / f"stage2/classify/resnet18_4ch/fold{fold}/model.ckpt"
+        assert ckpt.is_file()
+        assert sha256_file(ckpt) != sha256_file(
+            run / f"stage1/classify/resnet18_4ch/fold{fold}/model.ckpt"
+        )
+
+
+def test_reproduce_doc_names_the_multilabel_artifacts_with_their_hashes(ml_stage2_run):
+    run = _run(ml_stage2_run)
+    doc = (run / "stage2/REPRODUCE.md").read_text()
+    assert "- task: `multilabel`" in doc
+    assert "red, green, blue, yellow" in doc
+    assert re.search(r"classes: K = \d+", doc)
+    assert "stage2_sample_submission.csv" in doc and "stage2_test/ (sorted path" in doc
+    assert "train-rle.csv" not in doc and "MISSING" not in doc
+    named = dict(re.findall(r"\| (stage2/[^ |]+) \| ([0-9a-f]{64}) \|$", doc, re.MULTILINE))
+    for path in (
+        "stage2/classify/resnet18_4ch/fold0/oof.csv",
+        "stage2/classify/resnet18_4ch/fold1/test.csv",
+        "stage2/fusion/test.csv",
+        "stage2/thresholds.json",
+        "stage2/submission.csv",
+        "stage2/classify/resnet18_4ch/fold0/model.ckpt",
+    ):
+        assert path in named, path
+    for path, sha in named.items():
+        assert sha256_file(run / path) == sha, path
+
+
+def _verify(workdir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "medpipe.cli", "verify-reproduction", TINY_MULTILABEL["run_dir"]],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_verify_reproduction_ok_then_names_a_changed_prediction(ml_stage2_run, tmp_path):
+    proc = _verify(ml_stage2_run)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "verify-reproduction: OK" in proc.stdout
+
+    tampered = tmp_path / "run"
+    shutil.copytree(ml_stage2_run, tampered, symlinks=True)
+    changed = "stage2/classify/resnet18_4ch/fold1/test.csv"
+    path = _run(tampered) / changed
+    frame = pd.read_csv(path, dtype={"image_id": str})
+    frame.loc[0, "p_0"] = 1.0 - frame.loc[0, "p_0"]
+    frame.to_csv(path, index=False)
+    proc = _verify(tampered)
+    assert proc.returncode == 1
+    assert "MISMATCH" in proc.stderr and changed in proc.stderr
