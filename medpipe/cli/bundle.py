@@ -43,8 +43,9 @@ def _formats(value: str) -> list[str]:
     ),
     arg(
         "--dicom-dir",
-        help="the run's test DICOM folder, when it has moved (default: under data.root of the "
-        "run's config); export checks the bundle against the run's predictions of those images",
+        help="the run's test DICOM folder (multi-label: its data folder in the HPA layout), "
+        "when it has moved (default: under data.root of the run's config); export checks the "
+        "bundle against the run's predictions of those images",
     ),
     arg(
         "--assume-run-config",
