@@ -57,15 +57,15 @@ def _formats(value: str) -> list[str]:
 )
 def cmd_export(args: argparse.Namespace) -> int:
     # medpipe.bundle.export imports medpipe.config: jsonschema and yaml, about 50 ms
-    from medpipe.bundle.export import export_bundle
+    from medpipe.bundle import export as exporter
     from medpipe.layout import RunLayout
 
     own = RunLayout(args.run_dir).resolved_config
     if own.is_file():  # export_bundle names a missing one; the task's refusal comes first
         cfg = run_config(str(own))
         require(cfg, "bundle", "medpipe export")
-        export_bundle = _task_module(cfg.task_name, "export", export_bundle).export_bundle
-    out = export_bundle(
+        exporter = _task_module(cfg.task_name, "export", exporter)
+    out = exporter.export_bundle(
         args.run_dir,
         args.out,
         with_fusion=args.with_fusion,
