@@ -370,7 +370,9 @@ def _check_threads(carried: Mapping[str, Mapping[str, list]]) -> int:
 
 def open_run(run_dir: str | Path) -> tuple[RunLayout, dict[str, Any], Path, RunConfig]:
     """A finished run to export: its layout, resolved config (``run_dir`` where the run is now,
-    not where it was made), the folder its relative paths start from, and the config view."""
+    not where it was made), the folder its relative paths start from, and the config view;
+    a run with teammates' predictions (``ensemble.external``) is refused: no bundle carries
+    them."""
     run = RunLayout(run_dir)
     if not run.resolved_config.is_file():
         raise FileNotFoundError(
@@ -379,7 +381,14 @@ def open_run(run_dir: str | Path) -> tuple[RunLayout, dict[str, Any], Path, RunC
     raw = read_yaml(run.resolved_config)
     working = _working_dir(run, raw.get("run_dir", run.run_dir))
     raw["run_dir"] = str(run.run_dir)  # where the run is now, not where it was made
-    return run, raw, working, RunConfig(raw)
+    cfg = RunConfig(raw)
+    if cfg.external():
+        raise ValueError(
+            f"{run.resolved_config}: ensemble.external ({', '.join(cfg.external())}) holds a "
+            "teammate's predictions, not a model a bundle can carry; export a run without "
+            "external sources (docs/ensemble.md)"
+        )
+    return run, raw, working, cfg
 
 
 def carried_settings(
@@ -437,12 +446,6 @@ def export_bundle(
 
     out = Path(out)
     run, raw, working, cfg = open_run(run_dir)
-    if cfg.external():
-        raise ValueError(
-            f"{run.resolved_config}: ensemble.external ({', '.join(cfg.external())}) holds a "
-            "teammate's predictions, not a model a bundle can carry; export a run without "
-            "external sources (docs/ensemble.md)"
-        )
     stage = cfg.stage
     stage_layout = run.stage(stage)
     decision = read_decision(stage_layout.thresholds)
