@@ -152,7 +152,7 @@ def _card(run: RunLayout, spec: Mapping[str, Any], decision: Mapping[str, Any], 
         *(
             f"- {name}: {len(m['folds'])} folds, "
             f"{sum(len(f['weights']) for f in m['folds'])} weight files, "
-            f"TTA {m['config'].get('tta') or 'none'}"
+            f"TTA views: {', '.join(m['config'].get('tta') or []) or 'none'}"
             for name, m in models.items()
         ),
         f"- decision: rule {decision.get('rule')}, source {decision.get('source', 'cnn')}, "
