@@ -217,12 +217,14 @@ def check_pseudo_labels(
                 f"{fold_dir.fold}'s validation images; only fold {fold_dir.fold}'s own models may "
                 "label for it"
             )
-        if family == "segment" and source.get("model") != previous:
+        if family in ("segment", "classify") and source.get("model") != previous:
             raise LeakageError(
                 f"{where}: {fold_dir.model} is labelled by {previous}, not {source.get('model')}"
             )
-    if "segment" not in (provenance.get("made_by") or {}):
-        raise LeakageError(f"{where}: no segmentation model is named as the labeller")
+    labeller = "classify" if fold_dir.family == "classify" else "segment"
+    if labeller not in (provenance.get("made_by") or {}):
+        what = "classifier" if labeller == "classify" else "segmentation model"
+        raise LeakageError(f"{where}: no {what} is named as the labeller")
     pool = set(folds["image_id"].astype(str))
     seen = [i for i in map(str, pseudo_ids) if i in pool]
     if seen:

@@ -7,6 +7,7 @@ rule train_cls:
     """Train one classifier on one fold (resumes from last.ckpt after a crash)."""
     input:
         unpack(training_inputs),
+        unpack(pseudo_files),
         code=code("medpipe.training.fit"),
     output:
         ckpt=fold_file(CLASSIFY, "checkpoint"),
@@ -93,3 +94,29 @@ rule fuse_cls:
     shell:
         "medpipe fuse-cls --config {params.config:q} --stage {wildcards.stage} --data-dir {params.data:q} "
         "--stage-dir {params.stage_dir:q} --out-dir {params.out:q} --threads {threads} > {log:q} 2>&1"
+
+
+rule pseudo_label_cls:
+    """A <model>@pl<k> classifier fold's pseudo-labels: the test images whose every class round
+    k-1's model of the same fold is confident about, labelled with its present classes."""
+    input:
+        unpack(training_inputs),
+        unpack(pseudo_sources),
+        code=code("medpipe.steps.pseudo"),
+    output:
+        **pseudo_outputs(),
+    params:
+        config=CONFIG_FILE,
+        pseudo={k: v for k, v in CFG.pseudo_label.items() if k != "weight"},
+        data=data_folder(),
+        stage_dir=folder_of("output", "pseudo_rows", STAGE_DIR, pseudo_outputs()["pseudo_rows"]),
+    wildcard_constraints:
+        model=r"[A-Za-z0-9_-]+@pl\d+",
+    log:
+        fold_log("pseudo_label"),
+    resources:
+        mem_mb=NEEDS["fuse_cls"].request_mb,
+        runtime=NEEDS["fuse_cls"].runtime_min,
+    shell:
+        "medpipe pseudo-label --config {params.config:q} --model {wildcards.model} --fold {wildcards.fold} "
+        "--stage {wildcards.stage} --data-dir {params.data:q} --stage-dir {params.stage_dir:q} > {log:q} 2>&1"

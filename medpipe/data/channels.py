@@ -10,7 +10,7 @@ small (31k HPA images x 28 classes: 0.9 MB) and travel with the dataset.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +93,11 @@ class ChannelDataset(Dataset):
         *,
         channels: int | None = None,
         transform: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+        caches: Mapping[str, str | Path] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        # split -> the folder of its cache and targets when not data_dir (the ``pseudo`` split)
+        self.caches = {str(k): Path(v) for k, v in (caches or {}).items()}
         self.image_size = int(image_size)
         self.transform = transform
         self.image_ids = rows["image_id"].astype(str).to_numpy()
@@ -123,7 +126,10 @@ class ChannelDataset(Dataset):
         """``(len(rows), K)`` uint8, or None when a row's split has no targets."""
         out = None
         for split in np.unique(self.splits):
-            khot = split_targets(self.data_dir, split)
+            if split in self.caches:  # a variant's own labels, as many rows as its cache
+                khot = read_target_matrix(target_file(self.caches[split], split))
+            else:
+                khot = split_targets(self.data_dir, split)
             if khot is None:
                 return None
             if out is None:
@@ -138,7 +144,8 @@ class ChannelDataset(Dataset):
         return out
 
     def _path(self, split: str) -> Path:
-        return cache_file(self.data_dir, split, "images", self.image_size)
+        folder = self.caches.get(split, self.data_dir)
+        return cache_file(folder, split, "images", self.image_size)
 
     def _array(self, split: str) -> np.ndarray:
         if split not in self._arrays:

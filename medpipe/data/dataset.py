@@ -434,7 +434,7 @@ def pseudo_label_rows(fold_dir: FoldDir, data_dir: str | Path) -> pd.DataFrame |
     from medpipe.config import pseudo_round
     from medpipe.guards import check_pseudo_labels
 
-    if fold_dir.family != "segment" or pseudo_round(fold_dir.model) < 1:
+    if fold_dir.family not in ("segment", "classify") or pseudo_round(fold_dir.model) < 1:
         return None
     for path in (fold_dir.pseudo_rows, fold_dir.pseudo_provenance):
         if not path.is_file():
@@ -446,7 +446,8 @@ def pseudo_label_rows(fold_dir: FoldDir, data_dir: str | Path) -> pd.DataFrame |
     if (rows["split"] != PSEUDO_SPLIT).any():
         raise ValueError(f"{fold_dir.pseudo_rows}: every row must be of split {PSEUDO_SPLIT!r}")
     rows["cache_index"] = rows["cache_index"].astype(np.int64)
-    rows["has_finding"] = rows["has_finding"].astype(np.float32)
+    if "has_finding" in rows:  # a classifier's rows have K-hot targets in the pseudo cache
+        rows["has_finding"] = rows["has_finding"].astype(np.float32)
     rows["fold"] = -1  # trains this fold's model only; never an OOF row
     return rows
 

@@ -555,9 +555,21 @@ class ClassifierFamily(Family):
     ) -> TrainingData:
         image_size = int(run_cfg["image_size"])
         train_rows, val_rows = self.fold_rows(data_dir, fold)
+        # a @pl<k> variant's confident test images (their cache and K-hot targets are its own)
+        # join the training rows, drawn by the same class-ratio sampler
+        pseudo = pseudo_label_rows(fold_dir, data_dir)
+        if pseudo is not None:
+            train_rows = pd.concat(
+                [train_rows, pseudo.reindex(columns=train_rows.columns)], ignore_index=True
+            )
         transform = self.augment.sample if augment and self.augment.active else None
         train_set = ChannelDataset(
-            data_dir, train_rows, image_size, channels=self.cfg.get("in_chans"), transform=transform
+            data_dir,
+            train_rows,
+            image_size,
+            channels=self.cfg.get("in_chans"),
+            transform=transform,
+            caches={PSEUDO_SPLIT: fold_dir.pseudo_dir} if pseudo is not None else None,
         )
         val_set = self.dataset(data_dir, val_rows, image_size)
         sampler = ClassRatioSampler(
@@ -566,7 +578,10 @@ class ClassifierFamily(Family):
             epochs=int(self.cfg["epochs"]),
             seed=int(run_cfg.get("seed", 0)),
         )
-        return TrainingData(train_set, val_set, sampler, {})
+        if pseudo is None:
+            return TrainingData(train_set, val_set, sampler, {})
+        record = {"n_pseudo": len(pseudo)}
+        return TrainingData(train_set, val_set, sampler, record, (fold_dir.pseudo_rows,))
 
     def batch_augment(self) -> ChannelAugment:
         return self.augment

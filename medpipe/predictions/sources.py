@@ -11,6 +11,7 @@ import pandas as pd
 
 from medpipe.config import KEPT, ConfigError, RunConfig, base_model, pseudo_round, pseudo_variant
 from medpipe.layout import (
+    CLASSIFY,
     GATE,
     SEGMENT,
     Decision,
@@ -74,7 +75,8 @@ def pseudo_label_sources(
     cfg: RunConfig, stage: StageLayout, model: str, fold: int
 ) -> dict[str, FoldDir]:
     """The fold folders whose test predictions label ``model`` (``<name>@pl<k>``) fold ``fold``:
-    ``segment`` (round k-1 of the same fold) and, with ``finding`` set, ``gate`` (same fold)."""
+    ``segment`` (round k-1 of the same fold) and, with ``finding`` set, ``gate`` (same fold);
+    a multi-label classifier's: ``classify`` (round k-1 of the same fold)."""
     k = pseudo_round(model)
     if k < 1:
         raise ValueError(f"{model}: not a pseudo-labelled variant (<model>@pl<k>)")
@@ -82,6 +84,8 @@ def pseudo_label_sources(
         raise ConfigError(f"pseudo_label.models: {base_model(model)} is not listed")
     if k > cfg.pseudo_rounds():
         raise ConfigError(f"{model}: pseudo_label.rounds is {cfg.pseudo_rounds()}")
+    if base_model(model) in cfg.models(CLASSIFY):
+        return {CLASSIFY: stage.fold(CLASSIFY, pseudo_variant(model, k - 1), fold)}
     sources = {SEGMENT: stage.fold(SEGMENT, pseudo_variant(model, k - 1), fold)}
     finding = cfg.pseudo_settings().finding
     if finding is not None:

@@ -21,6 +21,13 @@ Confidence, per image:
 The selected images and masks are written as a small uint8 cache of their own (the
 ``pseudo`` split, :attr:`~medpipe.layout.FoldDir.pseudo_dir`), so training reads them like any
 split, and nothing grows with the test set but that cache: the maps are read in chunks.
+
+A multi-label classifier's variant (``classifier.models.<name>`` listed in
+``pseudo_label.models``) is labelled by round ``k - 1``'s same fold from its test class
+probabilities (:func:`confident_classes`): an image is kept when every class is confidently
+present (at least ``positive_above``) or absent (at most ``negative_below``) and at least one is
+present; its label set is the present classes. Its cache holds the C-channel images and their
+K-hot targets (``pseudo_targets.npy``).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from medpipe.data.dataset import split_rows
 from medpipe.io.atomic import atomic_path, atomic_write_csv, atomic_write_text
 from medpipe.io.hashing import sha256_file
 from medpipe.layout import (
+    CLASSIFY,
     GATE,
     PSEUDO_SPLIT,
     SEGMENT,
@@ -48,13 +56,17 @@ from medpipe.layout import (
     StageLayout,
     cache_file,
     data_files,
+    open_channel_cache,
+    read_class_predictions,
     read_gate_predictions,
     read_prediction_ids,
+    target_file,
     test_split,
+    write_target_matrix,
 )
 from medpipe.predictions.sources import pseudo_label_sources
 
-__all__ = ["confident_images", "label_fold"]
+__all__ = ["confident_images", "confident_classes", "label_fold"]
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +146,8 @@ def label_fold(
 
     settings = cfg.pseudo_settings()
     sources = pseudo_label_sources(cfg, stage, model, fold)
+    if CLASSIFY in sources:
+        return _label_classifier_fold(cfg, stage, data_dir, model, fold, sources)
     seg, gate = sources[SEGMENT], sources.get(GATE)
     ids = read_prediction_ids(seg.test)
     maps = ProbRows(seg.test)
@@ -173,27 +187,13 @@ def label_fold(
         }
     )
     atomic_write_csv(rows, out.pseudo_rows)
-    provenance = {
-        "model": model,
-        "fold": int(fold),
-        "round": pseudo_round(model),
-        "stage": stage.number,
-        "split": split,
+    counts = {
         "n_images": int(len(table)),
         "n_finding": int((chosen["label"] == 1).sum()),
         "n_empty": int((chosen["label"] == 0).sum()),
-        "made_by": {
-            family: {
-                "model": d.model,
-                "fold": d.fold,
-                "file": d.test.name,
-                "sha256": sha256_file(d.test),
-            }
-            for family, d in sources.items()
-        },
-        "settings": asdict(settings),
     }
-    atomic_write_text(json.dumps(provenance, indent=2) + "\n", out.pseudo_provenance)
+    provenance = _provenance(model, fold, stage, split, sources, settings, counts)
+    _write_provenance(provenance, out)
     log.info(
         "%s fold %d: %d of %d test images pseudo-labelled (%d findings, %d empty)",
         model,
@@ -232,3 +232,133 @@ def _write_cache(
         images.flush()
         masks.flush()
         del images, masks
+
+
+def _provenance(
+    model: str,
+    fold: int,
+    stage: StageLayout,
+    split: str,
+    sources: dict[str, FoldDir],
+    settings: PseudoSettings,
+    counts: dict[str, int],
+) -> dict[str, Any]:
+    """A variant fold's ``provenance.json``: who made its labels, from which files, and how
+    many images it kept (``counts``)."""
+    return {
+        "model": model,
+        "fold": int(fold),
+        "round": pseudo_round(model),
+        "stage": stage.number,
+        "split": split,
+        **counts,
+        "made_by": {
+            family: {
+                "model": d.model,
+                "fold": d.fold,
+                "file": d.test.name,
+                "sha256": sha256_file(d.test),
+            }
+            for family, d in sources.items()
+        },
+        "settings": asdict(settings),
+    }
+
+
+def _write_provenance(provenance: dict[str, Any], out: FoldDir) -> None:
+    atomic_write_text(json.dumps(provenance, indent=2) + "\n", out.pseudo_provenance)
+
+
+# ---------------------------------------------------------------- the multi-label classifier
+def confident_classes(prob: np.ndarray, settings: PseudoSettings) -> np.ndarray:
+    """Which images (rows of ``prob``, ``(N, K)`` class probabilities) are confident: every
+    class at least ``positive_above`` or at most ``negative_below``, and one at least above.
+
+    Example:
+        >>> s = PseudoSettings(negative_below=0.1, positive_above=0.8)
+        >>> confident_classes(np.array([[0.9, 0.05], [0.5, 0.05], [0.05, 0.02]]), s).tolist()
+        [True, False, False]
+    """
+    prob = np.asarray(prob, np.float64)
+    present = prob >= settings.positive_above
+    decided = present | (prob <= settings.negative_below)
+    return decided.all(axis=1) & present.any(axis=1)
+
+
+def _label_classifier_fold(
+    cfg: RunConfig,
+    stage: StageLayout,
+    data_dir: str | Path,
+    model: str,
+    fold: int,
+    sources: dict[str, FoldDir],
+) -> dict[str, Any]:
+    """A classifier variant's fold: the confident test images' C-channel rows and K-hot
+    targets (the present classes), ``rows.csv`` and ``provenance.json``."""
+    settings = cfg.pseudo_settings()
+    source = sources[CLASSIFY]
+    table = read_class_predictions(source.test)
+    prob = table.drop(columns="image_id").to_numpy(np.float64)
+    split = test_split(stage.number)
+    test_rows = split_rows(data_dir, split).set_index("image_id")
+    ids = table["image_id"].astype(str).to_numpy()
+    unknown = [i for i in ids if i not in test_rows.index]
+    if unknown:
+        meta = data_files(data_dir)["meta"]
+        raise ValueError(f"{source.test}: image {unknown[0]!r} is not in split {split!r} of {meta}")
+    keep = np.flatnonzero(confident_classes(prob, settings))
+    khot = (prob[keep] >= settings.positive_above).astype(np.uint8)
+    size = cfg.image_size
+    out = stage.fold(CLASSIFY, model, fold)
+    out.pseudo_dir.mkdir(parents=True, exist_ok=True)
+    cache = open_channel_cache(cache_file(data_dir, split, "images", size), size)
+    index = test_rows.loc[ids[keep], "cache_index"].to_numpy(np.int64)
+    shape = (len(keep), *cache.shape[1:])
+    with atomic_path(out.pseudo_cache("images", size)) as tmp:
+        if not len(keep):  # nothing confident: an empty cache (a memory map cannot be empty)
+            np.save(tmp, np.zeros(shape, np.uint8))
+        else:
+            images = np.lib.format.open_memmap(tmp, "w+", np.uint8, shape)
+            order = np.argsort(index, kind="stable")  # ascending reads of the memory map
+            for start in range(0, len(keep), CHUNK_IMAGES):
+                part = order[start : start + CHUNK_IMAGES]
+                images[part] = cache[index[part]]
+            images.flush()
+            del images
+    write_target_matrix(target_file(out.pseudo_dir, PSEUDO_SPLIT), khot)
+    rows = pd.DataFrame(
+        {
+            "image_id": ids[keep],
+            "split": PSEUDO_SPLIT,
+            "cache_index": np.arange(len(keep)),
+            "target": [" ".join(str(c) for c in np.flatnonzero(r)) for r in khot],
+            "p_min_margin": np.round(
+                np.minimum(
+                    np.abs(prob[keep] - settings.positive_above),
+                    np.abs(prob[keep] - settings.negative_below),
+                ).min(axis=1, initial=1.0),
+                6,
+            ),
+        }
+    )
+    atomic_write_csv(rows, out.pseudo_rows)
+    counts = {
+        "n_images": int(len(ids)),
+        "n_labelled": int(len(keep)),
+        "n_labels": int(khot.sum()),
+        # as a segmentation variant's record says them (medpipe pseudo-label prints these): every
+        # kept image has a class, none is a confident empty one
+        "n_finding": int(len(keep)),
+        "n_empty": 0,
+    }
+    provenance = _provenance(model, fold, stage, split, sources, settings, counts)
+    _write_provenance(provenance, out)
+    log.info(
+        "%s fold %d: %d of %d test images pseudo-labelled (%d labels)",
+        model,
+        fold,
+        len(keep),
+        len(ids),
+        int(khot.sum()),
+    )
+    return provenance
