@@ -23,6 +23,8 @@ from medpipe.layout import (
     HpaInputLayout,
     data_files,
     read_meta,
+    read_target_matrix,
+    target_file,
     test_split,
 )
 
@@ -34,6 +36,7 @@ __all__ = [
     "training_hours",
     "plan_table",
     "classify_disk_gb",
+    "counted_inputs",
 ]
 
 MB = 1024**2
@@ -390,8 +393,26 @@ def _classifier_blocks(cfg: RunConfig) -> dict[str, Mapping[str, Any]]:
 
 
 def _n_classes(cfg: RunConfig) -> int:
-    """K: ``data.classes``, else 28 (HPA's count) when the labels have not been read."""
-    return len(cfg.section("data").get("classes") or ()) or 28
+    """K: ``data.classes``, else the ingested targets' width, else 28 (HPA's count)."""
+    named = len(cfg.section("data").get("classes") or ())
+    if named:
+        return named
+    targets = target_file(cfg.layout.data_dir(cfg.stage), "train")
+    if targets.is_file():
+        return int(read_target_matrix(targets).shape[1])
+    return 28
+
+
+def counted_inputs(config: Mapping[str, Any]) -> tuple[Path, str]:
+    """What :func:`data_size` counts before ingest (a DICOM folder, an HPA ``train.csv``) and the
+    page that describes the layout: for a plan's "nothing to plan" message."""
+    cfg = RunConfig(config)
+    if _classifies(cfg):
+        layout = HpaInputLayout(cfg.section("data")["root"])
+        if _image_format(cfg) == "png":
+            return layout.train_labels, "docs/multilabel.md"
+        return layout.image_dir("train"), "docs/multilabel.md"
+    return cfg.inputs.dicom_dir("train"), "docs/siim.md"
 
 
 def classifier_hours(cfg: RunConfig, model: str, per_fold: int, device: str) -> float | None:

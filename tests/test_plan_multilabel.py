@@ -120,3 +120,13 @@ def test_the_workflow_asks_a_cluster_for_the_multilabel_steps_needs(tmp_path):
     for rule in ("train_cls", "predict_cls", "fuse_cls"):
         block = out.split(f"rule {rule}:")[1].split("rule ")[0]
         assert f"mem_mb={needs[rule].request_mb}," in block, (rule, block)
+
+
+def test_an_hpa_folder_without_labels_is_nothing_to_plan_naming_its_train_csv(tmp_path, capsys):
+    from medpipe.cli import main
+
+    config = str(REPO / "configs" / "multilabel.yaml")
+    assert main(["plan", "--config", config, "--data-root", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert f"{tmp_path / 'none' / 'train.csv'} does not exist" in err and "multilabel.md" in err

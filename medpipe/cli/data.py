@@ -218,7 +218,7 @@ def cmd_folds(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     # medpipe.config imports jsonschema and yaml (about 50 ms) that `medpipe --help` need not pay
     from medpipe.config import RunConfig, deep_merge
-    from medpipe.plan import DataSize, data_size, plan_table
+    from medpipe.plan import DataSize, counted_inputs, data_size, plan_table
 
     cfg = run_config(args.config)
     require(cfg, "plan", "medpipe plan")
@@ -238,11 +238,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     else:
         size = data_size(cfg.raw, ingested=not args.data_root)
         if size.n("train") == 0:  # zeros would plan nothing and look like a plan
-            folder = cfg.inputs.dicom_dir("train")
-            problem = "does not exist" if not folder.is_dir() else "holds no image files"
+            folder, doc = counted_inputs(cfg.raw)
+            found = folder.is_file() if folder.suffix == ".csv" else folder.is_dir()
+            problem = "does not exist" if not found else "holds no image files"
             print(
                 f"plan: {folder} {problem}: nothing to plan. Point data.root (or --data-root) "
-                "at your data (docs/siim.md), or give the sizes with --images train=N,test=M",
+                f"at your data ({doc}), or give the sizes with --images train=N,test=M",
                 file=sys.stderr,
             )
             return 2
