@@ -210,7 +210,7 @@ def _per_class(
     section.table(table)
     recorded = oof.decision.get("oof_score")
     section.text(
-        f"Macro F1 of this table out of fold: {table['OOF F1'].mean():.4f} (thresholds.json: "
+        f"Macro F1 of this table out of fold: {table['OOF F1'].mean():.4f} (the recorded decision: "
         f"{_score(recorded)}; the nested estimate is in the overview)."
         + (f" On the test labels: {table['test F1'].mean():.4f}." if test is not None else "")
     )
@@ -254,7 +254,7 @@ def _thresholds(run: FinishedRun, section: Section, oof: OutOfFold) -> None:
     section.image(
         run.save_png(png.read_bytes(), "thresholds"),
         "The chosen rule's threshold per class (dotted: the global threshold) and each "
-        "candidate's nested macro F1 (the thresholds step's thresholds.png).",
+        "candidate's nested macro F1 (the thresholds step's own plot).",
     )
 
 
