@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from medpipe.layout import CLASSIFY
 from medpipe.report.figures import new_figure
 from medpipe.report.html import Section, figure_png
 from medpipe.report.run import FinishedRun, Unavailable, guarded
@@ -27,6 +28,12 @@ def retrain_table(run: FinishedRun, cv1: dict, cv2: dict) -> pd.DataFrame:
     for model in run.models("gate"):
         before, after = gate_auc(run, model, stage=1), gate_auc(run, model, stage=2)
         rows.append(["gate", model, run.view.retrained(model), "ROC AUC", before, after])
+    for model in run.models(CLASSIFY):  # the multi-label task's cv.json: macro F1 at 0.5
+        before = (cv1.get("models") or {}).get(model, {}).get("oof_f1_at_0.5")
+        after = (cv2.get("models") or {}).get(model, {}).get("oof_f1_at_0.5")
+        rows.append(
+            ["classifier", model, run.view.retrained(model), "macro F1 at 0.5", before, after]
+        )
     frame = pd.DataFrame(
         rows, columns=["task", "model", "retrained", "metric", "CV stage 1", "CV stage 2"]
     )
@@ -56,7 +63,8 @@ def _retrain(run: FinishedRun, section: Section) -> None:
     ax.barh(y + 0.18, frame["stage 1"].astype(float), 0.36, color="#bbbbbb", label="stage 1")
     ax.barh(y - 0.18, frame["stage 2"].astype(float), 0.36, color="#4477aa", label="stage 2")
     ax.set_yticks(y, frame["variant"])
-    ax.set(xlabel="OOF competition dice", title="stage 1 against stage 2")
+    metric = "macro F1" if run.models(CLASSIFY) else "competition dice"
+    ax.set(xlabel=f"OOF {metric}", title="stage 1 against stage 2")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     section.image(run.save_png(figure_png(fig), "stage2_cv"), "OOF scores of stage 1 and stage 2.")

@@ -160,3 +160,18 @@ def test_verify_reproduction_ok_then_names_a_changed_prediction(ml_stage2_run, t
     proc = _verify(tampered)
     assert proc.returncode == 1
     assert "MISMATCH" in proc.stderr and changed in proc.stderr
+
+
+def test_report_stage2_table_compares_the_classifier_before_and_after(ml_stage2_run):
+    from medpipe.config import RunConfig, load_config
+    from medpipe.report.run import FinishedRun
+    from medpipe.report.stage2 import retrain_table
+
+    run_dir = _run(ml_stage2_run)
+    cfg = RunConfig(load_config(str(run_dir / "config.resolved.yaml")))
+    finished = FinishedRun(cfg, run_dir, 2)
+    cv1, cv2 = (finished.read_json(finished.layout.cv(s), "cv.json") for s in (1, 2))
+    row = retrain_table(finished, cv1, cv2).set_index("model").loc["resnet18_4ch"]
+    assert row["stage 2"] == "retrained" and row["metric"] == "macro F1 at 0.5"
+    assert row["CV stage 1"] == cv1["models"]["resnet18_4ch"]["oof_f1_at_0.5"]
+    assert row["CV stage 2"] == cv2["models"]["resnet18_4ch"]["oof_f1_at_0.5"]
