@@ -180,8 +180,7 @@ def _ingest(bundle: MultilabelBundle, folder: Path, data_dir: Path, workers: int
         if not need.exists():
             raise BundleError(
                 f"{need}: not found: infer reads a folder in the Kaggle HPA layout "
-                "(test/<Id>_<channel>.png and sample_submission.csv)"
-                + (f"; the {what} is missing" if what else "")
+                f"({HpaInputLayout.TEST_FOLDER})" + (f"; the {what} is missing" if what else "")
             )
     try:
         ingest_channels(

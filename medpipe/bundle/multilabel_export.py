@@ -13,7 +13,6 @@ images of the run's own folder and must give the run's submission rows for them.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -48,6 +47,7 @@ from medpipe.layout import (
     RunLayout,
     fusion_files,
     read_boosters_index,
+    read_cv_summary,
     read_decision_fields,
     test_split,
 )
@@ -59,6 +59,9 @@ log = logging.getLogger("medpipe.export")
 #: test images export predicts with the bundle and checks against the run's submission: the
 #: first ones of the sample submission, whole batches of the run's (so the same batches)
 CHECK_IMAGES = 64
+
+# How the bundle is run, as its card and metadata show it.
+_INFER = "medpipe infer --bundle {bundle} --input-dir FOLDER --out PREDICTED.csv"
 
 
 def _blocks(cfg: RunConfig, stage: int, blocks: Mapping[str, Mapping[str, Any]]) -> dict:
@@ -109,9 +112,8 @@ def _metadata(spec: Mapping[str, Any], decision: Mapping[str, Any], found: Mappi
         "task": "Multi-label classification of multi-channel images (Kaggle HPA layout)",
         "description": f"Fold ensemble of {', '.join(spec['models'][CLASSIFY])}"
         + (" with per-class LightGBM fusion" if uses_lgbm else "")
-        + f"; thresholds rule {decision.get('rule')}. Run with `medpipe infer --bundle DIR "
-        "--input-dir FOLDER --out submission.csv` (FOLDER: test/<Id>_<channel>.png and "
-        "sample_submission.csv).",
+        + f"; thresholds rule {decision.get('rule')}. Run with `{_INFER.format(bundle='DIR')}` "
+        f"(FOLDER: {HpaInputLayout.TEST_FOLDER}).",
         "data_type": str(spec.get("image_format", "png")),
     }
     image = {
@@ -166,11 +168,11 @@ def _card(run: RunLayout, spec: Mapping[str, Any], decision: Mapping[str, Any], 
         "## Run",
         "",
         "```",
-        "medpipe infer --bundle THIS_FOLDER --input-dir FOLDER --out submission.csv",
+        _INFER.format(bundle="THIS_FOLDER"),
         "```",
         "",
-        "FOLDER is in the Kaggle HPA layout: `test/<Id>_<channel>.png` and "
-        "`sample_submission.csv`. The manifest (SHA-256 of every file) is checked first.",
+        f"FOLDER is in the Kaggle HPA layout: {HpaInputLayout.TEST_FOLDER}. The manifest "
+        "(SHA-256 of every file) is checked first.",
         "",
     ]
     return "\n".join(lines)
@@ -210,12 +212,12 @@ def _check_against_run(
     with tempfile.TemporaryDirectory(prefix="medpipe-export-check-") as tmp:
         folder = Path(tmp) / "in"
         (folder / "test").mkdir(parents=True)
-        (folder / "sample_submission.csv").write_text("\n".join([sample[0], *take]) + "\n")
+        HpaInputLayout(folder).sample_submission.write_text("\n".join([sample[0], *take]) + "\n")
         wanted = set(ids)
         for path in layout.image_dir(test_split(stage)).iterdir():
             if path.name.rsplit("_", 1)[0] in wanted or path.stem in wanted:
                 (folder / "test" / path.name).symlink_to(path.resolve())
-        out = Path(tmp) / "submission.csv"
+        out = Path(tmp) / "predicted.csv"
         run_infer(MultilabelBundle(bundle_dir, verify=False), folder, out, progress=False)
         got = out.read_text().splitlines()
     expected = {line.split(",")[0]: line for line in run_rows[1:]}
@@ -290,11 +292,11 @@ def export_bundle(
             "models": _models(carried, blocks, layout),
             "fusion": _fusion(stage_layout.dir, layout) if fused else None,
         }
-        _copy(stage_layout.thresholds, layout.decision, "the decision (thresholds.json)")
+        _copy(stage_layout.thresholds, layout.decision, "the decision")
         cv = None
         if stage_layout.cv.is_file():
             _copy(stage_layout.cv, layout.cv, "the CV summary")
-            cv = json.loads(stage_layout.cv.read_text())
+            cv = read_cv_summary(stage_layout.cv)
         found = versions()
         spec["versions"] = found
         atomic_write_text(_dumps(spec), layout.inference)

@@ -13,6 +13,7 @@ from medpipe.bundle.infer import bundle_task, run_infer
 from medpipe.bundle.layout import BundleLayout, default_outputs
 from medpipe.bundle.selftest import run_selftest
 from medpipe.cli.registry import RUN_EXAMPLE, arg, command, require, run_config
+from medpipe.layout import HpaInputLayout
 
 FORMATS = ("torchscript", "onnx")
 
@@ -111,7 +112,7 @@ _EXAMPLE_PROBABILITIES, _EXAMPLE_QUARANTINE = default_outputs(_EXAMPLE_OUT)
     arg(
         "--input-dir",
         help="a multi-label bundle's input: a folder in the Kaggle HPA layout "
-        "(test/<Id>_<channel>.png and sample_submission.csv)",
+        f"({HpaInputLayout.TEST_FOLDER})",
     ),
     arg("--out", help="the submission CSV"),
     arg(

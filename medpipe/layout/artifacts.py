@@ -496,6 +496,14 @@ def read_metrics(path: str | Path) -> dict[str, object]:
     return json.loads(path.read_text())
 
 
+def read_cv_summary(path: str | Path) -> dict[str, object]:
+    """A stage's ``cv.json``: every candidate's nested score and the chosen one (rule thresholds)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the stage's CV summary not found (rule thresholds)")
+    return json.loads(path.read_text())
+
+
 def read_learning_curve(path: str | Path) -> pd.DataFrame:
     """A trained fold's ``log.csv``: one row per epoch (losses, validation scores, lr)."""
     return pd.read_csv(path)
@@ -521,7 +529,7 @@ def read_pseudo_rows(path: str | Path) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- the multi-label family's data
 
-__all__ += ["write_target_matrix", "read_target_matrix", "open_channel_cache"]
+__all__ += ["read_cv_summary", "write_target_matrix", "read_target_matrix", "open_channel_cache"]
 
 
 def write_target_matrix(path: str | Path, khot: np.ndarray) -> None:

@@ -522,6 +522,9 @@ class HpaInputLayout:
     """The Human Protein Atlas input layout below ``data.root`` (DESIGN.md, "Input data: the
     multi-label layout"): ``<split>/<Id>_<channel>.png``, ``train.csv``, ``sample_submission.csv``."""
 
+    # What a folder to predict holds, as messages and help texts spell it.
+    TEST_FOLDER = "test/<Id>_<channel>.png and sample_submission.csv"
+
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
