@@ -62,4 +62,4 @@ rule all:
     """The submission and the report (a task without a report: the submission)."""
     input:
         path(LAYOUT.submission),
-        [path(LAYOUT.report_html)] if "report.smk" in TASK.rule_files else [],
+        [path(LAYOUT.report_html)] if "report" not in TASK.missing else [],

@@ -479,13 +479,15 @@ class RunConfig:
         return PseudoSettings.of(self)
 
     def pseudo_models(self) -> list[str]:
-        """The segmentation models that get ``@pl<k>`` variants, in config order."""
+        """The segmentation (or multi-label classifier) models that get ``@pl<k>`` variants, in
+        config order."""
         chosen = list(self.pseudo_label.get("models") or [])
-        known = self.models("segment")
+        known = [*self.models("segment"), *self.models("classify")]
         unknown = [m for m in chosen if m not in known]
         if unknown:
+            kind = "classifier" if self.models("classify") else "segmentation"
             raise ConfigError(
-                f"pseudo_label.models: {unknown} are not segmentation models "
+                f"pseudo_label.models: {unknown} are not {kind} models "
                 f"(known: {', '.join(known) or 'none'})"
             )
         return [m for m in known if m in chosen]
@@ -495,10 +497,10 @@ class RunConfig:
 
     def trained_models(self, task: str) -> list[str]:
         """Every model a stage predicts with: the config's models, each followed by its
-        pseudo-labelled variants ``@pl1..@plK`` (segmentation). They sit side by side in the
-        weights, the ablation, cv.json and the report."""
+        pseudo-labelled variants ``@pl1..@plK`` (segmentation, classifier). They sit side by
+        side in the weights, the ablation, cv.json and the report."""
         names: list[str] = []
-        pseudo = self.pseudo_models() if task == "segment" else []
+        pseudo = self.pseudo_models() if task in ("segment", "classify") else []
         for m in self.models(task):
             names.append(m)
             if m in pseudo:

@@ -20,11 +20,11 @@ from medpipe.config import (
     write_yaml_atomic,
 )
 from medpipe.guards import redact_config
-from medpipe.layout import CLASSIFY, GATE, SEGMENT, FoldDir, HpaInputLayout, target_file, test_split
+from medpipe.layout import CLASSIFY, GATE, PSEUDO_SPLIT, SEGMENT, FoldDir, HpaInputLayout, target_file, test_split
 from medpipe.plan import data_size, step_needs
 from medpipe.predictions.sources import pseudo_label_sources, stage_sources
 from medpipe.resources import cpu_count
-from medpipe.predictions.external import source_files
+from medpipe.predictions.external import class_sources, source_files
 from medpipe.tasks.base import NotForThisTask
 from medpipe.console import CONSOLE_FD, CONSOLE_FD_ENV
 from medpipe.run_summary import finished_run_lines
@@ -182,15 +182,24 @@ def fold_file(family, what):
     return path(getattr(FoldDir(family, "{model}", 0, Path(fold_dir(family))), what))
 
 
+# The family whose models get @pl<k> variants: the task's classifier, else segmentation.
+PSEUDO_FAMILY = CLASSIFY if CLASSIFY in TASK.families else SEGMENT
+
+
 def pseudo_outputs():
-    """The files of a ``@pl<k>`` fold's pseudo-labels, as rule patterns."""
-    d = FoldDir(SEGMENT, "{model}", 0, Path(fold_dir(SEGMENT)))
-    return {
+    """The files of a ``@pl<k>`` fold's pseudo-labels, as rule patterns (a segmentation
+    variant's masks, a classifier variant's K-hot targets)."""
+    d = FoldDir(PSEUDO_FAMILY, "{model}", 0, Path(fold_dir(PSEUDO_FAMILY)))
+    files = {
         "pseudo_rows": path(d.pseudo_rows),
         "pseudo_provenance": path(d.pseudo_provenance),
         "pseudo_images": path(d.pseudo_cache("images", SIZE)),
-        "pseudo_masks": path(d.pseudo_cache("masks", SIZE)),
     }
+    if PSEUDO_FAMILY == SEGMENT:
+        files["pseudo_masks"] = path(d.pseudo_cache("masks", SIZE))
+    else:
+        files["pseudo_targets"] = path(target_file(d.pseudo_dir, PSEUDO_SPLIT))
+    return files
 
 
 def pseudo_files(wildcards):
@@ -231,6 +240,14 @@ def fold_predictions(stage, which, families=TASK.families):
     if int(stage) == 2 and any(CFG.auto_models(t) for t in families):
         files.append(path(LAYOUT.stage(2).retrain_choice))
     return files
+
+
+def teammate_predictions(stage, which):
+    """A multi-label run's teammates' imported class probabilities (``oof`` or ``test``), which
+    the decision weighs as sources of their own (none for SIIM: its sources are models)."""
+    if CLASSIFY not in TASK.families:
+        return []
+    return [path(d.predictions(which)) for dirs in class_sources(CFG, LAYOUT.stage(stage)).values() for d in dirs]
 
 
 def variant_oof(wildcards):

@@ -30,6 +30,15 @@ if SYNTH:
             sample=path(ML_INPUTS.sample_submission),
             hidden=path(ML_INPUTS.hidden_labels(1)),
             preview=path(ML_INPUTS.preview),
+            stage2=(
+                [
+                    path(ML_INPUTS.stage2_labels),
+                    path(ML_INPUTS.stage2_sample_submission),
+                    path(ML_INPUTS.hidden_labels(2)),
+                ]
+                if SYNTH.get("n_stage2_test", 0)
+                else []
+            ),
         params:
             synthetic=SYNTH,
             classes=SYNTH.get("classes") or "all",

@@ -7,6 +7,7 @@ rule thresholds:
         unpack(training_inputs),
         unpack(fused("oof")),
         predictions=lambda w: fold_predictions(w.stage, "oof"),
+        teammates=lambda w: teammate_predictions(w.stage, "oof"),
         code=code("medpipe.steps.thresholds", TASK.module_of("decide")),
     output:
         thresholds=report(path(LAYOUT.thresholds("{stage}")), category="Decisions", subcategory="stage {stage}"),
@@ -35,6 +36,7 @@ rule submit:
     input:
         unpack(fused("test")),
         predictions=lambda w: fold_predictions(w.stage, "test"),
+        teammates=lambda w: teammate_predictions(w.stage, "test"),
         thresholds=path(LAYOUT.thresholds("{stage}")),
         code=code("medpipe.steps.submit", TASK.module_of("submit")),
     output:

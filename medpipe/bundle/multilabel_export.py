@@ -212,7 +212,8 @@ def _check_against_run(
     with tempfile.TemporaryDirectory(prefix="medpipe-export-check-") as tmp:
         folder = Path(tmp) / "in"
         (folder / "test").mkdir(parents=True)
-        HpaInputLayout(folder).sample_submission.write_text("\n".join([sample[0], *take]) + "\n")
+        sample_rows = "\n".join([sample[0], *take]) + "\n"
+        atomic_write_text(sample_rows, HpaInputLayout(folder).sample_submission)
         wanted = set(ids)
         for path in layout.image_dir(test_split(stage)).iterdir():
             if path.name.rsplit("_", 1)[0] in wanted or path.stem in wanted:

@@ -125,7 +125,8 @@ def cmd_verify_reproduction(args: argparse.Namespace) -> int:
 
 @command(
     "report",
-    "Write the run's self-contained HTML report: data, training, decisions, cases, stage 2.",
+    "Write the run's self-contained HTML report: data, training, decisions, cases, stage 2 "
+    "(the task's own sections where it has a report of its own).",
     *SHOW_A_RUN,
     arg("--out", help="the HTML file (default: <run_dir>/reports/report.html)"),
     arg("--plots-dir", help="also write every plot there as PNG"),
@@ -136,9 +137,13 @@ def cmd_verify_reproduction(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     # matplotlib: about 300 ms that `medpipe --help` need not pay
     from medpipe.report import build_report
+    from medpipe.tasks import get_task
 
     cfg, run_dir = _config_and_run(args)
     require(cfg, "report", "medpipe report")
+    task = get_task(cfg.task_name)
+    if "report" in task.modules:  # the task's own report; else the shared (SIIM) one
+        build_report = task.implementation("report").build_report
     out = build_report(
         cfg,
         run_dir,

@@ -44,6 +44,7 @@ from medpipe.report.multilabel_figures import (
     pr_curves_figure,
 )
 from medpipe.report.run import FinishedRun, Unavailable, guarded
+from medpipe.report.stage2 import add_stage2_section
 from medpipe.report.training import _learning_curves, fold_table
 from medpipe.run_summary import test_labels_of
 from medpipe.tasks import get_task
@@ -355,6 +356,7 @@ def build_report(
         ("Thresholds", _thresholds, (oof,), True),
         ("Training", _training, (), False),
         ("Cases", _cases, (oof, n_cases), True),
+        ("Stage 2", add_stage2_section, (), False),
     ]
     bar = tqdm(steps, desc="report", unit="section", disable=not progress)
     for title, add, args, needs_oof in bar:

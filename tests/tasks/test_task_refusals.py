@@ -27,10 +27,7 @@ def test_the_default_task_lacks_nothing():
 @pytest.mark.parametrize(
     ("argv", "feature"),
     [
-        (["report", "--config", MULTILABEL], "the HTML report"),
         (["export-masks", "--config", MULTILABEL], "not masks"),
-        (["plan", "--config", MULTILABEL], "medpipe plan is"),
-        (["reproduce-doc", "--config", MULTILABEL, "--run-dir", ".", "--out", "x"], "stage 2"),
     ],
 )
 def test_a_command_the_task_lacks_is_one_line_and_exit_2(tmp_path, capsys, argv, feature):
@@ -45,27 +42,38 @@ def test_a_command_the_task_lacks_is_one_line_and_exit_2(tmp_path, capsys, argv,
     assert not (tmp_path / "x").exists()
 
 
-def test_export_of_a_multilabel_run_is_refused(tmp_path, capsys):
+def test_export_of_an_unfinished_multilabel_run_names_the_missing_decision(tmp_path, capsys):
+    # the multi-label task has bundles now (tests/bundle/test_multilabel_bundle.py): an
+    # unfinished run is not refused as a feature the task lacks, but names what is missing
     run = tmp_path / "run"
     run.mkdir()
     config = yaml.safe_load(open(MULTILABEL))
     RunLayout(run).resolved_config.write_text(yaml.safe_dump(config))
     assert main(["export", str(run), "--out", str(tmp_path / "bundle")]) == 2
-    err = capsys.readouterr().err
-    assert "medpipe export: not available for task 'multilabel'" in err, err
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "thresholds.json" in err, err
+    assert "not available" not in err, err
     assert not (tmp_path / "bundle").exists()
 
 
 def test_require_raises_a_value_error_naming_the_feature():
-    with pytest.raises(NotForThisTask, match="stage: 2: not available for task 'multilabel'"):
-        get_task("multilabel").require("stage2", "stage: 2")
+    with pytest.raises(NotForThisTask, match="export-masks: not available for task 'multilabel'"):
+        get_task("multilabel").require("masks", "medpipe export-masks")
 
 
 @pytest.mark.parametrize(
     ("overlay", "words"),
     [
-        ({"stage": 2}, "stage: 2: not available"),
-        ({"pseudo_label": {"models": ["resnet18_4ch"]}}, "pseudo_label.models: not available"),
+        # stage 2 (docs/multilabel.md, Stage 2) needs a stage-2 test set, and keeps or retrains
+        ({"stage": 2}, "data.synthetic.n_stage2_test is 0"),
+        (
+            {
+                "stage": 2,
+                "data": {"synthetic": {"n_stage2_test": 4}},
+                "stage2": {"retrain": {"resnet18_4ch": "auto"}},
+            },
+            "auto is not built for the classifier",
+        ),
     ],
 )
 def test_the_workflow_refuses_what_the_task_lacks_before_any_job(tmp_path, overlay, words):
