@@ -356,8 +356,9 @@ def build_report(
         ("Thresholds", _thresholds, (oof,), True),
         ("Training", _training, (), False),
         ("Cases", _cases, (oof, n_cases), True),
-        ("Stage 2", add_stage2_section, (), False),
     ]
+    if run.stage == 2:  # stage 1 and 2 side by side
+        steps.append(("Stage 2", add_stage2_section, (), False))
     bar = tqdm(steps, desc="report", unit="section", disable=not progress)
     for title, add, args, needs_oof in bar:
         bar.set_postfix_str(title)

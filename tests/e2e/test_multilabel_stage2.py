@@ -175,3 +175,15 @@ def test_report_stage2_table_compares_the_classifier_before_and_after(ml_stage2_
     assert row["stage 2"] == "retrained" and row["metric"] == "macro F1 at 0.5"
     assert row["CV stage 1"] == cv1["models"]["resnet18_4ch"]["oof_f1_at_0.5"]
     assert row["CV stage 2"] == cv2["models"]["resnet18_4ch"]["oof_f1_at_0.5"]
+
+
+def test_the_multilabel_report_of_stage2_has_the_stage2_section(ml_stage2_run, tmp_path):
+    from medpipe.config import RunConfig, load_config
+    from medpipe.report.multilabel import build_report
+
+    run_dir = _run(ml_stage2_run)
+    cfg = RunConfig(load_config(str(run_dir / "config.resolved.yaml")))
+    html = build_report(cfg, run_dir, tmp_path / "report.html", stage=2, progress=False)
+    page = Path(html).read_text()
+    stage2 = page.split("<h2>Stage 2</h2>", 1)[1]
+    assert "resnet18_4ch" in stage2 and "retrained" in stage2
