@@ -10,7 +10,7 @@ real steps on fabricated predictions and prints the plan's figure beside each me
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -354,34 +354,58 @@ def plan_table(config: Mapping[str, Any], size: DataSize | None = None) -> str:
     size = size or data_size(config)
     if _classifies(cfg):
         return classify_plan_table(cfg, size)
-    lines = [
-        f"images ({size.source}): " + ", ".join(f"{k} {v}" for k, v in sorted(size.counts.items()))
-    ]
-    lines.append(f"cache {cfg.image_size}², {len(cfg.folds)} trained folds, stage {cfg.stage}")
-    lines.append("")
-    lines.append("disk (GB)")
     disk = disk_gb(config, size)
-    for what, gb in disk.items():
-        lines.append(f"  {what:<48} {gb:8.2f}")
     n_seg = len(cfg.trained_models(SEGMENT))
     total = (
         disk["cache"] + n_seg * disk["predictions per segmentation model"] + list(disk.values())[2]
     )
-    lines.append(f"  {'total':<48} {total:8.2f}")
-    lines.append("")
-    lines.append("peak memory per step (MB) and runtime allowance (min)")
-    for need in step_needs(config, size).values():
-        lines.append(f"  {need.step:<14} {need.mem_mb:>8} {need.runtime_min:>6}  {need.note}")
-    lines.append("")
-    lines.append("training time per fold (hours), from measured images/s")
+    per_fold = _per_fold(cfg, size)
+    hours = [
+        (f"{family} {model}", *(training_hours(cfg, family, model, per_fold, d) for d in DEVICES))
+        for family in (SEGMENT, GATE)
+        for model in cfg.trained_models(family)
+    ]
+    return _table(
+        size,
+        f"cache {cfg.image_size}², {len(cfg.folds)} trained folds, stage {cfg.stage}",
+        (disk, total, 48),
+        step_needs(config, size).values(),
+        hours,
+    )
+
+
+DEVICES = ("cpu", "gpu")
+
+
+def _per_fold(cfg: RunConfig, size: DataSize) -> int:
+    """Images one fold trains on: the training pool (stage 2 adds the released test set)."""
     pool = size.n("train") + (size.n("test") if cfg.stage == 2 else 0)
-    per_fold = math.ceil(pool / max(1, int(config.get("folds", 1))))
-    for family in (SEGMENT, GATE):
-        for model in cfg.trained_models(family):
-            cpu = training_hours(cfg, family, model, per_fold, "cpu")
-            gpu = training_hours(cfg, family, model, per_fold, "gpu")
-            fmt = lambda h: "not measured" if h is None else f"{h:.2f}"  # noqa: E731
-            lines.append(f"  {family + ' ' + model:<28} CPU {fmt(cpu):>12}   GPU {fmt(gpu):>12}")
+    return math.ceil(pool / max(1, int(cfg.raw.get("folds", 1))))
+
+
+def _table(
+    size: DataSize,
+    cache_line: str,
+    disk: tuple[Mapping[str, float], float, int],
+    needs: Iterable[StepNeeds],
+    hours: Iterable[tuple[str, float | None, float | None]],
+) -> str:
+    """The text of ``medpipe plan``, either task: images, cache, disk (``disk``: the rows, their
+    total, the label width), each step's memory and runtime, training hours per fold."""
+    rows, total, width = disk
+    lines = [
+        f"images ({size.source}): " + ", ".join(f"{k} {v}" for k, v in sorted(size.counts.items())),
+        cache_line,
+        "",
+        "disk (GB)",
+    ]
+    lines += [f"  {what:<{width}} {gb:8.2f}" for what, gb in rows.items()]
+    lines.append(f"  {'total':<{width}} {total:8.2f}")
+    lines += ["", "peak memory per step (MB) and runtime allowance (min)"]
+    lines += [f"  {n.step:<14} {n.mem_mb:>8} {n.runtime_min:>6}  {n.note}" for n in needs]
+    lines += ["", "training time per fold (hours), from measured images/s"]
+    fmt = lambda h: "not measured" if h is None else f"{h:.2f}"  # noqa: E731
+    lines += [f"  {what:<28} CPU {fmt(cpu):>12}   GPU {fmt(gpu):>12}" for what, cpu, gpu in hours]
     return "\n".join(lines) + "\n"
 
 
@@ -556,33 +580,21 @@ def classify_disk_gb(cfg: RunConfig, size: DataSize) -> dict[str, float]:
 def classify_plan_table(cfg: RunConfig, size: DataSize) -> str:
     """What ``medpipe plan`` prints for the multi-label task."""
     c, k = _channels(cfg), _n_classes(cfg)
-    lines = [
-        f"images ({size.source}): " + ", ".join(f"{n} {v}" for n, v in sorted(size.counts.items()))
-    ]
-    lines.append(
-        f"cache {c} channels x {cfg.image_size}², {k} classes, {len(cfg.folds)} trained folds, "
-        f"stage {cfg.stage}"
-    )
-    lines.append("")
-    lines.append("disk (GB)")
     disk = classify_disk_gb(cfg, size)
-    n_models = len(_classifier_blocks(cfg))
-    total = 0.0
-    for what, gb in disk.items():
-        lines.append(f"  {what:<56} {gb:8.2f}")
-        total += gb * (n_models if what.startswith("predictions per") else 1)
-    lines.append(f"  {'total':<56} {total:8.2f}")
-    lines.append("")
-    lines.append("peak memory per step (MB) and runtime allowance (min)")
-    for need in classify_needs(cfg, size).values():
-        lines.append(f"  {need.step:<14} {need.mem_mb:>8} {need.runtime_min:>6}  {need.note}")
-    lines.append("")
-    lines.append("training time per fold (hours), from measured images/s")
-    pool = size.n("train") + (size.n("test") if cfg.stage == 2 else 0)
-    per_fold = math.ceil(pool / max(1, int(cfg.raw.get("folds", 1))))
-    for model in _classifier_blocks(cfg):
-        cpu = classifier_hours(cfg, model, per_fold, "cpu")
-        gpu = classifier_hours(cfg, model, per_fold, "gpu")
-        fmt = lambda h: "not measured" if h is None else f"{h:.2f}"  # noqa: E731
-        lines.append(f"  {'classify ' + model:<28} CPU {fmt(cpu):>12}   GPU {fmt(gpu):>12}")
-    return "\n".join(lines) + "\n"
+    models = _classifier_blocks(cfg)
+    total = sum(
+        gb * (len(models) if w.startswith("predictions per") else 1) for w, gb in disk.items()
+    )
+    per_fold = _per_fold(cfg, size)
+    hours = [
+        (f"classify {model}", *(classifier_hours(cfg, model, per_fold, d) for d in DEVICES))
+        for model in models
+    ]
+    return _table(
+        size,
+        f"cache {c} channels x {cfg.image_size}², {k} classes, {len(cfg.folds)} trained folds, "
+        f"stage {cfg.stage}",
+        (disk, total, 56),
+        classify_needs(cfg, size).values(),
+        hours,
+    )
