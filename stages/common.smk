@@ -254,7 +254,7 @@ def variant_oof(wildcards):
     """The OOF predictions of both variants of every ``retrain: auto`` model (stage 2)."""
     return [
         path(d.predictions("oof"))
-        for family in (SEGMENT, GATE)
+        for family in TASK.families
         for m in CFG.auto_models(family)
         for name in (m, m + KEPT)
         for d in LAYOUT.folds_of(2, family, name, FOLDS)

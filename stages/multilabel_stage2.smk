@@ -12,12 +12,6 @@ if STAGE == 2 and not SYNTH and not ML_INPUTS.stage2_labels.exists():
         f"{ML_INPUTS.image_dir('stage2_test')}/ (the released stage-2 data, docs/multilabel.md)"
     )
 
-if CFG.auto_models(CLASSIFY):  # choose_variants scores segmenters and gates only (docs/stage2.md)
-    raise WorkflowError(
-        f"stage2.retrain: {', '.join(CFG.auto_models(CLASSIFY))}: auto is not built for the "
-        "classifier yet; set true (retrain) or false (keep the stage-1 checkpoints)"
-    )
-
 
 rule ingest_channels_stage2:
     """Cache train and the now-labelled stage-1 test images with the released labels, and the

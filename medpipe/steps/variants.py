@@ -6,7 +6,9 @@ models' CV dropped after retraining. Both variants are scored on the same OOF im
 retrained ``<model>`` (trained on the stage-2 folds) and ``<model>@kept`` (the stage-1 weights
 predicting the same folds; neither has seen a fold's validation images). Segmentation models
 compare the nested competition metric of their own ``seg_only`` rule (the setting chosen on
-the other folds), gates their OOF ROC AUC. Ties keep the retrained variant (more data).
+the other folds), gates their OOF ROC AUC, multi-label classifiers their OOF macro ROC AUC (over
+the classes with positives and negatives in the pool: threshold-free, as the gate's). Ties keep
+the retrained variant (more data).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Any
 from medpipe.config import KEPT, RunConfig
 from medpipe.data.cache import cache_area_scale
 from medpipe.decision.search import dice_tables_streamed, search_rule
-from medpipe.layout import FAMILIES, GATE, FoldDir, StageLayout, write_retrain_choice
+from medpipe.layout import CLASSIFY, FAMILIES, GATE, FoldDir, StageLayout, write_retrain_choice
+from medpipe.multilabel.tables import khot_of, n_classes, oof_probabilities
 from medpipe.predictions.sources import oof_pool
 from medpipe.predictions.stored import OofMaps, load_gate_probs, values_for
 
@@ -41,6 +44,8 @@ def variant_cv(
         y = values_for(frame["image_id"].tolist(), folds, "has_finding").astype(int)
         auc = float(roc_auc_score(y, frame["v"])) if len(set(y)) == 2 else float("nan")
         return {"cv": auc, "measure": "OOF ROC AUC"}
+    if family == CLASSIFY:
+        return _classifier_cv(folds, data_dir, dirs)
 
     post = cfg.postprocess
     scale = cache_area_scale(data_dir, cfg.image_size)
@@ -55,6 +60,21 @@ def variant_cv(
         "oof": float(result["score"]),
         "measure": "nested competition metric, seg_only rule",
     }
+
+
+def _classifier_cv(folds, data_dir: str | Path, dirs: list[FoldDir]) -> dict[str, Any]:
+    """A multi-label classifier's OOF macro ROC AUC on the pool (``folds`` has ``target``)."""
+    from sklearn.metrics import roc_auc_score
+
+    probs = oof_probabilities({"v": dirs}, folds)["v"]
+    truth = khot_of(folds["target"].fillna("").astype(str).tolist(), n_classes(data_dir))
+    both = [c for c in range(truth.shape[1]) if 0 < truth[:, c].sum() < len(truth)]
+    auc = (
+        float(roc_auc_score(truth[:, both], probs[:, both], average="macro"))
+        if both
+        else float("nan")
+    )
+    return {"cv": auc, "measure": "OOF macro ROC AUC"}
 
 
 def choose_variants(

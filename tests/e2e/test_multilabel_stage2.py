@@ -5,6 +5,7 @@ and their hashes, and verify-reproduction on the untouched and on a tampered run
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -12,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -187,3 +189,44 @@ def test_the_multilabel_report_of_stage2_has_the_stage2_section(ml_stage2_run, t
     page = Path(html).read_text()
     stage2 = page.split("<h2>Stage 2</h2>", 1)[1]
     assert "resnet18_4ch" in stage2 and "retrained" in stage2
+
+
+def test_retrain_auto_keeps_the_variant_with_the_better_oof_macro_auc(ml_stage2_run, tmp_path):
+    """``retrain: auto``: both the retrained classifier and its stage-1 weights (``@kept``)
+    predict the stage-2 folds; retrain_choice.json holds each one's OOF macro ROC AUC,
+    recomputed here from their fold files, and the better one is kept."""
+    from sklearn.metrics import roc_auc_score
+
+    from medpipe.layout import read_class_predictions
+
+    workdir = tmp_path / "run"
+    shutil.copytree(ml_stage2_run, workdir, symlinks=True)
+    overlay = workdir / "auto.yaml"
+    overlay.write_text(yaml.safe_dump({**STAGE2, "stage2": {"retrain": {"resnet18_4ch": "auto"}}}))
+    snakemake_multilabel(
+        workdir,
+        "submission",
+        configfiles=(workdir / "tiny-ml.yaml", workdir / "stage2.yaml", overlay),
+    )
+    run = _run(workdir)
+    choice = json.loads((run / "stage2/retrain_choice.json").read_text())["resnet18_4ch"]
+    folds = pd.read_csv(run / "stage2/data/folds.csv", dtype=str, keep_default_na=False)
+    pool = folds[folds["fold"].astype(int) >= 0].set_index("image_id")
+    k = 1 + max(int(i) for t in pool["target"] for i in t.split())
+    for variant, name in (("retrained", "resnet18_4ch"), ("kept", "resnet18_4ch@kept")):
+        frames = [
+            read_class_predictions(run / f"stage2/classify/{name}/fold{f}/oof.csv")
+            for f in sorted(pool["fold"].astype(int).unique())
+        ]
+        oof = pd.concat(frames).set_index("image_id").loc[pool.index]
+        truth = np.array([[str(c) in t.split() for c in range(k)] for t in pool["target"]], int)
+        both = [c for c in range(k) if 0 < truth[:, c].sum() < len(truth)]
+        probs = oof[[f"p_{c}" for c in range(k)]].to_numpy()
+        expected = roc_auc_score(truth[:, both], probs[:, both], average="macro")
+        assert choice[variant]["cv"] == pytest.approx(expected, abs=1e-9)
+    better = "kept" if choice["kept"]["cv"] > choice["retrained"]["cv"] else "retrained"
+    assert choice["choice"] == better and choice["task"] == "classify"
+    get_task("multilabel").validate_submission(
+        run / "stage2/submission.csv",
+        HpaInputLayout(workdir / "data/tiny-hpa").stage2_sample_submission,
+    )

@@ -66,14 +66,6 @@ def test_require_raises_a_value_error_naming_the_feature():
     [
         # stage 2 (docs/multilabel.md, Stage 2) needs a stage-2 test set, and keeps or retrains
         ({"stage": 2}, "data.synthetic.n_stage2_test is 0"),
-        (
-            {
-                "stage": 2,
-                "data": {"synthetic": {"n_stage2_test": 4}},
-                "stage2": {"retrain": {"resnet18_4ch": "auto"}},
-            },
-            "auto is not built for the classifier",
-        ),
     ],
 )
 def test_the_workflow_refuses_what_the_task_lacks_before_any_job(tmp_path, overlay, words):
