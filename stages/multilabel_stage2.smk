@@ -1,16 +1,7 @@
 # Stage 2 of the multi-label task (docs/multilabel.md, "Stage 2"): its data. The released labels
 # (stage2_train.csv: train + the stage-1 test set) and the stage-2 test set are ingested into
 # stage2/data/; the rest of stage 2 (folds, retraining, REPRODUCE.md) is stages/stage2.smk's.
-if STAGE == 2 and SYNTH and not SYNTH.get("n_stage2_test"):
-    raise WorkflowError(
-        "stage: 2 needs a stage-2 test set: data.synthetic.n_stage2_test is 0 (set it > 0, "
-        "or point data.root at released stage-2 data with data.synthetic: null)"
-    )
-if STAGE == 2 and not SYNTH and not ML_INPUTS.stage2_labels.exists():
-    raise WorkflowError(
-        f"stage: 2 needs {ML_INPUTS.stage2_labels}, {ML_INPUTS.stage2_sample_submission} and "
-        f"{ML_INPUTS.image_dir('stage2_test')}/ (the released stage-2 data, docs/multilabel.md)"
-    )
+# (stage 2 without a stage-2 test set is refused by MultilabelTask.check_config)
 
 
 rule ingest_channels_stage2:

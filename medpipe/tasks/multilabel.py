@@ -12,12 +12,16 @@ chosen by nested CV on OOF; the submission is ``Id,Predicted`` in the sample sub
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from medpipe.io.hpa import read_sample_submission
 from medpipe.layout import CLASSIFY, HpaInputLayout
-from medpipe.tasks.base import Score, Task
+from medpipe.tasks.base import NotForThisTask, Score, Task
+
+if TYPE_CHECKING:  # the view the methods take; importing it here would be circular
+    from medpipe.config import RunConfig
 
 __all__ = ["MultilabelTask"]
 
@@ -50,6 +54,25 @@ class MultilabelTask(Task):
     missing = {
         "masks": "a multi-label classifier predicts labels, not masks",
     }
+
+    def check_config(self, cfg: RunConfig) -> None:
+        """Also refuse stage 2 without a stage-2 test set (demo data drawn without one, or a
+        data root without the released stage-2 files)."""
+        super().check_config(cfg)
+        if cfg.stage != 2:
+            return
+        synthetic = cfg.section("data").get("synthetic")
+        inputs = HpaInputLayout(cfg.inputs.root)
+        if synthetic and not synthetic.get("n_stage2_test"):
+            raise NotForThisTask(
+                "stage: 2 needs a stage-2 test set: data.synthetic.n_stage2_test is 0 (set it "
+                "> 0, or point data.root at released stage-2 data with data.synthetic: null)"
+            )
+        if not synthetic and not inputs.stage2_labels.exists():
+            raise NotForThisTask(
+                f"stage: 2 needs {inputs.stage2_labels}, {inputs.stage2_sample_submission} and "
+                f"{inputs.image_dir('stage2_test')}/ (the released stage-2 data, docs/multilabel.md)"
+            )
 
     def test_reference(self, root: str | Path, stage: int) -> Path:
         layout = HpaInputLayout(root)

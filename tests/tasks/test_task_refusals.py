@@ -82,3 +82,16 @@ def test_the_workflow_refuses_what_the_task_lacks_before_any_job(tmp_path, overl
     assert proc.returncode != 0
     assert words in proc.stdout + proc.stderr, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert not (tmp_path / "data").exists()  # nothing planned, nothing written
+
+
+def test_stage2_on_real_data_without_the_released_files_is_refused_naming_them(tmp_path):
+    from medpipe.config import RunConfig, load_config
+
+    config = load_config([REPO / "configs" / "multilabel.yaml"])
+    config.update(stage=2, run_dir=str(tmp_path / "run"))
+    config["data"] = {**config["data"], "root": str(tmp_path / "hpa"), "synthetic": None}
+    with pytest.raises(NotForThisTask, match="stage2_train.csv"):
+        get_task("multilabel").check_config(RunConfig(config))
+    (tmp_path / "hpa").mkdir()
+    (tmp_path / "hpa" / "stage2_train.csv").write_text("Id,Target\n")
+    get_task("multilabel").check_config(RunConfig(config))  # released: accepted
