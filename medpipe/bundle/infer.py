@@ -57,6 +57,7 @@ from medpipe.predictions.stored import values_for
 from medpipe.resources import cpu_count
 
 __all__ = [
+    "require_files",
     "Bundle",
     "BundleError",
     "ModelSpec",
@@ -75,6 +76,20 @@ log = logging.getLogger("medpipe.infer")
 # the run's predict step made (and the memory of one call bounded).
 _CHUNK_IMAGES = 512
 _DECISION_CHUNK = 256
+
+
+def require_files(
+    layout: BundleLayout, specs: list[Any], extra: list[Path], what: str = "file(s)"
+) -> None:
+    """Every fold weight file of ``specs`` (each with ``folds``: ``(fold, [weights])``) and every
+    path of ``extra`` is in the bundle; else one error naming the missing ones."""
+    paths = [w for spec in specs for _, weights in spec.folds for w in weights] + list(extra)
+    missing = [layout.relative(p) for p in paths if not p.is_file()]
+    if missing:
+        raise BundleError(
+            f"{layout.root}: {len(missing)} {what} missing: {', '.join(missing)} "
+            "(copy the whole bundle, or export it again)"
+        )
 
 
 def read_spec(layout: BundleLayout) -> dict[str, Any]:
@@ -221,21 +236,10 @@ class Bundle:
     def check_weights(self) -> None:
         """Every weight file the ensemble needs is there (else one error naming them)."""
         families = (SEGMENT, GATE) if self.needs_gate else (SEGMENT,)
-        missing = [
-            self.layout.relative(w)
-            for family in families
-            for spec in self._models[family]
-            for _, weights in spec.folds
-            for w in weights
-            if not w.is_file()
-        ]
-        if self.uses_lgbm:
-            missing += [self.layout.relative(p) for p in self._fusion_files() if not p.is_file()]
-        if missing:
-            raise BundleError(
-                f"{self.root}: {len(missing)} weights file(s) missing: {', '.join(missing)} "
-                "(copy the whole bundle, or export it again)"
-            )
+        specs = [spec for family in families for spec in self._models[family]]
+        require_files(
+            self.layout, specs, self._fusion_files() if self.uses_lgbm else [], "weights file(s)"
+        )
 
     def _fusion_files(self) -> list[Path]:
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from medpipe.bundle import BundleError
-from medpipe.bundle.infer import read_spec, verify_bundle, warn_on_versions
+from medpipe.bundle.infer import read_spec, require_files, verify_bundle, warn_on_versions
 from medpipe.bundle.layout import BundleLayout, default_outputs
 from medpipe.io.atomic import atomic_write_csv
 from medpipe.layout import (
@@ -106,20 +106,9 @@ class MultilabelBundle:
                 f"{path}: the decision's source {self.source!r} needs the LightGBM fusion, "
                 "which the bundle does not carry"
             )
-        missing = [
-            self.layout.relative(w)
-            for spec in self.classifiers
-            for _, weights in spec.folds
-            for w in weights
-            if not w.is_file()
-        ]
-        if self.uses_fusion:
-            missing += [self.layout.relative(p) for p in self._fusion_files() if not p.is_file()]
-        if missing:
-            raise BundleError(
-                f"{self.root}: {len(missing)} file(s) missing: {', '.join(missing)} "
-                "(copy the whole bundle, or export it again)"
-            )
+        require_files(
+            self.layout, self.classifiers, self._fusion_files() if self.uses_fusion else []
+        )
         warn_on_versions(self.root, self.spec)
 
     @property
