@@ -16,6 +16,7 @@ the self-test's reference outputs made.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ import platform
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -329,11 +330,38 @@ def _metadata(
     )
 
 
-def _license() -> str:
-    return (
+_LICENSE_DATA = "for SIIM-ACR: the competition's data use rules"
+
+
+def write_terms(layout: BundleLayout, data_terms: str, found_versions: Mapping[str, str]) -> None:
+    """The bundle's LICENSE (``data_terms``: whose data use rules bind the weights) and
+    ``requirements.txt`` (the versions it was exported with, pinned)."""
+    atomic_write_text(
         "MIT License (medpipe). The weights were trained on the data of the exporting run; its\n"
-        "licence terms (for SIIM-ACR: the competition's data use rules) apply to their use.\n"
+        f"licence terms ({data_terms}) apply to their use.\n",
+        layout.license,
     )
+    pinned = [f"{k}=={v}" for k, v in found_versions.items() if k != "python"]
+    atomic_write_text("\n".join(pinned) + "\n", layout.requirements)
+
+
+@contextlib.contextmanager
+def building_bundle(out: Path) -> Iterator[Path]:
+    """A private folder beside ``out`` to build a bundle in; when the block ends without an
+    error: its manifest written, the folder published as ``out`` (an old one replaced) and
+    zipped to ``out.zip``; on any error (Ctrl-C included) it is removed and ``out`` untouched."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
+    try:
+        yield building
+        write_manifest(building, BundleLayout(building).manifest)
+        building.chmod(0o755)  # mkdtemp's folder is private; a bundle is meant to be shared
+        _replace_folder(building, out)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    _zip(out, Path(f"{out}.zip"))
+    log.info("export: %s (and %s.zip)", out, out)
 
 
 def _zip(folder: Path, dest: Path) -> None:
@@ -456,9 +484,7 @@ def export_bundle(
     carried = _carried(cfg, stage, families)
     trained = carried_settings(raw, run, carried, assume_run_config)
     test_dicoms = Path(dicom_dir) if dicom_dir else working / cfg.inputs.test_dicom_dir(stage)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
-    try:
+    with building_bundle(out) as building:
         layout = BundleLayout(building)
         spec: dict[str, Any] = {
             "bundle_format": BUNDLE_FORMAT,
@@ -492,9 +518,7 @@ def export_bundle(
         atomic_write_text(_dumps(spec), layout.inference)
         metadata = _metadata(spec, decision, found_versions, decision.rule == "seg_gate_lgbm")
         atomic_write_text(_dumps(metadata), layout.metadata)
-        atomic_write_text(_license(), layout.license)
-        pinned = [f"{k}=={v}" for k, v in found_versions.items() if k != "python"]
-        atomic_write_text("\n".join(pinned) + "\n", layout.requirements)
+        write_terms(layout, _LICENSE_DATA, found_versions)
         if selftest or formats:
             from medpipe.bundle.selftest import write_reference
 
@@ -507,14 +531,6 @@ def export_bundle(
             spec["formats"] = export_formats(layout, spec, formats, inputs)
             atomic_write_text(_dumps(spec), layout.inference)
         atomic_write_text(model_card(run, cfg, stage, decision, spec, layout), layout.card)
-        write_manifest(building, layout.manifest)
-        building.chmod(0o755)  # mkdtemp's folder is private; a bundle is meant to be shared
-        _replace_folder(building, out)
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
-    _zip(out, Path(f"{out}.zip"))
-    log.info("export: %s (and %s.zip)", out, out)
     if check:
         log.info(
             "export: on %d of the run's test images the bundle gave the run's stored outputs "

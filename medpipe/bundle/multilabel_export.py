@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,15 +28,14 @@ from medpipe.bundle.export import (
     _copy,
     _dumps,
     _models,
-    _replace_folder,
-    _zip,
+    building_bundle,
     carried_settings,
     monai_metadata,
     open_run,
     versions,
+    write_terms,
 )
 from medpipe.bundle.layout import BundleLayout
-from medpipe.bundle.manifest import write_manifest
 from medpipe.bundle.multilabel import TASK, MultilabelBundle, run_infer
 from medpipe.config import RunConfig
 from medpipe.io.atomic import atomic_write_text
@@ -178,13 +176,6 @@ def _card(run: RunLayout, spec: Mapping[str, Any], decision: Mapping[str, Any], 
     return "\n".join(lines)
 
 
-def _license() -> str:
-    return (
-        "MIT License (medpipe). The weights were trained on the data of the exporting run; its\n"
-        "licence terms (for the Human Protein Atlas competition: its data use rules) apply.\n"
-    )
-
-
 def _check_images(blocks: Mapping[str, Mapping[str, Any]]) -> int:
     """About :data:`CHECK_IMAGES`, in whole batches of every classifier (the run's batches)."""
     step = math.lcm(*(int(b.get("batch_size", 16)) for b in blocks[CLASSIFY].values()))
@@ -273,9 +264,7 @@ def export_bundle(
     blocks = _blocks(cfg, stage, trained.blocks)
     data = cfg.section("data")
     first = next(iter(blocks[CLASSIFY].values()))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
-    try:
+    with building_bundle(out) as building:
         layout = BundleLayout(building)
         spec: dict[str, Any] = {
             "bundle_format": BUNDLE_FORMAT,
@@ -308,16 +297,6 @@ def export_bundle(
             )
             atomic_write_text(_dumps(spec), layout.inference)
         atomic_write_text(_dumps(_metadata(spec, decision, found)), layout.metadata)
-        atomic_write_text(_license(), layout.license)
-        pinned = [f"{k}=={v}" for k, v in found.items() if k != "python"]
-        atomic_write_text("\n".join(pinned) + "\n", layout.requirements)
+        write_terms(layout, "for the Human Protein Atlas competition: its data use rules", found)
         atomic_write_text(_card(run, spec, decision, cv), layout.card)
-        write_manifest(building, layout.manifest)
-        building.chmod(0o755)
-        _replace_folder(building, out)
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
-    _zip(out, Path(f"{out}.zip"))
-    log.info("export: %s (and %s.zip)", out, out)
     return out
